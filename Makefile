@@ -1,0 +1,39 @@
+# One command for local work and CI. Everything the tests and the demo need is installed here.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+EXTRAS ?= dev,local
+
+.PHONY: help venv test lint typecheck unit demo clean
+
+help:
+	@echo "make demo   - set up and run the example plan with live status"
+	@echo "make test   - set up, lint, type-check and run every test"
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	@echo "installing phalanx[$(EXTRAS)] (llama-cpp-python compiles the first time: ~10 min)"
+	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+lint: venv
+	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff format --check src tests bench
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+unit: venv
+	$(VENV)/bin/pytest
+
+test: lint typecheck unit
+
+demo: venv
+	$(VENV)/bin/phalanx run examples/feature-team.yaml
+
+clean:
+	rm -rf $(VENV) .phalanx .mypy_cache .ruff_cache .pytest_cache

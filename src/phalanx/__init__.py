@@ -1,0 +1,57 @@
+"""phalanx: run many specialised LLM agents in parallel on one piece of work.
+
+First make agents better (:class:`AgentSpec`: role, style, context, hooks, tools, model),
+then add more agents (:class:`Plan`, :func:`run`, :class:`Swarm`). Importing phalanx has no
+side effects and imports no optional extra.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .agents import ROLES, AgentSpec, Role
+from .api import RunResult, Swarm, TaskResult, resume, run, run_sync
+from .cost import Usage
+from .exceptions import (
+    BudgetExhausted,
+    ErrorClass,
+    JournalError,
+    PhalanxError,
+    PlanError,
+    ProviderError,
+    UsageError,
+)
+from .plan import Limits, Plan, Task, decompose_project, load_plan
+from .status import Snapshot, StatusTracker, fold, render_text
+
+__all__ = [
+    "ROLES",
+    "AgentSpec",
+    "BudgetExhausted",
+    "ErrorClass",
+    "JournalError",
+    "Limits",
+    "PhalanxError",
+    "Plan",
+    "PlanError",
+    "ProviderError",
+    "Role",
+    "RunResult",
+    "Snapshot",
+    "StatusTracker",
+    "Swarm",
+    "Task",
+    "TaskResult",
+    "Usage",
+    "UsageError",
+    "__version__",
+    "decompose_project",
+    "fold",
+    "load_plan",
+    "render_status",
+    "resume",
+    "run",
+    "run_sync",
+]
+
+render_status = render_text

@@ -1,0 +1,346 @@
+"""The plan file format (pydantic, at the edge) and its one-line error messages.
+
+Line numbers come from the YAML node tree, so every message can say ``plan.yaml:14: field:``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .agents import AgentSpec, Category
+from .exceptions import PlanError
+from .ids import AgentName, TaskId
+from .plan import Limits, Plan, Task
+
+_STRICT = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+def _str_list(v: Any) -> Any:
+    return [v] if isinstance(v, str) else v
+
+
+class AgentModel(BaseModel):
+    model_config = _STRICT
+
+    role: str = "generalist"
+    count: int = Field(default=1, ge=1, le=100_000)
+    name: str | None = None
+    names: list[str] | None = None
+    skills: list[str] = []
+    categories: list[Category] = []
+    style: str = "text"
+    provider: str | None = None
+    system: str = ""
+    context: list[str] = []
+    tools: list[str] = []
+    hooks: list[Any] = []
+
+    _as_list = field_validator("skills", "context", "tools", "names", mode="before")(_str_list)
+
+    def specs(self) -> list[AgentSpec]:
+        if self.name is not None and self.names is not None:
+            raise ValueError("give either 'name' or 'names', not both")
+        names: list[str | None] = list(self.names or ([self.name] if self.name else []))
+        if len(names) > self.count:
+            raise ValueError(f"{len(names)} names given for count {self.count}")
+        names += [None] * (self.count - len(names))
+        return [
+            AgentSpec(
+                role=self.role,
+                name=AgentName(n) if n else None,
+                skills=frozenset(self.skills),
+                categories=frozenset(self.categories),
+                style=self.style,
+                provider=self.provider,
+                system_prompt=self.system,
+                context=tuple(self.context),
+                tools=tuple(self.tools),
+                hooks=tuple(self.hooks),
+            )
+            for n in names
+        ]
+
+
+class TaskModel(BaseModel):
+    model_config = _STRICT
+
+    id: str
+    prompt: str
+    category: Category = "other"
+    title: str = ""
+    needs: list[str] = []
+    role: str | None = None
+    skills: list[str] = []
+    priority: int = 0
+    max_attempts: int = Field(default=3, ge=1, le=100)
+    style: str | None = None
+    timeout: float | None = Field(default=None, gt=0)
+
+    _as_list = field_validator("needs", "skills", mode="before")(_str_list)
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _id_as_str(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+    def task(self) -> Task:
+        return Task(
+            id=TaskId(self.id),
+            prompt=self.prompt,
+            category=self.category,
+            title=self.title,
+            needs=tuple(TaskId(n) for n in self.needs),
+            role=self.role,
+            skills=frozenset(self.skills),
+            priority=self.priority,
+            max_attempts=self.max_attempts,
+            style=self.style,
+            timeout=self.timeout,
+        )
+
+
+class LimitsModel(BaseModel):
+    model_config = _STRICT
+
+    max_agents: int | None = Field(default=None, ge=1)
+    max_usd: float | None = Field(default=None, gt=0)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_wall_seconds: float | None = Field(default=None, gt=0)
+
+
+class PlanModel(BaseModel):
+    model_config = _STRICT
+
+    name: str = "plan"
+    description: str = ""
+    policy: Literal["round_robin", "least_loaded", "best_fit"] = "best_fit"
+    provider: str | None = None
+    providers: dict[str, dict[str, Any]] = {}
+    limits: LimitsModel = LimitsModel()
+    agents: list[AgentModel] = Field(min_length=1)
+    tasks: list[TaskModel] = Field(min_length=1)
+
+
+def _loc_str(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _message(err: Mapping[str, Any]) -> str:
+    kind, msg, value = err["type"], err["msg"], err.get("input")
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required field is missing"
+    if kind == "literal_error":
+        return f"{msg}, got {value!r}"
+    if kind.endswith("_type") or kind.endswith("_parsing"):
+        shown = repr(value)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        return f"{msg[0].lower()}{msg[1:]}, got {shown}"
+    if kind == "value_error":
+        return str(msg).removeprefix("Value error, ")
+    return f"{msg[0].lower()}{msg[1:]}"
+
+
+def _node_line(root: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
+    """The 1-based line of the YAML node at ``loc`` (or of its nearest ancestor)."""
+    node, line = root, None
+    for part in loc:
+        if node is None:
+            break
+        line = node.start_mark.line + 1
+        node = _child(node, part)
+    if node is not None:
+        line = node.start_mark.line + 1
+    return line
+
+
+def _child(node: yaml.Node, part: int | str) -> yaml.Node | None:
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            if isinstance(k, yaml.ScalarNode) and k.value == str(part):
+                return v if not isinstance(v, yaml.ScalarNode) or v.value != "" else k
+        return None
+    if isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+        child: yaml.Node = node.value[part]
+        return child
+    return None
+
+
+def _key_line(root: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
+    """Line of the key itself (for unknown keys)."""
+    parent = root
+    for part in loc[:-1]:
+        parent = _child(parent, part) if parent is not None else None
+    if isinstance(parent, yaml.MappingNode):
+        for k, _ in parent.value:
+            if isinstance(k, yaml.ScalarNode) and k.value == str(loc[-1]):
+                return int(k.start_mark.line) + 1
+    return _node_line(root, loc)
+
+
+def _check_duplicate_keys(node: yaml.Node | None, path: str, source: str) -> None:
+    if isinstance(node, yaml.MappingNode):
+        seen: set[str] = set()
+        for k, v in node.value:
+            key = k.value if isinstance(k, yaml.ScalarNode) else str(k)
+            if key in seen:
+                where = f"{path}.{key}" if path else key
+                raise PlanError(
+                    "duplicate key", file=source, field=where, line=k.start_mark.line + 1
+                )
+            seen.add(key)
+            _check_duplicate_keys(v, f"{path}.{key}" if path else key, source)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            _check_duplicate_keys(v, f"{path}[{i}]", source)
+
+
+def _field_to_loc(field: str) -> tuple[int | str, ...]:
+    parts: list[int | str] = []
+    for piece in field.replace("]", "").replace("[", ".").split("."):
+        if piece:
+            parts.append(int(piece) if piece.isdigit() else piece)
+    return tuple(parts)
+
+
+def plan_from_data(
+    data: Any,
+    *,
+    source: str | None = None,
+    line_of: Callable[[tuple[int | str, ...], bool], int | None] | None = None,
+) -> Plan:
+    """Validate parsed plan data into a :class:`Plan`, raising one :class:`PlanError`."""
+    where = source or "plan"
+    if not isinstance(data, Mapping):
+        raise PlanError(
+            f"the plan must be a mapping with 'agents' and 'tasks', got {type(data).__name__}",
+            file=where,
+            line=1,
+        )
+    try:
+        model = PlanModel.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(err["loc"])
+        more = exc.error_count() - 1
+        line = line_of(loc, err["type"] == "extra_forbidden") if line_of else None
+        suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+        raise PlanError(
+            _message(err) + suffix, file=where, field=_loc_str(loc), line=line
+        ) from None
+    try:
+        agents = []
+        for i, a in enumerate(model.agents):
+            try:
+                agents.extend(a.specs())
+            except ValueError as exc:
+                raise PlanError(
+                    str(exc),
+                    file=where,
+                    field=f"agents[{i}]",
+                    line=line_of((("agents", i)), False) if line_of else None,
+                ) from None
+        return Plan.build(
+            name=model.name,
+            agents=agents,
+            tasks=[t.task() for t in model.tasks],
+            limits=Limits(**model.limits.model_dump()),
+            policy=model.policy,
+            provider=model.provider,
+            providers=model.providers,
+            source=where,
+            raw=dict(data),
+        )
+    except PlanError as exc:
+        if exc.line is None and line_of and exc.field:
+            loc = _field_to_loc(exc.field)
+            line = line_of(loc, False)
+            raise PlanError(exc.detail, file=where, field=exc.field, line=line) from None
+        raise
+
+
+def load_plan_file(path: str | Path) -> Plan:
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PlanError("no such file", file=source) from None
+    except IsADirectoryError:
+        raise PlanError("is a directory, not a plan file", file=source) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PlanError(f"cannot read: {exc.__class__.__name__}: {exc}", file=source) from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise PlanError(
+            f"not valid YAML: {problem}",
+            file=source,
+            line=mark.line + 1 if mark is not None else None,
+        ) from None
+    _check_duplicate_keys(root, "", source)
+
+    def line_of(loc: tuple[int | str, ...], is_key: bool) -> int | None:
+        return _key_line(root, loc) if is_key else _node_line(root, loc)
+
+    return plan_from_data(data, source=source, line_of=line_of)
+
+
+def plan_to_dict(plan: Plan) -> dict[str, Any]:
+    """The plan as plan-file data, every agent named: what a resumed run is rebuilt from."""
+    lim = {k: v for k, v in vars_of(plan.limits).items() if v is not None}
+    return {
+        "name": plan.name,
+        "policy": plan.policy,
+        "provider": plan.provider,
+        "providers": {k: dict(v) for k, v in plan.providers.items()},
+        "limits": lim,
+        "agents": [
+            {
+                "role": a.role,
+                "name": a.name,
+                "skills": sorted(a.skills),
+                "categories": sorted(a.categories),
+                "style": a.style,
+                "provider": a.provider,
+                "system": a.system_prompt,
+                "context": list(a.context),
+                "tools": list(a.tools),
+                "hooks": [h for h in a.hooks if isinstance(h, dict | str)],
+            }
+            for a in plan.agents
+        ],
+        "tasks": [
+            {
+                "id": t.id,
+                "prompt": t.prompt,
+                "category": t.category,
+                "title": t.title,
+                "needs": list(t.needs),
+                "role": t.role,
+                "skills": sorted(t.skills),
+                "priority": t.priority,
+                "max_attempts": t.max_attempts,
+                "style": t.style,
+                "timeout": t.timeout,
+            }
+            for t in plan.tasks
+        ],
+    }
+
+
+def vars_of(obj: Any) -> dict[str, Any]:
+    import dataclasses
+
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}

@@ -1,0 +1,389 @@
+"""The Python API: ``run(plan)`` (async), ``run_sync`` and ``resume``; results per task.
+
+result = phalanx.run_sync("plan.yaml", agents=8, provider="sim")
+print(result.status, result.tasks["design"].output)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ._planfile import plan_to_dict
+from .agents import AgentSpec
+from .cost import Usage
+from .events import Event, EventSink
+from .exceptions import UsageError
+from .journal import Journal
+from .plan import Plan, Task, load_plan
+from .providers import Provider, is_simulated, resolve_provider, split_provider
+from .runtime.engine import Engine, LocalEngine
+from .runtime.executor import AgentRunner
+from .runtime.orchestrator import Orchestrator, Prior, TaskRecord
+from .status import Snapshot, StatusTracker
+from .styles import extension
+
+__all__ = ["RunResult", "TaskResult", "resume", "run", "run_sync", "state_dir"]
+
+DEFAULT_PROVIDER = "local:smollm2"
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TaskResult:
+    id: str
+    state: str  # succeeded | failed | skipped | pending (a run that stopped early)
+    output: str
+    agent: str | None
+    attempts: int
+    usage: Usage
+    error_class: str | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.state == "succeeded"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunResult:
+    run_id: str
+    status: str  # succeeded | failed | interrupted | error
+    tasks: Mapping[str, TaskResult]
+    snapshot: Snapshot
+    simulated: bool
+    journal_path: Path
+    outputs_dir: Path
+
+    @property
+    def usage(self) -> Usage:
+        return self.snapshot.usage
+
+    @property
+    def wall_seconds(self) -> float:
+        return self.snapshot.elapsed
+
+    @property
+    def unfinished(self) -> int:
+        return sum(
+            1 for t in self.tasks.values() if t.state not in ("succeeded", "failed", "skipped")
+        )
+
+    @property
+    def exit_code(self) -> int:
+        """0 all succeeded, 1 some task failed or was skipped, 130 interrupted."""
+        return {"succeeded": 0, "interrupted": 130}.get(self.status, 1)
+
+    def summary(self) -> str:
+        from .console import render_summary
+
+        return render_summary(self)
+
+
+def state_dir(path: str | os.PathLike[str] | None = None) -> Path:
+    """Where journals and outputs live: the argument, $PHALANX_STATE_DIR, or ./.phalanx."""
+    return Path(path or os.environ.get("PHALANX_STATE_DIR") or ".phalanx")
+
+
+def new_run_id() -> str:
+    return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
+
+
+class _JournalSink:
+    __slots__ = ("journal", "run_id", "session")
+
+    def __init__(self, journal: Journal, run_id: str, session: int) -> None:
+        self.journal, self.run_id, self.session = journal, run_id, session
+
+    def emit(self, event: Event) -> None:
+        self.journal.append(self.run_id, self.session, event)
+
+
+class _SafeSink:
+    """A user sink that raises is reported once and then ignored: it never stops a run."""
+
+    def __init__(self, sink: EventSink) -> None:
+        self.sink = sink
+        self.broken = False
+
+    def emit(self, event: Event) -> None:
+        if self.broken:
+            return
+        try:
+            self.sink.emit(event)
+        except Exception as exc:
+            self.broken = True
+            import sys
+
+            print(
+                f"phalanx: event sink {self.sink!r} failed and was detached: {exc!r}",
+                file=sys.stderr,
+            )
+
+
+def _coerce_plan(plan: Plan | str | os.PathLike[str]) -> Plan:
+    return plan if isinstance(plan, Plan) else load_plan(str(plan))
+
+
+def _providers(plan: Plan, seed: int) -> dict[str, Provider]:
+    names = {a.provider or plan.provider or DEFAULT_PROVIDER for a in plan.agents}
+    out = {}
+    for name in sorted(names):
+        try:
+            out[name] = resolve_provider(name, plan.providers, seed=seed)
+        except UsageError as exc:
+            hint = (
+                " (set 'provider: sim' in the plan or pass --provider sim)"
+                if name == DEFAULT_PROVIDER
+                else ""
+            )
+            raise UsageError(f"{exc}{hint}") from None
+    return out
+
+
+def _runners(plan: Plan, providers: Mapping[str, Provider]) -> dict[str, AgentRunner]:
+    runners = {}
+    for a in plan.agents:
+        name = a.provider or plan.provider or DEFAULT_PROVIDER
+        runners[a.name or ""] = AgentRunner(a, providers[name], split_provider(name)[1])
+    return runners
+
+
+async def run(
+    plan: Plan | str | os.PathLike[str],
+    *,
+    agents: int | None = None,
+    policy: str | None = None,
+    provider: str | None = None,
+    seed: int = 0,
+    state: str | os.PathLike[str] | None = None,
+    run_id: str | None = None,
+    sinks: Sequence[EventSink] = (),
+    engine: Engine | None = None,
+    flush_interval: float = 0.05,
+) -> RunResult:
+    """Run a plan (a :class:`Plan` or a plan file) to the end; returns its :class:`RunResult`.
+
+    Overrides: ``agents`` (fleet size), ``policy``, ``provider`` (for every agent).
+    """
+    p = _coerce_plan(plan).with_overrides(policy=policy, provider=provider, agents=agents)
+    providers = _providers(p, seed)
+    journal = Journal(state_dir(state) / "journal.sqlite")
+    rid = run_id or new_run_id()
+    simulated = any(is_simulated(n) for n in providers)
+    journal.create_run(
+        run_id=rid,
+        plan_name=p.name,
+        plan_source=p.source,
+        plan=plan_to_dict(p),
+        options={"seed": seed},
+        simulated=simulated,
+        task_count=len(p.tasks),
+    )
+    return await _execute(
+        p,
+        rid,
+        journal,
+        providers,
+        Prior(session=journal.begin_session(rid)),
+        seed=seed,
+        sinks=sinks,
+        engine=engine,
+        flush_interval=flush_interval,
+    )
+
+
+async def resume(
+    run_id: str,
+    *,
+    state: str | os.PathLike[str] | None = None,
+    sinks: Sequence[EventSink] = (),
+    engine: Engine | None = None,
+    flush_interval: float = 0.05,
+) -> RunResult:
+    """Continue an interrupted or crashed run: succeeded tasks are kept, the rest re-run."""
+    journal = Journal(state_dir(state) / "journal.sqlite")
+    rec = journal.get_run(run_id)
+    plan = Plan.from_dict(rec.plan, source=rec.plan_source)
+    seed = int(rec.options.get("seed", 0))
+    providers = _providers(plan, seed)
+    results = journal.results(rec.run_id)
+    terminal = {
+        tid: (row["state"], row["error_class"], row["error"])
+        for tid, row in journal.task_rows(rec.run_id).items()
+        if row["state"] in ("failed", "skipped")
+    }
+    prior = Prior(
+        session=journal.begin_session(rec.run_id),
+        max_attempt_id=journal.max_attempt_id(rec.run_id),
+        outputs={k: (r.output, r.agent, r.attempt_id) for k, r in results.items()},
+        terminal=terminal,
+        failed_attempts=journal.finished_attempts(rec.run_id),
+    )
+    return await _execute(
+        plan,
+        rec.run_id,
+        journal,
+        providers,
+        prior,
+        seed=seed,
+        sinks=sinks,
+        engine=engine,
+        flush_interval=flush_interval,
+    )
+
+
+async def _execute(
+    plan: Plan,
+    run_id: str,
+    journal: Journal,
+    providers: Mapping[str, Provider],
+    prior: Prior,
+    *,
+    seed: int,
+    sinks: Sequence[EventSink],
+    engine: Engine | None,
+    flush_interval: float,
+) -> RunResult:
+    tracker = StatusTracker()
+    if prior.session > 1:  # the status of a resumed run folds its whole history
+        for _, ev in journal.read_events(run_id):
+            tracker.emit(ev)
+    simulated = any(p.simulated for p in providers.values())
+    orch = Orchestrator(
+        plan,
+        run_id=run_id,
+        engine=engine or LocalEngine(),
+        runners=_runners(plan, providers),
+        sinks=[
+            _JournalSink(journal, run_id, prior.session),
+            tracker,
+            *(_SafeSink(s) for s in sinks),
+        ],
+        simulated=simulated,
+        prior=prior,
+        seed=seed,
+    )
+    flusher = asyncio.get_running_loop().create_task(_flush_every(journal, flush_interval))
+    outputs = state_dir_of(journal) / "runs" / run_id / "outputs"
+    try:
+        await orch.run()
+    finally:
+        flusher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await flusher
+        journal.flush()
+        _write_outputs(outputs, plan, orch.records)
+        journal.close()
+    return RunResult(
+        run_id=run_id,
+        status=orch.status,
+        tasks=_task_results(plan, orch.records),
+        snapshot=tracker.snapshot(),
+        simulated=simulated,
+        journal_path=journal.path,
+        outputs_dir=outputs,
+    )
+
+
+def state_dir_of(journal: Journal) -> Path:
+    return journal.path.parent
+
+
+async def _flush_every(journal: Journal, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        journal.flush()
+
+
+def _write_outputs(outputs: Path, plan: Plan, records: Mapping[str, TaskRecord]) -> None:
+    styles: dict[str, str] = {a.name or "": a.style for a in plan.agents}
+    outputs.mkdir(parents=True, exist_ok=True)
+    for t in plan.tasks:
+        rec = records[t.id]
+        if rec.state == "succeeded":
+            ext = extension(t.style or styles.get(rec.agent or "", "text"))
+            (outputs / f"{t.id}{ext}").write_text(rec.output, encoding="utf-8")
+
+
+def _task_results(plan: Plan, records: Mapping[str, TaskRecord]) -> dict[str, TaskResult]:
+    return {
+        t.id: TaskResult(
+            id=t.id,
+            state=records[t.id].state
+            if records[t.id].state in ("succeeded", "failed", "skipped")
+            else "pending",
+            output=records[t.id].output,
+            agent=records[t.id].agent,
+            attempts=records[t.id].attempts + (1 if records[t.id].state == "succeeded" else 0),
+            usage=records[t.id].usage,
+            error_class=records[t.id].error_class,
+            error=records[t.id].error,
+        )
+        for t in plan.tasks
+    }
+
+
+def run_sync(plan: Plan | str | os.PathLike[str], **kwargs: Any) -> RunResult:
+    """:func:`run` for code without an event loop."""
+    return _sync(lambda: run(plan, **kwargs))
+
+
+def _sync(make: Callable[[], Awaitable[T]]) -> T:
+    async def main() -> T:
+        return await make()
+
+    return asyncio.run(main())
+
+
+class Swarm:
+    """The strategy's ``AgentSwarm``: ``size`` like agents (generated names) and a policy.
+
+    swarm = Swarm(size=10, provider="sim", policy="round_robin")
+    result = swarm.run_sync(["summarise a.txt", "summarise b.txt", ...])
+    """
+
+    def __init__(
+        self,
+        size: int = 3,
+        *,
+        spec: AgentSpec | None = None,
+        agents: Sequence[AgentSpec] | None = None,
+        policy: str = "round_robin",
+        provider: str | None = None,
+        providers: Mapping[str, Mapping[str, Any]] | None = None,
+        name: str = "swarm",
+        state: str | os.PathLike[str] | None = None,
+    ) -> None:
+        base = spec or AgentSpec()
+        self.agents = list(agents) if agents is not None else base.clone(size)
+        self.policy, self.provider, self.name, self.state = policy, provider, name, state
+        self.providers = dict(providers or {})
+
+    def distribute_work(self, tasks: Sequence[str | Task]) -> Plan:
+        """The plan that spreads ``tasks`` over this swarm (round-robin by default)."""
+        built = [
+            t if isinstance(t, Task) else Task(id=f"task-{i + 1}", prompt=t)  # type: ignore[arg-type]
+            for i, t in enumerate(tasks)
+        ]
+        return Plan.build(
+            agents=self.agents,
+            tasks=built,
+            name=self.name,
+            policy=self.policy,
+            provider=self.provider,
+            providers=self.providers,
+        )
+
+    async def run(self, tasks: Sequence[str | Task], **kwargs: Any) -> RunResult:
+        return await run(self.distribute_work(tasks), state=self.state, **kwargs)
+
+    def run_sync(self, tasks: Sequence[str | Task], **kwargs: Any) -> RunResult:
+        return _sync(lambda: self.run(tasks, **kwargs))

@@ -1,0 +1,282 @@
+"""The ``phalanx`` command.
+
+Exit codes: 0 all tasks succeeded · 1 some task failed or was skipped · 2 usage or plan error
+· 130 interrupted (the run stays resumable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+import time
+from collections.abc import Coroutine, Sequence
+from typing import Any, NoReturn
+
+from . import __version__
+from .api import RunResult, resume, run, state_dir
+from .console import LineLog
+from .exceptions import PhalanxError, UsageError
+from .journal import Journal
+from .plan import POLICIES
+from .status import StatusTracker, render_text
+
+__all__ = ["main"]
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line (no usage dump) and exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"phalanx: error: {message} (see '{self.prog} --help')\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="phalanx", description="Run many specialised LLM agents in parallel.")
+    p.add_argument("--version", action="version", version=f"phalanx {__version__}")
+    p.add_argument(
+        "--state-dir",
+        metavar="DIR",
+        help="where the journal and outputs live (default: $PHALANX_STATE_DIR or ./.phalanx)",
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    r = sub.add_parser("run", help="run a plan file")
+    r.add_argument("plan", metavar="PLAN", help="the plan file (YAML)")
+    r.add_argument(
+        "--agents",
+        type=_positive_int,
+        metavar="N",
+        help="run on N agents in total (spread over the plan's agent specs)",
+    )
+    r.add_argument("--policy", choices=POLICIES, help="assignment policy")
+    r.add_argument(
+        "--provider", metavar="P", help="provider:model for every agent (e.g. sim, local:smollm2)"
+    )
+    r.add_argument(
+        "--seed",
+        type=_int,
+        default=0,
+        metavar="S",
+        help="seed for simulation and retry jitter (default 0)",
+    )
+    r.add_argument("--run-id", metavar="ID", help="use this run id instead of a generated one")
+    r.add_argument("--quiet", "-q", action="store_true", help="no per-task lines")
+
+    rs = sub.add_parser("resume", help="continue an interrupted or crashed run")
+    rs.add_argument("run_id", metavar="RUN_ID")
+    rs.add_argument("--quiet", "-q", action="store_true", help="no per-task lines")
+
+    ls = sub.add_parser("runs", help="list runs in the journal")
+    ls.add_argument("--json", action="store_true", help="machine-readable output")
+
+    st = sub.add_parser("status", help="the three status levels of a run, from the journal")
+    st.add_argument(
+        "run_id", metavar="RUN_ID", nargs="?", help="run id or prefix (default: the latest run)"
+    )
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    st.add_argument("--watch", action="store_true", help="follow the run until it ends")
+    st.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command is None:
+        build_parser().print_help()
+        return EXIT_USAGE
+    try:
+        handler = {
+            "run": _cmd_run,
+            "resume": _cmd_resume,
+            "runs": _cmd_runs,
+            "status": _cmd_status,
+        }[args.command]
+        return handler(args)
+    except UsageError as exc:
+        print(f"phalanx: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except PhalanxError as exc:
+        print(f"phalanx: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+
+
+def _drive(coro: Coroutine[Any, Any, RunResult]) -> RunResult | None:
+    """Run a run to its end. SIGINT/SIGTERM cancel it cleanly: the journal is flushed and the
+    run stays resumable."""
+
+    async def main() -> RunResult:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        assert task is not None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        return await coro
+
+    try:
+        return asyncio.run(main())
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        return None
+
+
+def _finish(result: RunResult | None, run_id: str | None) -> int:
+    if result is None:
+        print(f"\ninterrupted: resume with 'phalanx resume {run_id or 'RUN_ID'}'", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(result.summary())
+    return result.exit_code
+
+
+class _RunIdSpy:
+    """Remembers the run id from the first event (for the interrupted message)."""
+
+    def __init__(self) -> None:
+        self.run_id: str | None = None
+
+    def emit(self, event: Any) -> None:
+        if self.run_id is None:
+            self.run_id = getattr(event, "run_id", None)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    spy = _RunIdSpy()
+    sinks: list[Any] = [spy] if args.quiet else [spy, LineLog()]
+    result = _drive(
+        run(
+            args.plan,
+            agents=args.agents,
+            policy=args.policy,
+            provider=args.provider,
+            seed=args.seed,
+            state=args.state_dir,
+            run_id=args.run_id,
+            sinks=sinks,
+        )
+    )
+    return _finish(result, spy.run_id)
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    sinks: list[Any] = [] if args.quiet else [LineLog()]
+    result = _drive(resume(args.run_id, state=args.state_dir, sinks=sinks))
+    return _finish(result, args.run_id)
+
+
+def _cmd_runs(args: argparse.Namespace) -> int:
+    journal = Journal(state_dir(args.state_dir) / "journal.sqlite")
+    rows = journal.list_runs()
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "run_id": r.run_id,
+                        "plan": r.plan_name,
+                        "status": r.status,
+                        "tasks": r.task_count,
+                        "states": counts,
+                        "created_at": r.created_at,
+                        "simulated": r.simulated,
+                        "sessions": r.sessions,
+                    }
+                    for r, counts in rows
+                ],
+                indent=2,
+            )
+        )
+        return 0
+    if not rows:
+        print(f"no runs yet in {journal.path}")
+        return 0
+    print(
+        f"{'RUN':<22} {'PLAN':<20} {'STATUS':<12} {'TASKS':>6} {'DONE':>6} {'FAILED':>6}  STARTED"
+    )
+    for r, counts in rows:
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created_at))
+        sim = " (sim)" if r.simulated else ""
+        print(
+            f"{r.run_id:<22} {r.plan_name[:20]:<20} {r.status:<12} {r.task_count:>6} "
+            f"{counts.get('succeeded', 0):>6} {counts.get('failed', 0):>6}  {started}{sim}"
+        )
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    journal = Journal(state_dir(args.state_dir) / "journal.sqlite")
+    rec = journal.get_run(args.run_id) if args.run_id else journal.latest_run()
+    tracker, seq = StatusTracker(), 0
+    while True:
+        for n, ev in journal.read_events(rec.run_id, after=seq):
+            tracker.emit(ev)
+            seq = n
+        snap = tracker.snapshot(now=time.time())
+        if args.json:
+            print(json.dumps(_snapshot_json(snap), indent=2))
+        else:
+            if args.watch:
+                print("\x1b[2J\x1b[H", end="")
+            print(render_text(snap))
+        if not args.watch or snap.finished is not None:
+            return 0
+        try:
+            time.sleep(max(0.1, args.interval))
+        except KeyboardInterrupt:
+            return 0
+
+
+def _snapshot_json(s: Any) -> dict[str, Any]:
+    return {
+        "run_id": s.run_id,
+        "plan": s.plan,
+        "status": s.status,
+        "simulated": s.simulated,
+        "counts": s.counts,
+        "total": s.total,
+        "progress": s.progress,
+        "eta_seconds": s.eta_seconds,
+        "elapsed": s.elapsed,
+        "usage": s.usage.to_dict(),
+        "attempts": s.attempts,
+        "failed_attempts": s.failed_attempts,
+        "agents": [
+            {
+                "name": a.name,
+                "role": a.role,
+                "state": a.state,
+                "task": a.task_id,
+                "done": a.done,
+                "assigned": a.assigned,
+                "failures": a.failures,
+            }
+            for a in s.agents
+        ],
+        "alerts": s.alerts,
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())

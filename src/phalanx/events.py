@@ -1,0 +1,210 @@
+"""Events: everything that happens in a run, as small frozen dataclasses with a ``type``.
+
+The journal stores them; the status snapshot is a pure fold of them; sinks (line log, TUI,
+web) consume them. Timestamps are seconds since the epoch on the run's clock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal, Protocol
+
+from .cost import ZERO, Usage
+
+__all__ = [
+    "AgentInfo",
+    "AttemptFinished",
+    "AttemptStarted",
+    "Event",
+    "EventSink",
+    "RetryScheduled",
+    "RunFinished",
+    "RunStarted",
+    "TaskFailed",
+    "TaskInfo",
+    "TaskSkipped",
+    "TaskSucceeded",
+    "event_from_dict",
+    "event_to_dict",
+]
+
+RunStatus = Literal["running", "succeeded", "failed", "interrupted", "budget_exhausted", "error"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AgentInfo:
+    name: str
+    role: str
+    provider: str
+    style: str = "text"
+    skills: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TaskInfo:
+    id: str
+    title: str
+    category: str
+    needs: tuple[str, ...] = ()
+    role: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RunStarted:
+    type: Literal["run_started"] = "run_started"
+    ts: float
+    run_id: str
+    plan: str
+    session: int  # 1 for the first start, +1 per resume
+    policy: str
+    simulated: bool
+    agents: tuple[AgentInfo, ...]
+    tasks: tuple[TaskInfo, ...]
+    done: tuple[str, ...] = ()  # tasks already terminal from earlier sessions (resume)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AttemptStarted:
+    type: Literal["attempt_started"] = "attempt_started"
+    ts: float
+    task_id: str
+    attempt_id: int
+    attempt_no: int
+    agent: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AttemptFinished:
+    type: Literal["attempt_finished"] = "attempt_finished"
+    ts: float
+    task_id: str
+    attempt_id: int
+    agent: str
+    ok: bool
+    duration: float
+    usage: Usage = ZERO
+    error_class: str | None = None
+    error: str | None = None
+    status: int | None = None
+    retry_after: float | None = None
+    stale: bool = False  # a superseded attempt's late result: recorded, then ignored
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RetryScheduled:
+    type: Literal["retry_scheduled"] = "retry_scheduled"
+    ts: float
+    task_id: str
+    attempt_no: int  # the attempt that failed
+    delay: float
+    error_class: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TaskSucceeded:
+    type: Literal["task_succeeded"] = "task_succeeded"
+    ts: float
+    task_id: str
+    attempt_id: int
+    agent: str
+    output: str = field(default="", repr=False)
+    parsed: Any = field(default=None, repr=False)
+    journal_exclude: ClassVar[tuple[str, ...]] = ("output", "parsed")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TaskFailed:
+    type: Literal["task_failed"] = "task_failed"
+    ts: float
+    task_id: str
+    error_class: str
+    error: str
+    attempts: int
+    status: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TaskSkipped:
+    type: Literal["task_skipped"] = "task_skipped"
+    ts: float
+    task_id: str
+    upstream: str  # the failed task this one depended on (directly or through others)
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RunFinished:
+    type: Literal["run_finished"] = "run_finished"
+    ts: float
+    status: RunStatus
+    reason: str = ""
+
+
+Event = (
+    RunStarted
+    | AttemptStarted
+    | AttemptFinished
+    | RetryScheduled
+    | TaskSucceeded
+    | TaskFailed
+    | TaskSkipped
+    | RunFinished
+)
+
+_TYPES: dict[str, type[Any]] = {
+    next(f.default for f in dataclasses.fields(c) if f.name == "type"): c  # type: ignore[misc]
+    for c in (
+        RunStarted,
+        AttemptStarted,
+        AttemptFinished,
+        RetryScheduled,
+        TaskSucceeded,
+        TaskFailed,
+        TaskSkipped,
+        RunFinished,
+    )
+}
+_FIELDS: dict[type[Any], tuple[str, ...]] = {
+    c: tuple(f.name for f in dataclasses.fields(c)) for c in _TYPES.values()
+}
+
+
+class EventSink(Protocol):
+    """Anything that consumes events. ``emit`` must be cheap and must not raise."""
+
+    def emit(self, event: Event) -> None: ...
+
+
+def event_to_dict(event: Event) -> dict[str, Any]:
+    """A JSON-ready dict (the journal's form: large payloads are stored elsewhere)."""
+    exclude = getattr(event, "journal_exclude", ())
+    out: dict[str, Any] = {}
+    for name in _FIELDS[type(event)]:
+        if name in exclude:
+            continue
+        value = getattr(event, name)
+        if isinstance(value, Usage):
+            value = value.to_dict()
+        elif isinstance(value, tuple) and value and dataclasses.is_dataclass(value[0]):
+            value = [dataclasses.asdict(v) for v in value]
+        out[name] = value
+    return out
+
+
+def event_from_dict(d: Mapping[str, Any]) -> Event:
+    cls = _TYPES[d["type"]]
+    kw = dict(d)
+    if cls is RunStarted:
+        kw["agents"] = tuple(
+            AgentInfo(**{**a, "skills": tuple(a.get("skills", ()))}) for a in kw["agents"]
+        )
+        kw["tasks"] = tuple(
+            TaskInfo(**{**t, "needs": tuple(t.get("needs", ()))}) for t in kw["tasks"]
+        )
+        kw["done"] = tuple(kw.get("done", ()))
+    elif cls is AttemptFinished:
+        kw["usage"] = Usage.from_dict(kw.get("usage"))
+    event: Event = cls(**kw)
+    return event

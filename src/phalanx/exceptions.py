@@ -1,0 +1,119 @@
+"""The one exception tree of phalanx.
+
+::
+
+    PhalanxError
+    ├── UsageError            a user can fix it: bad flag, unknown run id, missing key (exit 2)
+    │   └── PlanError         a plan file or Plan object is invalid (names file, field, line)
+    ├── ProviderError         a model call failed; ``error_class`` says how (see ErrorClass)
+    ├── BudgetExhausted       a run limit (USD, tokens, wall time) was reached
+    └── JournalError          the SQLite journal cannot be opened or is inconsistent
+
+Every error a user can cause is a ``UsageError`` whose ``str()`` is one line, printed by the
+CLI without a traceback.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+__all__ = [
+    "BudgetExhausted",
+    "ErrorClass",
+    "JournalError",
+    "PhalanxError",
+    "PlanError",
+    "ProviderError",
+    "UsageError",
+]
+
+
+class ErrorClass(StrEnum):
+    """How an attempt failed. The retry policy decides on this alone."""
+
+    RATE_LIMITED = "rate_limited"  # 429 with or without Retry-After: backpressure
+    OVERLOADED = "overloaded"  # 529 / 503 overloaded
+    SERVER_ERROR = "server_error"  # other 5xx
+    TIMEOUT = "timeout"  # connect/read timeout or the attempt's own deadline
+    CONNECTION = "connection"  # refused, reset, DNS
+    STREAM_CUT = "stream_cut"  # the stream ended before its final event
+    AUTH = "auth"  # 401/403, missing or wrong key
+    BAD_REQUEST = "bad_request"  # 400/404/422
+    CONTEXT_LENGTH = "context_length"  # prompt too long for the model
+    QUOTA_EXHAUSTED = "quota_exhausted"  # spend cap / insufficient quota (a 429 that won't pass)
+    TRUNCATED = "truncated"  # stopped at max_tokens
+    OUTPUT_INVALID = "output_invalid"  # the answer does not parse in the agent's style
+    VETOED = "vetoed"  # a hook refused the task
+    INTERNAL = "internal"  # a bug in phalanx, a hook or a tool: reported, not retried
+
+
+RETRYABLE: frozenset[ErrorClass] = frozenset(
+    {
+        ErrorClass.RATE_LIMITED,
+        ErrorClass.OVERLOADED,
+        ErrorClass.SERVER_ERROR,
+        ErrorClass.TIMEOUT,
+        ErrorClass.CONNECTION,
+        ErrorClass.STREAM_CUT,
+    }
+)
+
+
+class PhalanxError(Exception):
+    """Root of every error phalanx raises on purpose."""
+
+
+class UsageError(PhalanxError):
+    """Something the user can fix. ``str(err)`` is one line, shown without a traceback."""
+
+
+class PlanError(UsageError):
+    """A plan is invalid. The message names the file, the field and, when known, the line."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        field: str | None = None,
+        line: int | None = None,
+    ) -> None:
+        self.file = file
+        self.field = field
+        self.line = line
+        self.detail = message
+        where = file or "plan"
+        if line is not None:
+            where += f":{line}"
+        if field:
+            where += f": {field}"
+        super().__init__(f"{where}: {message}")
+
+
+class ProviderError(PhalanxError):
+    """A model call failed. ``error_class`` drives the retry decision."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        error_class: ErrorClass,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.error_class = error_class
+        self.status = status
+        self.retry_after = retry_after
+
+    @property
+    def retryable(self) -> bool:
+        return self.error_class in RETRYABLE
+
+
+class BudgetExhausted(PhalanxError):
+    """A run limit was reached; new work stops, finished results are kept."""
+
+
+class JournalError(PhalanxError):
+    """The journal cannot be used (unreadable file, unknown run, schema mismatch)."""

@@ -1,0 +1,448 @@
+"""The journal: SQLite (WAL), the single source of truth of every run.
+
+Tables: ``runs``, ``agents``, ``tasks``, ``attempts`` (one row per attempt id, the fencing
+token), ``results`` (at most one per task: its primary key is the task), and ``events`` (the
+append-only log that status folds). Events are buffered and written in batches, one
+transaction per batch, in order; a crash loses at most the unflushed tail, which resume then
+redoes (at-least-once attempts, exactly-once success).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .events import (
+    AttemptFinished,
+    AttemptStarted,
+    Event,
+    RunFinished,
+    RunStarted,
+    TaskFailed,
+    TaskSkipped,
+    TaskSucceeded,
+    event_from_dict,
+    event_to_dict,
+)
+from .exceptions import JournalError, UsageError
+
+__all__ = ["Journal", "ResultRow", "RunRecord"]
+
+SCHEMA_VERSION = "1"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, plan_name TEXT NOT NULL, plan_source TEXT,
+    plan_json TEXT NOT NULL, options_json TEXT NOT NULL, status TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '', simulated INTEGER NOT NULL DEFAULT 0,
+    sessions INTEGER NOT NULL DEFAULT 0, task_count INTEGER NOT NULL DEFAULT 0,
+    created_at REAL NOT NULL, updated_at REAL NOT NULL, finished_at REAL
+);
+CREATE TABLE IF NOT EXISTS agents (
+    run_id TEXT NOT NULL, name TEXT NOT NULL, role TEXT NOT NULL, provider TEXT NOT NULL,
+    style TEXT NOT NULL, skills_json TEXT NOT NULL, PRIMARY KEY (run_id, name)
+);
+CREATE TABLE IF NOT EXISTS tasks (
+    run_id TEXT NOT NULL, task_id TEXT NOT NULL, title TEXT NOT NULL, category TEXT NOT NULL,
+    needs_json TEXT NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+    current_attempt INTEGER, agent TEXT, error_class TEXT, error TEXT, updated_at REAL,
+    PRIMARY KEY (run_id, task_id)
+);
+CREATE TABLE IF NOT EXISTS attempts (
+    run_id TEXT NOT NULL, attempt_id INTEGER NOT NULL, task_id TEXT NOT NULL,
+    attempt_no INTEGER NOT NULL, agent TEXT NOT NULL, session INTEGER NOT NULL,
+    started_at REAL NOT NULL, finished_at REAL, outcome TEXT NOT NULL DEFAULT 'running',
+    error_class TEXT, error TEXT, status INTEGER, retry_after REAL,
+    input_tokens INTEGER, output_tokens INTEGER, cache_read_tokens INTEGER,
+    cache_write_tokens INTEGER, cost_usd REAL,
+    PRIMARY KEY (run_id, attempt_id)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS one_success_per_task
+    ON attempts (run_id, task_id) WHERE outcome = 'succeeded';
+CREATE TABLE IF NOT EXISTS results (
+    run_id TEXT NOT NULL, task_id TEXT NOT NULL, attempt_id INTEGER NOT NULL,
+    agent TEXT NOT NULL, output TEXT NOT NULL, parsed_json TEXT, created_at REAL NOT NULL,
+    PRIMARY KEY (run_id, task_id)
+);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, session INTEGER NOT NULL,
+    ts REAL NOT NULL, type TEXT NOT NULL, data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_run ON events (run_id, seq);
+"""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RunRecord:
+    run_id: str
+    plan_name: str
+    plan_source: str | None
+    plan: dict[str, Any]
+    options: dict[str, Any]
+    status: str
+    reason: str
+    simulated: bool
+    sessions: int
+    task_count: int
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ResultRow:
+    task_id: str
+    attempt_id: int
+    agent: str
+    output: str
+    parsed: Any
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=str)
+
+
+class Journal:
+    """One SQLite file holding every run of a project (``.phalanx/journal.sqlite``)."""
+
+    def __init__(self, path: str | Path, *, batch_size: int = 4096) -> None:
+        self.path = Path(path)
+        self.batch_size = batch_size
+        self._buffer: list[tuple[str, int, Event]] = []
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=30000")
+            self._db.execute("PRAGMA foreign_keys=OFF")
+            self._init_schema()
+        except sqlite3.Error as exc:
+            raise JournalError(f"{self.path}: cannot open the journal: {exc}") from None
+
+    def _init_schema(self) -> None:
+        with self._tx():
+            for stmt in _SCHEMA.split(";"):
+                if stmt.strip():
+                    self._db.execute(stmt)
+            row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+            if row is None:
+                self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
+            elif row[0] != SCHEMA_VERSION:
+                raise JournalError(
+                    f"{self.path}: journal schema {row[0]} is not {SCHEMA_VERSION}; "
+                    "use a new --state-dir"
+                )
+
+    def _tx(self) -> _Transaction:
+        return _Transaction(self._db)
+
+    def close(self) -> None:
+        self.flush()
+        self._db.close()
+
+    # -- runs ------------------------------------------------------------------------------
+    def create_run(
+        self,
+        *,
+        run_id: str,
+        plan_name: str,
+        plan_source: str | None,
+        plan: Mapping[str, Any],
+        options: Mapping[str, Any],
+        simulated: bool,
+        task_count: int,
+    ) -> None:
+        now = time.time()
+        try:
+            with self._tx():
+                self._db.execute(
+                    "INSERT INTO runs (run_id, plan_name, plan_source, plan_json, options_json,"
+                    " status, simulated, task_count, created_at, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?, 'created', ?, ?, ?, ?)",
+                    (
+                        run_id,
+                        plan_name,
+                        plan_source,
+                        _dumps(plan),
+                        _dumps(options),
+                        int(simulated),
+                        task_count,
+                        now,
+                        now,
+                    ),
+                )
+        except sqlite3.IntegrityError:
+            raise UsageError(f"run {run_id!r} already exists in {self.path}") from None
+
+    def begin_session(self, run_id: str) -> int:
+        with self._tx():
+            self._db.execute(
+                "UPDATE runs SET sessions = sessions + 1, status = 'running', updated_at = ?,"
+                " finished_at = NULL WHERE run_id = ?",
+                (time.time(), run_id),
+            )
+            (n,) = self._db.execute(
+                "SELECT sessions FROM runs WHERE run_id = ?", (run_id,)
+            ).fetchone()
+        return int(n)
+
+    def get_run(self, run_id: str) -> RunRecord:
+        rows = self._db.execute(
+            "SELECT * FROM runs WHERE run_id = ? OR run_id LIKE ? ORDER BY run_id",
+            (run_id, run_id.replace("%", "") + "%"),
+        ).fetchall()
+        exact = [r for r in rows if r[0] == run_id]
+        if exact:
+            rows = exact
+        if not rows:
+            raise UsageError(f"no run {run_id!r} in {self.path} (see 'phalanx runs')")
+        if len(rows) > 1:
+            raise UsageError(f"run id {run_id!r} is ambiguous: {', '.join(r[0] for r in rows)}")
+        return self._record(rows[0])
+
+    def latest_run(self) -> RunRecord:
+        row = self._db.execute("SELECT * FROM runs ORDER BY created_at DESC LIMIT 1").fetchone()
+        if row is None:
+            raise UsageError(f"no runs yet in {self.path}")
+        return self._record(row)
+
+    def list_runs(self, limit: int = 50) -> list[tuple[RunRecord, dict[str, int]]]:
+        rows = self._db.execute(
+            "SELECT * FROM runs ORDER BY created_at DESC LIMIT ?", (limit,)
+        ).fetchall()
+        return [(self._record(r), self.task_counts(r[0])) for r in rows]
+
+    def task_counts(self, run_id: str) -> dict[str, int]:
+        return dict(
+            self._db.execute(
+                "SELECT state, COUNT(*) FROM tasks WHERE run_id = ? GROUP BY state", (run_id,)
+            ).fetchall()
+        )
+
+    @staticmethod
+    def _record(r: tuple[Any, ...]) -> RunRecord:
+        return RunRecord(
+            run_id=r[0],
+            plan_name=r[1],
+            plan_source=r[2],
+            plan=json.loads(r[3]),
+            options=json.loads(r[4]),
+            status=r[5],
+            reason=r[6],
+            simulated=bool(r[7]),
+            sessions=r[8],
+            task_count=r[9],
+            created_at=r[10],
+            updated_at=r[11],
+            finished_at=r[12],
+        )
+
+    # -- reading a run's state -------------------------------------------------------------
+    def results(self, run_id: str) -> dict[str, ResultRow]:
+        rows = self._db.execute(
+            "SELECT task_id, attempt_id, agent, output, parsed_json FROM results WHERE run_id = ?",
+            (run_id,),
+        ).fetchall()
+        return {
+            r[0]: ResultRow(
+                task_id=r[0],
+                attempt_id=r[1],
+                agent=r[2],
+                output=r[3],
+                parsed=json.loads(r[4]) if r[4] is not None else None,
+            )
+            for r in rows
+        }
+
+    def task_rows(self, run_id: str) -> dict[str, dict[str, Any]]:
+        cur = self._db.execute(
+            "SELECT task_id, state, attempts, agent, error_class, error FROM tasks"
+            " WHERE run_id = ?",
+            (run_id,),
+        )
+        return {
+            r[0]: {
+                "state": r[1],
+                "attempts": r[2],
+                "agent": r[3],
+                "error_class": r[4],
+                "error": r[5],
+            }
+            for r in cur.fetchall()
+        }
+
+    def finished_attempts(self, run_id: str) -> dict[str, int]:
+        """Per task, how many attempts ended in failure (crash-interrupted ones don't count)."""
+        return dict(
+            self._db.execute(
+                "SELECT task_id, COUNT(*) FROM attempts WHERE run_id = ? AND outcome = 'failed'"
+                " GROUP BY task_id",
+                (run_id,),
+            ).fetchall()
+        )
+
+    def max_attempt_id(self, run_id: str) -> int:
+        (n,) = self._db.execute(
+            "SELECT COALESCE(MAX(attempt_id), 0) FROM attempts WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        return int(n)
+
+    def read_events(self, run_id: str, after: int = 0) -> Iterator[tuple[int, Event]]:
+        cur = self._db.execute(
+            "SELECT seq, data FROM events WHERE run_id = ? AND seq > ? ORDER BY seq",
+            (run_id, after),
+        )
+        for seq, data in cur:
+            yield seq, event_from_dict(json.loads(data))
+
+    # -- writing events --------------------------------------------------------------------
+    def append(self, run_id: str, session: int, event: Event) -> None:
+        self._buffer.append((run_id, session, event))
+        if len(self._buffer) >= self.batch_size:
+            self.flush()
+
+    @property
+    def pending(self) -> int:
+        return len(self._buffer)
+
+    def flush(self) -> None:
+        """Write the buffered events and their table updates in one transaction."""
+        if not self._buffer:
+            return
+        batch, self._buffer = self._buffer, []
+        db = self._db
+        with self._tx():
+            db.executemany(
+                "INSERT INTO events (run_id, session, ts, type, data) VALUES (?, ?, ?, ?, ?)",
+                [(r, s, e.ts, e.type, _dumps(event_to_dict(e))) for r, s, e in batch],
+            )
+            for run_id, session, event in batch:
+                self._apply(db, run_id, session, event)
+
+    def _apply(self, db: sqlite3.Connection, run_id: str, session: int, e: Event) -> None:
+        if isinstance(e, AttemptStarted):
+            db.execute(
+                "INSERT INTO attempts (run_id, attempt_id, task_id, attempt_no, agent, session,"
+                " started_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (run_id, e.attempt_id, e.task_id, e.attempt_no, e.agent, session, e.ts),
+            )
+            db.execute(
+                "UPDATE tasks SET state = 'running', attempts = ?, current_attempt = ?,"
+                " agent = ?, updated_at = ? WHERE run_id = ? AND task_id = ?",
+                (e.attempt_no, e.attempt_id, e.agent, e.ts, run_id, e.task_id),
+            )
+        elif isinstance(e, AttemptFinished):
+            u = e.usage
+            outcome = "stale" if e.stale else ("succeeded" if e.ok else "failed")
+            db.execute(
+                "UPDATE attempts SET finished_at = ?, outcome = ?, error_class = ?, error = ?,"
+                " status = ?, retry_after = ?, input_tokens = ?, output_tokens = ?,"
+                " cache_read_tokens = ?, cache_write_tokens = ?, cost_usd = ?"
+                " WHERE run_id = ? AND attempt_id = ?",
+                (
+                    e.ts,
+                    outcome,
+                    e.error_class,
+                    e.error,
+                    e.status,
+                    e.retry_after,
+                    u.input_tokens,
+                    u.output_tokens,
+                    u.cache_read_tokens,
+                    u.cache_write_tokens,
+                    u.cost_usd,
+                    run_id,
+                    e.attempt_id,
+                ),
+            )
+            if not e.ok and not e.stale:
+                db.execute(
+                    "UPDATE tasks SET state = 'retrying', error_class = ?, error = ?,"
+                    " updated_at = ? WHERE run_id = ? AND task_id = ?",
+                    (e.error_class, e.error, e.ts, run_id, e.task_id),
+                )
+        elif isinstance(e, TaskSucceeded):
+            db.execute(
+                "INSERT INTO results (run_id, task_id, attempt_id, agent, output, parsed_json,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    run_id,
+                    e.task_id,
+                    e.attempt_id,
+                    e.agent,
+                    e.output,
+                    None if e.parsed is None else _dumps(e.parsed),
+                    e.ts,
+                ),
+            )
+            self._set_task(db, run_id, e.task_id, "succeeded", e.ts, None, None)
+        elif isinstance(e, TaskFailed):
+            self._set_task(db, run_id, e.task_id, "failed", e.ts, e.error_class, e.error)
+        elif isinstance(e, TaskSkipped):
+            self._set_task(db, run_id, e.task_id, "skipped", e.ts, "skipped", e.reason)
+        elif isinstance(e, RunStarted):
+            self._apply_run_started(db, run_id, e)
+        elif isinstance(e, RunFinished):
+            db.execute(
+                "UPDATE runs SET status = ?, reason = ?, finished_at = ?, updated_at = ?"
+                " WHERE run_id = ?",
+                (e.status, e.reason, e.ts, e.ts, run_id),
+            )
+
+    @staticmethod
+    def _set_task(
+        db: sqlite3.Connection,
+        run_id: str,
+        task_id: str,
+        state: str,
+        ts: float,
+        error_class: str | None,
+        error: str | None,
+    ) -> None:
+        db.execute(
+            "UPDATE tasks SET state = ?, error_class = ?, error = ?, updated_at = ?"
+            " WHERE run_id = ? AND task_id = ?",
+            (state, error_class, error, ts, run_id, task_id),
+        )
+
+    @staticmethod
+    def _apply_run_started(db: sqlite3.Connection, run_id: str, e: RunStarted) -> None:
+        db.executemany(
+            "INSERT OR IGNORE INTO agents VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (run_id, a.name, a.role, a.provider, a.style, _dumps(list(a.skills)))
+                for a in e.agents
+            ],
+        )
+        db.executemany(
+            "INSERT OR IGNORE INTO tasks (run_id, task_id, title, category, needs_json, state)"
+            " VALUES (?, ?, ?, ?, ?, 'pending')",
+            [(run_id, t.id, t.title, t.category, _dumps(list(t.needs))) for t in e.tasks],
+        )
+        # Attempts cut short by a crash are not failures: they simply re-run.
+        db.execute(
+            "UPDATE attempts SET outcome = 'lost' WHERE run_id = ? AND outcome = 'running'",
+            (run_id,),
+        )
+        db.execute(
+            "UPDATE tasks SET state = 'pending' WHERE run_id = ?"
+            " AND state IN ('running', 'retrying')",
+            (run_id,),
+        )
+
+
+class _Transaction:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *_: object) -> None:
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")

@@ -1,0 +1,317 @@
+"""Plans: tasks by category in a dependency DAG, the agents that will do them, and limits.
+
+A :class:`Plan` is a validated value: every task id is unique, every dependency exists, the
+graph has no cycle, and every task can be served by some agent. Plans come from YAML files
+(:func:`load_plan`), from dicts (:meth:`Plan.from_dict`), or from Python (:meth:`Plan.build`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .agents import CATEGORIES, AgentSpec, Category, assign_names
+from .exceptions import PlanError
+from .ids import TaskId
+
+__all__ = [
+    "POLICIES",
+    "Limits",
+    "Plan",
+    "Task",
+    "decompose_project",
+    "load_plan",
+]
+
+POLICIES = ("round_robin", "least_loaded", "best_fit")
+TASK_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Task:
+    """One unit of work. ``needs`` are the tasks whose results it receives."""
+
+    id: TaskId
+    prompt: str
+    category: Category = "other"
+    title: str = ""
+    needs: tuple[TaskId, ...] = ()
+    role: str | None = None
+    skills: frozenset[str] = frozenset()
+    priority: int = 0
+    max_attempts: int = 3
+    style: str | None = None
+    timeout: float | None = None
+
+    @property
+    def label(self) -> str:
+        return self.title or self.id
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Limits:
+    max_agents: int | None = None
+    max_usd: float | None = None
+    max_tokens: int | None = None
+    max_wall_seconds: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plan:
+    """A validated plan. Build with :meth:`build`, :meth:`from_dict` or :func:`load_plan`."""
+
+    name: str
+    agents: tuple[AgentSpec, ...]
+    tasks: tuple[Task, ...]
+    limits: Limits = Limits()
+    policy: str = "best_fit"
+    provider: str | None = None  # default for agents that name none
+    providers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    source: str | None = None  # the file it came from, for messages
+    raw: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
+
+    # -- construction ----------------------------------------------------------------------
+    @classmethod
+    def build(
+        cls,
+        *,
+        agents: Sequence[AgentSpec],
+        tasks: Sequence[Task],
+        name: str = "plan",
+        limits: Limits | None = None,
+        policy: str = "best_fit",
+        provider: str | None = None,
+        providers: Mapping[str, Mapping[str, Any]] | None = None,
+        source: str | None = None,
+        raw: Mapping[str, Any] | None = None,
+    ) -> Plan:
+        plan = cls(
+            name=name,
+            agents=tuple(assign_names(agents)),
+            tasks=tuple(tasks),
+            limits=limits or Limits(),
+            policy=policy,
+            provider=provider,
+            providers=dict(providers or {}),
+            source=source,
+            raw=raw,
+        )
+        plan.validate()
+        return plan
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str | None = None) -> Plan:
+        from ._planfile import plan_from_data
+
+        return plan_from_data(data, source=source)
+
+    # -- queries ---------------------------------------------------------------------------
+    @property
+    def task_map(self) -> dict[TaskId, Task]:
+        return {t.id: t for t in self.tasks}
+
+    def dependants(self) -> dict[TaskId, list[TaskId]]:
+        out: dict[TaskId, list[TaskId]] = {t.id: [] for t in self.tasks}
+        for t in self.tasks:
+            for n in t.needs:
+                out[n].append(t.id)
+        return out
+
+    def topological_order(self) -> list[TaskId]:
+        order, cycle = _toposort(self.tasks)
+        if cycle:
+            raise self._error(
+                "tasks", f"dependency cycle {' -> '.join(cycle)} (each needs the next)"
+            )
+        return order
+
+    def critical_path(self) -> dict[TaskId, int]:
+        """Length (in tasks) of the longest chain from each task to the end of the plan."""
+        deps = self.dependants()
+        length: dict[TaskId, int] = {}
+        for tid in reversed(self.topological_order()):
+            length[tid] = 1 + max((length[d] for d in deps[tid]), default=0)
+        return length
+
+    def by_category(self) -> dict[str, list[Task]]:
+        """The strategy's ``decompose_project``: tasks grouped by category."""
+        out: dict[str, list[Task]] = {c: [] for c in CATEGORIES}
+        for t in self.tasks:
+            out[t.category].append(t)
+        return out
+
+    # -- transformations -------------------------------------------------------------------
+    def with_agent_count(self, n: int) -> Plan:
+        """The same plan on ``n`` agents in total, spread over the plan's agent specs."""
+        specs = _distinct_specs(self.agents)
+        if n < 1:
+            raise PlanError("must be at least 1", file=self.source, field="--agents")
+        if n < len(specs):
+            raise PlanError(
+                f"{n} is fewer than the {len(specs)} distinct agent specs in the plan",
+                file=self.source,
+                field="--agents",
+            )
+        counts = [n // len(specs) + (1 if i < n % len(specs) else 0) for i in range(len(specs))]
+        agents = [s for spec, c in zip(specs, counts, strict=True) for s in spec.clone(c)]
+        return dataclasses.replace(self, agents=tuple(assign_names(agents))).checked()
+
+    def with_overrides(
+        self, *, policy: str | None = None, provider: str | None = None, agents: int | None = None
+    ) -> Plan:
+        plan = self
+        if agents is not None:
+            plan = plan.with_agent_count(agents)
+        if policy is not None:
+            if policy not in POLICIES:
+                raise PlanError(
+                    f"unknown policy {policy!r} (choose from {', '.join(POLICIES)})",
+                    field="--policy",
+                )
+            plan = dataclasses.replace(plan, policy=policy)
+        if provider is not None:
+            plan = dataclasses.replace(
+                plan,
+                provider=provider,
+                agents=tuple(a.with_provider(provider) for a in plan.agents),
+            )
+        return plan
+
+    def checked(self) -> Plan:
+        self.validate()
+        return self
+
+    # -- validation ------------------------------------------------------------------------
+    def _error(self, where: str, message: str) -> PlanError:
+        return PlanError(message, file=self.source, field=where)
+
+    def validate(self) -> None:
+        """Raise :class:`PlanError` naming the first problem, or return."""
+        if not self.agents:
+            raise self._error("agents", "a plan needs at least one agent")
+        if not self.tasks:
+            raise self._error("tasks", "a plan needs at least one task")
+        if self.policy not in POLICIES:
+            raise self._error(
+                "policy", f"unknown policy {self.policy!r} (choose from {', '.join(POLICIES)})"
+            )
+        self._validate_agents()
+        self._validate_tasks()
+        _, cycle = _toposort(self.tasks)
+        if cycle:
+            i = next(i for i, t in enumerate(self.tasks) if t.id == cycle[0])
+            raise self._error(
+                f"tasks[{i}].needs",
+                f"dependency cycle {' -> '.join(cycle)} (each needs the next)",
+            )
+
+    def _validate_agents(self) -> None:
+        seen: set[str] = set()
+        for i, a in enumerate(self.agents):
+            if a.name in seen:
+                raise self._error(f"agents[{i}].name", f"duplicate agent name {a.name!r}")
+            seen.add(a.name or "")
+        cap = self.limits.max_agents
+        if cap is not None and len(self.agents) > cap:
+            raise self._error(
+                "limits.max_agents", f"the plan has {len(self.agents)} agents, above max {cap}"
+            )
+
+    def _validate_tasks(self) -> None:
+        ids: set[str] = set()
+        for i, t in enumerate(self.tasks):
+            if not TASK_ID_RE.match(t.id):
+                raise self._error(
+                    f"tasks[{i}].id", f"invalid id {t.id!r} (letters, digits, '_', '-', '.')"
+                )
+            if t.id in ids:
+                raise self._error(f"tasks[{i}].id", f"duplicate task id {t.id!r}")
+            ids.add(t.id)
+            if t.category not in CATEGORIES:
+                raise self._error(
+                    f"tasks[{i}].category",
+                    f"unknown category {t.category!r} (choose from {', '.join(CATEGORIES)})",
+                )
+            if t.max_attempts < 1:
+                raise self._error(f"tasks[{i}].max_attempts", "must be at least 1")
+        for i, t in enumerate(self.tasks):
+            for n in t.needs:
+                if n not in ids:
+                    raise self._error(f"tasks[{i}].needs", f"unknown task {n!r}")
+                if n == t.id:
+                    raise self._error(f"tasks[{i}].needs", f"task {t.id!r} needs itself")
+            self._validate_servable(i, t)
+
+    def _validate_servable(self, i: int, t: Task) -> None:
+        if t.role is not None and not any(a.role == t.role for a in self.agents):
+            roles = ", ".join(sorted({a.role for a in self.agents}))
+            raise self._error(
+                f"tasks[{i}].role", f"no agent has role {t.role!r} (agents' roles: {roles})"
+            )
+        if t.skills and not any(
+            t.skills <= a.skills and (t.role is None or a.role == t.role) for a in self.agents
+        ):
+            raise self._error(
+                f"tasks[{i}].skills",
+                f"no agent{' with role ' + repr(t.role) if t.role else ''} has all of "
+                f"{', '.join(sorted(t.skills))}",
+            )
+
+
+def _distinct_specs(agents: Iterable[AgentSpec]) -> list[AgentSpec]:
+    out: list[AgentSpec] = []
+    for a in agents:
+        unnamed = dataclasses.replace(a, name=None)
+        if unnamed not in out:
+            out.append(unnamed)
+    return out
+
+
+def _toposort(tasks: Sequence[Task]) -> tuple[list[TaskId], list[TaskId]]:
+    """Kahn's algorithm. Returns (order, []) or ([], one cycle as a closed path)."""
+    indeg = {t.id: len(set(t.needs)) for t in tasks}
+    deps: dict[TaskId, list[TaskId]] = {t.id: [] for t in tasks}
+    for t in tasks:
+        for n in set(t.needs):
+            if n in deps:
+                deps[n].append(t.id)
+    order = [tid for tid, d in indeg.items() if d == 0]
+    i = 0
+    while i < len(order):
+        for d in deps[order[i]]:
+            indeg[d] -= 1
+            if indeg[d] == 0:
+                order.append(d)
+        i += 1
+    if len(order) == len(tasks):
+        return order, []
+    return [], _find_cycle({t.id: t.needs for t in tasks if indeg[t.id] > 0})
+
+
+def _find_cycle(needs: Mapping[TaskId, Sequence[TaskId]]) -> list[TaskId]:
+    """One cycle among the tasks left after Kahn's pass (each of which is on or behind one)."""
+    start = min(needs)
+    path: list[TaskId] = []
+    index: dict[TaskId, int] = {}
+    node = start
+    while node not in index:
+        index[node] = len(path)
+        path.append(node)
+        node = next(n for n in sorted(needs[node]) if n in needs)
+    cycle = path[index[node] :]
+    return [*cycle, node]
+
+
+def load_plan(path: str) -> Plan:
+    """Read and validate a YAML plan file; every problem is one :class:`PlanError` line."""
+    from ._planfile import load_plan_file
+
+    return load_plan_file(path)
+
+
+def decompose_project(plan: Plan) -> dict[str, list[Task]]:
+    """The strategy's ``decompose_project``: a plan's tasks by category."""
+    return plan.by_category()

@@ -1,0 +1,50 @@
+"""Model providers behind one seam, addressed as ``provider:model``.
+
+``sim`` is the simulated provider (tests, benchmarks, what-if runs). The real providers
+(``anthropic:``, ``openai:``, ``openai-compatible``, ``local:smollm2``, ``claude-code``) plug
+into :func:`resolve_provider`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from ..exceptions import UsageError
+from .base import Completion, CompletionRequest, Message, Provider
+from .sim import SimProvider
+
+__all__ = [
+    "Completion",
+    "CompletionRequest",
+    "Message",
+    "Provider",
+    "SimProvider",
+    "is_simulated",
+    "resolve_provider",
+    "split_provider",
+]
+
+AVAILABLE = ("sim",)
+
+
+def split_provider(name: str) -> tuple[str, str]:
+    kind, _, model = name.partition(":")
+    return kind.strip(), model.strip()
+
+
+def is_simulated(name: str) -> bool:
+    return split_provider(name)[0] == "sim"
+
+
+def resolve_provider(
+    name: str, options: Mapping[str, Mapping[str, Any]] | None = None, *, seed: int | None = None
+) -> Provider:
+    """Build the provider for ``name``; ``options`` is the plan's ``providers:`` mapping."""
+    kind, model = split_provider(name)
+    opts = dict((options or {}).get(name) or (options or {}).get(kind) or {})
+    if kind == "sim":
+        return SimProvider(model or "sim", opts, seed=seed)
+    raise UsageError(
+        f"unknown provider {name!r} (available in this version: {', '.join(AVAILABLE)})"
+    )

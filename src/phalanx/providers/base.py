@@ -1,0 +1,65 @@
+"""The Provider seam: ``complete(request) -> Completion``. Retries belong to the orchestrator."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from ..cost import ZERO, Usage
+
+__all__ = ["Completion", "CompletionRequest", "Message", "Provider", "StopReason"]
+
+StopReason = Literal["end", "max_tokens", "tool_use", "stop_sequence", "error"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Message:
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CompletionRequest:
+    model: str
+    messages: tuple[Message, ...]
+    max_tokens: int = 1024
+    temperature: float | None = None
+    style: str = "text"
+    json_schema: Mapping[str, Any] | None = None
+    # who is asking: used for deterministic simulation, logs and attribution, never sent as-is
+    run_id: str = ""
+    task_id: str = ""
+    agent: str = ""
+    role: str = ""
+    attempt_no: int = 1
+    title: str = ""
+
+    @property
+    def system(self) -> str:
+        return "\n\n".join(m.content for m in self.messages if m.role == "system")
+
+    @property
+    def prompt_chars(self) -> int:
+        return sum(len(m.content) for m in self.messages)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Completion:
+    text: str
+    usage: Usage = ZERO
+    stop_reason: StopReason = "end"
+    model: str = ""
+    simulated: bool = False
+    tool_calls: tuple[Mapping[str, Any], ...] = ()
+    raw: Any = field(default=None, repr=False, compare=False)
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """A model behind ``provider:model``. Raises ProviderError with an ErrorClass on failure."""
+
+    name: str
+    simulated: bool
+
+    async def complete(self, request: CompletionRequest) -> Completion: ...

@@ -1,0 +1,2 @@
+"""The runtime: pure scheduling decisions (scheduler, policies, retry) and the pieces that
+do I/O (engine, executor, orchestrator)."""

@@ -1,0 +1,77 @@
+"""The Engine seam and the local asyncio engine.
+
+An engine hosts agents and runs attempts on them; it decides nothing. The orchestrator
+``submit``s an attempt to a named agent and receives each :class:`Outcome` through the
+callback given to ``start`` (the results stream), on the event loop that started it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from typing import Protocol
+
+from .executor import AgentRunner, Attempt, Outcome
+
+__all__ = ["Engine", "LocalEngine"]
+
+OnOutcome = Callable[[Outcome], None]
+
+
+class Engine(Protocol):
+    name: str
+
+    async def start(self, runners: Mapping[str, AgentRunner], on_outcome: OnOutcome) -> None: ...
+
+    def submit(self, attempt: Attempt) -> None: ...
+
+    def cancel(self, attempt_id: int) -> bool: ...
+
+    async def stop(self) -> None: ...
+
+
+class LocalEngine:
+    """Every agent is a coroutine on this event loop; each attempt is one asyncio task."""
+
+    name = "local"
+
+    def __init__(self) -> None:
+        self._runners: Mapping[str, AgentRunner] = {}
+        self._on_outcome: OnOutcome | None = None
+        self._inflight: dict[int, asyncio.Task[None]] = {}
+
+    async def start(self, runners: Mapping[str, AgentRunner], on_outcome: OnOutcome) -> None:
+        self._runners = runners
+        self._on_outcome = on_outcome
+
+    def submit(self, attempt: Attempt) -> None:
+        runner = self._runners[attempt.agent]
+        task = asyncio.get_running_loop().create_task(self._run(runner, attempt))
+        self._inflight[attempt.attempt_id] = task
+
+    async def _run(self, runner: AgentRunner, attempt: Attempt) -> None:
+        try:
+            outcome = await runner.run(attempt)
+        finally:
+            self._inflight.pop(attempt.attempt_id, None)
+        assert self._on_outcome is not None
+        self._on_outcome(outcome)
+
+    def cancel(self, attempt_id: int) -> bool:
+        task = self._inflight.pop(attempt_id, None)
+        if task is None:
+            return False
+        task.cancel()
+        return True
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+    async def stop(self) -> None:
+        tasks = list(self._inflight.values())
+        self._inflight.clear()
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,165 @@
+"""Running one attempt of one task on one agent: prompt assembly, the provider call, the
+deadline and error classification. Engine-agnostic: the local engine and Ray hosts call it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+from ..agents import AgentSpec
+from ..cost import ZERO, Usage
+from ..exceptions import ErrorClass, ProviderError
+from ..plan import Task
+from ..providers.base import Completion, CompletionRequest, Message, Provider
+from ..styles import instruction
+
+__all__ = ["AgentRunner", "Attempt", "Outcome", "Upstream", "build_request"]
+
+UPSTREAM_CHARS = 4000  # per upstream result handed to a downstream prompt
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Upstream:
+    """A result handed downstream, with its provenance."""
+
+    task_id: str
+    agent: str
+    attempt_id: int
+    output: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Attempt:
+    run_id: str
+    attempt_id: int
+    attempt_no: int
+    task: Task
+    agent: str
+    upstream: tuple[Upstream, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Outcome:
+    attempt_id: int
+    task_id: str
+    agent: str
+    ok: bool
+    duration: float
+    output: str = ""
+    usage: Usage = ZERO
+    error_class: ErrorClass | None = None
+    error: str | None = None
+    status: int | None = None
+    retry_after: float | None = None
+
+
+def build_request(spec: AgentSpec, attempt: Attempt, model: str) -> CompletionRequest:
+    """Prompt = role + system prompt + style + context, then the task and upstream results."""
+    task = attempt.task
+    style = task.style or spec.style
+    system = [f"You are {spec.name}, the {spec.role} of a team of agents."]
+    if spec.description:
+        system.append(f"Your job: {spec.description}.")
+    if spec.system_prompt:
+        system.append(spec.system_prompt)
+    system.append(instruction(style))
+    system.extend(spec.context)
+    user = [task.prompt]
+    if attempt.upstream:
+        user.append("Results from the tasks this one builds on:")
+        for up in attempt.upstream:
+            text = up.output
+            if len(text) > UPSTREAM_CHARS:
+                text = text[:UPSTREAM_CHARS] + f"\n[... {len(up.output) - UPSTREAM_CHARS} more]"
+            user.append(f"### {up.task_id} (by {up.agent})\n{text}")
+    return CompletionRequest(
+        model=model,
+        messages=(
+            Message(role="system", content="\n".join(s for s in system if s)),
+            Message(role="user", content="\n\n".join(user)),
+        ),
+        style=style,
+        run_id=attempt.run_id,
+        task_id=task.id,
+        agent=attempt.agent,
+        role=spec.role,
+        attempt_no=attempt.attempt_no,
+        title=task.label,
+    )
+
+
+class AgentRunner:
+    """One agent's executor: its spec and its provider."""
+
+    __slots__ = ("model", "provider", "spec")
+
+    def __init__(self, spec: AgentSpec, provider: Provider, model: str = "") -> None:
+        self.spec = spec
+        self.provider = provider
+        self.model = model
+
+    async def run(self, attempt: Attempt) -> Outcome:
+        request = build_request(self.spec, attempt, self.model)
+        timeout = attempt.task.timeout
+        t0 = time.monotonic()
+        try:
+            if timeout is None:
+                completion = await self.provider.complete(request)
+            else:
+                async with asyncio.timeout(timeout):
+                    completion = await self.provider.complete(request)
+        except ProviderError as exc:
+            return self._failed(attempt, t0, exc.error_class, str(exc), exc.status, exc.retry_after)
+        except TimeoutError:
+            return self._failed(
+                attempt, t0, ErrorClass.TIMEOUT, f"no answer within {timeout:g}s", None, None
+            )
+        except Exception as exc:  # a bug in a provider, hook or tool: reported, not retried
+            return self._failed(
+                attempt, t0, ErrorClass.INTERNAL, f"{type(exc).__name__}: {exc}", None, None
+            )
+        return self._finished(attempt, t0, completion)
+
+    def _finished(self, attempt: Attempt, t0: float, c: Completion) -> Outcome:
+        if c.stop_reason == "max_tokens":
+            return Outcome(
+                attempt_id=attempt.attempt_id,
+                task_id=attempt.task.id,
+                agent=attempt.agent,
+                ok=False,
+                duration=time.monotonic() - t0,
+                usage=c.usage,
+                error_class=ErrorClass.TRUNCATED,
+                error="the answer stopped at max_tokens",
+            )
+        return Outcome(
+            attempt_id=attempt.attempt_id,
+            task_id=attempt.task.id,
+            agent=attempt.agent,
+            ok=True,
+            duration=time.monotonic() - t0,
+            output=c.text,
+            usage=c.usage,
+        )
+
+    @staticmethod
+    def _failed(
+        attempt: Attempt,
+        t0: float,
+        cls: ErrorClass,
+        message: str,
+        status: int | None,
+        retry_after: float | None,
+    ) -> Outcome:
+        return Outcome(
+            attempt_id=attempt.attempt_id,
+            task_id=attempt.task.id,
+            agent=attempt.agent,
+            ok=False,
+            duration=time.monotonic() - t0,
+            error_class=cls,
+            error=message[:500],
+            status=status,
+            retry_after=retry_after,
+        )

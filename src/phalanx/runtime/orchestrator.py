@@ -1,0 +1,375 @@
+"""The orchestrator: one run's driver. Ready tasks -> policy -> engine -> outcomes -> events.
+
+All decisions are delegated to pure pieces (``DagState``, ``ReadyQueue``, policies,
+``decide_retry``); this module only wires them to the engine, the clock and the sinks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from ..cost import ZERO, Usage
+from ..events import (
+    AgentInfo,
+    AttemptFinished,
+    AttemptStarted,
+    Event,
+    EventSink,
+    RetryScheduled,
+    RunFinished,
+    RunStarted,
+    RunStatus,
+    TaskFailed,
+    TaskInfo,
+    TaskSkipped,
+    TaskSucceeded,
+)
+from ..ids import TaskId
+from ..plan import Plan
+from .engine import Engine
+from .executor import AgentRunner, Attempt, Outcome, Upstream
+from .policies import AgentSlot, can_serve, make_policy
+from .retry import decide_retry
+from .scheduler import DagState, ReadyQueue
+
+__all__ = ["Orchestrator", "Prior", "TaskRecord"]
+
+
+@dataclass(slots=True)
+class TaskRecord:
+    """What the run knows of one task (for results and the summary)."""
+
+    state: str = "pending"
+    output: str = ""
+    agent: str | None = None
+    attempt_id: int | None = None
+    attempts: int = 0  # failed attempts so far (interrupted ones don't count)
+    usage: Usage = ZERO
+    error_class: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Prior:
+    """What earlier sessions of a resumed run left in the journal."""
+
+    session: int = 1
+    max_attempt_id: int = 0
+    outputs: Mapping[str, tuple[str, str, int]] = field(default_factory=dict)  # id->(out,agent,aid)
+    terminal: Mapping[str, tuple[str, str | None, str | None]] = field(default_factory=dict)
+    failed_attempts: Mapping[str, int] = field(default_factory=dict)
+
+
+class Orchestrator:
+    def __init__(
+        self,
+        plan: Plan,
+        *,
+        run_id: str,
+        engine: Engine,
+        runners: Mapping[str, AgentRunner],
+        sinks: Sequence[EventSink],
+        simulated: bool,
+        prior: Prior | None = None,
+        seed: int = 0,
+        backoff_base: float = 0.5,
+        backoff_cap: float = 30.0,
+    ) -> None:
+        self.plan = plan
+        self.run_id = run_id
+        self.engine = engine
+        self.runners = runners
+        self.sinks = list(sinks)
+        self.simulated = simulated
+        self.prior = prior or Prior()
+        self.rng = random.Random(seed)
+        self.backoff = (backoff_base, backoff_cap)
+        self.tasks = plan.task_map
+        self.records: dict[str, TaskRecord] = {t.id: TaskRecord() for t in plan.tasks}
+        self.slots = {
+            a.name or "": AgentSlot(
+                name=a.name or "",
+                role=a.role,
+                skills=a.skills,
+                specialities=a.specialities,
+                index=i,
+            )
+            for i, a in enumerate(plan.agents)
+        }
+        self.policy = make_policy(plan.policy, len(self.slots))
+        self.current: dict[str, int] = {}  # task -> its live attempt id (the fencing token)
+        self.next_attempt_id = self.prior.max_attempt_id + 1
+        self.status: RunStatus = "running"
+        self.started = 0.0
+        self._wall0 = 0.0
+        self._mono0 = 0.0
+        self._inbox: list[Outcome] = []
+        self._wake = asyncio.Event()
+        self._retry_handles: set[asyncio.TimerHandle] = set()
+        self._load_prior()
+        self.dag = DagState(plan, {TaskId(k): r.state for k, r in self.records.items()})
+        self.ready = ReadyQueue(plan)
+
+    # -- clock and events ------------------------------------------------------------------
+    def now(self) -> float:
+        return self._wall0 + (time.monotonic() - self._mono0)
+
+    def emit(self, event: Event) -> None:
+        for sink in self.sinks:
+            sink.emit(event)
+
+    def _load_prior(self) -> None:
+        for tid, (out, agent, aid) in self.prior.outputs.items():
+            if tid in self.records:
+                self.records[tid] = TaskRecord(
+                    state="succeeded", output=out, agent=agent, attempt_id=aid
+                )
+        for tid, (state, cls, err) in self.prior.terminal.items():
+            if tid in self.records and self.records[tid].state != "succeeded":
+                self.records[tid] = TaskRecord(state=state, error_class=cls, error=err)
+        for tid, n in self.prior.failed_attempts.items():
+            if tid in self.records:
+                self.records[tid].attempts = n
+
+    # -- the run ---------------------------------------------------------------------------
+    async def run(self) -> RunStatus:
+        self._mono0, self._wall0 = time.monotonic(), time.time()
+        self.started = self._wall0
+        self._emit_started()
+        for tid, cause in self.dag.orphans():
+            self._skip(tid, cause)
+        self.ready.extend(self.dag.initially_ready())
+        await self.engine.start(self.runners, self._deliver)
+        try:
+            await self._loop()
+            self.status = "succeeded" if self._all_succeeded() else "failed"
+        except asyncio.CancelledError:
+            self.status = "interrupted"
+            raise
+        except BaseException:
+            self.status = "error"
+            raise
+        finally:
+            for h in self._retry_handles:
+                h.cancel()
+            await self.engine.stop()
+            self.emit(RunFinished(ts=self.now(), status=self.status, reason=self._reason()))
+        return self.status
+
+    def _reason(self) -> str:
+        if self.status == "interrupted":
+            return "interrupted: resume with 'phalanx resume " + self.run_id + "'"
+        counts: dict[str, int] = {}
+        for r in self.records.values():
+            counts[r.state] = counts.get(r.state, 0) + 1
+        return ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
+
+    def _all_succeeded(self) -> bool:
+        return all(r.state == "succeeded" for r in self.records.values())
+
+    def _emit_started(self) -> None:
+        default = self.plan.provider or "local:smollm2"
+        self.emit(
+            RunStarted(
+                ts=self.now(),
+                run_id=self.run_id,
+                plan=self.plan.name,
+                session=self.prior.session,
+                policy=self.plan.policy,
+                simulated=self.simulated,
+                agents=tuple(
+                    AgentInfo(
+                        name=a.name or "",
+                        role=a.role,
+                        provider=a.provider or default,
+                        style=a.style,
+                        skills=tuple(sorted(a.skills)),
+                    )
+                    for a in self.plan.agents
+                ),
+                tasks=tuple(
+                    TaskInfo(
+                        id=t.id, title=t.label, category=t.category, needs=t.needs, role=t.role
+                    )
+                    for t in self.plan.tasks
+                ),
+                done=tuple(k for k, r in self.records.items() if r.state != "pending"),
+            )
+        )
+
+    async def _loop(self) -> None:
+        self._dispatch()
+        while not self.dag.done:
+            await self._wake.wait()
+            self._wake.clear()
+            inbox, self._inbox = self._inbox, []
+            for outcome in inbox:
+                self._on_outcome(outcome)
+            self._dispatch()
+
+    def _deliver(self, outcome: Outcome) -> None:
+        self._inbox.append(outcome)
+        self._wake.set()
+
+    # -- dispatch --------------------------------------------------------------------------
+    def _dispatch(self) -> None:
+        free = [s for s in self.slots.values() if s.free]
+        while free and len(self.ready):
+            for bucket, task in self.ready.heads():
+                candidates = [a for a in free if can_serve(a, bucket.role, bucket.skills)]
+                if candidates:
+                    self.ready.pop(bucket)
+                    agent = self.policy.pick(task, candidates)
+                    self._start(task.id, agent)
+                    if not agent.free:
+                        free.remove(agent)
+                    break
+            else:
+                return  # no free agent can serve any ready task
+
+    def _start(self, tid: TaskId, agent: AgentSlot) -> None:
+        task = self.tasks[tid]
+        rec = self.records[tid]
+        aid = self.next_attempt_id
+        self.next_attempt_id += 1
+        self.current[tid] = aid
+        agent.running += 1
+        self.dag.start(tid)
+        rec.state = "running"
+        self.emit(
+            AttemptStarted(
+                ts=self.now(),
+                task_id=tid,
+                attempt_id=aid,
+                attempt_no=rec.attempts + 1,
+                agent=agent.name,
+            )
+        )
+        upstream = tuple(
+            Upstream(
+                task_id=n,
+                agent=self.records[n].agent or "",
+                attempt_id=self.records[n].attempt_id or 0,
+                output=self.records[n].output,
+            )
+            for n in task.needs
+        )
+        self.engine.submit(
+            Attempt(
+                run_id=self.run_id,
+                attempt_id=aid,
+                attempt_no=rec.attempts + 1,
+                task=task,
+                agent=agent.name,
+                upstream=upstream,
+            )
+        )
+
+    # -- outcomes --------------------------------------------------------------------------
+    def _on_outcome(self, o: Outcome) -> None:
+        slot = self.slots[o.agent]
+        slot.running -= 1
+        slot.busy += o.duration
+        stale = self.current.get(o.task_id) != o.attempt_id
+        self.emit(
+            AttemptFinished(
+                ts=self.now(),
+                task_id=o.task_id,
+                attempt_id=o.attempt_id,
+                agent=o.agent,
+                ok=o.ok,
+                duration=o.duration,
+                usage=o.usage,
+                error_class=o.error_class.value if o.error_class else None,
+                error=o.error,
+                status=o.status,
+                retry_after=o.retry_after,
+                stale=stale,
+            )
+        )
+        if stale:
+            return  # a superseded attempt: its result is recorded and ignored
+        del self.current[o.task_id]
+        rec = self.records[o.task_id]
+        rec.usage = rec.usage + o.usage
+        tid = TaskId(o.task_id)
+        if o.ok:
+            slot.done += 1
+            rec.state, rec.output, rec.agent, rec.attempt_id = (
+                "succeeded",
+                o.output,
+                o.agent,
+                o.attempt_id,
+            )
+            self.emit(
+                TaskSucceeded(
+                    ts=self.now(),
+                    task_id=tid,
+                    attempt_id=o.attempt_id,
+                    agent=o.agent,
+                    output=o.output,
+                )
+            )
+            self.ready.extend(self.dag.succeed(tid))
+            return
+        rec.attempts += 1
+        rec.error_class, rec.error = (o.error_class.value if o.error_class else None), o.error
+        assert o.error_class is not None
+        decision = decide_retry(
+            o.error_class,
+            attempt_no=rec.attempts,
+            max_attempts=self.tasks[tid].max_attempts,
+            retry_after=o.retry_after,
+            base=self.backoff[0],
+            cap=self.backoff[1],
+            rng=self.rng,
+        )
+        if decision.retry:
+            rec.state = "retrying"
+            self.dag.requeue(tid)
+            self.emit(
+                RetryScheduled(
+                    ts=self.now(),
+                    task_id=tid,
+                    attempt_no=rec.attempts,
+                    delay=decision.delay,
+                    error_class=o.error_class.value,
+                )
+            )
+            self._schedule_retry(tid, decision.delay)
+            return
+        rec.state = "failed"
+        self.emit(
+            TaskFailed(
+                ts=self.now(),
+                task_id=tid,
+                error_class=o.error_class.value,
+                error=f"{o.error} ({decision.reason})",
+                attempts=rec.attempts,
+                status=o.status,
+            )
+        )
+        for d in self.dag.fail(tid):
+            self._skip(d, tid)
+
+    def _skip(self, tid: TaskId, cause: TaskId) -> None:
+        rec = self.records[tid]
+        rec.state = "skipped"
+        rec.error_class = "skipped"
+        rec.error = f"upstream task {cause!r} did not succeed"
+        self.emit(TaskSkipped(ts=self.now(), task_id=tid, upstream=cause, reason=rec.error))
+
+    def _schedule_retry(self, tid: TaskId, delay: float) -> None:
+        loop = asyncio.get_running_loop()
+
+        def fire() -> None:
+            self._retry_handles.discard(handle)
+            self.ready.push(tid)
+            self._wake.set()
+
+        handle = loop.call_later(delay, fire)
+        self._retry_handles.add(handle)

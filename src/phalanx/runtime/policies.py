@@ -1,0 +1,115 @@
+"""Assignment policies: which agent takes a ready task. Pure decisions over agent views.
+
+``round_robin`` rotates through the fleet, ``least_loaded`` picks the agent with the least
+work (then the fewest tasks done, then the least busy time), ``best_fit`` picks the best
+specialisation match (role, task category, skills), ties to the least loaded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from ..plan import Task
+
+__all__ = [
+    "AgentSlot",
+    "BestFit",
+    "LeastLoaded",
+    "Policy",
+    "RoundRobin",
+    "can_serve",
+    "fit_score",
+    "make_policy",
+]
+
+
+@dataclass(slots=True, eq=False)
+class AgentSlot:
+    """The scheduler's live view of one agent (mutated by the orchestrator only)."""
+
+    name: str
+    role: str
+    skills: frozenset[str]
+    specialities: frozenset[str]
+    index: int
+    capacity: int = 1  # attempts it may hold at once (running + queued)
+    running: int = 0
+    done: int = 0
+    busy: float = 0.0
+    paused: bool = False
+
+    @property
+    def load(self) -> int:
+        return self.running
+
+    @property
+    def free(self) -> bool:
+        return not self.paused and self.running < self.capacity
+
+
+def can_serve(agent: AgentSlot, role: str | None, skills: frozenset[str]) -> bool:
+    return (role is None or agent.role == role) and skills <= agent.skills
+
+
+def fit_score(task: Task, agent: AgentSlot) -> int:
+    """Specialisation match: role 4, task category among the agent's specialities 2,
+    1 per shared skill. The strategy's ``calculate_fit``."""
+    score = 0
+    if task.role is not None and agent.role == task.role:
+        score += 4
+    if task.category in agent.specialities:
+        score += 2
+    score += len(task.skills & agent.skills)
+    return score
+
+
+def _load_key(a: AgentSlot) -> tuple[int, int, float, int]:
+    return (a.load, a.done, a.busy, a.index)
+
+
+class Policy(Protocol):
+    name: str
+
+    def pick(self, task: Task, candidates: Sequence[AgentSlot]) -> AgentSlot: ...
+
+
+class RoundRobin:
+    """Agent ``i % n`` in turn: the next candidate at or after the cursor, cyclically."""
+
+    name = "round_robin"
+
+    def __init__(self, fleet_size: int) -> None:
+        self.fleet_size = max(1, fleet_size)
+        self.cursor = 0
+
+    def pick(self, task: Task, candidates: Sequence[AgentSlot]) -> AgentSlot:
+        n, c = self.fleet_size, self.cursor
+        best = min(candidates, key=lambda a: (a.index - c) % n)
+        self.cursor = (best.index + 1) % n
+        return best
+
+
+class LeastLoaded:
+    name = "least_loaded"
+
+    def pick(self, task: Task, candidates: Sequence[AgentSlot]) -> AgentSlot:
+        return min(candidates, key=_load_key)
+
+
+class BestFit:
+    name = "best_fit"
+
+    def pick(self, task: Task, candidates: Sequence[AgentSlot]) -> AgentSlot:
+        return min(candidates, key=lambda a: (-fit_score(task, a), *_load_key(a)))
+
+
+def make_policy(name: str, fleet_size: int) -> Policy:
+    if name == "round_robin":
+        return RoundRobin(fleet_size)
+    if name == "least_loaded":
+        return LeastLoaded()
+    if name == "best_fit":
+        return BestFit()
+    raise ValueError(f"unknown policy {name!r}")

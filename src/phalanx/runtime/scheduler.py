@@ -1,0 +1,131 @@
+"""The DAG's live state and the ready queue: pure data structures, no I/O, no clock."""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from ..ids import TaskId
+from ..plan import Plan, Task
+
+__all__ = ["DagState", "ReadyQueue"]
+
+TERMINAL = frozenset({"succeeded", "failed", "skipped"})
+
+
+class DagState:
+    """Which tasks are waiting, ready or terminal, updated one completion at a time (O(1)
+    amortised per edge). Terminal states given at construction come from a resumed run."""
+
+    def __init__(self, plan: Plan, terminal: Mapping[TaskId, str] | None = None) -> None:
+        self.tasks = plan.task_map
+        self.dependants = plan.dependants()
+        self.state: dict[TaskId, str] = {tid: "pending" for tid in self.tasks}
+        for tid, st in (terminal or {}).items():
+            if tid in self.state and st in TERMINAL:
+                self.state[tid] = st
+        self.waiting: dict[TaskId, int] = {
+            t.id: sum(1 for n in set(t.needs) if self.state[n] != "succeeded")
+            for t in self.tasks.values()
+        }
+        self.remaining = sum(1 for s in self.state.values() if s not in TERMINAL)
+
+    def initially_ready(self) -> list[TaskId]:
+        return [t for t, s in self.state.items() if s == "pending" and self.waiting[t] == 0]
+
+    def orphans(self) -> list[tuple[TaskId, TaskId]]:
+        """Pending tasks behind an already failed/skipped task (after a resume): (task, cause)."""
+        out: list[tuple[TaskId, TaskId]] = []
+        for tid, st in list(self.state.items()):
+            if st in ("failed", "skipped"):
+                out.extend((d, tid) for d in self._skip_from(tid))
+        return out
+
+    def start(self, tid: TaskId) -> None:
+        self.state[tid] = "running"
+
+    def requeue(self, tid: TaskId) -> None:
+        self.state[tid] = "pending"
+
+    def succeed(self, tid: TaskId) -> list[TaskId]:
+        """Mark ``tid`` succeeded; return the dependants that became ready."""
+        self._finish(tid, "succeeded")
+        ready = []
+        for d in self.dependants[tid]:
+            self.waiting[d] -= 1
+            if self.waiting[d] == 0 and self.state[d] == "pending":
+                ready.append(d)
+        return ready
+
+    def fail(self, tid: TaskId) -> list[TaskId]:
+        """Mark ``tid`` failed; return every not-yet-terminal task downstream (now skipped)."""
+        self._finish(tid, "failed")
+        return self._skip_from(tid)
+
+    def _skip_from(self, tid: TaskId) -> list[TaskId]:
+        skipped: list[TaskId] = []
+        stack = list(self.dependants[tid])
+        while stack:
+            d = stack.pop()
+            if self.state[d] in TERMINAL:
+                continue
+            self._finish(d, "skipped")
+            skipped.append(d)
+            stack.extend(self.dependants[d])
+        return skipped
+
+    def _finish(self, tid: TaskId, state: str) -> None:
+        if self.state[tid] not in TERMINAL:
+            self.remaining -= 1
+        self.state[tid] = state
+
+    @property
+    def done(self) -> bool:
+        return self.remaining == 0
+
+
+@dataclass(slots=True)
+class _Bucket:
+    role: str | None
+    skills: frozenset[str]
+    heap: list[tuple[int, int, int, TaskId]] = field(default_factory=list)
+
+
+class ReadyQueue:
+    """Ready tasks by eligibility (role, skills), each bucket ordered by priority, then the
+    longest remaining critical path, then plan order."""
+
+    def __init__(self, plan: Plan) -> None:
+        cp = plan.critical_path()
+        self._rank = {t.id: (-t.priority, -cp[t.id], i) for i, t in enumerate(plan.tasks)}
+        self._tasks = plan.task_map
+        self.buckets: dict[tuple[str | None, frozenset[str]], _Bucket] = {}
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def push(self, tid: TaskId) -> None:
+        t = self._tasks[tid]
+        key = (t.role, t.skills)
+        bucket = self.buckets.get(key)
+        if bucket is None:
+            bucket = self.buckets[key] = _Bucket(role=t.role, skills=t.skills)
+        heapq.heappush(bucket.heap, (*self._rank[tid], tid))
+        self._size += 1
+
+    def extend(self, tids: Iterable[TaskId]) -> None:
+        for t in tids:
+            self.push(t)
+
+    def heads(self) -> list[tuple[_Bucket, Task]]:
+        """Each non-empty bucket with its best task, best first."""
+        heads = [(b.heap[0], b) for b in self.buckets.values() if b.heap]
+        heads.sort(key=lambda x: x[0])
+        return [(b, self._tasks[h[3]]) for h, b in heads]
+
+    def pop(self, bucket: _Bucket) -> Task:
+        tid = heapq.heappop(bucket.heap)[3]
+        self._size -= 1
+        return self._tasks[tid]

@@ -1,0 +1,394 @@
+"""Status: a pure fold of the event stream into a snapshot, and its three text levels.
+
+Level 1, one line per agent; level 2, teams (by role) with progress bars; level 3, the swarm:
+active/capacity per role, task counts, total progress, ETA, tokens, cost and alerts. The
+same snapshot feeds ``phalanx status``, the live terminal view and the web dashboard.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from .agents import ROLES
+from .cost import ZERO, Usage
+from .events import (
+    AttemptFinished,
+    AttemptStarted,
+    Event,
+    RetryScheduled,
+    RunFinished,
+    RunStarted,
+    TaskFailed,
+    TaskSkipped,
+    TaskSucceeded,
+)
+
+__all__ = ["AgentStatus", "Snapshot", "StatusTracker", "fold", "render_text"]
+
+_ICONS = {
+    "research": "🔍",
+    "architecture": "📐",
+    "implementation": "💻",
+    "testing": "🧪",
+    "documentation": "📚",
+}
+
+
+@dataclass(slots=True)
+class AgentStatus:
+    name: str
+    role: str
+    provider: str
+    state: str = "idle"  # idle | running | waiting | paused | failed | retired
+    task_id: str | None = None
+    task_title: str = ""
+    since: float = 0.0
+    done: int = 0
+    assigned: int = 0
+    failures: int = 0
+    busy: float = 0.0
+    usage: Usage = ZERO
+
+
+@dataclass(slots=True)
+class _Task:
+    title: str
+    category: str
+    needs: tuple[str, ...]
+    state: str = "queued"  # queued | running | retrying | succeeded | failed | skipped
+    agent: str | None = None
+    attempts: int = 0
+
+
+@dataclass(slots=True)
+class Snapshot:
+    run_id: str
+    plan: str
+    status: str
+    simulated: bool
+    started: float
+    now: float
+    agents: list[AgentStatus]
+    counts: dict[str, int]
+    total: int
+    progress: float  # 0..1, terminal tasks / all
+    eta_seconds: float | None
+    usage: Usage
+    attempts: int
+    failed_attempts: int
+    busy_seconds: float
+    alerts: list[str] = field(default_factory=list)
+    session: int = 1
+    finished: float | None = None
+
+    @property
+    def elapsed(self) -> float:
+        return (self.finished or self.now) - self.started
+
+    @property
+    def speedup(self) -> float | None:
+        """Sum of attempt service times over wall time: what running them one by one costs."""
+        return self.busy_seconds / self.elapsed if self.elapsed > 0 else None
+
+    def agents_by_role(self) -> dict[str, list[AgentStatus]]:
+        out: dict[str, list[AgentStatus]] = {}
+        for a in self.agents:
+            out.setdefault(a.role, []).append(a)
+        return out
+
+
+class StatusTracker:
+    """Folds events into a snapshot, incrementally. Also an EventSink."""
+
+    def __init__(self, eta_window: int = 50) -> None:
+        self.run_id = ""
+        self.plan = ""
+        self.status = "running"
+        self.simulated = False
+        self.session = 1
+        self.started = 0.0
+        self.finished: float | None = None
+        self.last_ts = 0.0
+        self.agents: dict[str, AgentStatus] = {}
+        self.tasks: dict[str, _Task] = {}
+        self.counts: dict[str, int] = {}
+        self.usage = ZERO
+        self.attempts = 0
+        self.failed_attempts = 0
+        self.busy = 0.0
+        self.alerts: list[str] = []
+        self._completions: deque[float] = deque(maxlen=eta_window)
+        self._durations: deque[float] = deque(maxlen=eta_window)
+
+    # -- folding ---------------------------------------------------------------------------
+    def emit(self, e: Event) -> None:
+        self.last_ts = max(self.last_ts, e.ts)
+        if isinstance(e, AttemptStarted):
+            self._attempt_started(e)
+        elif isinstance(e, AttemptFinished):
+            self._attempt_finished(e)
+        elif isinstance(e, TaskSucceeded):
+            self._set(e.task_id, "succeeded")
+            self._completions.append(e.ts)
+        elif isinstance(e, TaskFailed):
+            self._set(e.task_id, "failed")
+            self._completions.append(e.ts)
+            self.alerts.append(f"task {e.task_id} failed: {e.error_class}")
+        elif isinstance(e, TaskSkipped):
+            self._set(e.task_id, "skipped")
+        elif isinstance(e, RetryScheduled):
+            self._set(e.task_id, "retrying")
+        elif isinstance(e, RunStarted):
+            self._run_started(e)
+        elif isinstance(e, RunFinished):
+            self.status = e.status
+            self.finished = e.ts
+            for a in self.agents.values():
+                if a.state == "running":
+                    a.state = "idle"
+
+    def _run_started(self, e: RunStarted) -> None:
+        self.run_id, self.plan, self.simulated, self.session = (
+            e.run_id,
+            e.plan,
+            e.simulated,
+            e.session,
+        )
+        self.status, self.finished = "running", None
+        if not self.started:
+            self.started = e.ts
+        self.agents = {
+            a.name: self.agents.get(a.name)
+            or AgentStatus(name=a.name, role=a.role, provider=a.provider)
+            for a in e.agents
+        }
+        for a in self.agents.values():
+            a.state, a.task_id, a.since = "idle", None, e.ts
+        for t in e.tasks:
+            if t.id not in self.tasks:
+                self.tasks[t.id] = _Task(title=t.title, category=t.category, needs=t.needs)
+                self.counts["queued"] = self.counts.get("queued", 0) + 1
+        for tid, task in self.tasks.items():  # attempts cut short by a crash re-run
+            if task.state in ("running", "retrying"):
+                self._set(tid, "queued")
+
+    def _attempt_started(self, e: AttemptStarted) -> None:
+        self.attempts += 1
+        t = self.tasks.get(e.task_id)
+        a = self.agents.get(e.agent)
+        if t is not None:
+            self._set(e.task_id, "running")
+            t.agent, t.attempts = e.agent, e.attempt_no
+        if a is not None:
+            a.state, a.task_id, a.since = "running", e.task_id, e.ts
+            a.task_title = t.title if t else e.task_id
+            a.assigned += 1
+
+    def _attempt_finished(self, e: AttemptFinished) -> None:
+        self.usage = self.usage + e.usage
+        self.busy += e.duration
+        a = self.agents.get(e.agent)
+        if not e.ok:
+            self.failed_attempts += 1
+        else:
+            self._durations.append(e.duration)
+        if a is None:
+            return
+        a.busy += e.duration
+        a.usage = a.usage + e.usage
+        if a.task_id == e.task_id:
+            a.state, a.task_id, a.task_title, a.since = "idle", None, "", e.ts
+        if e.ok and not e.stale:
+            a.done += 1
+        elif not e.ok:
+            a.failures += 1
+            a.assigned -= 1  # the task goes back to the queue
+
+    def _set(self, tid: str, state: str) -> None:
+        t = self.tasks.get(tid)
+        if t is None or t.state == state:
+            return
+        self.counts[t.state] = self.counts.get(t.state, 0) - 1
+        self.counts[state] = self.counts.get(state, 0) + 1
+        t.state = state
+
+    # -- the snapshot ----------------------------------------------------------------------
+    def snapshot(self, now: float | None = None) -> Snapshot:
+        now = self.finished or (now if now is not None else self.last_ts)
+        total = len(self.tasks)
+        terminal = sum(self.counts.get(s, 0) for s in ("succeeded", "failed", "skipped"))
+        return Snapshot(
+            run_id=self.run_id,
+            plan=self.plan,
+            status=self.status,
+            simulated=self.simulated,
+            started=self.started,
+            now=now,
+            finished=self.finished,
+            agents=[_copy(a) for a in self.agents.values()],
+            counts={k: v for k, v in self.counts.items() if v},
+            total=total,
+            progress=terminal / total if total else 0.0,
+            eta_seconds=self._eta(now, total - terminal),
+            usage=self.usage,
+            attempts=self.attempts,
+            failed_attempts=self.failed_attempts,
+            busy_seconds=self.busy,
+            alerts=list(self.alerts[-5:]),
+            session=self.session,
+        )
+
+    def _eta(self, now: float, remaining: int) -> float | None:
+        """From recent throughput, never below the remaining critical path's duration."""
+        if remaining == 0:
+            return 0.0
+        if self.finished is not None or len(self._completions) < 3:
+            return None
+        span = now - self._completions[0]
+        if span <= 0:
+            return None
+        rate = (len(self._completions) - 1) / max(
+            span, self._completions[-1] - self._completions[0], 1e-9
+        )
+        eta = remaining / rate if rate > 0 else None
+        if eta is None:
+            return None
+        mean = sum(self._durations) / len(self._durations) if self._durations else 0.0
+        return max(eta, self._critical_path_left() * mean)
+
+    def _critical_path_left(self) -> int:
+        memo: dict[str, int] = {}
+        deps: dict[str, list[str]] = {}
+        for tid, t in self.tasks.items():
+            for n in t.needs:
+                deps.setdefault(n, []).append(tid)
+        best = 0
+        for tid, t in self.tasks.items():
+            if t.state in ("queued", "running", "retrying"):
+                best = max(best, _chain(tid, deps, self.tasks, memo))
+        return best
+
+
+def _chain(
+    tid: str, deps: dict[str, list[str]], tasks: dict[str, _Task], memo: dict[str, int]
+) -> int:
+    stack = [(tid, False)]
+    while stack:
+        node, expanded = stack.pop()
+        if node in memo:
+            continue
+        kids = [
+            d for d in deps.get(node, ()) if tasks[d].state in ("queued", "running", "retrying")
+        ]
+        if expanded:
+            memo[node] = 1 + max((memo[k] for k in kids), default=0)
+        else:
+            stack.append((node, True))
+            stack.extend((k, False) for k in kids if k not in memo)
+    return memo[tid]
+
+
+def _copy(a: AgentStatus) -> AgentStatus:
+    return AgentStatus(
+        name=a.name,
+        role=a.role,
+        provider=a.provider,
+        state=a.state,
+        task_id=a.task_id,
+        task_title=a.task_title,
+        since=a.since,
+        done=a.done,
+        assigned=a.assigned,
+        failures=a.failures,
+        busy=a.busy,
+        usage=a.usage,
+    )
+
+
+def fold(events: Iterable[Event]) -> Snapshot:
+    """The snapshot of a run from its events (a pure function)."""
+    tracker = StatusTracker()
+    for e in events:
+        tracker.emit(e)
+    return tracker.snapshot()
+
+
+# -- text rendering -----------------------------------------------------------------------
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    s = round(seconds)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    return f"{s // 3600}h {(s % 3600) // 60:02d}m"
+
+
+def bar(fraction: float, width: int = 10) -> str:
+    filled = max(0, min(width, round(fraction * width)))
+    return "█" * filled + "░" * (width - filled)
+
+
+def fmt_cost(usage: Usage, simulated: bool) -> str:
+    if usage.cost_usd is None:
+        return "n/a (simulated)" if simulated else "unknown"
+    return f"${usage.cost_usd:.4f}"
+
+
+def agent_line(a: AgentStatus, now: float) -> str:
+    task = a.task_title or "-"
+    return f"Agent: {a.name} | Task: {task} | {fmt_duration(max(0.0, now - a.since))} | {a.state}"
+
+
+def agent_progress(a: AgentStatus) -> float:
+    return a.done / a.assigned if a.assigned else 0.0
+
+
+def render_text(s: Snapshot, *, max_agents: int = 40) -> str:
+    """The three status levels as plain text."""
+    out = [
+        f"Run {s.run_id} · plan {s.plan} · {s.status}"
+        + (" · SIMULATED (sim provider)" if s.simulated else ""),
+        "",
+        "Level 1 · agents",
+    ]
+    for a in s.agents[:max_agents]:
+        out.append("  " + agent_line(a, s.now))
+    if len(s.agents) > max_agents:
+        out.append(f"  … and {len(s.agents) - max_agents} more agents")
+    out += ["", "Level 2 · teams"]
+    shown = 0
+    for role, agents in s.agents_by_role().items():
+        out.append(f"  {role.capitalize()} team:")
+        for a in agents:
+            if shown >= max_agents:
+                break
+            shown += 1
+            what = a.task_title or ("idle" if a.state == "idle" else a.state)
+            out.append(
+                f"    - {a.name}: {what} [{bar(agent_progress(a))}] "
+                f"{agent_progress(a) * 100:.0f}% ({a.done}/{a.assigned})"
+            )
+    out += ["", "Level 3 · swarm"]
+    for role, agents in s.agents_by_role().items():
+        cats = ROLES[role].categories if role in ROLES else frozenset()
+        icon = next((_ICONS[c] for c in sorted(cats) if c in _ICONS), "🤖")
+        active = sum(1 for a in agents if a.state == "running")
+        out.append(f"  {icon} {role.capitalize()}: {active}/{len(agents)} active")
+    c = s.counts
+    out.append(
+        f"  Tasks: {c.get('succeeded', 0)} done · {c.get('running', 0)} running · "
+        f"{c.get('queued', 0) + c.get('retrying', 0)} queued · {c.get('failed', 0)} failed · "
+        f"{c.get('skipped', 0)} skipped (of {s.total})"
+    )
+    out.append(
+        f"  Total progress: {s.progress * 100:.0f}% · ETA: {fmt_duration(s.eta_seconds)} · "
+        f"elapsed {fmt_duration(s.elapsed)} · tokens {s.usage.total_tokens:,} · "
+        f"cost {fmt_cost(s.usage, s.simulated)}"
+    )
+    if s.alerts:
+        out.append("  Alerts: " + " | ".join(s.alerts))
+    return "\n".join(out)
