@@ -1,0 +1,89 @@
+"""Shared fixtures. An autouse guard fails any attempt to reach a non-loopback address."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+
+
+def _is_local(address: Any) -> bool:
+    if isinstance(address, str | bytes):  # AF_UNIX path
+        return True
+    host = address[0] if isinstance(address, tuple) else address
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _guarded(real: Any) -> Any:
+    def connect(self: socket.socket, address: Any) -> Any:
+        if not _is_local(address):
+            raise AssertionError(f"test tried to reach a remote address: {address!r}")
+        return real(self, address)
+
+    return connect
+
+
+@pytest.fixture(autouse=True)
+def _no_remote_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(socket.socket, "connect", _guarded(_real_connect))
+    monkeypatch.setattr(socket.socket, "connect_ex", _guarded(_real_connect_ex))
+
+
+@pytest.fixture
+def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A fresh state dir (journal + outputs), also exported as $PHALANX_STATE_DIR."""
+    d = tmp_path / "state"
+    monkeypatch.setenv("PHALANX_STATE_DIR", str(d))
+    yield d
+
+
+def write_plan(path: Path, data: dict[str, Any] | str) -> Path:
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def sim_plan(
+    n_tasks: int,
+    *,
+    agents: int = 1,
+    latency_ms: float = 0,
+    faults: dict[str, float] | None = None,
+    deps: str = "none",
+    max_attempts: int = 3,
+    seed: int = 0,
+    retry_after: float = 0.0,
+) -> dict[str, Any]:
+    """A plan dict on the sim provider. ``deps``: none | chain | layered (each task needs up
+    to two tasks of the previous layer of 10)."""
+    tasks = []
+    for i in range(n_tasks):
+        needs: list[str] = []
+        if deps == "chain" and i:
+            needs = [f"t{i - 1}"]
+        elif deps == "layered" and i >= 10:
+            layer_start = (i // 10 - 1) * 10
+            needs = sorted({f"t{layer_start + (i % 10)}", f"t{layer_start + (i * 7) % 10}"})
+        tasks.append({"id": f"t{i}", "prompt": f"do part {i}", "needs": needs,
+                      "max_attempts": max_attempts})
+    return {
+        "name": f"sim-{n_tasks}",
+        "provider": "sim",
+        "providers": {"sim": {"latency": {"distribution": "fixed", "ms": latency_ms},
+                              "faults": faults or {}, "seed": seed,
+                              "retry_after": retry_after}},
+        "agents": [{"role": "generalist", "count": agents}],
+        "tasks": tasks,
+    }
