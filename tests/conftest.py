@@ -65,6 +65,7 @@ def sim_plan(
     max_attempts: int = 3,
     seed: int = 0,
     retry_after: float = 0.0,
+    backoff: float = 0.01,
 ) -> dict[str, Any]:
     """A plan dict on the sim provider. ``deps``: none | chain | layered (each task needs up
     to two tasks of the previous layer of 10)."""
@@ -84,6 +85,7 @@ def sim_plan(
         "providers": {"sim": {"latency": {"distribution": "fixed", "ms": latency_ms},
                               "faults": faults or {}, "seed": seed,
                               "retry_after": retry_after}},
+        "retry": {"base_seconds": backoff, "cap_seconds": backoff * 10},
         "agents": [{"role": "generalist", "count": agents}],
         "tasks": tasks,
     }

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .agents import AgentSpec, Category
 from .exceptions import PlanError
 from .ids import AgentName, TaskId
-from .plan import Limits, Plan, Task
+from .plan import Limits, Plan, RetryConfig, Task
 
 _STRICT = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
@@ -113,6 +113,13 @@ class LimitsModel(BaseModel):
     max_wall_seconds: float | None = Field(default=None, gt=0)
 
 
+class RetryModel(BaseModel):
+    model_config = _STRICT
+
+    base_seconds: float = Field(default=0.5, ge=0)
+    cap_seconds: float = Field(default=30.0, ge=0)
+
+
 class PlanModel(BaseModel):
     model_config = _STRICT
 
@@ -122,6 +129,7 @@ class PlanModel(BaseModel):
     provider: str | None = None
     providers: dict[str, dict[str, Any]] = {}
     limits: LimitsModel = LimitsModel()
+    retry: RetryModel = RetryModel()
     agents: list[AgentModel] = Field(min_length=1)
     tasks: list[TaskModel] = Field(min_length=1)
 
@@ -254,6 +262,7 @@ def plan_from_data(
             agents=agents,
             tasks=[t.task() for t in model.tasks],
             limits=Limits(**model.limits.model_dump()),
+            retry=RetryConfig(**model.retry.model_dump()),
             policy=model.policy,
             provider=model.provider,
             providers=model.providers,
@@ -306,6 +315,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "provider": plan.provider,
         "providers": {k: dict(v) for k, v in plan.providers.items()},
         "limits": lim,
+        "retry": vars_of(plan.retry),
         "agents": [
             {
                 "role": a.role,

@@ -21,6 +21,7 @@ __all__ = [
     "POLICIES",
     "Limits",
     "Plan",
+    "RetryConfig",
     "Task",
     "decompose_project",
     "load_plan",
@@ -59,6 +60,15 @@ class Limits:
     max_wall_seconds: float | None = None
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RetryConfig:
+    """Backoff between attempts: equal jitter in [d/2, d], d = min(cap, base * 2**(n-1)),
+    never shorter than a provider's Retry-After."""
+
+    base_seconds: float = 0.5
+    cap_seconds: float = 30.0
+
+
 @dataclass(frozen=True, kw_only=True)
 class Plan:
     """A validated plan. Build with :meth:`build`, :meth:`from_dict` or :func:`load_plan`."""
@@ -67,6 +77,7 @@ class Plan:
     agents: tuple[AgentSpec, ...]
     tasks: tuple[Task, ...]
     limits: Limits = Limits()
+    retry: RetryConfig = RetryConfig()
     policy: str = "best_fit"
     provider: str | None = None  # default for agents that name none
     providers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -82,6 +93,7 @@ class Plan:
         tasks: Sequence[Task],
         name: str = "plan",
         limits: Limits | None = None,
+        retry: RetryConfig | None = None,
         policy: str = "best_fit",
         provider: str | None = None,
         providers: Mapping[str, Mapping[str, Any]] | None = None,
@@ -93,6 +105,7 @@ class Plan:
             agents=tuple(assign_names(agents)),
             tasks=tuple(tasks),
             limits=limits or Limits(),
+            retry=retry or RetryConfig(),
             policy=policy,
             provider=provider,
             providers=dict(providers or {}),

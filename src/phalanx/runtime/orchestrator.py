@@ -76,8 +76,6 @@ class Orchestrator:
         simulated: bool,
         prior: Prior | None = None,
         seed: int = 0,
-        backoff_base: float = 0.5,
-        backoff_cap: float = 30.0,
     ) -> None:
         self.plan = plan
         self.run_id = run_id
@@ -87,7 +85,6 @@ class Orchestrator:
         self.simulated = simulated
         self.prior = prior or Prior()
         self.rng = random.Random(seed)
-        self.backoff = (backoff_base, backoff_cap)
         self.tasks = plan.task_map
         self.records: dict[str, TaskRecord] = {t.id: TaskRecord() for t in plan.tasks}
         self.slots = {
@@ -102,6 +99,7 @@ class Orchestrator:
         }
         self.policy = make_policy(plan.policy, len(self.slots))
         self.current: dict[str, int] = {}  # task -> its live attempt id (the fencing token)
+        self.inflight: dict[int, AgentSlot] = {}  # attempt id -> the agent it occupies
         self.next_attempt_id = self.prior.max_attempt_id + 1
         self.status: RunStatus = "running"
         self.started = 0.0
@@ -238,6 +236,7 @@ class Orchestrator:
         self.next_attempt_id += 1
         self.current[tid] = aid
         agent.running += 1
+        self.inflight[aid] = agent
         self.dag.start(tid)
         rec.state = "running"
         self.emit(
@@ -271,9 +270,10 @@ class Orchestrator:
 
     # -- outcomes --------------------------------------------------------------------------
     def _on_outcome(self, o: Outcome) -> None:
-        slot = self.slots[o.agent]
-        slot.running -= 1
-        slot.busy += o.duration
+        slot = self.inflight.pop(o.attempt_id, None)
+        if slot is not None:  # an attempt this run no longer counts frees nothing
+            slot.running -= 1
+            slot.busy += o.duration
         stale = self.current.get(o.task_id) != o.attempt_id
         self.emit(
             AttemptFinished(
@@ -298,7 +298,7 @@ class Orchestrator:
         rec.usage = rec.usage + o.usage
         tid = TaskId(o.task_id)
         if o.ok:
-            slot.done += 1
+            self.slots[o.agent].done += 1
             rec.state, rec.output, rec.agent, rec.attempt_id = (
                 "succeeded",
                 o.output,
@@ -324,8 +324,8 @@ class Orchestrator:
             attempt_no=rec.attempts,
             max_attempts=self.tasks[tid].max_attempts,
             retry_after=o.retry_after,
-            base=self.backoff[0],
-            cap=self.backoff[1],
+            base=self.plan.retry.base_seconds,
+            cap=self.plan.retry.cap_seconds,
             rng=self.rng,
         )
         if decision.retry:

@@ -1,0 +1,43 @@
+"""The public surface is pinned; importing phalanx has no side effects."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import phalanx
+
+EXPECTED = {
+    "ROLES", "AgentSpec", "BudgetExhausted", "ErrorClass", "JournalError", "Limits",
+    "PhalanxError", "Plan", "PlanError", "ProviderError", "Role", "RunResult", "Snapshot",
+    "StatusTracker", "Swarm", "Task", "TaskResult", "Usage", "UsageError", "__version__",
+    "decompose_project", "fold", "load_plan", "render_status", "resume", "run", "run_sync",
+}  # fmt: skip
+
+
+def test_all_is_pinned() -> None:
+    assert set(phalanx.__all__) == EXPECTED
+    for name in phalanx.__all__:
+        assert hasattr(phalanx, name), name
+
+
+def test_import_has_no_side_effects(tmp_path: Path) -> None:
+    code = (
+        "import sys, phalanx\n"
+        "bad = [m for m in ('ray', 'llama_cpp', 'playwright', 'anthropic', 'openai')"
+        " if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "" and proc.stderr == ""
+    assert list(tmp_path.iterdir()) == []  # no .phalanx/ or anything else created
+
+
+def test_no_shell_true_in_source() -> None:
+    src = Path(phalanx.__file__).parent
+    hits = [p for p in src.rglob("*.py") if "shell=True" in p.read_text()]
+    assert hits == []
