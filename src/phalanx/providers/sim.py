@@ -36,28 +36,13 @@ _STATUS = {
     ErrorClass.BAD_REQUEST: 400,
     ErrorClass.CONTEXT_LENGTH: 400,
 }
-_WORDS = [
-    "analysis",
-    "design",
-    "interface",
-    "module",
-    "test",
-    "result",
-    "plan",
-    "step",
-    "data",
-    "model",
-    "agent",
-    "task",
-    "review",
-    "change",
-    "check",
-    "output",
-    "value",
-    "system",
-    "record",
-    "field",
-]
+_VOCAB = (
+    "analysis design interface module test result plan step data model agent task review "
+    "change check output value system record field"
+)
+_WORDS = _VOCAB.split(" ")
+# A long pseudo-text to slice answers from: cheap, deterministic, no per-word RNG calls.
+_TEXT = " ".join(_WORDS[(i * 7 + i // 20) % len(_WORDS)] for i in range(4000))
 
 
 class SimProvider:
@@ -116,7 +101,8 @@ class SimProvider:
 
 
 def _answer(req: CompletionRequest, n_words: int, rng: random.Random) -> str:
-    body = " ".join(rng.choice(_WORDS) for _ in range(min(n_words, 400)))
+    start = _TEXT.index(" ", rng.randrange(0, len(_TEXT) // 2)) + 1
+    body = _TEXT[start : start + 8 * min(n_words, 400)].strip()
     head = (
         f"[simulated] {req.agent or 'agent'} ({req.role or 'agent'}) on {req.title or req.task_id}"
     )
