@@ -137,11 +137,13 @@ class PlanModel(BaseModel):
 def _loc_str(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+        name = _key_name(str(part))
+        out += f"[{part}]" if isinstance(part, int) else (f".{name}" if out else name)
     return out
 
 
-def _message(err: Mapping[str, Any]) -> str:
+def describe_error(err: Mapping[str, Any]) -> str:
+    """One pydantic error as a short, human phrase."""
     kind, msg, value = err["type"], err["msg"], err.get("input")
     if kind == "extra_forbidden":
         return "unknown key"
@@ -195,21 +197,56 @@ def _key_line(root: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
     return _node_line(root, loc)
 
 
-def _check_duplicate_keys(node: yaml.Node | None, path: str, source: str) -> None:
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for k, v in node.value:
-            key = k.value if isinstance(k, yaml.ScalarNode) else str(k)
-            if key in seen:
+MAX_NODES = 1_000_000  # a plan whose aliases expand past this is refused, not expanded
+
+
+def _key_name(key: str) -> str:
+    return key if key.isprintable() and key.strip() == key and key else repr(key)
+
+
+def _check_tree(root: yaml.Node | None, source: str) -> None:
+    """Refuse duplicate keys, recursive aliases and alias bombs, before anything expands."""
+    sizes: dict[int, int] = {}
+
+    def walk(node: yaml.Node | None, path: str, active: frozenset[int]) -> int:
+        if node is None or isinstance(node, yaml.ScalarNode):
+            return 1
+        if id(node) in active:
+            raise PlanError(
+                "a YAML alias refers to itself",
+                file=source,
+                field=path or None,
+                line=node.start_mark.line + 1,
+            )
+        if id(node) in sizes:
+            return sizes[id(node)]
+        inner = active | {id(node)}
+        total = 1
+        if isinstance(node, yaml.MappingNode):
+            seen: set[str] = set()
+            for k, v in node.value:
+                key = _key_name(k.value if isinstance(k, yaml.ScalarNode) else str(k))
                 where = f"{path}.{key}" if path else key
-                raise PlanError(
-                    "duplicate key", file=source, field=where, line=k.start_mark.line + 1
-                )
-            seen.add(key)
-            _check_duplicate_keys(v, f"{path}.{key}" if path else key, source)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, v in enumerate(node.value):
-            _check_duplicate_keys(v, f"{path}[{i}]", source)
+                if key in seen:
+                    raise PlanError(
+                        "duplicate key", file=source, field=where, line=k.start_mark.line + 1
+                    )
+                seen.add(key)
+                total += walk(v, where, inner)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                total += walk(v, f"{path}[{i}]", inner)
+        if total > MAX_NODES:
+            raise PlanError(
+                f"YAML aliases expand to more than {MAX_NODES:,} nodes",
+                file=source,
+                field=path or None,
+                line=node.start_mark.line + 1,
+            )
+        sizes[id(node)] = total
+        return total
+
+    walk(root, "", frozenset())
 
 
 def _field_to_loc(field: str) -> tuple[int | str, ...]:
@@ -243,7 +280,7 @@ def plan_from_data(
         line = line_of(loc, err["type"] == "extra_forbidden") if line_of else None
         suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
         raise PlanError(
-            _message(err) + suffix, file=where, field=_loc_str(loc), line=line
+            describe_error(err) + suffix, file=where, field=_loc_str(loc), line=line
         ) from None
     try:
         agents = []
@@ -289,7 +326,10 @@ def load_plan_file(path: str | Path) -> Plan:
         raise PlanError(f"cannot read: {exc.__class__.__name__}: {exc}", file=source) from None
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
+        _check_tree(root, source)
         data = yaml.safe_load(text)
+    except RecursionError:
+        raise PlanError("the YAML is nested too deeply", file=source) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
@@ -298,7 +338,6 @@ def load_plan_file(path: str | Path) -> Plan:
             file=source,
             line=mark.line + 1 if mark is not None else None,
         ) from None
-    _check_duplicate_keys(root, "", source)
 
     def line_of(loc: tuple[int | str, ...], is_key: bool) -> int | None:
         return _key_line(root, loc) if is_key else _node_line(root, loc)

@@ -20,7 +20,7 @@ from ._planfile import plan_to_dict
 from .agents import AgentSpec
 from .cost import Usage
 from .events import Event, EventSink
-from .exceptions import UsageError
+from .exceptions import PlanError, UsageError
 from .journal import Journal
 from .plan import Plan, Task, load_plan
 from .providers import Provider, is_simulated, resolve_provider, split_provider
@@ -132,20 +132,33 @@ def _coerce_plan(plan: Plan | str | os.PathLike[str]) -> Plan:
     return plan if isinstance(plan, Plan) else load_plan(str(plan))
 
 
-def _providers(plan: Plan, seed: int) -> dict[str, Provider]:
+def _providers(plan: Plan, seed: int, flag: str | None = None) -> dict[str, Provider]:
+    """One provider instance per ``provider:model``; errors name the file and field."""
     names = {a.provider or plan.provider or DEFAULT_PROVIDER for a in plan.agents}
     out = {}
     for name in sorted(names):
         try:
             out[name] = resolve_provider(name, plan.providers, seed=seed)
+        except PlanError as exc:  # a bad option: it names its own field
+            raise PlanError(exc.detail, file=plan.source, field=exc.field) from None
         except UsageError as exc:
             hint = (
                 " (set 'provider: sim' in the plan or pass --provider sim)"
                 if name == DEFAULT_PROVIDER
                 else ""
             )
-            raise UsageError(f"{exc}{hint}") from None
+            field = "--provider" if flag == name else _provider_field(plan, name)
+            raise PlanError(f"{exc}{hint}", file=plan.source, field=field) from None
     return out
+
+
+def _provider_field(plan: Plan, name: str) -> str:
+    """Where a provider name came from in the plan file: an agent's, or the default."""
+    raw_agents = (plan.raw or {}).get("agents") or []
+    for i, a in enumerate(raw_agents):
+        if isinstance(a, dict) and a.get("provider") == name:
+            return f"agents[{i}].provider"
+    return "provider"
 
 
 def _runners(plan: Plan, providers: Mapping[str, Provider]) -> dict[str, AgentRunner]:
@@ -174,7 +187,7 @@ async def run(
     Overrides: ``agents`` (fleet size), ``policy``, ``provider`` (for every agent).
     """
     p = _coerce_plan(plan).with_overrides(policy=policy, provider=provider, agents=agents)
-    providers = _providers(p, seed)
+    providers = _providers(p, seed, flag=provider)
     journal = Journal(state_dir(state) / "journal.sqlite")
     rid = run_id or new_run_id()
     simulated = any(is_simulated(n) for n in providers)

@@ -28,6 +28,7 @@ __all__ = [
 ]
 
 POLICIES = ("round_robin", "least_loaded", "best_fit")
+MAX_AGENTS = 100_000
 TASK_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -160,6 +161,19 @@ class Plan:
     def with_agent_count(self, n: int) -> Plan:
         """The same plan on ``n`` agents in total, spread over the plan's agent specs."""
         specs = _distinct_specs(self.agents)
+        cap = self.limits.max_agents
+        if cap is not None and n > cap:
+            raise PlanError(
+                f"--agents {n} is above the plan's limit of {cap}",
+                file=self.source,
+                field="limits.max_agents",
+            )
+        if n > MAX_AGENTS:
+            raise PlanError(
+                f"{n} agents is above phalanx's limit of {MAX_AGENTS:,}",
+                file=self.source,
+                field="--agents",
+            )
         if n < 1:
             raise PlanError("must be at least 1", file=self.source, field="--agents")
         if n < len(specs):
@@ -182,6 +196,7 @@ class Plan:
             if policy not in POLICIES:
                 raise PlanError(
                     f"unknown policy {policy!r} (choose from {', '.join(POLICIES)})",
+                    file=self.source,
                     field="--policy",
                 )
             plan = dataclasses.replace(plan, policy=policy)
@@ -236,7 +251,7 @@ class Plan:
     def _validate_tasks(self) -> None:
         ids: set[str] = set()
         for i, t in enumerate(self.tasks):
-            if not TASK_ID_RE.match(t.id):
+            if not TASK_ID_RE.fullmatch(t.id):
                 raise self._error(
                     f"tasks[{i}].id", f"invalid id {t.id!r} (letters, digits, '_', '-', '.')"
                 )
@@ -260,7 +275,7 @@ class Plan:
 
     def _validate_servable(self, i: int, t: Task) -> None:
         if t.role is not None and not any(a.role == t.role for a in self.agents):
-            roles = ", ".join(sorted({a.role for a in self.agents}))
+            roles = ", ".join(sorted({repr(a.role) for a in self.agents}))
             raise self._error(
                 f"tasks[{i}].role", f"no agent has role {t.role!r} (agents' roles: {roles})"
             )
@@ -270,7 +285,7 @@ class Plan:
             raise self._error(
                 f"tasks[{i}].skills",
                 f"no agent{' with role ' + repr(t.role) if t.role else ''} has all of "
-                f"{', '.join(sorted(t.skills))}",
+                f"{', '.join(sorted(repr(s) for s in t.skills))}",
             )
 
 

@@ -5,9 +5,9 @@ and every run that uses it is marked simulated; it is never a silent default for
 
 Options (plan ``providers: {sim: {...}}``)::
 
-    latency:  {distribution: fixed, ms: 50}            # or
+    latency:  {distribution: fixed, ms: 50}            # or a plain number of ms, or
               {distribution: lognormal, median_ms: 300, sigma: 0.5}
-    output_tokens: 120          # mean output length
+    output_tokens: 60           # mean output length (exponentially distributed)
     faults:   {rate_limited: 0.1, server_error: 0.05, auth: 0.01, ...}   # rate per call
     retry_after: 1.0            # seconds, sent with injected rate_limited faults
     seed: 0
@@ -16,16 +16,19 @@ Options (plan ``providers: {sim: {...}}``)::
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import random
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..cost import Usage
-from ..exceptions import ErrorClass, ProviderError, UsageError
+from ..exceptions import ErrorClass, PlanError, ProviderError
 from .base import Completion, CompletionRequest
 
-__all__ = ["SimProvider"]
+__all__ = ["SimOptions", "SimProvider"]
 
 _STATUS = {
     ErrorClass.RATE_LIMITED: 429,
@@ -45,23 +48,71 @@ _WORDS = _VOCAB.split(" ")
 _TEXT = " ".join(_WORDS[(i * 7 + i // 20) % len(_WORDS)] for i in range(4000))
 
 
+class Latency(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    distribution: Literal["fixed", "lognormal"] = "fixed"
+    ms: float = Field(default=0.0, ge=0)
+    median_ms: float = Field(default=100.0, gt=0)
+    sigma: float = Field(default=0.5, ge=0)
+
+
+class SimOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    latency: Latency | float = Latency()
+    output_tokens: int = Field(default=60, ge=0)
+    retry_after: float = Field(default=0.0, ge=0)
+    faults: dict[ErrorClass, float] = {}
+    seed: int | None = None
+
+    @field_validator("faults")
+    @classmethod
+    def _rates(cls, v: dict[ErrorClass, float]) -> dict[ErrorClass, float]:
+        if any(r < 0 or r > 1 for r in v.values()):
+            raise ValueError("each fault rate must be between 0 and 1")
+        if sum(v.values()) > 1:
+            raise ValueError("fault rates add up to more than 1")
+        return v
+
+
+def _latency(spec: Latency | float) -> Callable[[random.Random], float]:
+    if not isinstance(spec, Latency):
+        spec = Latency(ms=spec)
+    if spec.distribution == "fixed":
+        seconds = spec.ms / 1000
+        return lambda rng: seconds
+    mu, sigma = math.log(spec.median_ms / 1000), spec.sigma
+    return lambda rng: rng.lognormvariate(mu, sigma)
+
+
 class SimProvider:
-    """Deterministic per (seed, task, attempt): the same run gives the same answers."""
+    """Deterministic per (seed, task, attempt, agent): the same run gives the same answers."""
 
     simulated = True
 
     def __init__(
-        self, model: str = "sim", options: Mapping[str, Any] | None = None, seed: int | None = None
+        self,
+        model: str = "sim",
+        options: Mapping[str, Any] | None = None,
+        seed: int | None = None,
     ) -> None:
-        opts = dict(options or {})
+        try:
+            opts = SimOptions.model_validate(dict(options or {}))
+        except ValidationError as exc:
+            from .._planfile import describe_error
+
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"] if not str(p)[:1].isupper())
+            raise PlanError(
+                describe_error(err), field=f"providers.sim.{where}".rstrip(".")
+            ) from None
         self.name = f"sim:{model}" if model and model != "sim" else "sim"
-        self.seed = int(opts.pop("seed", seed if seed is not None else 0))
-        self._latency = _latency(opts.pop("latency", {"distribution": "fixed", "ms": 0}))
-        self.output_tokens = int(opts.pop("output_tokens", 60))
-        self.retry_after = float(opts.pop("retry_after", 0.0))
-        self.faults = _faults(opts.pop("faults", {}) or {})
-        if opts:
-            raise UsageError(f"providers.sim: unknown option(s) {', '.join(sorted(opts))}")
+        self.seed = opts.seed if opts.seed is not None else (seed or 0)
+        self._latency = _latency(opts.latency)
+        self.output_tokens = opts.output_tokens
+        self.retry_after = opts.retry_after
+        self.faults = list(opts.faults.items())
 
     def _rng(self, req: CompletionRequest) -> random.Random:
         return random.Random(f"{self.seed}\x00{req.task_id}\x00{req.attempt_no}\x00{req.agent}")
@@ -89,6 +140,9 @@ class SimProvider:
             simulated=True,
         )
 
+    async def aclose(self) -> None:
+        return None
+
     def _draw_fault(self, rng: random.Random) -> ErrorClass | None:
         if not self.faults:
             return None
@@ -103,12 +157,9 @@ class SimProvider:
 def _answer(req: CompletionRequest, n_words: int, rng: random.Random) -> str:
     start = _TEXT.index(" ", rng.randrange(0, len(_TEXT) // 2)) + 1
     body = _TEXT[start : start + 8 * min(n_words, 400)].strip()
-    head = (
-        f"[simulated] {req.agent or 'agent'} ({req.role or 'agent'}) on {req.title or req.task_id}"
-    )
+    who = f"{req.agent or 'agent'} ({req.role or 'agent'})"
+    head = f"[simulated] {who} on {req.title or req.task_id}"
     if req.style == "json":
-        import json
-
         return json.dumps(
             {"simulated": True, "task": req.task_id, "agent": req.agent, "summary": body}
         )
@@ -119,33 +170,3 @@ def _answer(req: CompletionRequest, n_words: int, rng: random.Random) -> str:
     if req.style == "html":
         return f"<section><h1>{head}</h1><p>{body}</p></section>"
     return f"{head}: {body}"
-
-
-def _latency(spec: Any) -> Any:
-    if isinstance(spec, int | float):
-        spec = {"distribution": "fixed", "ms": spec}
-    if not isinstance(spec, Mapping):
-        raise UsageError("providers.sim.latency: expected a mapping or a number of ms")
-    dist = spec.get("distribution", "fixed")
-    if dist == "fixed":
-        seconds = float(spec.get("ms", 0)) / 1000
-        return lambda rng: seconds
-    if dist == "lognormal":
-        mu = math.log(float(spec.get("median_ms", 100)) / 1000)
-        sigma = float(spec.get("sigma", 0.5))
-        return lambda rng: rng.lognormvariate(mu, sigma)
-    raise UsageError(f"providers.sim.latency.distribution: unknown {dist!r} (fixed, lognormal)")
-
-
-def _faults(spec: Mapping[str, Any]) -> list[tuple[ErrorClass, float]]:
-    out = []
-    for key, rate in spec.items():
-        try:
-            cls = ErrorClass(key)
-        except ValueError:
-            names = ", ".join(c.value for c in ErrorClass)
-            raise UsageError(f"providers.sim.faults: unknown class {key!r} ({names})") from None
-        out.append((cls, float(rate)))
-    if sum(r for _, r in out) > 1:
-        raise UsageError("providers.sim.faults: rates add up to more than 1")
-    return out
