@@ -77,14 +77,20 @@ def sim_plan(
         elif deps == "layered" and i >= 10:
             layer_start = (i // 10 - 1) * 10
             needs = sorted({f"t{layer_start + (i % 10)}", f"t{layer_start + (i * 7) % 10}"})
-        tasks.append({"id": f"t{i}", "prompt": f"do part {i}", "needs": needs,
-                      "max_attempts": max_attempts})
+        tasks.append(
+            {"id": f"t{i}", "prompt": f"do part {i}", "needs": needs, "max_attempts": max_attempts}
+        )
     return {
         "name": f"sim-{n_tasks}",
         "provider": "sim",
-        "providers": {"sim": {"latency": {"distribution": "fixed", "ms": latency_ms},
-                              "faults": faults or {}, "seed": seed,
-                              "retry_after": retry_after}},
+        "providers": {
+            "sim": {
+                "latency": {"distribution": "fixed", "ms": latency_ms},
+                "faults": faults or {},
+                "seed": seed,
+                "retry_after": retry_after,
+            }
+        },
         "retry": {"base_seconds": backoff, "cap_seconds": backoff * 10},
         "agents": [{"role": "generalist", "count": agents}],
         "tasks": tasks,

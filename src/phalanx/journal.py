@@ -303,7 +303,12 @@ class Journal:
 
     # -- writing events --------------------------------------------------------------------
     def append(self, run_id: str, session: int, event: Event) -> None:
+        """Buffer an event. Never flushes by itself: an event group (an attempt's end and its
+        task's success) must land in one transaction, so writers flush at group boundaries."""
         self._buffer.append((run_id, session, event))
+
+    def flush_if_full(self) -> None:
+        """Flush when the buffer holds a batch; call only between event groups."""
         if len(self._buffer) >= self.batch_size:
             self.flush()
 
@@ -339,7 +344,13 @@ class Journal:
             )
         elif isinstance(e, AttemptFinished):
             u = e.usage
-            outcome = "stale" if e.stale else ("succeeded" if e.ok else "failed")
+            outcome = (
+                "cancelled"
+                if e.error_class == "cancelled"
+                else "stale"
+                if e.stale
+                else ("succeeded" if e.ok else "failed")
+            )
             db.execute(
                 "UPDATE attempts SET finished_at = ?, outcome = ?, error_class = ?, error = ?,"
                 " status = ?, retry_after = ?, input_tokens = ?, output_tokens = ?,"
@@ -361,7 +372,7 @@ class Journal:
                     e.attempt_id,
                 ),
             )
-            if not e.ok and not e.stale:
+            if not e.ok and not e.stale and outcome != "cancelled":
                 db.execute(
                     "UPDATE tasks SET state = 'retrying', error_class = ?, error = ?,"
                     " updated_at = ? WHERE run_id = ? AND task_id = ?",

@@ -1,0 +1,451 @@
+"""Crash and interrupt safety, for real: ``phalanx run`` in a subprocess, killed with SIGKILL
+at a random moment or stopped with SIGINT/SIGTERM, then ``phalanx resume``. The journal is
+checked with sqlite3 directly, never through phalanx itself."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import sim_plan, write_plan
+
+TERMINAL = {"succeeded", "failed", "skipped"}
+MAX_ATTEMPTS = 3  # sim_plan's default per task
+START_TIMEOUT = 20.0  # until the first task line (interpreter start-up included)
+RUN_TIMEOUT = 30.0  # a whole run or resume
+STOP_TIMEOUT = 5.0  # from SIGINT/SIGTERM to exit
+
+
+# -- subprocess handling -------------------------------------------------------------------
+def _cmd(state: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "phalanx", "--state-dir", str(state), *args]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONIOENCODING": "utf-8", "PYTHONUNBUFFERED": "1"}
+
+
+def _is_task_line(line: str) -> bool:
+    return line.startswith("[") and "s] " in line
+
+
+@dataclass
+class Proc:
+    """A ``phalanx`` subprocess whose stdout/stderr are drained by threads (no pipe stalls),
+    with a wait for its first task line."""
+
+    popen: subprocess.Popen[bytes]
+    out: list[str] = field(default_factory=list)
+    err: list[str] = field(default_factory=list)
+    lines: queue.Queue[str] = field(default_factory=queue.Queue)
+
+    def __post_init__(self) -> None:
+        for stream, sink, q in (
+            (self.popen.stdout, self.out, self.lines),
+            (self.popen.stderr, self.err, None),
+        ):
+            threading.Thread(target=self._drain, args=(stream, sink, q), daemon=True).start()
+
+    @staticmethod
+    def _drain(stream: Any, sink: list[str], q: queue.Queue[str] | None) -> None:
+        for raw in iter(stream.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            sink.append(line)
+            if q is not None:
+                q.put(line)
+        stream.close()
+
+    def wait_first_task_line(self, timeout: float = START_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                if _is_task_line(self.lines.get(timeout=left)):
+                    return
+            except queue.Empty:
+                break
+        raise AssertionError(
+            f"no task line within {timeout}s (rc={self.popen.poll()}): "
+            f"stdout={self.out[-5:]} stderr={self.err[-5:]}"
+        )
+
+    def wait(self, timeout: float) -> int:
+        try:
+            rc = self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait(timeout=10)
+            raise AssertionError(
+                f"phalanx did not exit within {timeout}s: stdout={self.out[-5:]} "
+                f"stderr={self.err[-5:]}"
+            ) from None
+        self._join_drains()
+        return rc
+
+    def _join_drains(self) -> None:
+        # The drain threads end at EOF; give them a moment to collect the last lines.
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not (
+            self.popen.stdout is not None
+            and self.popen.stdout.closed
+            and self.popen.stderr is not None
+            and self.popen.stderr.closed
+        ):
+            time.sleep(0.01)
+
+    @property
+    def stdout(self) -> str:
+        return "\n".join(self.out)
+
+    @property
+    def stderr(self) -> str:
+        return "\n".join(self.err)
+
+
+@pytest.fixture
+def spawn() -> Iterator[Any]:
+    """Start ``phalanx`` subprocesses; any still alive at the end of the test is killed."""
+    procs: list[Proc] = []
+
+    def start(state: Path, *args: str) -> Proc:
+        p = subprocess.Popen(
+            _cmd(state, *args),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            env=_env(),
+        )
+        proc = Proc(p)
+        procs.append(proc)
+        return proc
+
+    try:
+        yield start
+    finally:
+        for proc in procs:
+            if proc.popen.poll() is None:
+                proc.popen.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.popen.wait(timeout=10)
+
+
+def _resume(spawn: Any, state: Path, rid: str) -> tuple[int, Proc, float]:
+    t0 = time.monotonic()
+    proc = spawn(state, "resume", rid)
+    rc = proc.wait(RUN_TIMEOUT)
+    return rc, proc, time.monotonic() - t0
+
+
+# -- reading the journal -------------------------------------------------------------------
+@dataclass
+class Journal:
+    """A snapshot of one run's rows, read with sqlite3 alone."""
+
+    run: dict[str, Any]
+    tasks: dict[str, dict[str, Any]]  # task_id -> {state, needs, error_class}
+    results: dict[str, dict[str, Any]]  # task_id -> {attempt_id, created_at, output}
+    result_rows: int
+    attempts: list[dict[str, Any]]
+    succeeded_events: dict[str, int]  # task_id -> number of task_succeeded events
+    integrity: str
+
+    def attempts_of(self, tid: str) -> list[dict[str, Any]]:
+        return [a for a in self.attempts if a["task_id"] == tid]
+
+    @property
+    def succeeded(self) -> set[str]:
+        return {t for t, r in self.tasks.items() if r["state"] == "succeeded"}
+
+
+def read_journal(state: Path, rid: str) -> Journal:
+    db = sqlite3.connect(state / "journal.sqlite", timeout=30)
+    try:
+        db.row_factory = sqlite3.Row
+        run = db.execute("SELECT * FROM runs WHERE run_id = ?", (rid,)).fetchone()
+        assert run is not None, f"run {rid} is not in the journal"
+        tasks = {
+            r["task_id"]: {
+                "state": r["state"],
+                "needs": json.loads(r["needs_json"]),
+                "error_class": r["error_class"],
+            }
+            for r in db.execute("SELECT * FROM tasks WHERE run_id = ?", (rid,))
+        }
+        rows = db.execute(
+            "SELECT task_id, attempt_id, created_at, output FROM results WHERE run_id = ?", (rid,)
+        ).fetchall()
+        attempts = [
+            dict(r)
+            for r in db.execute(
+                "SELECT attempt_id, task_id, session, started_at, outcome FROM attempts"
+                " WHERE run_id = ? ORDER BY attempt_id",
+                (rid,),
+            )
+        ]
+        succeeded_events: dict[str, int] = {}
+        for (data,) in db.execute(
+            "SELECT data FROM events WHERE run_id = ? AND type = 'task_succeeded'", (rid,)
+        ):
+            tid = json.loads(data)["task_id"]
+            succeeded_events[tid] = succeeded_events.get(tid, 0) + 1
+        (integrity,) = db.execute("PRAGMA integrity_check").fetchone()
+        return Journal(
+            run=dict(run),
+            tasks=tasks,
+            results={r["task_id"]: dict(r) for r in rows},
+            result_rows=len(rows),
+            attempts=attempts,
+            succeeded_events=succeeded_events,
+            integrity=integrity,
+        )
+    finally:
+        db.close()
+
+
+def assert_finished_consistently(j: Journal, state: Path, rid: str, n_tasks: int) -> None:
+    """Every invariant a finished run must satisfy, whatever happened on its way."""
+    assert j.integrity == "ok"
+    assert len(j.tasks) == n_tasks
+    not_terminal = {t: r["state"] for t, r in j.tasks.items() if r["state"] not in TERMINAL}
+    assert not not_terminal, f"tasks left unfinished: {not_terminal}"
+    assert j.run["status"] == ("succeeded" if len(j.succeeded) == n_tasks else "failed")
+
+    # Exactly one result per succeeded task, none for the others.
+    assert set(j.results) == j.succeeded
+    assert j.result_rows == len(j.succeeded)
+
+    # At most one successful attempt per task; a succeeded task's is the one its result names.
+    by_task: dict[str, list[int]] = {}
+    for a in j.attempts:
+        if a["outcome"] == "succeeded":
+            by_task.setdefault(a["task_id"], []).append(a["attempt_id"])
+    twice = {t: ids for t, ids in by_task.items() if len(ids) > 1}
+    assert not twice, f"tasks that succeeded more than once: {twice}"
+    assert set(by_task) == j.succeeded
+    for tid in j.succeeded:
+        assert by_task[tid] == [j.results[tid]["attempt_id"]], tid
+    twice_logged = {t: n for t, n in j.succeeded_events.items() if n > 1}
+    assert not twice_logged, f"task_succeeded logged more than once: {twice_logged}"
+    assert set(j.succeeded_events) == j.succeeded
+
+    # The retry budget holds across sessions: attempts lost to a crash don't count, failed
+    # ones are neither forgotten nor exceeded.
+    for tid, row in j.tasks.items():
+        failed = sum(1 for a in j.attempts_of(tid) if a["outcome"] == "failed")
+        assert failed <= MAX_ATTEMPTS, f"{tid}: {failed} failed attempts"
+        if row["state"] == "failed":
+            assert failed >= 1, tid
+            if row["error_class"] == "server_error":  # retryable: it used its whole budget
+                assert failed == MAX_ATTEMPTS, f"{tid} gave up after {failed} attempts"
+
+    # Dependency order: a task succeeds only after all its needs did, and none of its
+    # attempts (in any session) started before each need's result was recorded.
+    for tid, row in j.tasks.items():
+        if row["state"] == "succeeded":
+            failed_needs = [n for n in row["needs"] if n not in j.succeeded]
+            assert not failed_needs, f"{tid} succeeded although {failed_needs} did not"
+        elif row["state"] == "skipped":
+            assert any(n not in j.succeeded for n in row["needs"]), f"{tid} skipped for nothing"
+        for a in j.attempts_of(tid):
+            for need in row["needs"]:
+                assert need in j.results, f"{tid} attempt {a['attempt_id']} ran before {need}"
+                assert a["started_at"] >= j.results[need]["created_at"], (
+                    f"{tid} attempt {a['attempt_id']} started before its need {need} succeeded"
+                )
+
+    # One output file per succeeded task, holding the journaled output.
+    outputs = state / "runs" / rid / "outputs"
+    files = {p.name.split(".")[0]: p for p in outputs.iterdir()}
+    assert set(files) == j.succeeded
+    assert len(files) == len(j.succeeded)
+    for tid, path in files.items():
+        assert path.read_text(encoding="utf-8") == j.results[tid]["output"], tid
+
+
+def assert_prior_kept(before: Journal, after: Journal, resume_stdout: str) -> None:
+    """What an earlier session finished is kept as is and not run again."""
+    for tid, res in before.results.items():
+        assert after.results[tid] == res, f"{tid}: its result changed on resume"
+        rerun = [a for a in after.attempts_of(tid) if a["session"] > before.run["sessions"]]
+        assert not rerun, f"{tid} succeeded before the resume but was run again: {rerun}"
+    for tid, row in before.tasks.items():
+        if row["state"] in ("failed", "skipped"):
+            assert after.tasks[tid]["state"] == row["state"], tid
+            rerun = [a for a in after.attempts_of(tid) if a["session"] > before.run["sessions"]]
+            assert not rerun, f"{tid} was {row['state']} before the resume but was run again"
+    # Nor reported again as a fresh success by the resumed session.
+    resumed_ok = {
+        line.split("✓", 1)[1].split()[0]
+        for line in resume_stdout.splitlines()
+        if _is_task_line(line) and "✓" in line
+    }
+    assert not resumed_ok & set(before.results)
+
+
+def _plan(tmp_path: Path, n: int, **kwargs: Any) -> str:
+    return str(write_plan(tmp_path / "plan.yaml", sim_plan(n, deps="layered", **kwargs)))
+
+
+# -- 1. kill -9 at a random moment, then resume ---------------------------------------------
+KILL_TASKS = 300
+FAULTS = {"server_error": 0.04, "auth": 0.01}
+
+
+@pytest.mark.parametrize(
+    ("seed", "faults"),
+    [(1, None), (2, None), (3, None), (4, FAULTS), (5, FAULTS)],
+)
+def test_sigkill_then_resume(
+    tmp_path: Path, state: Path, spawn: Any, seed: int, faults: dict[str, float] | None
+) -> None:
+    rid = f"kill-{seed}"
+    plan = _plan(tmp_path, KILL_TASKS, agents=8, latency_ms=45, faults=faults, seed=seed)
+    proc = spawn(state, "run", plan, "--run-id", rid)
+    proc.wait_first_task_line()
+    time.sleep(random.Random(seed).uniform(0.3, 2.0))
+    proc.popen.send_signal(signal.SIGKILL)
+    rc = proc.wait(10)
+    # -9 normally; 0/1 only if the run had already ended by itself.
+    assert rc in (-signal.SIGKILL, 0, 1), proc.stderr
+
+    before = read_journal(state, rid)
+    assert before.integrity == "ok"
+    assert set(before.results) == before.succeeded  # written in one transaction
+
+    rc, res, _ = _resume(spawn, state, rid)
+    after = read_journal(state, rid)
+    all_ok = len(after.succeeded) == KILL_TASKS
+    assert rc == (0 if all_ok else 1), res.stderr
+    if faults is None:
+        assert rc == 0, res.stdout[-2000:]
+    assert res.stderr == "", res.stderr
+    assert after.run["sessions"] == before.run["sessions"] + 1
+    assert_finished_consistently(after, state, rid, KILL_TASKS)
+    assert_prior_kept(before, after, res.stdout)
+
+
+def test_sigkill_of_the_resume_too(tmp_path: Path, state: Path, spawn: Any) -> None:
+    """A crash of the resumed session is survived like the first one."""
+    rid = "kill-twice"
+    plan = _plan(tmp_path, KILL_TASKS, agents=8, latency_ms=45, faults=FAULTS, seed=7)
+    proc = spawn(state, "run", plan, "--run-id", rid)
+    proc.wait_first_task_line()
+    time.sleep(0.4)
+    proc.popen.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    first = read_journal(state, rid)
+
+    again = spawn(state, "resume", rid)
+    again.wait_first_task_line()
+    time.sleep(0.4)
+    again.popen.send_signal(signal.SIGKILL)
+    again.wait(10)
+    second = read_journal(state, rid)
+    assert second.integrity == "ok"
+    assert set(second.results) == second.succeeded
+    assert_prior_kept(first, second, again.stdout)
+
+    rc, res, _ = _resume(spawn, state, rid)
+    after = read_journal(state, rid)
+    assert rc == (0 if len(after.succeeded) == KILL_TASKS else 1), res.stderr
+    assert after.run["sessions"] == 3
+    assert_finished_consistently(after, state, rid, KILL_TASKS)
+    assert_prior_kept(second, after, res.stdout)
+    assert_prior_kept(first, after, res.stdout)
+
+
+# -- 2. Ctrl-C / SIGTERM: exit 130, resumable, resume finishes ------------------------------
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupt_then_resume(tmp_path: Path, state: Path, spawn: Any, sig: int) -> None:
+    rid = f"int-{signal.Signals(sig).name}"
+    n = 300
+    plan = _plan(tmp_path, n, agents=8, latency_ms=45)
+    proc = spawn(state, "run", plan, "--run-id", rid)
+    proc.wait_first_task_line()
+    time.sleep(0.3)
+    assert proc.popen.poll() is None, "the run ended before it could be interrupted"
+    t0 = time.monotonic()
+    proc.popen.send_signal(sig)
+    rc = proc.wait(STOP_TIMEOUT)
+    assert time.monotonic() - t0 < STOP_TIMEOUT
+    assert rc == 130, (proc.stdout[-2000:], proc.stderr)
+    assert f"phalanx resume {rid}" in proc.stderr, proc.stderr
+
+    before = read_journal(state, rid)
+    assert before.integrity == "ok"
+    assert before.run["status"] == "interrupted"
+    assert 0 < len(before.results) < n
+    # A clean stop flushed the journal: every success it reported is in it.
+    reported = {
+        line.split("✓", 1)[1].split()[0] for line in proc.out if _is_task_line(line) and "✓" in line
+    }
+    assert reported == set(before.results)
+    # ... and wrote the outputs of the tasks done so far.
+    outputs = state / "runs" / rid / "outputs"
+    assert {p.name.split(".")[0] for p in outputs.iterdir()} == set(before.results)
+
+    rc, res, _ = _resume(spawn, state, rid)
+    assert rc == 0, (res.stdout[-2000:], res.stderr)
+    after = read_journal(state, rid)
+    assert after.run["status"] == "succeeded"
+    assert after.run["sessions"] == 2
+    assert_finished_consistently(after, state, rid, n)
+    assert_prior_kept(before, after, res.stdout)
+
+
+# -- 3. resuming a finished run does nothing ------------------------------------------------
+def test_resume_of_finished_run_runs_nothing(tmp_path: Path, state: Path, spawn: Any) -> None:
+    rid, n = "done", 150
+    plan = _plan(tmp_path, n, agents=8, latency_ms=20)
+    proc = spawn(state, "run", plan, "--run-id", rid)
+    assert proc.wait(RUN_TIMEOUT) == 0, proc.stderr
+    before = read_journal(state, rid)
+    assert_finished_consistently(before, state, rid, n)
+
+    rc, res, wall = _resume(spawn, state, rid)
+    assert rc == 0, (res.stdout[-2000:], res.stderr)
+    assert wall < 15, f"resume of a finished run took {wall:.1f}s"
+    after = read_journal(state, rid)
+    assert after.attempts == before.attempts
+    assert after.results == before.results
+    assert after.run["status"] == "succeeded"
+    assert after.run["sessions"] == 2
+    assert_finished_consistently(after, state, rid, n)
+    assert_prior_kept(before, after, res.stdout)
+    assert not [line for line in res.out if _is_task_line(line)], res.stdout
+
+
+# -- 4. dependency order in an ordinary run -------------------------------------------------
+def test_layered_run_respects_dependency_order(tmp_path: Path, state: Path, spawn: Any) -> None:
+    rid, n = "layered", 200
+    plan = _plan(tmp_path, n, agents=8, latency_ms=10)
+    proc = spawn(state, "run", plan, "--run-id", rid)
+    assert proc.wait(RUN_TIMEOUT) == 0, proc.stderr
+    j = read_journal(state, rid)
+    assert_finished_consistently(j, state, rid, n)
+    assert j.run["sessions"] == 1
+    assert len(j.attempts) == n  # no faults: one attempt per task
+    assert any(row["needs"] for row in j.tasks.values())  # the check above had edges to check
+    # The printed order agrees: no task is reported before its needs.
+    order = [
+        line.split("✓", 1)[1].split()[0] for line in proc.out if _is_task_line(line) and "✓" in line
+    ]
+    assert len(order) == n
+    pos = {tid: i for i, tid in enumerate(order)}
+    for tid, row in j.tasks.items():
+        for need in row["needs"]:
+            assert pos[need] < pos[tid], f"{tid} reported before its need {need}"
