@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-EXTRAS ?= dev,local
+EXTRAS ?= dev,local,anthropic,openai
 
 .PHONY: help venv test lint typecheck unit demo clean
 

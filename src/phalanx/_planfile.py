@@ -13,9 +13,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .agents import AgentSpec, Category
+from .cost import Price
 from .exceptions import PlanError
 from .ids import AgentName, TaskId
 from .plan import Limits, Plan, RetryConfig, Task
+from .runtime.governor import RateLimit
 
 _STRICT = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
@@ -104,9 +106,26 @@ class TaskModel(BaseModel):
         )
 
 
+class RateLimitModel(BaseModel):
+    model_config = _STRICT
+
+    rpm: int | None = Field(default=None, ge=1)
+    tpm: int | None = Field(default=None, ge=1)
+
+
+class PriceModel(BaseModel):
+    model_config = _STRICT
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cache_read: float | None = Field(default=None, ge=0)
+    cache_write: float | None = Field(default=None, ge=0)
+
+
 class LimitsModel(BaseModel):
     model_config = _STRICT
 
+    rate_limits: dict[str, RateLimitModel] = {}
     max_agents: int | None = Field(default=None, ge=1)
     max_usd: float | None = Field(default=None, gt=0)
     max_tokens: int | None = Field(default=None, ge=1)
@@ -128,6 +147,7 @@ class PlanModel(BaseModel):
     policy: Literal["round_robin", "least_loaded", "best_fit"] = "best_fit"
     provider: str | None = None
     providers: dict[str, dict[str, Any]] = {}
+    prices: dict[str, PriceModel] = {}
     limits: LimitsModel = LimitsModel()
     retry: RetryModel = RetryModel()
     agents: list[AgentModel] = Field(min_length=1)
@@ -298,7 +318,13 @@ def plan_from_data(
             name=model.name,
             agents=agents,
             tasks=[t.task() for t in model.tasks],
-            limits=Limits(**model.limits.model_dump()),
+            limits=Limits(
+                **model.limits.model_dump(exclude={"rate_limits"}),
+                rate_limits={
+                    k: RateLimit(**v.model_dump()) for k, v in model.limits.rate_limits.items()
+                },
+            ),
+            prices={k: Price(**v.model_dump()) for k, v in model.prices.items()},
             retry=RetryConfig(**model.retry.model_dump()),
             policy=model.policy,
             provider=model.provider,
@@ -347,13 +373,17 @@ def load_plan_file(path: str | Path) -> Plan:
 
 def plan_to_dict(plan: Plan) -> dict[str, Any]:
     """The plan as plan-file data, every agent named: what a resumed run is rebuilt from."""
-    lim = {k: v for k, v in vars_of(plan.limits).items() if v is not None}
+    lim: dict[str, Any] = {
+        k: v for k, v in vars_of(plan.limits).items() if v is not None and k != "rate_limits"
+    }
+    lim["rate_limits"] = {k: vars_of(v) for k, v in plan.limits.rate_limits.items()}
     return {
         "name": plan.name,
         "policy": plan.policy,
         "provider": plan.provider,
         "providers": {k: dict(v) for k, v in plan.providers.items()},
         "limits": lim,
+        "prices": {k: vars_of(v) for k, v in plan.prices.items()},
         "retry": vars_of(plan.retry),
         "agents": [
             {

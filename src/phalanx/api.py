@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import secrets
 import time
@@ -18,7 +19,7 @@ from typing import Any, TypeVar
 
 from ._planfile import plan_to_dict
 from .agents import AgentSpec
-from .cost import Usage
+from .cost import Usage, price_for
 from .events import Event, EventSink
 from .exceptions import PlanError, UsageError
 from .journal import Journal
@@ -26,6 +27,7 @@ from .plan import Plan, Task, load_plan
 from .providers import Provider, is_simulated, resolve_provider, split_provider
 from .runtime.engine import Engine, LocalEngine
 from .runtime.executor import AgentRunner
+from .runtime.governor import Gate, RateGovernor
 from .runtime.orchestrator import Orchestrator, Prior, TaskRecord
 from .status import Snapshot, StatusTracker
 from .styles import extension
@@ -161,12 +163,33 @@ def _provider_field(plan: Plan, name: str) -> str:
     return "provider"
 
 
-def _runners(plan: Plan, providers: Mapping[str, Provider]) -> dict[str, AgentRunner]:
+def _runners(plan: Plan, providers: Mapping[str, Provider], gate: Gate) -> dict[str, AgentRunner]:
     runners = {}
     for a in plan.agents:
         name = a.provider or plan.provider or DEFAULT_PROVIDER
-        runners[a.name or ""] = AgentRunner(a, providers[name], split_provider(name)[1])
+        runners[a.name or ""] = AgentRunner(
+            a,
+            providers[name],
+            split_provider(name)[1],
+            gate=gate,
+            key=name,
+            price=price_for(name, plan.prices),
+        )
     return runners
+
+
+def _check_budgets(plan: Plan, providers: Mapping[str, Provider]) -> None:
+    """A USD budget needs a price for every model (and a cost that is known)."""
+    if plan.limits.max_usd is None:
+        return
+    for name in providers:
+        if price_for(name, plan.prices) is None and not name.startswith("claude-code"):
+            raise PlanError(
+                f"limits.max_usd is set but {name!r} has no known price; add it under "
+                f"prices: {{{name!r}: {{input: ..., output: ...}}}} (USD per million tokens)",
+                file=plan.source,
+                field="limits.max_usd",
+            )
 
 
 async def run(
@@ -265,16 +288,20 @@ async def _execute(
     engine: Engine | None,
     flush_interval: float,
 ) -> RunResult:
+    _check_budgets(plan, providers)
     tracker = StatusTracker()
     if prior.session > 1:  # the status of a resumed run folds its whole history
         for _, ev in journal.read_events(run_id):
             tracker.emit(ev)
     simulated = any(p.simulated for p in providers.values())
+    governor = RateGovernor(plan.limits.rate_limits)
+    if prior.session > 1:
+        prior = dataclasses.replace(prior, spent=tracker.usage)
     orch = Orchestrator(
         plan,
         run_id=run_id,
         engine=engine or LocalEngine(),
-        runners=_runners(plan, providers),
+        runners=_runners(plan, providers, governor),
         sinks=[
             _JournalSink(journal, run_id, prior.session),
             tracker,
@@ -283,6 +310,8 @@ async def _execute(
         simulated=simulated,
         prior=prior,
         seed=seed,
+        governor=governor,
+        checkpoint=journal.flush_if_full,
     )
     flusher = asyncio.get_running_loop().create_task(_flush_every(journal, flush_interval))
     outputs = state_dir_of(journal) / "runs" / run_id / "outputs"
@@ -295,6 +324,9 @@ async def _execute(
         journal.flush()
         _write_outputs(outputs, plan, orch.records)
         journal.close()
+        for provider in providers.values():
+            with contextlib.suppress(Exception):
+                await provider.aclose()
     return RunResult(
         run_id=run_id,
         status=orch.status,

@@ -15,6 +15,8 @@ from .cost import ZERO, Usage
 
 __all__ = [
     "AgentInfo",
+    "AgentWaiting",
+    "Alert",
     "AttemptFinished",
     "AttemptStarted",
     "Event",
@@ -135,6 +137,30 @@ class TaskSkipped:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class AgentWaiting:
+    """An agent holds an attempt but may not send yet (rate limit) until ``until``."""
+
+    type: Literal["agent_waiting"] = "agent_waiting"
+    ts: float
+    agent: str
+    task_id: str
+    reason: str  # "rate limit"
+    key: str  # provider:model
+    until: float
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Alert:
+    """Something an operator should see: a budget reached, a breaker open, a warning."""
+
+    type: Literal["alert"] = "alert"
+    ts: float
+    kind: str  # budget | rate_limit | breaker | overhead | hook | ...
+    message: str
+    agent: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class RunFinished:
     type: Literal["run_finished"] = "run_finished"
     ts: float
@@ -150,6 +176,8 @@ Event = (
     | TaskSucceeded
     | TaskFailed
     | TaskSkipped
+    | AgentWaiting
+    | Alert
     | RunFinished
 )
 
@@ -163,6 +191,8 @@ _TYPES: dict[str, type[Any]] = {
         TaskSucceeded,
         TaskFailed,
         TaskSkipped,
+        AgentWaiting,
+        Alert,
         RunFinished,
     )
 }

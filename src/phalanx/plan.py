@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .agents import CATEGORIES, AgentSpec, Category, assign_names
+from .cost import Price
 from .exceptions import PlanError
 from .ids import TaskId
+from .runtime.governor import RateLimit
 
 __all__ = [
     "POLICIES",
@@ -55,10 +57,13 @@ class Task:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Limits:
+    """Run limits. Reaching a budget stops new work and ends the run ``budget_exhausted``."""
+
     max_agents: int | None = None
     max_usd: float | None = None
     max_tokens: int | None = None
     max_wall_seconds: float | None = None
+    rate_limits: Mapping[str, RateLimit] = field(default_factory=dict)  # key: provider[:model]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -82,6 +87,7 @@ class Plan:
     policy: str = "best_fit"
     provider: str | None = None  # default for agents that name none
     providers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    prices: Mapping[str, Price] = field(default_factory=dict)  # overrides cost.PRICES
     source: str | None = None  # the file it came from, for messages
     raw: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
@@ -98,6 +104,7 @@ class Plan:
         policy: str = "best_fit",
         provider: str | None = None,
         providers: Mapping[str, Mapping[str, Any]] | None = None,
+        prices: Mapping[str, Price] | None = None,
         source: str | None = None,
         raw: Mapping[str, Any] | None = None,
     ) -> Plan:
@@ -110,6 +117,7 @@ class Plan:
             policy=policy,
             provider=provider,
             providers=dict(providers or {}),
+            prices=dict(prices or {}),
             source=source,
             raw=raw,
         )

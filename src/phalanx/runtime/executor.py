@@ -4,15 +4,15 @@ deadline and error classification. Engine-agnostic: the local engine and Ray hos
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass
 
 from ..agents import AgentSpec
-from ..cost import ZERO, Usage
+from ..cost import ZERO, Price, Usage
 from ..exceptions import ErrorClass, ProviderError
 from ..plan import Task
-from ..providers.base import Completion, CompletionRequest, Message, Provider
+from ..providers.base import CompletionRequest, Message, Provider
 from ..styles import instruction
+from .governor import Gate
 
 __all__ = ["AgentRunner", "Attempt", "Outcome", "Upstream", "build_request"]
 
@@ -90,19 +90,36 @@ def build_request(spec: AgentSpec, attempt: Attempt, model: str) -> CompletionRe
 
 
 class AgentRunner:
-    """One agent's executor: its spec and its provider."""
+    """One agent's executor: its spec, its provider, the run's rate gate and its price."""
 
-    __slots__ = ("model", "provider", "spec")
+    __slots__ = ("gate", "key", "model", "price", "provider", "spec")
 
-    def __init__(self, spec: AgentSpec, provider: Provider, model: str = "") -> None:
+    def __init__(
+        self,
+        spec: AgentSpec,
+        provider: Provider,
+        model: str = "",
+        *,
+        gate: Gate | None = None,
+        key: str = "",
+        price: Price | None = None,
+    ) -> None:
         self.spec = spec
         self.provider = provider
         self.model = model
+        self.gate = gate or Gate()
+        self.key = key or provider.name
+        self.price = price
 
     async def run(self, attempt: Attempt) -> Outcome:
         request = build_request(self.spec, attempt, self.model)
+        loop = asyncio.get_running_loop()
+        estimate = request.prompt_chars // 4 + min(request.max_tokens, 256)
+        ticket = await self.gate.acquire(
+            self.key, estimate, agent=attempt.agent, task_id=attempt.task.id
+        )
         timeout = attempt.task.timeout
-        t0 = time.monotonic()
+        t0 = loop.time()
         try:
             if timeout is None:
                 completion = await self.provider.complete(request)
@@ -110,54 +127,58 @@ class AgentRunner:
                 async with asyncio.timeout(timeout):
                     completion = await self.provider.complete(request)
         except ProviderError as exc:
-            return self._failed(attempt, t0, exc.error_class, str(exc), exc.status, exc.retry_after)
+            self.gate.settle(ticket, estimate)
+            if exc.error_class is ErrorClass.RATE_LIMITED and exc.retry_after:
+                self.gate.pause(self.key, exc.retry_after)
+            return self._failed(
+                attempt, loop.time() - t0, exc.error_class, str(exc), exc.status, exc.retry_after
+            )
         except TimeoutError:
             return self._failed(
-                attempt, t0, ErrorClass.TIMEOUT, f"no answer within {timeout:g}s", None, None
+                attempt, loop.time() - t0, ErrorClass.TIMEOUT, f"no answer within {timeout:g}s"
             )
         except Exception as exc:  # a bug in a provider, hook or tool: reported, not retried
             return self._failed(
-                attempt, t0, ErrorClass.INTERNAL, f"{type(exc).__name__}: {exc}", None, None
+                attempt, loop.time() - t0, ErrorClass.INTERNAL, f"{type(exc).__name__}: {exc}"
             )
-        return self._finished(attempt, t0, completion)
+        usage = completion.usage
+        if usage.cost_usd is None and self.price is not None:
+            usage = self.price.apply(usage)
+        self.gate.settle(ticket, usage.total_tokens)
+        return self._finished(
+            attempt, loop.time() - t0, completion.text, completion.stop_reason, usage
+        )
 
-    def _finished(self, attempt: Attempt, t0: float, c: Completion) -> Outcome:
-        if c.stop_reason == "max_tokens":
-            return Outcome(
-                attempt_id=attempt.attempt_id,
-                task_id=attempt.task.id,
-                agent=attempt.agent,
-                ok=False,
-                duration=time.monotonic() - t0,
-                usage=c.usage,
-                error_class=ErrorClass.TRUNCATED,
-                error="the answer stopped at max_tokens",
-            )
+    @staticmethod
+    def _finished(attempt: Attempt, duration: float, text: str, stop: str, usage: Usage) -> Outcome:
+        truncated = stop == "max_tokens"  # a cut-off answer is never committed as a result
         return Outcome(
             attempt_id=attempt.attempt_id,
             task_id=attempt.task.id,
             agent=attempt.agent,
-            ok=True,
-            duration=time.monotonic() - t0,
-            output=c.text,
-            usage=c.usage,
+            ok=not truncated,
+            duration=duration,
+            usage=usage,
+            output="" if truncated else text,
+            error_class=ErrorClass.TRUNCATED if truncated else None,
+            error="the answer stopped at max_tokens" if truncated else None,
         )
 
     @staticmethod
     def _failed(
         attempt: Attempt,
-        t0: float,
+        duration: float,
         cls: ErrorClass,
         message: str,
-        status: int | None,
-        retry_after: float | None,
+        status: int | None = None,
+        retry_after: float | None = None,
     ) -> Outcome:
         return Outcome(
             attempt_id=attempt.attempt_id,
             task_id=attempt.task.id,
             agent=attempt.agent,
             ok=False,
-            duration=time.monotonic() - t0,
+            duration=duration,
             error_class=cls,
             error=message[:500],
             status=status,

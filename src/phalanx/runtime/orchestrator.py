@@ -9,12 +9,14 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..cost import ZERO, Usage
 from ..events import (
     AgentInfo,
+    AgentWaiting,
+    Alert,
     AttemptFinished,
     AttemptStarted,
     Event,
@@ -32,6 +34,7 @@ from ..ids import TaskId
 from ..plan import Plan
 from .engine import Engine
 from .executor import AgentRunner, Attempt, Outcome, Upstream
+from .governor import RateGovernor
 from .policies import AgentSlot, can_serve, make_policy
 from .retry import decide_retry
 from .scheduler import DagState, ReadyQueue
@@ -62,6 +65,7 @@ class Prior:
     outputs: Mapping[str, tuple[str, str, int]] = field(default_factory=dict)  # id->(out,agent,aid)
     terminal: Mapping[str, tuple[str, str | None, str | None]] = field(default_factory=dict)
     failed_attempts: Mapping[str, int] = field(default_factory=dict)
+    spent: Usage = ZERO  # tokens and cost of every earlier attempt (budgets span sessions)
 
 
 class Orchestrator:
@@ -76,6 +80,8 @@ class Orchestrator:
         simulated: bool,
         prior: Prior | None = None,
         seed: int = 0,
+        governor: RateGovernor | None = None,
+        checkpoint: Callable[[], None] | None = None,
     ) -> None:
         self.plan = plan
         self.run_id = run_id
@@ -102,6 +108,11 @@ class Orchestrator:
         self.inflight: dict[int, AgentSlot] = {}  # attempt id -> the agent it occupies
         self.next_attempt_id = self.prior.max_attempt_id + 1
         self.status: RunStatus = "running"
+        self.spent = self.prior.spent
+        self.checkpoint = checkpoint or (lambda: None)  # called between event groups
+        self.exhausted: str | None = None  # why a budget stopped new work
+        if governor is not None:
+            governor.on_wait = self._on_wait
         self.started = 0.0
         self._wall0 = 0.0
         self._mono0 = 0.0
@@ -114,7 +125,8 @@ class Orchestrator:
 
     # -- clock and events ------------------------------------------------------------------
     def now(self) -> float:
-        return self._wall0 + (time.monotonic() - self._mono0)
+        """Wall-clock seconds, advanced by the event loop's clock (virtual in tests)."""
+        return self._wall0 + (asyncio.get_running_loop().time() - self._mono0)
 
     def emit(self, event: Event) -> None:
         for sink in self.sinks:
@@ -135,16 +147,25 @@ class Orchestrator:
 
     # -- the run ---------------------------------------------------------------------------
     async def run(self) -> RunStatus:
-        self._mono0, self._wall0 = time.monotonic(), time.time()
+        loop = asyncio.get_running_loop()
+        self._mono0, self._wall0 = loop.time(), time.time()
         self.started = self._wall0
         self._emit_started()
+        if self.plan.limits.max_wall_seconds is not None:
+            self._retry_handles.add(
+                loop.call_later(self.plan.limits.max_wall_seconds, self._wall_time_up)
+            )
+        self._check_budget()
         for tid, cause in self.dag.orphans():
             self._skip(tid, cause)
         self.ready.extend(self.dag.initially_ready())
         await self.engine.start(self.runners, self._deliver)
         try:
             await self._loop()
-            self.status = "succeeded" if self._all_succeeded() else "failed"
+            if self.exhausted:
+                self.status = "budget_exhausted"
+            else:
+                self.status = "succeeded" if self._all_succeeded() else "failed"
         except asyncio.CancelledError:
             self.status = "interrupted"
             raise
@@ -161,6 +182,8 @@ class Orchestrator:
     def _reason(self) -> str:
         if self.status == "interrupted":
             return "interrupted: resume with 'phalanx resume " + self.run_id + "'"
+        if self.exhausted:
+            return self.exhausted
         counts: dict[str, int] = {}
         for r in self.records.values():
             counts[r.state] = counts.get(r.state, 0) + 1
@@ -201,13 +224,14 @@ class Orchestrator:
 
     async def _loop(self) -> None:
         self._dispatch()
-        while not self.dag.done:
+        while not self.dag.done and not (self.exhausted and not self.inflight):
             await self._wake.wait()
             self._wake.clear()
             inbox, self._inbox = self._inbox, []
             for outcome in inbox:
                 self._on_outcome(outcome)
             self._dispatch()
+            self.checkpoint()
 
     def _deliver(self, outcome: Outcome) -> None:
         self._inbox.append(outcome)
@@ -215,6 +239,8 @@ class Orchestrator:
 
     # -- dispatch --------------------------------------------------------------------------
     def _dispatch(self) -> None:
+        if self.exhausted:
+            return  # a budget is spent: no new work, in-flight attempts finish
         free = [s for s in self.slots.values() if s.free]
         while free and len(self.ready):
             for bucket, task in self.ready.heads():
@@ -291,6 +317,8 @@ class Orchestrator:
                 stale=stale,
             )
         )
+        self.spent = self.spent + o.usage
+        self._check_budget()
         if stale:
             return  # a superseded attempt: its result is recorded and ignored
         del self.current[o.task_id]
@@ -373,3 +401,61 @@ class Orchestrator:
 
         handle = loop.call_later(delay, fire)
         self._retry_handles.add(handle)
+
+    # -- budgets and waits -----------------------------------------------------------------
+    def _check_budget(self) -> None:
+        lim, spent = self.plan.limits, self.spent
+        if self.exhausted:
+            return
+        if lim.max_usd is not None and (spent.cost_usd or 0.0) >= lim.max_usd:
+            self._exhaust(
+                f"budget exhausted: spent ${spent.cost_usd or 0:.4f} of "
+                f"limits.max_usd ${lim.max_usd:g}"
+            )
+        elif lim.max_tokens is not None and spent.total_tokens >= lim.max_tokens:
+            self._exhaust(
+                f"budget exhausted: used {spent.total_tokens:,} tokens of "
+                f"limits.max_tokens {lim.max_tokens:,}"
+            )
+
+    def _exhaust(self, reason: str) -> None:
+        self.exhausted = reason
+        self.emit(Alert(ts=self.now(), kind="budget", message=reason))
+        self._wake.set()
+
+    def _wall_time_up(self) -> None:
+        if self.exhausted:
+            return
+        limit = self.plan.limits.max_wall_seconds
+        self._exhaust(f"budget exhausted: limits.max_wall_seconds {limit:g}s reached")
+        for aid, slot in list(self.inflight.items()):  # stop in-flight work now
+            self.engine.cancel(aid)
+            del self.inflight[aid]
+            slot.running -= 1
+            tid = next(t for t, a in self.current.items() if a == aid)
+            del self.current[tid]
+            self.records[tid].state = "pending"
+            self.emit(
+                AttemptFinished(
+                    ts=self.now(),
+                    task_id=tid,
+                    attempt_id=aid,
+                    agent=slot.name,
+                    ok=False,
+                    duration=0.0,
+                    error_class="cancelled",
+                    error=self.exhausted,
+                )
+            )
+
+    def _on_wait(self, agent: str, task_id: str, key: str, seconds: float) -> None:
+        self.emit(
+            AgentWaiting(
+                ts=self.now(),
+                agent=agent,
+                task_id=task_id,
+                reason="rate limit",
+                key=key,
+                until=self.now() + seconds,
+            )
+        )

@@ -1,0 +1,87 @@
+"""What every HTTP provider shares: Retry-After parsing and status -> ErrorClass rules.
+
+Each provider module keeps its own ``classify`` (the one place its SDK's errors are mapped);
+these helpers hold the rules they have in common.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Mapping
+
+from ..exceptions import ErrorClass
+
+__all__ = ["classify_status", "looks_like_context_length", "looks_like_quota", "retry_after"]
+
+_CONTEXT_HINTS = (
+    "context_length_exceeded",
+    "maximum context length",
+    "prompt is too long",
+    "exceeds the available context size",
+    "exceed_context_size",
+    "context window",
+    "too many tokens",
+)
+_QUOTA_HINTS = (
+    "insufficient_quota",
+    "quota",
+    "billing",
+    "spend limit",
+    "spending limit",
+    "credit balance is too low",
+)
+
+
+def retry_after(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``retry-after`` (seconds or HTTP date)."""
+    if not headers:
+        return None
+    lower = {k.lower(): v for k, v in headers.items()}
+    ms = lower.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000)
+        except ValueError:
+            pass
+    value = lower.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def looks_like_context_length(text: str) -> bool:
+    t = text.lower()
+    return any(h in t for h in _CONTEXT_HINTS)
+
+
+def looks_like_quota(text: str) -> bool:
+    t = text.lower()
+    return any(h in t for h in _QUOTA_HINTS)
+
+
+def classify_status(status: int, body: str = "") -> ErrorClass:
+    """The common mapping; providers refine it (e.g. Anthropic's 529)."""
+    if status == 429:
+        return ErrorClass.QUOTA_EXHAUSTED if looks_like_quota(body) else ErrorClass.RATE_LIMITED
+    if status in (401, 403):
+        return ErrorClass.AUTH
+    if status in (400, 413, 422) and looks_like_context_length(body):
+        return ErrorClass.CONTEXT_LENGTH
+    if status == 402:
+        return ErrorClass.QUOTA_EXHAUSTED
+    if status in (529, 503):
+        return ErrorClass.OVERLOADED
+    if status == 408:
+        return ErrorClass.TIMEOUT
+    if status >= 500:
+        return ErrorClass.SERVER_ERROR
+    return ErrorClass.BAD_REQUEST

