@@ -177,3 +177,31 @@ def test_cli_status_prints_three_levels(state: Path, capsys: object) -> None:
         assert level in out
     assert "Tasks: 10 done" in out
     assert main(["status", result.run_id[:10]]) == 0  # a unique prefix works
+
+
+def test_rate_limit_wait_shows_as_waiting_until_it_ends() -> None:
+    from phalanx.events import AgentWaiting
+    from phalanx.status import StatusTracker
+
+    tracker = StatusTracker()
+    for e in _events()[:3]:
+        tracker.emit(e)
+    tracker.emit(
+        AgentWaiting(
+            ts=100.5,
+            agent="Cipher",
+            task_id="auth",
+            reason="rate limit",
+            key="anthropic:claude-x",
+            until=130.0,
+        )
+    )
+    s = tracker.snapshot(now=110.0)
+    by = {a.name: a for a in s.agents}
+    assert by["Cipher"].state == "waiting"
+    text = render_text(s)
+    assert "| waiting: rate limit (anthropic:claude-x)" in text
+    assert "rate limit: waiting on anthropic:claude-x" in text  # alert
+    assert "💻 Coder: 2/2 active" in text
+    later = {a.name: a for a in tracker.snapshot(now=131.0).agents}
+    assert later["Cipher"].state == "running"

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from .agents import ROLES
 from .cost import ZERO, Usage
 from .events import (
+    AgentWaiting,
+    Alert,
     AttemptFinished,
     AttemptStarted,
     Event,
@@ -50,6 +52,8 @@ class AgentStatus:
     failures: int = 0
     busy: float = 0.0
     usage: Usage = ZERO
+    waiting_until: float | None = None
+    waiting_for: str = ""
 
 
 @dataclass(slots=True)
@@ -135,11 +139,18 @@ class StatusTracker:
         elif isinstance(e, TaskFailed):
             self._set(e.task_id, "failed")
             self._completions.append(e.ts)
-            self.alerts.append(f"task {e.task_id} failed: {e.error_class}")
+            self._alert(f"task {e.task_id} failed: {e.error_class}")
         elif isinstance(e, TaskSkipped):
             self._set(e.task_id, "skipped")
         elif isinstance(e, RetryScheduled):
             self._set(e.task_id, "retrying")
+        elif isinstance(e, AgentWaiting):
+            a = self.agents.get(e.agent)
+            if a is not None and a.task_id == e.task_id:
+                a.waiting_until, a.waiting_for = e.until, f"{e.reason} ({e.key})"
+            self._alert(f"rate limit: waiting on {e.key}")
+        elif isinstance(e, Alert):
+            self._alert(f"{e.kind}: {e.message}")
         elif isinstance(e, RunStarted):
             self._run_started(e)
         elif isinstance(e, RunFinished):
@@ -147,7 +158,12 @@ class StatusTracker:
             self.finished = e.ts
             for a in self.agents.values():
                 if a.state == "running":
-                    a.state = "idle"
+                    a.state, a.task_id, a.task_title = "idle", None, ""
+
+    def _alert(self, text: str) -> None:
+        if not self.alerts or self.alerts[-1] != text:
+            self.alerts.append(text)
+            del self.alerts[:-20]
 
     def _run_started(self, e: RunStarted) -> None:
         self.run_id, self.plan, self.simulated, self.session = (
@@ -190,7 +206,9 @@ class StatusTracker:
         self.usage = self.usage + e.usage
         self.busy += e.duration
         a = self.agents.get(e.agent)
-        if not e.ok:
+        if e.error_class == "cancelled":
+            pass  # stopped by the run (a budget), not a failure
+        elif not e.ok:
             self.failed_attempts += 1
         else:
             self._durations.append(e.duration)
@@ -200,6 +218,7 @@ class StatusTracker:
         a.usage = a.usage + e.usage
         if a.task_id == e.task_id:
             a.state, a.task_id, a.task_title, a.since = "idle", None, "", e.ts
+            a.waiting_until = None
         if e.ok and not e.stale:
             a.done += 1
         elif not e.ok:
@@ -227,7 +246,7 @@ class StatusTracker:
             started=self.started,
             now=now,
             finished=self.finished,
-            agents=[_copy(a) for a in self.agents.values()],
+            agents=[_copy(a, now) for a in self.agents.values()],
             counts={k: v for k, v in self.counts.items() if v},
             total=total,
             progress=terminal / total if total else 0.0,
@@ -290,12 +309,15 @@ def _chain(
     return memo[tid]
 
 
-def _copy(a: AgentStatus) -> AgentStatus:
+def _copy(a: AgentStatus, now: float) -> AgentStatus:
+    state = a.state
+    if state == "running" and a.waiting_until is not None and now < a.waiting_until:
+        state = "waiting"
     return AgentStatus(
         name=a.name,
         role=a.role,
         provider=a.provider,
-        state=a.state,
+        state=state,
         task_id=a.task_id,
         task_title=a.task_title,
         since=a.since,
@@ -304,6 +326,8 @@ def _copy(a: AgentStatus) -> AgentStatus:
         failures=a.failures,
         busy=a.busy,
         usage=a.usage,
+        waiting_until=a.waiting_until,
+        waiting_for=a.waiting_for,
     )
 
 
@@ -340,7 +364,8 @@ def fmt_cost(usage: Usage, simulated: bool) -> str:
 
 def agent_line(a: AgentStatus, now: float) -> str:
     task = a.task_title or "-"
-    return f"Agent: {a.name} | Task: {task} | {fmt_duration(max(0.0, now - a.since))} | {a.state}"
+    state = f"waiting: {a.waiting_for}" if a.state == "waiting" else a.state
+    return f"Agent: {a.name} | Task: {task} | {fmt_duration(max(0.0, now - a.since))} | {state}"
 
 
 def agent_progress(a: AgentStatus) -> float:
@@ -376,7 +401,7 @@ def render_text(s: Snapshot, *, max_agents: int = 40) -> str:
     for role, agents in s.agents_by_role().items():
         cats = ROLES[role].categories if role in ROLES else frozenset()
         icon = next((_ICONS[c] for c in sorted(cats) if c in _ICONS), "🤖")
-        active = sum(1 for a in agents if a.state == "running")
+        active = sum(1 for a in agents if a.state in ("running", "waiting"))
         out.append(f"  {icon} {role.capitalize()}: {active}/{len(agents)} active")
     c = s.counts
     out.append(

@@ -35,7 +35,7 @@ OnWait = Callable[[str, str, str, float], None]  # (agent, task_id, key, seconds
 
 
 class _Key:
-    __slots__ = ("limit", "lock", "paused_until", "requests", "token_sum", "tokens")
+    __slots__ = ("limit", "lock", "paused_until", "queued", "requests", "token_sum", "tokens")
 
     def __init__(self, limit: RateLimit) -> None:
         self.limit = limit
@@ -44,6 +44,7 @@ class _Key:
         self.tokens: deque[list[float]] = deque()  # [time, tokens] (tokens settle later)
         self.token_sum = 0.0
         self.paused_until = 0.0
+        self.queued = 0
 
     def expire(self, now: float) -> None:
         while self.requests and self.requests[0] <= now - WINDOW:
@@ -114,6 +115,20 @@ class RateGovernor(Gate):
     async def acquire(self, key: str, tokens: int, *, agent: str, task_id: str) -> object:
         """Wait until the key has room for one request of ``tokens``; returns a ticket."""
         k = self._key(key)
+        if self.on_wait is not None and (k.lock.locked() or k.wait_for(self._now(), tokens)):
+            # queued behind others: say so now, with a rough estimate of the wait
+            k.queued += 1
+            per_request = WINDOW / k.limit.rpm if k.limit.rpm else 0.0
+            estimate = max(k.wait_for(self._now(), tokens), k.queued * per_request)
+            self.on_wait(agent, task_id, key, estimate)
+        else:
+            k.queued += 1
+        try:
+            return await self._acquire(k, key, tokens, agent, task_id)
+        finally:
+            k.queued -= 1
+
+    async def _acquire(self, k: _Key, key: str, tokens: int, agent: str, task_id: str) -> object:
         async with k.lock:
             while True:
                 now = self._now()
@@ -121,7 +136,7 @@ class RateGovernor(Gate):
                 if wait <= 0:
                     break
                 self.waits += 1
-                if self.on_wait is not None:
+                if self.on_wait is not None and wait > 0.05:
                     self.on_wait(agent, task_id, key, wait)
                 await asyncio.sleep(wait)
             k.requests.append(now)
