@@ -25,7 +25,20 @@ __all__ = [
     "split_provider",
 ]
 
-AVAILABLE = ("sim",)
+AVAILABLE = (
+    "sim",
+    "local:smollm2",
+    "anthropic:MODEL",
+    "openai:MODEL",
+    "openai-compatible:MODEL",
+    "claude-code",
+)
+_EXTRA = {
+    "anthropic": "anthropic",
+    "openai": "openai",
+    "openai-compatible": "openai",
+    "local": "local",
+}
 
 
 def split_provider(name: str) -> tuple[str, str]:
@@ -45,6 +58,30 @@ def resolve_provider(
     opts = dict((options or {}).get(name) or (options or {}).get(kind) or {})
     if kind == "sim":
         return SimProvider(model or "sim", opts, seed=seed)
-    raise UsageError(
-        f"unknown provider {name!r} (available in this version: {', '.join(AVAILABLE)})"
-    )
+    try:
+        return _real_provider(kind, model, opts, name)
+    except ModuleNotFoundError as exc:
+        extra = _EXTRA.get(kind, kind)
+        raise UsageError(
+            f"provider {name!r} needs the {exc.name!r} package: pip install 'phalanx[{extra}]'"
+        ) from None
+
+
+def _real_provider(kind: str, model: str, opts: dict[str, Any], name: str) -> Provider:
+    if kind == "anthropic":
+        from .anthropic_api import AnthropicProvider
+
+        return AnthropicProvider(model, opts)
+    if kind in ("openai", "openai-compatible"):
+        from .openai_api import OpenAIProvider
+
+        return OpenAIProvider(model, opts, compatible=kind == "openai-compatible")
+    if kind == "local":
+        from .local import LocalModelProvider
+
+        return LocalModelProvider(model or "smollm2", opts)
+    if kind == "claude-code":
+        from .claude_code import ClaudeCodeProvider
+
+        return ClaudeCodeProvider(model, opts)
+    raise UsageError(f"unknown provider {name!r} (known: {', '.join(AVAILABLE)})")

@@ -7,12 +7,23 @@ these helpers hold the rules they have in common.
 from __future__ import annotations
 
 import email.utils
+import re
 import time
 from collections.abc import Mapping
+from typing import Any
 
-from ..exceptions import ErrorClass
+from ..exceptions import ErrorClass, UsageError
 
-__all__ = ["classify_status", "looks_like_context_length", "looks_like_quota", "retry_after"]
+__all__ = [
+    "classify_status",
+    "looks_like_context_length",
+    "looks_like_quota",
+    "one_line",
+    "positive_int",
+    "positive_seconds",
+    "redact",
+    "retry_after",
+]
 
 _CONTEXT_HINTS = (
     "context_length_exceeded",
@@ -85,3 +96,31 @@ def classify_status(status: int, body: str = "") -> ErrorClass:
     if status >= 500:
         return ErrorClass.SERVER_ERROR
     return ErrorClass.BAD_REQUEST
+
+
+_KEYLIKE = re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}|(?<=Bearer )\S+")
+
+
+def redact(text: str, secret: str | None) -> str:
+    if secret:
+        text = text.replace(secret, "[redacted]")
+    return _KEYLIKE.sub("[redacted]", text)
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def positive_int(value: Any, option: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise UsageError(f"providers.{option}: expected a positive integer")
+    return value
+
+
+def positive_seconds(value: Any, option: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise UsageError(f"providers.{option}: expected a positive number of seconds")
+    return float(value)

@@ -1,0 +1,260 @@
+"""Claude over the Anthropic Messages API, streamed: ``anthropic:MODEL``.
+
+Options (plan ``providers: {anthropic: {...}}``)::
+
+    api_key_env: ANTHROPIC_API_KEY   # the variable that holds the key
+    base_url: https://...            # a gateway or proxy; default: the SDK's
+    timeout: 600                     # seconds per call
+    max_tokens: 4096                 # default: the request's max_tokens
+
+The SDK's own retries are off (``max_retries=0``): retries belong to the orchestrator.
+:func:`classify` is the one place SDK errors become a :class:`ProviderError`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import anthropic
+import httpx2
+from anthropic.types import MessageParam, RawMessageStreamEvent
+
+from ..cost import Usage
+from ..exceptions import ErrorClass, ProviderError, UsageError
+from ._http import (
+    classify_status,
+    looks_like_context_length,
+    looks_like_quota,
+    one_line,
+    positive_int,
+    positive_seconds,
+    redact,
+    retry_after,
+)
+from .base import Completion, CompletionRequest, StopReason
+
+__all__ = ["AnthropicProvider", "classify"]
+
+_OPTIONS = frozenset({"api_key_env", "base_url", "timeout", "max_tokens"})
+_STOP: dict[str, StopReason] = {
+    "end_turn": "end",
+    "stop_sequence": "stop_sequence",
+    "max_tokens": "max_tokens",
+    "model_context_window_exceeded": "max_tokens",
+    "tool_use": "tool_use",
+}
+# ``error.type`` of an error body, for errors that arrive as an SSE ``error`` event after 200
+_ERROR_TYPES = {
+    "overloaded_error": ErrorClass.OVERLOADED,
+    "rate_limit_error": ErrorClass.RATE_LIMITED,
+    "api_error": ErrorClass.SERVER_ERROR,
+    "timeout_error": ErrorClass.TIMEOUT,
+    "authentication_error": ErrorClass.AUTH,
+    "permission_error": ErrorClass.AUTH,
+    "billing_error": ErrorClass.QUOTA_EXHAUSTED,
+    "invalid_request_error": ErrorClass.BAD_REQUEST,
+    "not_found_error": ErrorClass.BAD_REQUEST,
+    "request_too_large": ErrorClass.BAD_REQUEST,
+}
+# ``error.details.error_code`` values that mean a spend cap, not a passing rate limit
+_QUOTA_CODES = frozenset(
+    {
+        "contract_spend_limit_reached",
+        "enforced_spend_limit_reached",
+        "linked_organization_spend_limit_reached",
+        "linked_organization_billing_unavailable",
+    }
+)
+
+
+class AnthropicProvider:
+    """``anthropic:MODEL``: one streamed Messages call per :meth:`complete`."""
+
+    simulated = False
+
+    def __init__(
+        self,
+        model: str,
+        options: Mapping[str, Any],
+        *,
+        client: Any = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        if not model:
+            raise UsageError("provider 'anthropic' needs a model: anthropic:MODEL")
+        self.name = f"anthropic:{model}"
+        self.model = model
+        opts = dict(options or {})
+        unknown = sorted(set(opts) - _OPTIONS)
+        if unknown:
+            raise UsageError(f"providers.anthropic: unknown option(s) {', '.join(unknown)}")
+        key_env = str(opts.get("api_key_env") or "ANTHROPIC_API_KEY")
+        self._key = (env if env is not None else os.environ).get(key_env) or None
+        self.max_tokens = positive_int(opts.get("max_tokens"), "anthropic.max_tokens")
+        timeout = positive_seconds(opts.get("timeout", 600), "anthropic.timeout")
+        if client is None:
+            if self._key is None:
+                raise UsageError(f"{self.name} needs an API key: set {key_env}")
+            client = anthropic.AsyncAnthropic(
+                api_key=self._key,
+                base_url=opts.get("base_url") or None,
+                max_retries=0,
+                timeout=timeout,
+            )
+        self._client = client
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        acc = _Accumulator()
+        try:
+            stream = await self._client.messages.create(**self._params(request), stream=True)
+            async with stream:
+                async for event in stream:
+                    acc.add(event)
+        except (anthropic.AnthropicError, httpx2.HTTPError, json.JSONDecodeError) as exc:
+            raise classify(exc, secret=self._key, name=self.name) from None
+        if not acc.done:
+            raise ProviderError(
+                f"{self.name}: the stream ended before message_stop",
+                error_class=ErrorClass.STREAM_CUT,
+            )
+        return acc.completion(self.name)
+
+    def _params(self, request: CompletionRequest) -> dict[str, Any]:
+        messages: list[MessageParam] = []
+        for m in request.messages:
+            if m.role == "assistant":
+                messages.append({"role": "assistant", "content": m.content})
+            elif m.role != "system":  # user, and tool results sent as user text
+                messages.append({"role": "user", "content": m.content})
+        params: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": self.max_tokens or request.max_tokens,
+            "messages": messages,
+        }
+        if request.system:
+            params["system"] = request.system
+        if request.temperature is not None:
+            params["temperature"] = request.temperature
+        return params
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+
+@dataclass(kw_only=True, slots=True)
+class _Accumulator:
+    """Folds the raw stream events into one answer; ``done`` only after message_stop."""
+
+    text: list[str] = field(default_factory=list)
+    tools: dict[int, dict[str, Any]] = field(default_factory=dict)
+    usage: dict[str, int] = field(default_factory=dict)
+    stop: str | None = None
+    done: bool = False
+
+    def add(self, event: RawMessageStreamEvent) -> None:
+        if event.type == "message_start":
+            self._usage(event.message.usage)
+        elif event.type == "content_block_start":
+            block = event.content_block
+            if block.type == "text" and block.text:
+                self.text.append(block.text)
+            elif block.type == "tool_use":
+                self.tools[event.index] = {"id": block.id, "name": block.name, "json": ""}
+        elif event.type == "content_block_delta":
+            delta = event.delta
+            if delta.type == "text_delta":
+                self.text.append(delta.text)
+            elif delta.type == "input_json_delta" and event.index in self.tools:
+                self.tools[event.index]["json"] += delta.partial_json
+        elif event.type == "message_delta":
+            self.stop = event.delta.stop_reason
+            self._usage(event.usage)  # cumulative totals: overwrite
+        elif event.type == "message_stop":
+            self.done = True
+
+    def _usage(self, u: Any) -> None:
+        for ours, theirs in (
+            ("input_tokens", "input_tokens"),
+            ("output_tokens", "output_tokens"),
+            ("cache_read_tokens", "cache_read_input_tokens"),
+            ("cache_write_tokens", "cache_creation_input_tokens"),
+        ):
+            value = getattr(u, theirs, None)
+            if value is not None:
+                self.usage[ours] = int(value)
+
+    def completion(self, name: str) -> Completion:
+        return Completion(
+            text="".join(self.text),
+            usage=Usage(**self.usage),
+            stop_reason=_STOP.get(self.stop or "", "error"),
+            model=name,
+            tool_calls=tuple(_tool_call(t) for _, t in sorted(self.tools.items())),
+        )
+
+
+def _tool_call(t: dict[str, Any]) -> dict[str, Any]:
+    try:
+        arguments = json.loads(t["json"]) if t["json"] else {}
+    except json.JSONDecodeError:
+        arguments = t["json"]
+    return {"id": t["id"], "name": t["name"], "input": arguments}
+
+
+def classify(
+    exc: BaseException, *, secret: str | None = None, name: str = "anthropic"
+) -> ProviderError:
+    """The one mapping from an SDK (or mid-stream transport) error to a ProviderError."""
+    if isinstance(exc, anthropic.APIStatusError):
+        return _classify_status_error(exc, secret, name)
+    if isinstance(exc, anthropic.APITimeoutError | httpx2.TimeoutException):
+        return ProviderError(f"{name}: the request timed out", error_class=ErrorClass.TIMEOUT)
+    if isinstance(exc, anthropic.APIConnectionError):
+        cause = exc.__cause__
+        detail = f" ({redact(str(cause), secret)})" if cause else ""
+        return ProviderError(
+            f"{name}: connection failed{detail}"[:300], error_class=ErrorClass.CONNECTION
+        )
+    if isinstance(exc, httpx2.TransportError | json.JSONDecodeError):
+        # raw transport errors surface only while reading the body: the stream broke off
+        return ProviderError(
+            f"{name}: the stream broke off ({type(exc).__name__})",
+            error_class=ErrorClass.STREAM_CUT,
+        )
+    return ProviderError(
+        f"{name}: {type(exc).__name__}: {redact(str(exc), secret)}"[:300],
+        error_class=ErrorClass.BAD_REQUEST,
+    )
+
+
+def _classify_status_error(
+    exc: anthropic.APIStatusError, secret: str | None, name: str
+) -> ProviderError:
+    status = exc.status_code
+    body = exc.body if exc.body is not None else exc.message
+    text = body if isinstance(body, str) else json.dumps(body, default=str)
+    etype = exc.type or ""
+    if status < 400:  # an SSE ``error`` event after 200: only the body says what it was
+        cls = _ERROR_TYPES.get(etype, ErrorClass.SERVER_ERROR)
+        if cls is ErrorClass.BAD_REQUEST and looks_like_context_length(text):
+            cls = ErrorClass.CONTEXT_LENGTH
+        if cls is ErrorClass.RATE_LIMITED and looks_like_quota(text):
+            cls = ErrorClass.QUOTA_EXHAUSTED
+        http_status = None
+    else:
+        cls = classify_status(status, text)
+        if exc.error_code in _QUOTA_CODES or (status == 400 and looks_like_quota(text)):
+            cls = ErrorClass.QUOTA_EXHAUSTED  # e.g. "credit balance is too low" (400)
+        http_status = status
+    detail = exc.api_message or exc.message
+    label = f"{status} {etype}".strip() if http_status else f"stream error {etype}".strip()
+    return ProviderError(
+        one_line(f"{name}: {label}: {redact(detail, secret)}"),
+        error_class=cls,
+        status=http_status,
+        retry_after=retry_after(exc.response.headers) if http_status else None,
+    )

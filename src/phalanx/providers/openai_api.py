@@ -1,0 +1,295 @@
+"""OpenAI Chat Completions, streamed: ``openai:MODEL`` and ``openai-compatible:MODEL``.
+
+``openai-compatible`` is any server that speaks the same API (vLLM, llama.cpp server,
+Ollama, ...): ``base_url`` is required there and the key is optional.
+
+Options (plan ``providers: {openai: {...}}`` or ``providers: {openai-compatible: {...}}``)::
+
+    api_key_env: OPENAI_API_KEY      # openai-compatible: OPENAI_COMPATIBLE_API_KEY
+    base_url: http://127.0.0.1:8080/v1
+    timeout: 600                     # seconds per call
+    max_tokens: 4096                 # default: the request's max_tokens
+
+The SDK's own retries are off (``max_retries=0``): retries belong to the orchestrator.
+:func:`classify` is the one place SDK errors become a :class:`ProviderError`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx2
+import openai
+from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
+
+from ..cost import Usage
+from ..exceptions import ErrorClass, ProviderError, UsageError
+from ._http import (
+    classify_status,
+    looks_like_context_length,
+    one_line,
+    positive_int,
+    positive_seconds,
+    redact,
+    retry_after,
+)
+from .base import Completion, CompletionRequest, StopReason
+
+__all__ = ["OpenAIProvider", "classify"]
+
+_OPTIONS = frozenset({"api_key_env", "base_url", "timeout", "max_tokens"})
+_STOP: dict[str, StopReason] = {
+    "stop": "end",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "content_filter": "error",
+}
+# ``error.type`` / ``error.code`` of an error chunk inside a 200 stream
+_STREAM_ERRORS = {
+    "server_error": ErrorClass.SERVER_ERROR,
+    "rate_limit_exceeded": ErrorClass.RATE_LIMITED,
+    "insufficient_quota": ErrorClass.QUOTA_EXHAUSTED,
+    "invalid_request_error": ErrorClass.BAD_REQUEST,
+    "context_length_exceeded": ErrorClass.CONTEXT_LENGTH,
+    "exceed_context_size_error": ErrorClass.CONTEXT_LENGTH,
+}
+
+
+class OpenAIProvider:
+    """``openai:MODEL`` or ``openai-compatible:MODEL``: one streamed chat completion per call."""
+
+    simulated = False
+
+    def __init__(
+        self,
+        model: str,
+        options: Mapping[str, Any],
+        *,
+        compatible: bool = False,
+        client: Any = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.kind = "openai-compatible" if compatible else "openai"
+        if not model:
+            raise UsageError(f"provider {self.kind!r} needs a model: {self.kind}:MODEL")
+        self.name = f"{self.kind}:{model}"
+        self.model = model
+        self.compatible = compatible
+        opts = dict(options or {})
+        unknown = sorted(set(opts) - _OPTIONS)
+        if unknown:
+            raise UsageError(f"providers.{self.kind}: unknown option(s) {', '.join(unknown)}")
+        base_url = opts.get("base_url") or None
+        if compatible and not base_url:
+            raise UsageError(
+                f"{self.name} needs the server's address: set providers.{self.kind}.base_url "
+                "(e.g. http://127.0.0.1:8080/v1)"
+            )
+        default_env = "OPENAI_COMPATIBLE_API_KEY" if compatible else "OPENAI_API_KEY"
+        key_env = str(opts.get("api_key_env") or default_env)
+        self._key = (env if env is not None else os.environ).get(key_env) or None
+        self.max_tokens = positive_int(opts.get("max_tokens"), f"{self.kind}.max_tokens")
+        timeout = positive_seconds(opts.get("timeout", 600), f"{self.kind}.timeout")
+        if client is None:
+            if self._key is None and not compatible:
+                raise UsageError(f"{self.name} needs an API key: set {key_env}")
+            kwargs: dict[str, Any] = {"base_url": base_url} if base_url else {}
+            client = openai.AsyncOpenAI(
+                api_key=self._key or "none", max_retries=0, timeout=timeout, **kwargs
+            )
+        self._client = client
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        acc = _Accumulator()
+        try:
+            stream = await self._client.chat.completions.create(**self._params(request))
+        except (openai.OpenAIError, httpx2.HTTPError) as exc:
+            raise classify(exc, secret=self._key, name=self.name) from None
+        try:
+            async with stream:
+                async for chunk in stream:
+                    acc.add(chunk)
+        except (openai.OpenAIError, httpx2.HTTPError, json.JSONDecodeError) as exc:
+            raise classify(exc, secret=self._key, name=self.name, mid_stream=True) from None
+        if acc.finish is None:
+            raise ProviderError(
+                f"{self.name}: the stream ended without a finish_reason",
+                error_class=ErrorClass.STREAM_CUT,
+            )
+        return acc.completion(self.name)
+
+    def _params(self, request: CompletionRequest) -> dict[str, Any]:
+        messages: list[ChatCompletionMessageParam] = []
+        for m in request.messages:
+            if m.role == "system":
+                messages.append({"role": "system", "content": m.content})
+            elif m.role == "assistant":
+                messages.append({"role": "assistant", "content": m.content})
+            else:  # user, and tool results sent as user text (no tool_call_id to pair with)
+                messages.append({"role": "user", "content": m.content})
+        limit = self.max_tokens or request.max_tokens
+        params: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            # servers vary: the compatible ones all know max_tokens, OpenAI's newer models
+            # accept only max_completion_tokens
+            ("max_tokens" if self.compatible else "max_completion_tokens"): limit,
+        }
+        if request.temperature is not None:
+            params["temperature"] = request.temperature
+        if request.json_schema is not None:
+            params["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": "output",
+                    "schema": dict(request.json_schema),
+                    "strict": True,
+                },
+            }
+        elif request.style == "json" and not self.compatible:
+            params["response_format"] = {"type": "json_object"}
+        return params
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+
+@dataclass(kw_only=True, slots=True)
+class _Accumulator:
+    """Folds the chunks of choice 0 (and the trailing usage chunk) into one answer."""
+
+    text: list[str] = field(default_factory=list)
+    tools: dict[int, dict[str, str]] = field(default_factory=dict)
+    usage: Usage | None = None
+    finish: str | None = None
+
+    def add(self, chunk: ChatCompletionChunk) -> None:
+        if chunk.usage is not None:
+            u = chunk.usage
+            details = u.prompt_tokens_details
+            cached = (details.cached_tokens or 0) if details is not None else 0
+            self.usage = Usage(
+                input_tokens=max(0, (u.prompt_tokens or 0) - cached),
+                output_tokens=u.completion_tokens or 0,
+                cache_read_tokens=cached,
+            )
+        for choice in chunk.choices:
+            if choice.index != 0:
+                continue
+            if choice.delta.content:
+                self.text.append(choice.delta.content)
+            for call in choice.delta.tool_calls or ():
+                slot = self.tools.setdefault(call.index, {"id": "", "name": "", "json": ""})
+                slot["id"] = call.id or slot["id"]
+                if call.function is not None:
+                    slot["name"] = call.function.name or slot["name"]
+                    slot["json"] += call.function.arguments or ""
+            if choice.finish_reason is not None:
+                self.finish = choice.finish_reason
+
+    def completion(self, name: str) -> Completion:
+        return Completion(
+            text="".join(self.text),
+            usage=self.usage or Usage(),
+            stop_reason=_STOP.get(self.finish or "", "error"),
+            model=name,
+            tool_calls=tuple(_tool_call(t) for _, t in sorted(self.tools.items())),
+        )
+
+
+def _tool_call(t: dict[str, str]) -> dict[str, Any]:
+    try:
+        arguments: Any = json.loads(t["json"]) if t["json"] else {}
+    except json.JSONDecodeError:
+        arguments = t["json"]
+    return {"id": t["id"], "name": t["name"], "input": arguments}
+
+
+def classify(
+    exc: BaseException,
+    *,
+    secret: str | None = None,
+    name: str = "openai",
+    mid_stream: bool = False,
+) -> ProviderError:
+    """The one mapping from an SDK error to a ProviderError.
+
+    ``mid_stream``: the error came while reading a 200 body, so a dropped connection is a
+    cut stream rather than a failed connect.
+    """
+    if isinstance(exc, openai.APIStatusError):
+        return _classify_status_error(exc, secret, name)
+    if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException):
+        return ProviderError(f"{name}: the request timed out", error_class=ErrorClass.TIMEOUT)
+    if mid_stream and isinstance(
+        exc, openai.APIConnectionError | httpx2.TransportError | json.JSONDecodeError
+    ):
+        return ProviderError(
+            f"{name}: the stream broke off ({type(exc.__cause__ or exc).__name__})",
+            error_class=ErrorClass.STREAM_CUT,
+        )
+    if isinstance(exc, openai.APIConnectionError | httpx2.TransportError):
+        cause = exc.__cause__ or exc
+        return ProviderError(
+            one_line(f"{name}: connection failed ({redact(str(cause), secret)})"),
+            error_class=ErrorClass.CONNECTION,
+        )
+    if isinstance(exc, openai.APIError):  # an error chunk inside a 200 stream
+        return _classify_stream_error(exc, secret, name)
+    return ProviderError(
+        one_line(f"{name}: {type(exc).__name__}: {redact(str(exc), secret)}"),
+        error_class=ErrorClass.BAD_REQUEST,
+    )
+
+
+def _classify_status_error(
+    exc: openai.APIStatusError, secret: str | None, name: str
+) -> ProviderError:
+    status = exc.status_code
+    text = _body_text(exc)
+    cls = classify_status(status, text)
+    if status == 429:  # only an exhausted quota is final; any other 429 is backpressure
+        quota = "insufficient_quota" in (exc.code or "", exc.type or "") or (
+            "insufficient_quota" in text
+        )
+        cls = ErrorClass.QUOTA_EXHAUSTED if quota else ErrorClass.RATE_LIMITED
+    return ProviderError(
+        one_line(f"{name}: {status} {exc.code or exc.type or ''}: {_detail(exc, secret)}"),
+        error_class=cls,
+        status=status,
+        retry_after=retry_after(exc.response.headers),
+    )
+
+
+def _classify_stream_error(exc: openai.APIError, secret: str | None, name: str) -> ProviderError:
+    text = _body_text(exc)
+    code = exc.code or ""
+    if code.isdigit():  # vLLM / llama.cpp put the HTTP status in error.code
+        cls = classify_status(int(code), text)
+    else:
+        cls = _STREAM_ERRORS.get(code) or _STREAM_ERRORS.get(
+            exc.type or "", ErrorClass.SERVER_ERROR
+        )
+        if cls is ErrorClass.BAD_REQUEST and looks_like_context_length(text):
+            cls = ErrorClass.CONTEXT_LENGTH
+    return ProviderError(
+        one_line(f"{name}: stream error {code or exc.type or ''}: {_detail(exc, secret)}"),
+        error_class=cls,
+    )
+
+
+def _body_text(exc: openai.APIError) -> str:
+    body = exc.body if exc.body is not None else exc.message
+    return body if isinstance(body, str) else json.dumps(body, default=str)
+
+
+def _detail(exc: openai.APIError, secret: str | None) -> str:
+    message = exc.body.get("message") if isinstance(exc.body, dict) else None
+    return redact(message if isinstance(message, str) else exc.message, secret)
