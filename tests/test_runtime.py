@@ -215,7 +215,7 @@ def test_downstream_prompt_receives_upstream_results_with_provenance(state: Path
 
 
 def test_outputs_are_written_and_marked_simulated(state: Path) -> None:
-    result = phalanx.run_sync("examples/feature-team.yaml")
+    result = phalanx.run_sync("examples/feature-team.yaml", provider="sim")
     assert result.simulated
     files = sorted(p.name for p in result.outputs_dir.iterdir())
     assert [f.rsplit(".", 1)[0] for f in files] == sorted(result.tasks)

@@ -84,10 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--run-id", metavar="ID", help="use this run id instead of a generated one")
     r.add_argument("--quiet", "-q", action="store_true", help="no per-task lines")
+    r.add_argument("--no-tui", action="store_true", help="plain lines even on a terminal")
 
     rs = sub.add_parser("resume", help="continue an interrupted or crashed run")
     rs.add_argument("run_id", metavar="RUN_ID")
     rs.add_argument("--quiet", "-q", action="store_true", help="no per-task lines")
+    rs.add_argument("--no-tui", action="store_true", help="plain lines even on a terminal")
 
     ls = sub.add_parser("runs", help="list runs in the journal")
     ls.add_argument("--json", action="store_true", help="machine-readable output")
@@ -162,9 +164,20 @@ class _RunIdSpy:
             self.run_id = getattr(event, "run_id", None)
 
 
+def _progress_sinks(args: argparse.Namespace) -> list[Any]:
+    """Live three-level view on a terminal, one line per task change otherwise."""
+    if args.quiet:
+        return []
+    if not args.no_tui and sys.stdout.isatty():
+        from .tui import LiveStatus
+
+        return [LiveStatus()]
+    return [LineLog()]
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     spy = _RunIdSpy()
-    sinks: list[Any] = [spy] if args.quiet else [spy, LineLog()]
+    sinks: list[Any] = [spy, *_progress_sinks(args)]
     result = _drive(
         run(
             args.plan,
@@ -181,7 +194,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
-    sinks: list[Any] = [] if args.quiet else [LineLog()]
+    sinks = _progress_sinks(args)
     result = _drive(resume(args.run_id, state=args.state_dir, sinks=sinks))
     return _finish(result, args.run_id)
 

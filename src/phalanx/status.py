@@ -398,22 +398,29 @@ def render_text(s: Snapshot, *, max_agents: int = 40) -> str:
                 f"{agent_progress(a) * 100:.0f}% ({a.done}/{a.assigned})"
             )
     out += ["", "Level 3 · swarm"]
+    out += ["  " + line for line in swarm_lines(s)]
+    return "\n".join(out)
+
+
+def swarm_lines(s: Snapshot) -> list[str]:
+    """Level 3: active/capacity per role, task counts, progress, ETA, tokens, cost, alerts."""
+    out = []
     for role, agents in s.agents_by_role().items():
         cats = ROLES[role].categories if role in ROLES else frozenset()
         icon = next((_ICONS[c] for c in sorted(cats) if c in _ICONS), "🤖")
         active = sum(1 for a in agents if a.state in ("running", "waiting"))
-        out.append(f"  {icon} {role.capitalize()}: {active}/{len(agents)} active")
+        out.append(f"{icon} {role.capitalize()}: {active}/{len(agents)} active")
     c = s.counts
     out.append(
-        f"  Tasks: {c.get('succeeded', 0)} done · {c.get('running', 0)} running · "
+        f"Tasks: {c.get('succeeded', 0)} done · {c.get('running', 0)} running · "
         f"{c.get('queued', 0) + c.get('retrying', 0)} queued · {c.get('failed', 0)} failed · "
         f"{c.get('skipped', 0)} skipped (of {s.total})"
     )
     out.append(
-        f"  Total progress: {s.progress * 100:.0f}% · ETA: {fmt_duration(s.eta_seconds)} · "
+        f"Total progress: {s.progress * 100:.0f}% · ETA: {fmt_duration(s.eta_seconds)} · "
         f"elapsed {fmt_duration(s.elapsed)} · tokens {s.usage.total_tokens:,} · "
         f"cost {fmt_cost(s.usage, s.simulated)}"
     )
     if s.alerts:
-        out.append("  Alerts: " + " | ".join(s.alerts))
-    return "\n".join(out)
+        out.append("Alerts: " + " | ".join(s.alerts))
+    return out

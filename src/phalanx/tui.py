@@ -1,0 +1,113 @@
+"""The live terminal view: the three status levels, redrawn at most 4 times a second.
+
+A sink like any other: it folds events into its own :class:`StatusTracker` and a rich
+``Live`` display redraws from the snapshot. Used by ``phalanx run`` when stdout is a TTY.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from .events import Event, RunFinished
+from .status import (
+    Snapshot,
+    StatusTracker,
+    agent_line,
+    agent_progress,
+    bar,
+    swarm_lines,
+)
+
+__all__ = ["LiveStatus", "render_rich"]
+
+_STATE_STYLE = {
+    "running": "green", "waiting": "yellow", "idle": "dim", "paused": "red", "failed": "red",
+    "retired": "dim",
+}  # fmt: skip
+
+
+def render_rich(s: Snapshot, *, max_agents: int = 24) -> Group:
+    """The three levels as rich renderables."""
+    title = f"phalanx · run {s.run_id} · plan {s.plan} · {s.status}"
+    if s.simulated:
+        title += " · SIMULATED"
+    level1 = Text()
+    for a in s.agents[:max_agents]:
+        level1.append(agent_line(a, s.now) + "\n", style=_STATE_STYLE.get(a.state, ""))
+    if len(s.agents) > max_agents:
+        level1.append(f"… and {len(s.agents) - max_agents} more agents\n", style="dim")
+    teams = Table.grid(padding=(0, 1))
+    shown = 0
+    for role, agents in s.agents_by_role().items():
+        teams.add_row(Text(f"{role.capitalize()} team", style="bold"), "", "")
+        for a in agents:
+            if shown >= max_agents:
+                break
+            shown += 1
+            p = agent_progress(a)
+            teams.add_row(
+                f"  {a.name}: {a.task_title or a.state}",
+                Text(f"[{bar(p)}]", style="cyan"),
+                f"{p * 100:3.0f}% ({a.done}/{a.assigned})",
+            )
+    swarm = Text("\n".join(swarm_lines(s)))
+    return Group(
+        Panel(level1 or Text("no agents"), title=title, title_align="left"),
+        Panel(teams, title="Teams", title_align="left"),
+        Panel(swarm, title="Swarm", title_align="left"),
+    )
+
+
+class LiveStatus:
+    """An EventSink that keeps a live rich view of the run on the terminal."""
+
+    def __init__(self, console: Console | None = None, refresh_per_second: float = 4.0) -> None:
+        self.console = console or Console()
+        self.tracker = StatusTracker()
+        self.interval = 1.0 / refresh_per_second
+        self._live: Live | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def emit(self, event: Event) -> None:
+        self.tracker.emit(event)
+        if self._live is None:
+            self._start()
+        if isinstance(event, RunFinished):
+            self.stop()
+
+    def _start(self) -> None:
+        self._live = Live(console=self.console, auto_refresh=False, transient=False)
+        self._live.start()
+        with contextlib.suppress(RuntimeError):
+            self._task = asyncio.get_running_loop().create_task(self._refresh())
+
+    async def _refresh(self) -> None:
+        while self._live is not None:
+            self._draw()
+            await asyncio.sleep(self.interval)
+
+    def _draw(self) -> None:
+        if self._live is not None:
+            self._live.update(render_rich(self.tracker.snapshot(now=time.time())), refresh=True)
+
+    def stop(self) -> None:
+        if self._live is None:
+            return
+        self._draw()
+        self._live.stop()
+        self._live = None
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    def __del__(self) -> None:  # never leave the terminal in live mode
+        with contextlib.suppress(Exception):
+            self.stop()
