@@ -17,6 +17,10 @@ from .governor import Gate
 __all__ = ["AgentRunner", "Attempt", "Outcome", "Upstream", "build_request"]
 
 UPSTREAM_CHARS = 4000  # per upstream result handed to a downstream prompt
+_STOP_FAILURES = {
+    "max_tokens": (ErrorClass.TRUNCATED, "the answer stopped at max_tokens"),
+    "error": (ErrorClass.OUTPUT_INVALID, "the model refused or its answer was filtered"),
+}
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -151,17 +155,18 @@ class AgentRunner:
 
     @staticmethod
     def _finished(attempt: Attempt, duration: float, text: str, stop: str, usage: Usage) -> Outcome:
-        truncated = stop == "max_tokens"  # a cut-off answer is never committed as a result
+        # A cut-off or refused answer is never committed as a result.
+        failure = _STOP_FAILURES.get(stop)
         return Outcome(
             attempt_id=attempt.attempt_id,
             task_id=attempt.task.id,
             agent=attempt.agent,
-            ok=not truncated,
+            ok=failure is None,
             duration=duration,
             usage=usage,
-            output="" if truncated else text,
-            error_class=ErrorClass.TRUNCATED if truncated else None,
-            error="the answer stopped at max_tokens" if truncated else None,
+            output="" if failure else text,
+            error_class=failure[0] if failure else None,
+            error=failure[1] if failure else None,
         )
 
     @staticmethod
