@@ -449,3 +449,46 @@ def test_layered_run_respects_dependency_order(tmp_path: Path, state: Path, spaw
     for tid, row in j.tasks.items():
         for need in row["needs"]:
             assert pos[need] < pos[tid], f"{tid} reported before its need {need}"
+
+
+def test_status_watch_follows_a_live_run_from_another_process(tmp_path: Path) -> None:
+    """`phalanx status RUN --watch` reads the journal while another process writes it."""
+    state = tmp_path / "state"
+    plan = write_plan(tmp_path / "plan.yaml", sim_plan(60, agents=4, latency_ms=40))
+    env = {**os.environ, "PHALANX_STATE_DIR": str(state)}
+    cmd = [sys.executable, "-m", "phalanx"]
+    runner = subprocess.Popen(
+        [*cmd, "run", str(plan), "--run-id", "watched", "--quiet"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while not _has_run(state, "watched") and time.monotonic() < deadline:
+            time.sleep(0.05)
+        watch = subprocess.run(
+            [*cmd, "status", "watched", "--watch", "--interval", "0.2"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        runner.wait(timeout=60)
+    assert watch.returncode == 0, watch.stderr
+    frames = watch.stdout.count("Level 3")
+    assert frames >= 2  # it redrew while the run went on
+    assert "Tasks: 60 done" in watch.stdout.rsplit("Level 1", 1)[-1]
+
+
+def _has_run(state: Path, run_id: str) -> bool:
+    try:
+        db = sqlite3.connect(state / "journal.sqlite", timeout=1)
+        try:
+            row = db.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return False
+    return row is not None

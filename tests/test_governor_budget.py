@@ -160,7 +160,8 @@ def test_budget_max_usd_stops_within_one_in_flight_round(state: Path) -> None:
     done = sum(t.ok for t in result.tasks.values())
     assert 0 < done < 400
     assert sum(t.state == "pending" for t in result.tasks.values()) > 0
-    assert "budget exhausted" in result.summary() or "budget_exhausted" in result.summary()
+    assert "why: budget exhausted: spent $" in result.summary()
+    assert "of limits.max_usd $0.5" in result.summary()
     alerts = _events(state, result.run_id, "alert")
     assert any("max_usd" in a["message"] for a in alerts)
     assert result.outputs_dir.exists() and len(list(result.outputs_dir.iterdir())) == done

@@ -75,6 +75,8 @@ def render_summary(r: RunResult) -> str:
         f"  attempts: {s.attempts} ({s.failed_attempts} failed) · tokens: "
         f"{u.input_tokens:,} in / {u.output_tokens:,} out · cost: {fmt_cost(u, r.simulated)}",
     ]
+    if r.status in ("budget_exhausted", "error"):
+        lines.append(f"  why: {s.reason}")
     if s.speedup is not None and s.busy_seconds > 0:
         lines.append(
             f"  speedup: {s.speedup:.1f}x over the sum of task times "

@@ -86,6 +86,7 @@ class Snapshot:
     alerts: list[str] = field(default_factory=list)
     session: int = 1
     finished: float | None = None
+    reason: str = ""  # why the run ended (RunFinished.reason)
 
     @property
     def elapsed(self) -> float:
@@ -114,6 +115,7 @@ class StatusTracker:
         self.session = 1
         self.started = 0.0
         self.finished: float | None = None
+        self.reason = ""
         self.last_ts = 0.0
         self.agents: dict[str, AgentStatus] = {}
         self.tasks: dict[str, _Task] = {}
@@ -156,6 +158,7 @@ class StatusTracker:
         elif isinstance(e, RunFinished):
             self.status = e.status
             self.finished = e.ts
+            self.reason = e.reason
             for a in self.agents.values():
                 if a.state == "running":
                     a.state, a.task_id, a.task_title = "idle", None, ""
@@ -257,6 +260,7 @@ class StatusTracker:
             busy_seconds=self.busy,
             alerts=list(self.alerts[-5:]),
             session=self.session,
+            reason=self.reason,
         )
 
     def _eta(self, now: float, remaining: int) -> float | None:
