@@ -20,9 +20,11 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+LINTED := src tests $(wildcard bench)
+
 lint: venv
-	$(VENV)/bin/ruff check src tests bench
-	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/ruff check $(LINTED)
+	$(VENV)/bin/ruff format --check $(LINTED)
 
 typecheck: venv
 	$(VENV)/bin/mypy
