@@ -21,7 +21,7 @@ import pytest
 
 from phalanx.exceptions import ErrorClass, ProviderError, UsageError
 from phalanx.providers.anthropic_api import AnthropicProvider
-from phalanx.providers.base import Completion, CompletionRequest, Message
+from phalanx.providers.base import Completion, CompletionRequest, Message, ToolCall, ToolDef
 from phalanx.providers.openai_api import OpenAIProvider
 from phalanx.runtime.retry import decide_retry
 
@@ -400,7 +400,7 @@ def test_anthropic_tool_use_block_becomes_a_tool_call() -> None:
     c = a_complete(Server(lambda r: streamed(*events)))
     assert c.stop_reason == "tool_use"
     assert c.text == "Checking."
-    assert c.tool_calls == ({"id": "toolu_1", "name": "search", "input": {"q": "phalanx"}},)
+    assert c.tool_calls == (ToolCall(id="toolu_1", name="search", arguments={"q": "phalanx"}),)
 
 
 def test_anthropic_max_tokens_option_overrides_request() -> None:
@@ -740,7 +740,7 @@ def test_openai_tool_call_deltas_become_a_tool_call() -> None:
     ]
     c = o_complete(Server(lambda r: streamed(*chunks)))
     assert c.stop_reason == "tool_use"
-    assert c.tool_calls == ({"id": "call_1", "name": "search", "input": {"q": "phalanx"}},)
+    assert c.tool_calls == (ToolCall(id="call_1", name="search", arguments={"q": "phalanx"}),)
 
 
 def test_openai_usage_missing_is_zero_not_a_failure() -> None:
@@ -1093,3 +1093,71 @@ def test_resolve_provider_builds_the_real_providers(monkeypatch: pytest.MonkeyPa
                 await p.aclose()
 
     run(go())
+
+
+# --------------------------------------------------------------------------- tool turns
+
+TOOL_REQUEST = CompletionRequest(
+    model="m",
+    messages=(
+        Message(role="system", content="Use tools."),
+        Message(role="user", content="Find phalanx."),
+        Message(
+            role="assistant",
+            content="Checking.",
+            tool_calls=(
+                ToolCall(id="t1", name="search", arguments={"q": "phalanx"}),
+                ToolCall(id="t2", name="read_file", arguments={"path": "a.txt"}),
+            ),
+        ),
+        Message(role="tool", content="3 matches", tool_call_id="t1", name="search"),
+        Message(role="tool", content="hello", tool_call_id="t2", name="read_file"),
+    ),
+    tools=(
+        ToolDef(
+            name="search",
+            description="regex search",
+            parameters={"type": "object", "properties": {"q": {"type": "string"}}},
+        ),
+    ),
+)
+
+
+def test_anthropic_sends_tools_and_tool_turns() -> None:
+    server = Server(lambda r: streamed(*a_events()))
+    run(anthropic_provider(server).complete(TOOL_REQUEST))
+    body = server.body()
+    assert body["tools"] == [
+        {
+            "name": "search",
+            "description": "regex search",
+            "input_schema": {"type": "object", "properties": {"q": {"type": "string"}}},
+        }
+    ]
+    assistant, results = body["messages"][1], body["messages"][2]
+    assert assistant["role"] == "assistant"
+    assert assistant["content"][0] == {"type": "text", "text": "Checking."}
+    assert assistant["content"][1] == {
+        "type": "tool_use",
+        "id": "t1",
+        "name": "search",
+        "input": {"q": "phalanx"},
+    }
+    assert results["role"] == "user"
+    assert [b["tool_use_id"] for b in results["content"]] == ["t1", "t2"]
+    assert all(b["type"] == "tool_result" for b in results["content"])
+
+
+def test_openai_sends_tools_and_tool_turns() -> None:
+    server = Server(lambda r: streamed(*o_chunks()))
+    run(openai_provider(server).complete(TOOL_REQUEST))
+    body = server.body()
+    assert body["tools"][0]["type"] == "function"
+    assert body["tools"][0]["function"]["name"] == "search"
+    assistant = body["messages"][2]
+    assert assistant["tool_calls"][0]["function"] == {
+        "name": "search",
+        "arguments": json.dumps({"q": "phalanx"}),
+    }
+    assert body["messages"][3] == {"role": "tool", "tool_call_id": "t1", "content": "3 matches"}
+    assert body["messages"][4]["tool_call_id"] == "t2"

@@ -17,7 +17,7 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import anthropic
 import httpx2
@@ -35,7 +35,7 @@ from ._http import (
     redact,
     retry_after,
 )
-from .base import Completion, CompletionRequest, StopReason
+from .base import Completion, CompletionRequest, Message, StopReason, ToolCall
 
 __all__ = ["AnthropicProvider", "classify"]
 
@@ -124,12 +124,7 @@ class AnthropicProvider:
         return acc.completion(self.name)
 
     def _params(self, request: CompletionRequest) -> dict[str, Any]:
-        messages: list[MessageParam] = []
-        for m in request.messages:
-            if m.role == "assistant":
-                messages.append({"role": "assistant", "content": m.content})
-            elif m.role != "system":  # user, and tool results sent as user text
-                messages.append({"role": "user", "content": m.content})
+        messages = _messages(request.messages)
         params: dict[str, Any] = {
             "model": self.model,
             "max_tokens": self.max_tokens or request.max_tokens,
@@ -139,10 +134,47 @@ class AnthropicProvider:
             params["system"] = request.system
         if request.temperature is not None:
             params["temperature"] = request.temperature
+        if request.tools:
+            params["tools"] = [
+                {"name": t.name, "description": t.description, "input_schema": dict(t.parameters)}
+                for t in request.tools
+            ]
         return params
 
     async def aclose(self) -> None:
         await self._client.close()
+
+
+def _messages(turns: tuple[Message, ...]) -> list[MessageParam]:
+    """Our turns as Messages API turns: tool calls as tool_use blocks, consecutive tool
+    results as one user turn of tool_result blocks."""
+    out: list[dict[str, Any]] = []
+    for m in turns:
+        if m.role == "system":
+            continue
+        if m.role == "assistant":
+            blocks: list[dict[str, Any]] = (
+                [{"type": "text", "text": m.content}] if m.content else []
+            )
+            blocks += [
+                {
+                    "type": "tool_use",
+                    "id": c.id,
+                    "name": c.name,
+                    "input": c.arguments if isinstance(c.arguments, dict) else {},
+                }
+                for c in m.tool_calls
+            ]
+            out.append({"role": "assistant", "content": blocks if m.tool_calls else m.content})
+        elif m.role == "tool":
+            block = {"type": "tool_result", "tool_use_id": m.tool_call_id, "content": m.content}
+            if out and out[-1]["role"] == "user" and isinstance(out[-1]["content"], list):
+                out[-1]["content"].append(block)
+            else:
+                out.append({"role": "user", "content": [block]})
+        else:
+            out.append({"role": "user", "content": m.content})
+    return cast(list[MessageParam], out)
 
 
 @dataclass(kw_only=True, slots=True)
@@ -197,12 +229,12 @@ class _Accumulator:
         )
 
 
-def _tool_call(t: dict[str, Any]) -> dict[str, Any]:
+def _tool_call(t: dict[str, Any]) -> ToolCall:
     try:
         arguments = json.loads(t["json"]) if t["json"] else {}
     except json.JSONDecodeError:
         arguments = t["json"]
-    return {"id": t["id"], "name": t["name"], "input": arguments}
+    return ToolCall(id=t["id"], name=t["name"], arguments=arguments)
 
 
 def classify(

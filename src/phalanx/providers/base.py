@@ -8,15 +8,47 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from ..cost import ZERO, Usage
 
-__all__ = ["Completion", "CompletionRequest", "Message", "Provider", "StopReason"]
+__all__ = [
+    "Completion",
+    "CompletionRequest",
+    "Message",
+    "Provider",
+    "StopReason",
+    "ToolCall",
+    "ToolDef",
+]
 
 StopReason = Literal["end", "max_tokens", "tool_use", "stop_sequence", "error"]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class ToolCall:
+    """A model's request to run a tool. ``arguments`` is what the model sent (a dict when it
+    sent valid JSON; anything else is refused by the tool layer, not here)."""
+
+    id: str
+    name: str
+    arguments: Any
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ToolDef:
+    """A tool as a model sees it: a name, what it does, a JSON schema for its arguments."""
+
+    name: str
+    description: str
+    parameters: Mapping[str, Any]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Message:
+    """One turn. An assistant turn may carry tool calls; a ``tool`` turn answers one."""
+
     role: Literal["system", "user", "assistant", "tool"]
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str = ""  # for role "tool": the call it answers
+    name: str = ""  # for role "tool": the tool's name
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -27,6 +59,7 @@ class CompletionRequest:
     temperature: float | None = None
     style: str = "text"
     json_schema: Mapping[str, Any] | None = None
+    tools: tuple[ToolDef, ...] = ()
     # who is asking: used for deterministic simulation, logs and attribution, never sent as-is
     run_id: str = ""
     task_id: str = ""
@@ -51,7 +84,7 @@ class Completion:
     stop_reason: StopReason = "end"
     model: str = ""
     simulated: bool = False
-    tool_calls: tuple[Mapping[str, Any], ...] = ()
+    tool_calls: tuple[ToolCall, ...] = ()
     raw: Any = field(default=None, repr=False, compare=False)
 
 

@@ -37,7 +37,7 @@ from ._http import (
     redact,
     retry_after,
 )
-from .base import Completion, CompletionRequest, StopReason
+from .base import Completion, CompletionRequest, Message, StopReason, ToolCall
 
 __all__ = ["OpenAIProvider", "classify"]
 
@@ -124,14 +124,7 @@ class OpenAIProvider:
         return acc.completion(self.name)
 
     def _params(self, request: CompletionRequest) -> dict[str, Any]:
-        messages: list[ChatCompletionMessageParam] = []
-        for m in request.messages:
-            if m.role == "system":
-                messages.append({"role": "system", "content": m.content})
-            elif m.role == "assistant":
-                messages.append({"role": "assistant", "content": m.content})
-            else:  # user, and tool results sent as user text (no tool_call_id to pair with)
-                messages.append({"role": "user", "content": m.content})
+        messages = [_message(m) for m in request.messages]
         limit = self.max_tokens or request.max_tokens
         params: dict[str, Any] = {
             "model": self.model,
@@ -155,6 +148,18 @@ class OpenAIProvider:
             }
         elif request.style == "json" and not self.compatible:
             params["response_format"] = {"type": "json_object"}
+        if request.tools:
+            params["tools"] = [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": t.name,
+                        "description": t.description,
+                        "parameters": dict(t.parameters),
+                    },
+                }
+                for t in request.tools
+            ]
         return params
 
     async def aclose(self) -> None:
@@ -204,12 +209,35 @@ class _Accumulator:
         )
 
 
-def _tool_call(t: dict[str, str]) -> dict[str, Any]:
+def _tool_call(t: dict[str, str]) -> ToolCall:
     try:
         arguments: Any = json.loads(t["json"]) if t["json"] else {}
     except json.JSONDecodeError:
         arguments = t["json"]
-    return {"id": t["id"], "name": t["name"], "input": arguments}
+    return ToolCall(id=t["id"], name=t["name"], arguments=arguments)
+
+
+def _message(m: Message) -> ChatCompletionMessageParam:
+    if m.role == "system":
+        return {"role": "system", "content": m.content}
+    if m.role == "tool":
+        return {"role": "tool", "tool_call_id": m.tool_call_id, "content": m.content}
+    if m.role == "assistant":
+        if not m.tool_calls:
+            return {"role": "assistant", "content": m.content}
+        return {
+            "role": "assistant",
+            "content": m.content or None,
+            "tool_calls": [
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": json.dumps(c.arguments)},
+                }
+                for c in m.tool_calls
+            ],
+        }
+    return {"role": "user", "content": m.content}
 
 
 def classify(
