@@ -82,6 +82,7 @@ class TaskModel(BaseModel):
     max_attempts: int = Field(default=3, ge=1, le=100)
     style: str | None = None
     timeout: float | None = Field(default=None, gt=0)
+    max_turns: int | None = Field(default=None, ge=1, le=1000)
 
     _as_list = field_validator("needs", "skills", mode="before")(_str_list)
 
@@ -103,6 +104,7 @@ class TaskModel(BaseModel):
             max_attempts=self.max_attempts,
             style=self.style,
             timeout=self.timeout,
+            max_turns=self.max_turns,
         )
 
 
@@ -413,6 +415,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
                 "max_attempts": t.max_attempts,
                 "style": t.style,
                 "timeout": t.timeout,
+                "max_turns": t.max_turns,
             }
             for t in plan.tasks
         ],

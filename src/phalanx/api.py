@@ -28,7 +28,7 @@ from .providers import Provider, is_simulated, resolve_provider, split_provider
 from .runtime.engine import Engine, LocalEngine
 from .runtime.executor import AgentRunner
 from .runtime.governor import Gate, RateGovernor
-from .runtime.orchestrator import Orchestrator, Prior, TaskRecord
+from .runtime.orchestrator import Orchestrator, Prior, RunGate, TaskRecord
 from .status import Snapshot, StatusTracker
 from .styles import extension
 
@@ -294,14 +294,14 @@ async def _execute(
         for _, ev in journal.read_events(run_id):
             tracker.emit(ev)
     simulated = any(p.simulated for p in providers.values())
-    governor = RateGovernor(plan.limits.rate_limits)
+    gate = RunGate(RateGovernor(plan.limits.rate_limits))
     if prior.session > 1:
         prior = dataclasses.replace(prior, spent=tracker.usage)
     orch = Orchestrator(
         plan,
         run_id=run_id,
         engine=engine or LocalEngine(),
-        runners=_runners(plan, providers, governor),
+        runners=_runners(plan, providers, gate),
         sinks=[
             _JournalSink(journal, run_id, prior.session),
             tracker,
@@ -310,7 +310,7 @@ async def _execute(
         simulated=simulated,
         prior=prior,
         seed=seed,
-        governor=governor,
+        gate=gate,
         checkpoint=journal.flush_if_full,
     )
     flusher = asyncio.get_running_loop().create_task(_flush_every(journal, flush_interval))

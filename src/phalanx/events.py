@@ -21,6 +21,7 @@ __all__ = [
     "AttemptStarted",
     "Event",
     "EventSink",
+    "OutputRejected",
     "RetryScheduled",
     "RunFinished",
     "RunStarted",
@@ -28,6 +29,7 @@ __all__ = [
     "TaskInfo",
     "TaskSkipped",
     "TaskSucceeded",
+    "ToolCalled",
     "event_from_dict",
     "event_to_dict",
 ]
@@ -137,6 +139,35 @@ class TaskSkipped:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class ToolCalled:
+    """An agent ran a tool inside an attempt (its arguments and result stay out of the log)."""
+
+    type: Literal["tool_called"] = "tool_called"
+    ts: float
+    task_id: str
+    attempt_id: int
+    agent: str
+    tool: str
+    ok: bool
+    turn: int
+    error_code: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OutputRejected:
+    """An answer did not parse in its style; the agent is asked again with the error."""
+
+    type: Literal["output_rejected"] = "output_rejected"
+    ts: float
+    task_id: str
+    attempt_id: int
+    agent: str
+    style: str
+    error: str
+    reask: int  # 1 for the first re-ask
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class AgentWaiting:
     """An agent holds an attempt but may not send yet (rate limit) until ``until``."""
 
@@ -176,6 +207,8 @@ Event = (
     | TaskSucceeded
     | TaskFailed
     | TaskSkipped
+    | ToolCalled
+    | OutputRejected
     | AgentWaiting
     | Alert
     | RunFinished
@@ -191,6 +224,8 @@ _TYPES: dict[str, type[Any]] = {
         TaskSucceeded,
         TaskFailed,
         TaskSkipped,
+        ToolCalled,
+        OutputRejected,
         AgentWaiting,
         Alert,
         RunFinished,

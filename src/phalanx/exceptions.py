@@ -43,6 +43,9 @@ class ErrorClass(StrEnum):
     QUOTA_EXHAUSTED = "quota_exhausted"  # spend cap / insufficient quota (a 429 that won't pass)
     TRUNCATED = "truncated"  # stopped at max_tokens
     OUTPUT_INVALID = "output_invalid"  # the answer does not parse in the agent's style
+    MAX_TURNS = "max_turns"  # the agent loop used its turns without a final answer
+    BUDGET = "budget"  # the run's budget was spent while this attempt was going on
+    CANCELLED = "cancelled"  # the run stopped the attempt (not a failure of the task)
     VETOED = "vetoed"  # a hook refused the task
     INTERNAL = "internal"  # a bug in phalanx, a hook or a tool: reported, not retried
 

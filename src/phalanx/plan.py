@@ -48,7 +48,8 @@ class Task:
     priority: int = 0
     max_attempts: int = 3
     style: str | None = None
-    timeout: float | None = None
+    timeout: float | None = None  # seconds per model call
+    max_turns: int | None = None  # model calls per attempt (tools, re-asks); agent default 8
 
     @property
     def label(self) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Any
 
 from ..agents import AgentSpec
 from ..cost import ZERO, Price, Usage
@@ -51,6 +52,7 @@ class Outcome:
     ok: bool
     duration: float
     output: str = ""
+    parsed: Any = None
     usage: Usage = ZERO
     error_class: ErrorClass | None = None
     error: str | None = None
@@ -149,6 +151,7 @@ class AgentRunner:
         if usage.cost_usd is None and self.price is not None:
             usage = self.price.apply(usage)
         self.gate.settle(ticket, usage.total_tokens)
+        self.gate.spend(usage)
         return self._finished(
             attempt, loop.time() - t0, completion.text, completion.stop_reason, usage
         )

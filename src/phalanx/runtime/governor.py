@@ -12,6 +12,10 @@ import asyncio
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
+
+from ..cost import Usage
+from ..events import Event
 
 __all__ = ["Gate", "RateGovernor", "RateLimit"]
 
@@ -70,7 +74,11 @@ class _Key:
 
 
 class Gate:
-    """What an agent's executor sees of the governor (a proxy on remote engines)."""
+    """What an agent's executor sees of the run: rate permits, spend, budgets and notes.
+
+    The base class allows everything and records nothing; the orchestrator gives executors
+    one backed by the run's governor and budgets (a proxy to the driver on remote engines).
+    """
 
     async def acquire(self, key: str, tokens: int, *, agent: str, task_id: str) -> object:
         return None
@@ -81,8 +89,22 @@ class Gate:
     def pause(self, key: str, seconds: float) -> None:
         return None
 
+    def spend(self, usage: Usage) -> None:
+        """One model call's usage, as soon as it is known (budgets stop runaway loops)."""
+        return None
+
+    def stopped(self) -> str | None:
+        """Why no further model call may start (a spent budget), or None."""
+        return None
+
+    def note(self, event: type[Event], **fields: Any) -> None:
+        """Record an event of this type (the run stamps the time)."""
+        return None
+
 
 class RateGovernor(Gate):
+    """The run's rate limits (the orchestrator wraps it with spend and notes)."""
+
     def __init__(
         self,
         limits: Mapping[str, RateLimit] | None = None,

@@ -11,6 +11,7 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..cost import ZERO, Usage
 from ..events import (
@@ -34,7 +35,7 @@ from ..ids import TaskId
 from ..plan import Plan
 from .engine import Engine
 from .executor import AgentRunner, Attempt, Outcome, Upstream
-from .governor import RateGovernor
+from .governor import Gate, RateGovernor
 from .policies import AgentSlot, can_serve, make_policy
 from .retry import decide_retry
 from .scheduler import DagState, ReadyQueue
@@ -80,7 +81,7 @@ class Orchestrator:
         simulated: bool,
         prior: Prior | None = None,
         seed: int = 0,
-        governor: RateGovernor | None = None,
+        gate: RunGate | None = None,
         checkpoint: Callable[[], None] | None = None,
     ) -> None:
         self.plan = plan
@@ -111,8 +112,8 @@ class Orchestrator:
         self.spent = self.prior.spent
         self.checkpoint = checkpoint or (lambda: None)  # called between event groups
         self.exhausted: str | None = None  # why a budget stopped new work
-        if governor is not None:
-            governor.on_wait = self._on_wait
+        if gate is not None:
+            gate.bind(self)
         self.started = 0.0
         self._wall0 = 0.0
         self._mono0 = 0.0
@@ -317,8 +318,6 @@ class Orchestrator:
                 stale=stale,
             )
         )
-        self.spent = self.spent + o.usage
-        self._check_budget()
         if stale:
             return  # a superseded attempt: its result is recorded and ignored
         del self.current[o.task_id]
@@ -340,6 +339,7 @@ class Orchestrator:
                     attempt_id=o.attempt_id,
                     agent=o.agent,
                     output=o.output,
+                    parsed=o.parsed,
                 )
             )
             self.ready.extend(self.dag.succeed(tid))
@@ -459,3 +459,39 @@ class Orchestrator:
                 until=self.now() + seconds,
             )
         )
+
+    def spend(self, usage: Usage) -> None:
+        self.spent = self.spent + usage
+        self._check_budget()
+
+
+class RunGate(Gate):
+    """The gate a run gives its executors: the governor, the run's spend, events."""
+
+    def __init__(self, governor: RateGovernor) -> None:
+        self.governor = governor
+        self.orchestrator: Orchestrator | None = None
+
+    def bind(self, orchestrator: Orchestrator) -> None:
+        self.orchestrator = orchestrator
+        self.governor.on_wait = orchestrator._on_wait
+
+    async def acquire(self, key: str, tokens: int, *, agent: str, task_id: str) -> object:
+        return await self.governor.acquire(key, tokens, agent=agent, task_id=task_id)
+
+    def settle(self, ticket: object, tokens: int) -> None:
+        self.governor.settle(ticket, tokens)
+
+    def pause(self, key: str, seconds: float) -> None:
+        self.governor.pause(key, seconds)
+
+    def spend(self, usage: Usage) -> None:
+        if self.orchestrator is not None:
+            self.orchestrator.spend(usage)
+
+    def stopped(self) -> str | None:
+        return self.orchestrator.exhausted if self.orchestrator is not None else None
+
+    def note(self, event: type[Event], **fields: Any) -> None:
+        if self.orchestrator is not None:
+            self.orchestrator.emit(event(ts=self.orchestrator.now(), **fields))
