@@ -104,7 +104,9 @@ class ProviderError(PhalanxError):
         status: int | None = None,
         retry_after: float | None = None,
     ) -> None:
-        super().__init__(message)
+        from .secrets import redact
+
+        super().__init__(redact(message))
         self.error_class = error_class
         self.status = status
         self.retry_after = retry_after

@@ -7,12 +7,13 @@ these helpers hold the rules they have in common.
 from __future__ import annotations
 
 import email.utils
-import re
 import time
 from collections.abc import Mapping
 from typing import Any
 
 from ..exceptions import ErrorClass, UsageError
+from ..secrets import redact as _redact
+from ..secrets import register
 
 __all__ = [
     "classify_status",
@@ -98,13 +99,10 @@ def classify_status(status: int, body: str = "") -> ErrorClass:
     return ErrorClass.BAD_REQUEST
 
 
-_KEYLIKE = re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}|(?<=Bearer )\S+")
-
-
-def redact(text: str, secret: str | None) -> str:
-    if secret:
-        text = text.replace(secret, "[redacted]")
-    return _KEYLIKE.sub("[redacted]", text)
+def redact(text: str, secret: str | None = None) -> str:
+    """Known secrets (``secret`` included) and key-shaped strings removed from ``text``."""
+    register(secret)
+    return _redact(text)
 
 
 def one_line(text: str, limit: int = 300) -> str:

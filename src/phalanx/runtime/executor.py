@@ -12,6 +12,7 @@ from ..cost import ZERO, Price, Usage
 from ..exceptions import ErrorClass, ProviderError
 from ..plan import Task
 from ..providers.base import CompletionRequest, Message, Provider
+from ..secrets import redact
 from ..styles import instruction
 from .governor import Gate
 
@@ -167,7 +168,7 @@ class AgentRunner:
             ok=failure is None,
             duration=duration,
             usage=usage,
-            output="" if failure else text,
+            output="" if failure else redact(text),
             error_class=failure[0] if failure else None,
             error=failure[1] if failure else None,
         )
@@ -188,7 +189,7 @@ class AgentRunner:
             ok=False,
             duration=duration,
             error_class=cls,
-            error=message[:500],
+            error=redact(message)[:500],
             status=status,
             retry_after=retry_after,
         )
