@@ -5,6 +5,7 @@ Line numbers come from the YAML node tree, so every message can say ``plan.yaml:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -20,6 +21,22 @@ from .plan import Limits, Plan, RetryConfig, Task
 from .runtime.governor import RateLimit
 
 _STRICT = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class PlanLoader(yaml.SafeLoader):
+    """YAML 1.2 booleans: only true/false. (YAML 1.1 reads ``on:``, ``yes``, ``no``, ``off``
+    as booleans, which would turn a hook's ``on: before_task`` into ``True: before_task``.)"""
+
+
+PlanLoader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+PlanLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool",
+    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
+    list("tTfF"),
+)
 
 
 def _str_list(v: Any) -> Any:
@@ -44,7 +61,10 @@ class AgentModel(BaseModel):
 
     _as_list = field_validator("skills", "context", "tools", "names", mode="before")(_str_list)
 
-    def specs(self) -> list[AgentSpec]:
+    def specs(self, where: str = "agents[0]", file: str | None = None) -> list[AgentSpec]:
+        from .hooks import from_config
+
+        from_config(list(self.hooks), where=f"{where}.hooks", file=file)
         if self.name is not None and self.names is not None:
             raise ValueError("give either 'name' or 'names', not both")
         names: list[str | None] = list(self.names or ([self.name] if self.name else []))
@@ -152,6 +172,7 @@ class PlanModel(BaseModel):
     prices: dict[str, PriceModel] = {}
     limits: LimitsModel = LimitsModel()
     retry: RetryModel = RetryModel()
+    hooks: list[Any] = []
     agents: list[AgentModel] = Field(min_length=1)
     tasks: list[TaskModel] = Field(min_length=1)
 
@@ -308,7 +329,7 @@ def plan_from_data(
         agents = []
         for i, a in enumerate(model.agents):
             try:
-                agents.extend(a.specs())
+                agents.extend(a.specs(f"agents[{i}]", where))
             except ValueError as exc:
                 raise PlanError(
                     str(exc),
@@ -327,6 +348,7 @@ def plan_from_data(
                 },
             ),
             prices={k: Price(**v.model_dump()) for k, v in model.prices.items()},
+            hooks=model.hooks,
             retry=RetryConfig(**model.retry.model_dump()),
             policy=model.policy,
             provider=model.provider,
@@ -353,9 +375,9 @@ def load_plan_file(path: str | Path) -> Plan:
     except (OSError, UnicodeDecodeError) as exc:
         raise PlanError(f"cannot read: {exc.__class__.__name__}: {exc}", file=source) from None
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=PlanLoader)
         _check_tree(root, source)
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=PlanLoader)
     except RecursionError:
         raise PlanError("the YAML is nested too deeply", file=source) from None
     except yaml.YAMLError as exc:
@@ -386,6 +408,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "providers": {k: dict(v) for k, v in plan.providers.items()},
         "limits": lim,
         "prices": {k: vars_of(v) for k, v in plan.prices.items()},
+        "hooks": [h for h in plan.hooks if isinstance(h, dict)],
         "retry": vars_of(plan.retry),
         "agents": [
             {

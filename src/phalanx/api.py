@@ -22,6 +22,7 @@ from .agents import AgentSpec
 from .cost import Usage, price_for
 from .events import Event, EventSink
 from .exceptions import PlanError, UsageError
+from .hooks import from_config
 from .journal import Journal
 from .plan import Plan, Task, load_plan
 from .providers import Provider, is_simulated, resolve_provider, split_provider
@@ -202,6 +203,7 @@ async def run(
     state: str | os.PathLike[str] | None = None,
     run_id: str | None = None,
     sinks: Sequence[EventSink] = (),
+    hooks: Sequence[Any] = (),
     engine: Engine | None = None,
     flush_interval: float = 0.05,
 ) -> RunResult:
@@ -231,6 +233,7 @@ async def run(
         Prior(session=journal.begin_session(rid)),
         seed=seed,
         sinks=sinks,
+        hooks=hooks,
         engine=engine,
         flush_interval=flush_interval,
     )
@@ -241,6 +244,7 @@ async def resume(
     *,
     state: str | os.PathLike[str] | None = None,
     sinks: Sequence[EventSink] = (),
+    hooks: Sequence[Any] = (),
     engine: Engine | None = None,
     flush_interval: float = 0.05,
 ) -> RunResult:
@@ -271,6 +275,7 @@ async def resume(
         prior,
         seed=seed,
         sinks=sinks,
+        hooks=hooks,
         engine=engine,
         flush_interval=flush_interval,
     )
@@ -285,6 +290,7 @@ async def _execute(
     *,
     seed: int,
     sinks: Sequence[EventSink],
+    hooks: Sequence[Any] = (),
     engine: Engine | None,
     flush_interval: float,
 ) -> RunResult:
@@ -312,6 +318,7 @@ async def _execute(
         seed=seed,
         gate=gate,
         checkpoint=journal.flush_if_full,
+        hooks=from_config([*plan.hooks, *hooks], where="hooks", file=plan.source),
     )
     flusher = asyncio.get_running_loop().create_task(_flush_every(journal, flush_interval))
     outputs = state_dir_of(journal) / "runs" / run_id / "outputs"

@@ -104,7 +104,7 @@ class ProviderError(PhalanxError):
         status: int | None = None,
         retry_after: float | None = None,
     ) -> None:
-        from .secrets import redact
+        from .redaction import redact
 
         super().__init__(redact(message))
         self.error_class = error_class

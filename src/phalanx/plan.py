@@ -89,6 +89,7 @@ class Plan:
     provider: str | None = None  # default for agents that name none
     providers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     prices: Mapping[str, Price] = field(default_factory=dict)  # overrides cost.PRICES
+    hooks: tuple[Any, ...] = field(default=(), compare=False)  # run-level hooks
     source: str | None = None  # the file it came from, for messages
     raw: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
@@ -106,6 +107,7 @@ class Plan:
         provider: str | None = None,
         providers: Mapping[str, Mapping[str, Any]] | None = None,
         prices: Mapping[str, Price] | None = None,
+        hooks: Sequence[Any] = (),
         source: str | None = None,
         raw: Mapping[str, Any] | None = None,
     ) -> Plan:
@@ -119,6 +121,7 @@ class Plan:
             provider=provider,
             providers=dict(providers or {}),
             prices=dict(prices or {}),
+            hooks=tuple(hooks),
             source=source,
             raw=raw,
         )
@@ -237,6 +240,7 @@ class Plan:
             )
         self._validate_agents()
         self._validate_tasks()
+        self._validate_hooks()
         _, cycle = _toposort(self.tasks)
         if cycle:
             i = next(i for i, t in enumerate(self.tasks) if t.id == cycle[0])
@@ -256,6 +260,15 @@ class Plan:
             raise self._error(
                 "limits.max_agents", f"the plan has {len(self.agents)} agents, above max {cap}"
             )
+
+    def _validate_hooks(self) -> None:
+        from .hooks import from_config
+
+        from_config(list(self.hooks), where="hooks", file=self.source)
+        if self.raw is not None:
+            return  # a plan file's agent hooks were checked per agent entry, with their lines
+        for i, a in enumerate(self.agents):
+            from_config(list(a.hooks), where=f"agents[{i}].hooks", file=self.source)
 
     def _validate_tasks(self) -> None:
         ids: set[str] = set()

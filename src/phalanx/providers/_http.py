@@ -12,8 +12,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..exceptions import ErrorClass, UsageError
-from ..secrets import redact as _redact
-from ..secrets import register
+from ..redaction import redact as _redact
+from ..redaction import register
 
 __all__ = [
     "classify_status",

@@ -23,7 +23,7 @@ import anthropic
 import httpx2
 from anthropic.types import MessageParam, RawMessageStreamEvent
 
-from .. import secrets
+from .. import redaction
 from ..cost import Usage
 from ..exceptions import ErrorClass, ProviderError, UsageError
 from ._http import (
@@ -95,8 +95,8 @@ class AnthropicProvider:
             raise UsageError(f"providers.anthropic: unknown option(s) {', '.join(unknown)}")
         key_env = str(opts.get("api_key_env") or "ANTHROPIC_API_KEY")
         self._key = (env if env is not None else os.environ).get(key_env) or None
-        secrets.register(self._key)
-        secrets.install_log_filter()
+        redaction.register(self._key)
+        redaction.install_log_filter()
         self.max_tokens = positive_int(opts.get("max_tokens"), "anthropic.max_tokens")
         timeout = positive_seconds(opts.get("timeout", 600), "anthropic.timeout")
         if client is None:

@@ -26,7 +26,7 @@ import httpx2
 import openai
 from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 
-from .. import secrets
+from .. import redaction
 from ..cost import Usage
 from ..exceptions import ErrorClass, ProviderError, UsageError
 from ._http import (
@@ -94,8 +94,8 @@ class OpenAIProvider:
         default_env = "OPENAI_COMPATIBLE_API_KEY" if compatible else "OPENAI_API_KEY"
         key_env = str(opts.get("api_key_env") or default_env)
         self._key = (env if env is not None else os.environ).get(key_env) or None
-        secrets.register(self._key)
-        secrets.install_log_filter()
+        redaction.register(self._key)
+        redaction.install_log_filter()
         self.max_tokens = positive_int(opts.get("max_tokens"), f"{self.kind}.max_tokens")
         timeout = positive_seconds(opts.get("timeout", 600), f"{self.kind}.timeout")
         if client is None:

@@ -12,7 +12,7 @@ from ..cost import ZERO, Price, Usage
 from ..exceptions import ErrorClass, ProviderError
 from ..plan import Task
 from ..providers.base import CompletionRequest, Message, Provider
-from ..secrets import redact
+from ..redaction import redact
 from ..styles import instruction
 from .governor import Gate
 

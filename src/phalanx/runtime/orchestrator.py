@@ -7,9 +7,10 @@ All decisions are delegated to pure pieces (``DagState``, ``ReadyQueue``, polici
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,8 +32,10 @@ from ..events import (
     TaskSkipped,
     TaskSucceeded,
 )
+from ..exceptions import ErrorClass
+from ..hooks import HookOutcome, HookRunner, from_config, payload
 from ..ids import TaskId
-from ..plan import Plan
+from ..plan import Plan, Task
 from .engine import Engine
 from .executor import AgentRunner, Attempt, Outcome, Upstream
 from .governor import Gate, RateGovernor
@@ -83,6 +86,7 @@ class Orchestrator:
         seed: int = 0,
         gate: RunGate | None = None,
         checkpoint: Callable[[], None] | None = None,
+        hooks: HookRunner | None = None,
     ) -> None:
         self.plan = plan
         self.run_id = run_id
@@ -111,6 +115,12 @@ class Orchestrator:
         self.status: RunStatus = "running"
         self.spent = self.prior.spent
         self.checkpoint = checkpoint or (lambda: None)  # called between event groups
+        self.hooks = hooks or HookRunner()
+        self.agent_hooks = {
+            a.name or "": self.hooks.combined(from_config(list(a.hooks))) if a.hooks else self.hooks
+            for a in plan.agents
+        }
+        self._hook_tasks: set[asyncio.Task[Any]] = set()
         self.exhausted: str | None = None  # why a budget stopped new work
         if gate is not None:
             gate.bind(self)
@@ -162,6 +172,15 @@ class Orchestrator:
         self.ready.extend(self.dag.initially_ready())
         await self.engine.start(self.runners, self._deliver)
         try:
+            await self._fire(
+                "on_run_start",
+                self.hooks,
+                None,
+                plan=self.plan.name,
+                session=self.prior.session,
+                tasks=len(self.plan.tasks),
+                agents=[a.name for a in self.plan.agents],
+            )
             await self._loop()
             if self.exhausted:
                 self.status = "budget_exhausted"
@@ -177,6 +196,7 @@ class Orchestrator:
             for h in self._retry_handles:
                 h.cancel()
             await self.engine.stop()
+            await self._end_hooks()
             self.emit(RunFinished(ts=self.now(), status=self.status, reason=self._reason()))
         return self.status
 
@@ -284,16 +304,19 @@ class Orchestrator:
             )
             for n in task.needs
         )
-        self.engine.submit(
-            Attempt(
-                run_id=self.run_id,
-                attempt_id=aid,
-                attempt_no=rec.attempts + 1,
-                task=task,
-                agent=agent.name,
-                upstream=upstream,
-            )
+        attempt = Attempt(
+            run_id=self.run_id,
+            attempt_id=aid,
+            attempt_no=rec.attempts + 1,
+            task=task,
+            agent=agent.name,
+            upstream=upstream,
         )
+        hooks = self.agent_hooks[agent.name]
+        if "before_task" in hooks.points():
+            self._background(self._vet_then_submit(attempt, hooks))
+        else:
+            self.engine.submit(attempt)
 
     # -- outcomes --------------------------------------------------------------------------
     def _on_outcome(self, o: Outcome) -> None:
@@ -342,6 +365,7 @@ class Orchestrator:
                     parsed=o.parsed,
                 )
             )
+            self._after_hooks(o, False)
             self.ready.extend(self.dag.succeed(tid))
             return
         rec.attempts += 1
@@ -356,6 +380,7 @@ class Orchestrator:
             cap=self.plan.retry.cap_seconds,
             rng=self.rng,
         )
+        self._after_hooks(o, decision.retry)
         if decision.retry:
             rec.state = "retrying"
             self.dag.requeue(tid)
@@ -464,6 +489,85 @@ class Orchestrator:
         self.spent = self.spent + usage
         self._check_budget()
 
+    # -- hooks -----------------------------------------------------------------------------
+    async def _fire(
+        self, point: str, hooks: HookRunner, agent: str | None, **fields: Any
+    ) -> HookOutcome:
+        if point not in hooks.points():
+            return HookOutcome()
+        outcome = await hooks.fire(point, payload(point, run_id=self.run_id, agent=agent, **fields))
+        for failure in outcome.failures:
+            self.emit(failure.alert(self.now(), agent))
+        return outcome
+
+    def _background(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._hook_tasks.add(task)
+        task.add_done_callback(self._hook_tasks.discard)
+
+    async def _vet_then_submit(self, attempt: Attempt, hooks: HookRunner) -> None:
+        verdict = await self._fire(
+            "before_task",
+            hooks,
+            attempt.agent,
+            task=_task_info(attempt.task),
+            attempt=attempt.attempt_no,
+        )
+        if attempt.attempt_id not in self.inflight:
+            return  # the run stopped this attempt meanwhile
+        if verdict.veto:
+            self._deliver(
+                Outcome(
+                    attempt_id=attempt.attempt_id,
+                    task_id=attempt.task.id,
+                    agent=attempt.agent,
+                    ok=False,
+                    duration=0.0,
+                    error_class=ErrorClass.VETOED,
+                    error=f"vetoed by a before_task hook: {verdict.reason}",
+                )
+            )
+        else:
+            self.engine.submit(attempt)
+
+    def _after_hooks(self, o: Outcome, retrying: bool) -> None:
+        hooks = self.agent_hooks.get(o.agent, self.hooks)
+        task = _task_info(self.tasks[TaskId(o.task_id)])
+        if o.ok and "after_task" in hooks.points():
+            self._background(
+                self._fire(
+                    "after_task",
+                    hooks,
+                    o.agent,
+                    task=task,
+                    output=o.output[:4000],
+                    usage=o.usage.to_dict(),
+                )
+            )
+        elif not o.ok and "on_error" in hooks.points():
+            self._background(
+                self._fire(
+                    "on_error",
+                    hooks,
+                    o.agent,
+                    task=task,
+                    error_class=str(o.error_class),
+                    error=o.error,
+                    retrying=retrying,
+                )
+            )
+
+    async def _end_hooks(self) -> None:
+        """Let hook calls in flight finish (bounded), then fire on_run_end."""
+        if self._hook_tasks:
+            await asyncio.wait(list(self._hook_tasks), timeout=30)
+        if "on_run_end" in self.hooks.points():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(30):
+                    await self._fire(
+                        "on_run_end", self.hooks, None, status=self.status, reason=self._reason()
+                    )
+
 
 class RunGate(Gate):
     """The gate a run gives its executors: the governor, the run's spend, events."""
@@ -495,3 +599,13 @@ class RunGate(Gate):
     def note(self, event: type[Event], **fields: Any) -> None:
         if self.orchestrator is not None:
             self.orchestrator.emit(event(ts=self.orchestrator.now(), **fields))
+
+
+def _task_info(t: Task) -> dict[str, Any]:
+    return {
+        "id": t.id,
+        "title": t.label,
+        "category": t.category,
+        "role": t.role,
+        "prompt": t.prompt[:2000],
+    }
