@@ -155,10 +155,12 @@ class SimProvider:
 
 
 def _answer(req: CompletionRequest, n_words: int, rng: random.Random) -> str:
+    """A simulated answer that is valid in the request's style (so styles can be exercised)."""
     start = _TEXT.index(" ", rng.randrange(0, len(_TEXT) // 2)) + 1
-    body = _TEXT[start : start + 8 * min(n_words, 400)].strip()
+    limit = 30 if req.style == "ultra_concise" else 140 if req.style == "concise" else 400
+    body = _TEXT[start : start + 8 * min(n_words, limit)].rsplit(" ", 1)[0].strip() or "done"
+    body = " ".join(body.split()[: limit - 6])
     who = f"{req.agent or 'agent'} ({req.role or 'agent'})"
-    head = f"[simulated] {who} on {req.title or req.task_id}"
     if req.style == "json":
         return json.dumps(
             {"simulated": True, "task": req.task_id, "agent": req.agent, "summary": body}
@@ -168,5 +170,9 @@ def _answer(req: CompletionRequest, n_words: int, rng: random.Random) -> str:
     if req.style == "table":
         return f"| simulated | task | summary |\n|---|---|---|\n| yes | {req.task_id} | {body} |\n"
     if req.style == "html":
-        return f"<section><h1>{head}</h1><p>{body}</p></section>"
-    return f"{head}: {body}"
+        return f"<section><h1>[simulated] {who}</h1><p>{body}</p></section>"
+    if req.style == "markdown":
+        return f"# [simulated] {who} on {req.title or req.task_id}\n\n{body}\n"
+    if req.style == "tts":
+        return f"Simulated answer. {body.capitalize()}."
+    return f"[simulated] {who} on {req.title or req.task_id}: {body}"
