@@ -230,12 +230,12 @@ def o_chunks(
 
 
 def openai_provider(
-    server: Server, *, compatible: bool = False, key: str = OPENAI_CANARY
+    server: Server, *, compatible: bool = False, key: str = OPENAI_CANARY, stream: bool = True
 ) -> OpenAIProvider:
     client = openai.AsyncOpenAI(
         api_key=key, base_url=LOCAL_URL, max_retries=0, http_client=server.http_client()
     )
-    options = {"base_url": LOCAL_URL} if compatible else {}
+    options: dict[str, Any] = {"base_url": LOCAL_URL, "stream": stream} if compatible else {}
     env_var = "OPENAI_COMPATIBLE_API_KEY" if compatible else "OPENAI_API_KEY"
     return OpenAIProvider(
         "gpt-test", options, compatible=compatible, client=client, env={env_var: key}
@@ -1161,3 +1161,72 @@ def test_openai_sends_tools_and_tool_turns() -> None:
     }
     assert body["messages"][3] == {"role": "tool", "tool_call_id": "t1", "content": "3 matches"}
     assert body["messages"][4]["tool_call_id"] == "t2"
+
+
+# --------------------------------------------------------------------------- whole answers
+
+
+def test_compatible_servers_answer_in_one_piece_by_default() -> None:
+    body = {
+        "id": "c1",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "m",
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "stop",
+                "message": {"role": "assistant", "content": "Hello whole."},
+            }
+        ],
+        "usage": {"prompt_tokens": 30, "completion_tokens": 4, "total_tokens": 34},
+    }
+    server = Server(lambda r: error_response(200, body))
+    provider = openai_provider(server, compatible=True, stream=False)
+    c = run(provider.complete(REQUEST))
+    assert c.text == "Hello whole." and c.stop_reason == "end"
+    assert (c.usage.input_tokens, c.usage.output_tokens) == (30, 4)
+    assert server.body()["stream"] is False
+    assert "stream_options" not in server.body()
+    default = OpenAIProvider("m", {"base_url": LOCAL_URL}, compatible=True, env={})
+    assert default.stream is False
+    assert OpenAIProvider("m", {}, env={"OPENAI_API_KEY": "k" * 12}).stream is True
+
+
+def test_compatible_whole_answer_context_length_and_tool_calls() -> None:
+    overflow = {
+        "error": {
+            "message": "This model's maximum context length is 2048 tokens.",
+            "type": "invalid_request_error",
+            "code": "context_length_exceeded",
+        }
+    }
+    server = Server(lambda r: error_response(400, overflow))
+    with pytest.raises(ProviderError) as err:
+        run(openai_provider(server, compatible=True, stream=False).complete(REQUEST))
+    assert err.value.error_class is ErrorClass.CONTEXT_LENGTH
+    call = {
+        "id": "c9",
+        "type": "function",
+        "function": {"name": "search", "arguments": '{"q": "x"}'},
+    }
+    body = {
+        "id": "c2",
+        "object": "chat.completion",
+        "created": 0,
+        "model": "m",
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "tool_calls",
+                "message": {"role": "assistant", "content": None, "tool_calls": [call]},
+            }
+        ],
+    }
+    c = run(
+        openai_provider(
+            Server(lambda r: error_response(200, body)), compatible=True, stream=False
+        ).complete(REQUEST)
+    )
+    assert c.stop_reason == "tool_use"
+    assert c.tool_calls == (ToolCall(id="c9", name="search", arguments={"q": "x"}),)

@@ -122,6 +122,7 @@ class LocalModelProvider:
                 model_path=self.path,
                 n_ctx=self.opts.n_ctx,
                 n_threads=self.threads,
+                n_threads_batch=self.threads,
                 verbose=False,
                 seed=self.opts.seed,
             )

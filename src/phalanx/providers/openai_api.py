@@ -42,7 +42,7 @@ from .base import Completion, CompletionRequest, Message, StopReason, ToolCall
 
 __all__ = ["OpenAIProvider", "classify"]
 
-_OPTIONS = frozenset({"api_key_env", "base_url", "timeout", "max_tokens"})
+_OPTIONS = frozenset({"api_key_env", "base_url", "timeout", "max_tokens", "stream"})
 _STOP: dict[str, StopReason] = {
     "stop": "end",
     "length": "max_tokens",
@@ -106,8 +106,14 @@ class OpenAIProvider:
                 api_key=self._key or "none", max_retries=0, timeout=timeout, **kwargs
             )
         self._client = client
+        # Compatible servers differ in what they stream (llama.cpp's sends no usage, and a
+        # context overflow arrives as an empty 200 stream), so they answer in one piece
+        # unless the plan says `stream: true`.
+        self.stream = bool(opts.get("stream", not compatible))
 
     async def complete(self, request: CompletionRequest) -> Completion:
+        if not self.stream:
+            return await self._complete_whole(request)
         acc = _Accumulator()
         try:
             stream = await self._client.chat.completions.create(**self._params(request))
@@ -125,6 +131,40 @@ class OpenAIProvider:
                 error_class=ErrorClass.STREAM_CUT,
             )
         return acc.completion(self.name)
+
+    async def _complete_whole(self, request: CompletionRequest) -> Completion:
+        params = self._params(request)
+        params.pop("stream_options", None)
+        params["stream"] = False
+        try:
+            response = await self._client.chat.completions.create(**params)
+        except (openai.OpenAIError, httpx2.HTTPError, json.JSONDecodeError) as exc:
+            raise classify(exc, secret=self._key, name=self.name) from None
+        if not response.choices:
+            raise ProviderError(
+                f"{self.name}: the answer had no choices", error_class=ErrorClass.SERVER_ERROR
+            )
+        choice = response.choices[0]
+        u = response.usage
+        cached = 0
+        if u is not None and u.prompt_tokens_details is not None:
+            cached = u.prompt_tokens_details.cached_tokens or 0
+        calls = tuple(
+            _tool_call({"id": c.id, "name": c.function.name, "json": c.function.arguments or ""})
+            for c in (choice.message.tool_calls or ())
+            if c.type == "function"
+        )
+        return Completion(
+            text=choice.message.content or "",
+            usage=Usage(
+                input_tokens=max(0, (u.prompt_tokens if u else 0) - cached),
+                output_tokens=u.completion_tokens if u else 0,
+                cache_read_tokens=cached,
+            ),
+            stop_reason=_STOP.get(choice.finish_reason or "", "error"),
+            model=self.name,
+            tool_calls=calls,
+        )
 
     def _params(self, request: CompletionRequest) -> dict[str, Any]:
         messages = [_message(m) for m in request.messages]

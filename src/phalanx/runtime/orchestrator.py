@@ -355,6 +355,7 @@ class Orchestrator:
                 o.agent,
                 o.attempt_id,
             )
+            rec.error_class = rec.error = None  # earlier failed attempts are in the journal
             self.emit(
                 TaskSucceeded(
                     ts=self.now(),
