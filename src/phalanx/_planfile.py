@@ -17,7 +17,7 @@ from .agents import AgentSpec, Category
 from .cost import Price
 from .exceptions import PlanError
 from .ids import AgentName, TaskId
-from .plan import Limits, Plan, RetryConfig, Task
+from .plan import Commands, Limits, Plan, RetryConfig, Task
 from .runtime.governor import RateLimit
 
 _STRICT = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
@@ -55,8 +55,10 @@ class AgentModel(BaseModel):
     style: str = "text"
     provider: str | None = None
     system: str = ""
-    context: list[str] = []
+    context: list[str | dict[str, str]] = []
+    context_max_tokens: int = Field(default=4000, ge=1, le=1_000_000)
     tools: list[str] = []
+    max_turns: int = Field(default=8, ge=1, le=1000)
     hooks: list[Any] = []
 
     _as_list = field_validator("skills", "context", "tools", "names", mode="before")(_str_list)
@@ -81,7 +83,9 @@ class AgentModel(BaseModel):
                 provider=self.provider,
                 system_prompt=self.system,
                 context=tuple(self.context),
+                context_max_tokens=self.context_max_tokens,
                 tools=tuple(self.tools),
+                max_turns=self.max_turns,
                 hooks=tuple(self.hooks),
             )
             for n in names
@@ -144,6 +148,13 @@ class PriceModel(BaseModel):
     cache_write: float | None = Field(default=None, ge=0)
 
 
+class CommandsModel(BaseModel):
+    model_config = _STRICT
+
+    allow: list[str] = []
+    timeout: float = Field(default=60.0, gt=0)
+
+
 class LimitsModel(BaseModel):
     model_config = _STRICT
 
@@ -173,6 +184,9 @@ class PlanModel(BaseModel):
     limits: LimitsModel = LimitsModel()
     retry: RetryModel = RetryModel()
     hooks: list[Any] = []
+    workspace: str | None = None
+    commands: CommandsModel = CommandsModel()
+    isolation: Literal["none", "worktree"] = "none"
     agents: list[AgentModel] = Field(min_length=1)
     tasks: list[TaskModel] = Field(min_length=1)
 
@@ -349,6 +363,9 @@ def plan_from_data(
             ),
             prices={k: Price(**v.model_dump()) for k, v in model.prices.items()},
             hooks=model.hooks,
+            workspace=model.workspace,
+            commands=Commands(allow=tuple(model.commands.allow), timeout=model.commands.timeout),
+            isolation=model.isolation,
             retry=RetryConfig(**model.retry.model_dump()),
             policy=model.policy,
             provider=model.provider,
@@ -409,6 +426,9 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "limits": lim,
         "prices": {k: vars_of(v) for k, v in plan.prices.items()},
         "hooks": [h for h in plan.hooks if isinstance(h, dict)],
+        "workspace": plan.workspace,
+        "commands": {"allow": list(plan.commands.allow), "timeout": plan.commands.timeout},
+        "isolation": plan.isolation,
         "retry": vars_of(plan.retry),
         "agents": [
             {
@@ -420,7 +440,9 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
                 "provider": a.provider,
                 "system": a.system_prompt,
                 "context": list(a.context),
+                "context_max_tokens": a.context_max_tokens,
                 "tools": list(a.tools),
+                "max_turns": a.max_turns,
                 "hooks": [h for h in a.hooks if isinstance(h, dict | str)],
             }
             for a in plan.agents

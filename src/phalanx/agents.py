@@ -94,8 +94,10 @@ class AgentSpec:
     style: str = "text"
     provider: str | None = None
     system_prompt: str = ""
-    context: tuple[str, ...] = ()
-    tools: tuple[str, ...] = ()
+    context: tuple[Any, ...] = ()  # text, {text:}, {file:}, {glob:} (see phalanx.context)
+    context_max_tokens: int = 4000
+    tools: tuple[str, ...] = ()  # built-in tool names, or names of tools given to run()
+    max_turns: int = 8  # model calls per attempt (tool rounds and style re-asks)
     hooks: tuple[Any, ...] = field(default=(), compare=False)
     options: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
@@ -116,7 +118,7 @@ class AgentSpec:
     def set_output_style(self, style: str) -> AgentSpec:
         return dataclasses.replace(self, style=style)
 
-    def configure_context(self, *context: str) -> AgentSpec:
+    def configure_context(self, *context: Any) -> AgentSpec:
         return dataclasses.replace(self, context=self.context + tuple(context))
 
     def add_hooks(self, *hooks: Any) -> AgentSpec:

@@ -19,8 +19,9 @@ from typing import Any, TypeVar
 
 from ._planfile import plan_to_dict
 from .agents import AgentSpec
+from .context import load_context
 from .cost import Usage, price_for
-from .events import Event, EventSink
+from .events import Alert, Event, EventSink
 from .exceptions import PlanError, UsageError
 from .hooks import from_config
 from .journal import Journal
@@ -32,6 +33,8 @@ from .runtime.governor import Gate, RateGovernor
 from .runtime.orchestrator import Orchestrator, Prior, RunGate, TaskRecord
 from .status import Snapshot, StatusTracker
 from .styles import extension
+from .tools import BUILTIN_TOOLS, ToolContext, ToolSpec
+from .workspace import Workspace
 
 __all__ = ["RunResult", "TaskResult", "resume", "run", "run_sync", "state_dir"]
 
@@ -64,6 +67,7 @@ class RunResult:
     simulated: bool
     journal_path: Path
     outputs_dir: Path
+    changes: Mapping[str, list[str]] | None = None  # per agent, with isolation: worktree
 
     @property
     def usage(self) -> Usage:
@@ -135,11 +139,20 @@ def _coerce_plan(plan: Plan | str | os.PathLike[str]) -> Plan:
     return plan if isinstance(plan, Plan) else load_plan(str(plan))
 
 
-def _providers(plan: Plan, seed: int, flag: str | None = None) -> dict[str, Provider]:
-    """One provider instance per ``provider:model``; errors name the file and field."""
+def _providers(
+    plan: Plan,
+    seed: int,
+    flag: str | None = None,
+    given: Mapping[str, Provider] | None = None,
+) -> dict[str, Provider]:
+    """One provider instance per ``provider:model`` (``given`` ones first); errors name the
+    file and field."""
     names = {a.provider or plan.provider or DEFAULT_PROVIDER for a in plan.agents}
     out = {}
     for name in sorted(names):
+        if given and name in given:
+            out[name] = given[name]
+            continue
         try:
             out[name] = resolve_provider(name, plan.providers, seed=seed)
         except PlanError as exc:  # a bad option: it names its own field
@@ -164,10 +177,31 @@ def _provider_field(plan: Plan, name: str) -> str:
     return "provider"
 
 
-def _runners(plan: Plan, providers: Mapping[str, Provider], gate: Gate) -> dict[str, AgentRunner]:
+def _runners(
+    plan: Plan,
+    providers: Mapping[str, Provider],
+    gate: Gate,
+    workspaces: Mapping[str, Workspace],
+    tools: Mapping[str, ToolSpec],
+) -> dict[str, AgentRunner]:
     runners = {}
-    for a in plan.agents:
+    for i, a in enumerate(plan.agents):
+        workspace = workspaces[a.name or ""]
+        ctx = ToolContext(
+            workspace=workspace,
+            allowed_commands=frozenset(plan.commands.allow),
+            command_timeout=plan.commands.timeout,
+        )
         name = a.provider or plan.provider or DEFAULT_PROVIDER
+        try:
+            bundle = load_context(
+                a.context,
+                workspace,
+                max_tokens=a.context_max_tokens,
+                where=f"context of agent {a.name}",
+            )
+        except PlanError as exc:
+            raise PlanError(exc.detail, file=plan.source, field=exc.field) from None
         runners[a.name or ""] = AgentRunner(
             a,
             providers[name],
@@ -175,8 +209,97 @@ def _runners(plan: Plan, providers: Mapping[str, Provider], gate: Gate) -> dict[
             gate=gate,
             key=name,
             price=price_for(name, plan.prices),
+            tools={t: _tool(plan, tools, t, a.name or str(i)) for t in a.tools},
+            tool_context=ctx,
+            context=bundle.text,
+            context_tokens=bundle.tokens,
+            max_turns=a.max_turns,
         )
     return runners
+
+
+def _tool(plan: Plan, tools: Mapping[str, ToolSpec], name: str, agent: str) -> ToolSpec:
+    if name not in tools:
+        raise PlanError(
+            f"unknown tool {name!r} for agent {agent} (known: {', '.join(sorted(tools))})",
+            file=plan.source,
+            field="agents.tools",
+        )
+    return tools[name]
+
+
+def _agent_workspaces(
+    plan: Plan, run_id: str, workspace: Path, journal: Journal
+) -> dict[str, Workspace]:
+    """Every agent's sandbox: the run's workspace, or with ``isolation: worktree`` a git
+    worktree of it on a branch of its own."""
+    names = [a.name or "" for a in plan.agents]
+    if plan.isolation != "worktree":
+        shared = Workspace(workspace, create=True)
+        return dict.fromkeys(names, shared)
+    from . import isolation
+
+    paths = isolation.prepare(workspace, run_id, names, _worktrees(journal, run_id))
+    return {n: Workspace(p) for n, p in paths.items()}
+
+
+def _worktrees(journal: Journal, run_id: str) -> Path:
+    return state_dir_of(journal) / "runs" / run_id / "worktrees"
+
+
+def _finish_isolation(
+    plan: Plan, run_id: str, journal: Journal, orch: Orchestrator
+) -> dict[str, list[str]] | None:
+    """Commit each agent's worktree on its branch and say what changed (merging stays the
+    user's decision: ``phalanx merge RUN_ID``)."""
+    if plan.isolation != "worktree":
+        return None
+    from . import isolation
+
+    root = _worktrees(journal, run_id)
+    changed: dict[str, list[str]] | None = None
+    try:
+        changed = isolation.finish(root)
+        isolation.cleanup(root)
+        message = (
+            isolation.render_changes(changed).replace("\n", "; ")
+            + f" · merge with: phalanx merge {run_id}"
+        )
+    except UsageError as exc:
+        message = str(exc)
+    journal.append(
+        run_id, orch.prior.session, Alert(ts=time.time(), kind="isolation", message=message)
+    )
+    return changed
+
+
+def merge_run(run_id: str, *, state: str | os.PathLike[str] | None = None) -> Any:
+    """Merge every agent branch of a ``isolation: worktree`` run into the workspace repo;
+    returns an :class:`phalanx.isolation.MergeReport` (conflicts listed, none left open)."""
+    from . import isolation
+
+    journal = Journal(state_dir(state) / "journal.sqlite")
+    rec = journal.get_run(run_id)
+    journal.close()
+    root = _worktrees(journal, rec.run_id)
+    if not (root / isolation.BASE_FILE).exists():
+        raise UsageError(f"run {rec.run_id} did not use isolation: worktree")
+    return isolation.merge(root)
+
+
+def _workspace(plan: Plan, run_dir: Path, override: str | os.PathLike[str] | None) -> Path:
+    """The agents' sandbox: the argument, the plan's ``workspace`` (relative to the plan
+    file), or a fresh folder beside the run's outputs."""
+    if override is not None:
+        return Path(override).resolve()
+    if plan.workspace:
+        base = (
+            Path(plan.source).resolve().parent
+            if plan.source and Path(plan.source).is_file()
+            else Path.cwd()
+        )
+        return (base / plan.workspace).resolve()
+    return (run_dir / "workspace").resolve()
 
 
 def _check_budgets(plan: Plan, providers: Mapping[str, Provider]) -> None:
@@ -204,24 +327,31 @@ async def run(
     run_id: str | None = None,
     sinks: Sequence[EventSink] = (),
     hooks: Sequence[Any] = (),
+    tools: Sequence[ToolSpec] = (),
+    workspace: str | os.PathLike[str] | None = None,
+    custom_providers: Mapping[str, Provider] | None = None,
     engine: Engine | None = None,
     flush_interval: float = 0.05,
 ) -> RunResult:
     """Run a plan (a :class:`Plan` or a plan file) to the end; returns its :class:`RunResult`.
 
     Overrides: ``agents`` (fleet size), ``policy``, ``provider`` (for every agent).
+    ``hooks``: Python hooks for the run; ``tools``: Python tools agents may name;
+    ``workspace``: the agents' sandbox; ``custom_providers``: ``{name: Provider}`` used for
+    agents whose provider is ``name`` (your own models, scripted models in tests).
     """
     p = _coerce_plan(plan).with_overrides(policy=policy, provider=provider, agents=agents)
-    providers = _providers(p, seed, flag=provider)
+    providers = _providers(p, seed, flag=provider, given=custom_providers)
     journal = Journal(state_dir(state) / "journal.sqlite")
     rid = run_id or new_run_id()
     simulated = any(is_simulated(n) for n in providers)
+    ws = _workspace(p, state_dir_of(journal) / "runs" / rid, workspace)
     journal.create_run(
         run_id=rid,
         plan_name=p.name,
         plan_source=p.source,
         plan=plan_to_dict(p),
-        options={"seed": seed},
+        options={"seed": seed, "workspace": str(ws)},
         simulated=simulated,
         task_count=len(p.tasks),
     )
@@ -234,6 +364,8 @@ async def run(
         seed=seed,
         sinks=sinks,
         hooks=hooks,
+        tools=tools,
+        workspace=ws,
         engine=engine,
         flush_interval=flush_interval,
     )
@@ -245,6 +377,8 @@ async def resume(
     state: str | os.PathLike[str] | None = None,
     sinks: Sequence[EventSink] = (),
     hooks: Sequence[Any] = (),
+    tools: Sequence[ToolSpec] = (),
+    custom_providers: Mapping[str, Provider] | None = None,
     engine: Engine | None = None,
     flush_interval: float = 0.05,
 ) -> RunResult:
@@ -253,7 +387,7 @@ async def resume(
     rec = journal.get_run(run_id)
     plan = Plan.from_dict(rec.plan, source=rec.plan_source)
     seed = int(rec.options.get("seed", 0))
-    providers = _providers(plan, seed)
+    providers = _providers(plan, seed, given=custom_providers)
     results = journal.results(rec.run_id)
     terminal = {
         tid: (row["state"], row["error_class"], row["error"])
@@ -276,6 +410,11 @@ async def resume(
         seed=seed,
         sinks=sinks,
         hooks=hooks,
+        tools=tools,
+        workspace=Path(
+            rec.options.get("workspace")
+            or _workspace(plan, state_dir_of(journal) / "runs" / rec.run_id, None)
+        ),
         engine=engine,
         flush_interval=flush_interval,
     )
@@ -291,6 +430,8 @@ async def _execute(
     seed: int,
     sinks: Sequence[EventSink],
     hooks: Sequence[Any] = (),
+    tools: Sequence[ToolSpec] = (),
+    workspace: Path,
     engine: Engine | None,
     flush_interval: float,
 ) -> RunResult:
@@ -307,7 +448,13 @@ async def _execute(
         plan,
         run_id=run_id,
         engine=engine or LocalEngine(),
-        runners=_runners(plan, providers, gate),
+        runners=_runners(
+            plan,
+            providers,
+            gate,
+            _agent_workspaces(plan, run_id, workspace, journal),
+            {**BUILTIN_TOOLS, **{t.name: t for t in tools}},
+        ),
         sinks=[
             _JournalSink(journal, run_id, prior.session),
             tracker,
@@ -320,6 +467,7 @@ async def _execute(
         checkpoint=journal.flush_if_full,
         hooks=from_config([*plan.hooks, *hooks], where="hooks", file=plan.source),
     )
+    changes: dict[str, list[str]] | None = None
     flusher = asyncio.get_running_loop().create_task(_flush_every(journal, flush_interval))
     outputs = state_dir_of(journal) / "runs" / run_id / "outputs"
     try:
@@ -328,6 +476,7 @@ async def _execute(
         flusher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await flusher
+        changes = _finish_isolation(plan, run_id, journal, orch)
         journal.flush()
         _write_outputs(outputs, plan, orch.records)
         journal.close()
@@ -342,6 +491,7 @@ async def _execute(
         simulated=simulated,
         journal_path=journal.path,
         outputs_dir=outputs,
+        changes=changes,
     )
 
 

@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--quiet", "-q", action="store_true", help="no per-task lines")
     rs.add_argument("--no-tui", action="store_true", help="plain lines even on a terminal")
 
+    mg = sub.add_parser("merge", help="merge the agent branches of an isolation: worktree run")
+    mg.add_argument("run_id", metavar="RUN_ID")
+
     ls = sub.add_parser("runs", help="list runs in the journal")
     ls.add_argument("--json", action="store_true", help="machine-readable output")
 
@@ -111,6 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         handler = {
+            "merge": _cmd_merge,
             "run": _cmd_run,
             "resume": _cmd_resume,
             "runs": _cmd_runs,
@@ -197,6 +201,14 @@ def _cmd_resume(args: argparse.Namespace) -> int:
     sinks = _progress_sinks(args)
     result = _drive(resume(args.run_id, state=args.state_dir, sinks=sinks))
     return _finish(result, args.run_id)
+
+
+def _cmd_merge(args: argparse.Namespace) -> int:
+    from .api import merge_run
+
+    report = merge_run(args.run_id, state=args.state_dir)
+    print(report.render())
+    return 0 if report.ok else 1
 
 
 def _cmd_runs(args: argparse.Namespace) -> int:

@@ -82,6 +82,12 @@ def render_summary(r: RunResult) -> str:
             f"  speedup: {s.speedup:.1f}x over the sum of task times "
             f"({s.busy_seconds:.2f}s of work in {s.elapsed:.2f}s)"
         )
+    if r.changes is not None:
+        lines.append("  changed files (each agent on its own branch):")
+        lines += [
+            f"    {agent}: {', '.join(files) or 'nothing'}" for agent, files in r.changes.items()
+        ]
+        lines.append(f"  merge them with: phalanx merge {r.run_id}")
     lines.append(f"  outputs: {r.outputs_dir}/")
     lines.append(f"  journal: {r.journal_path} · details: phalanx status {r.run_id}")
     if r.status == "interrupted":

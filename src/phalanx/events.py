@@ -44,6 +44,7 @@ class AgentInfo:
     provider: str
     style: str = "text"
     skills: tuple[str, ...] = ()
+    context_tokens: int = 0
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -21,6 +21,7 @@ from .runtime.governor import RateLimit
 
 __all__ = [
     "POLICIES",
+    "Commands",
     "Limits",
     "Plan",
     "RetryConfig",
@@ -76,6 +77,14 @@ class RetryConfig:
     cap_seconds: float = 30.0
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Commands:
+    """What ``run_command`` may start: executables by name, and the longest it may run."""
+
+    allow: tuple[str, ...] = ()
+    timeout: float = 60.0
+
+
 @dataclass(frozen=True, kw_only=True)
 class Plan:
     """A validated plan. Build with :meth:`build`, :meth:`from_dict` or :func:`load_plan`."""
@@ -90,6 +99,9 @@ class Plan:
     providers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     prices: Mapping[str, Price] = field(default_factory=dict)  # overrides cost.PRICES
     hooks: tuple[Any, ...] = field(default=(), compare=False)  # run-level hooks
+    workspace: str | None = None  # the agents' sandbox (relative to the plan file)
+    commands: Commands = Commands()
+    isolation: str = "none"  # "worktree": each agent in its own git worktree and branch
     source: str | None = None  # the file it came from, for messages
     raw: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
@@ -108,6 +120,9 @@ class Plan:
         providers: Mapping[str, Mapping[str, Any]] | None = None,
         prices: Mapping[str, Price] | None = None,
         hooks: Sequence[Any] = (),
+        workspace: str | None = None,
+        commands: Commands | None = None,
+        isolation: str = "none",
         source: str | None = None,
         raw: Mapping[str, Any] | None = None,
     ) -> Plan:
@@ -122,6 +137,9 @@ class Plan:
             providers=dict(providers or {}),
             prices=dict(prices or {}),
             hooks=tuple(hooks),
+            workspace=workspace,
+            commands=commands or Commands(),
+            isolation=isolation,
             source=source,
             raw=raw,
         )
@@ -234,6 +252,8 @@ class Plan:
             raise self._error("agents", "a plan needs at least one agent")
         if not self.tasks:
             raise self._error("tasks", "a plan needs at least one task")
+        if self.isolation not in ("none", "worktree"):
+            raise self._error("isolation", f"unknown isolation {self.isolation!r} (none, worktree)")
         if self.policy not in POLICIES:
             raise self._error(
                 "policy", f"unknown policy {self.policy!r} (choose from {', '.join(POLICIES)})"

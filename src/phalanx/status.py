@@ -54,6 +54,7 @@ class AgentStatus:
     usage: Usage = ZERO
     waiting_until: float | None = None
     waiting_for: str = ""
+    context_tokens: int = 0
 
 
 @dataclass(slots=True)
@@ -180,7 +181,9 @@ class StatusTracker:
             self.started = e.ts
         self.agents = {
             a.name: self.agents.get(a.name)
-            or AgentStatus(name=a.name, role=a.role, provider=a.provider)
+            or AgentStatus(
+                name=a.name, role=a.role, provider=a.provider, context_tokens=a.context_tokens
+            )
             for a in e.agents
         }
         for a in self.agents.values():
@@ -332,6 +335,7 @@ def _copy(a: AgentStatus, now: float) -> AgentStatus:
         usage=a.usage,
         waiting_until=a.waiting_until,
         waiting_for=a.waiting_for,
+        context_tokens=a.context_tokens,
     )
 
 
@@ -397,9 +401,10 @@ def render_text(s: Snapshot, *, max_agents: int = 40) -> str:
                 break
             shown += 1
             what = a.task_title or ("idle" if a.state == "idle" else a.state)
+            ctx = f" · context {a.context_tokens:,} tokens" if a.context_tokens else ""
             out.append(
                 f"    - {a.name}: {what} [{bar(agent_progress(a))}] "
-                f"{agent_progress(a) * 100:.0f}% ({a.done}/{a.assigned})"
+                f"{agent_progress(a) * 100:.0f}% ({a.done}/{a.assigned}){ctx}"
             )
     out += ["", "Level 3 · swarm"]
     out += ["  " + line for line in swarm_lines(s)]

@@ -1,4 +1,4 @@
-"""Test helpers that ship with phalanx: a virtual-time event loop.
+"""Test helpers that ship with phalanx: a virtual-time event loop and a scripted model.
 
 ``run_virtual(coro)`` runs a coroutine on an event loop whose clock jumps straight to the
 next timer whenever nothing is ready, so an hour of simulated rate limits, backoffs and
@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import selectors
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
-__all__ = ["VirtualTimeLoop", "run_virtual"]
+from .cost import Usage
+from .providers.base import Completion, CompletionRequest
+
+__all__ = ["ScriptedProvider", "VirtualTimeLoop", "run_virtual"]
 
 T = TypeVar("T")
 
@@ -58,3 +61,40 @@ def run_virtual(coro: Coroutine[Any, Any, T]) -> T:
     finally:
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
+
+
+Step = Any  # a Completion, a str (a final answer), or a callable(request) -> either
+
+
+class ScriptedProvider:
+    """A model that answers from a script, per task: ``{task_id: [step, step, ...]}`` (or one
+    list for every task). A step is a :class:`Completion`, a plain string (a final answer)
+    or a callable taking the request. Every request is kept in ``requests`` for asserts."""
+
+    simulated = True
+
+    def __init__(
+        self, script: Mapping[str, Sequence[Step]] | Sequence[Step], name: str = "scripted"
+    ) -> None:
+        self.name = name
+        self._shared = None if isinstance(script, Mapping) else list(script)
+        self._per_task = (
+            {k: list(v) for k, v in script.items()} if isinstance(script, Mapping) else {}
+        )
+        self.requests: list[CompletionRequest] = []
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        self.requests.append(request)
+        steps = self._shared if self._shared is not None else self._per_task.get(request.task_id)
+        if not steps:
+            raise AssertionError(f"the script has no step left for task {request.task_id!r}")
+        step = steps.pop(0)
+        if callable(step):
+            step = step(request)
+        if isinstance(step, str):
+            step = Completion(text=step, usage=Usage(input_tokens=10, output_tokens=5))
+        assert isinstance(step, Completion)
+        return step
+
+    async def aclose(self) -> None:
+        return None

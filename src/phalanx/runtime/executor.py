@@ -1,19 +1,28 @@
-"""Running one attempt of one task on one agent: prompt assembly, the provider call, the
-deadline and error classification. Engine-agnostic: the local engine and Ray hosts call it."""
+"""Running one attempt of one task on one agent: the agent loop.
+
+Prompt assembly; then turns of: a rate permit, a model call (with its deadline), tool calls
+run in the workspace sandbox and fed back, until a final answer that parses in the agent's
+output style (an answer that does not is re-asked with the error). Usage is summed over
+turns. Engine-agnostic: the local engine and Ray hosts call it.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ..agents import AgentSpec
 from ..cost import ZERO, Price, Usage
+from ..events import OutputRejected, ToolCalled
 from ..exceptions import ErrorClass, ProviderError
 from ..plan import Task
-from ..providers.base import CompletionRequest, Message, Provider
+from ..providers.base import Completion, CompletionRequest, Message, Provider, ToolDef
 from ..redaction import redact
-from ..styles import instruction
+from ..styles import StyleError, get_style, parse_output, repair_prompt
+from ..tools import ToolContext, ToolResult, ToolSpec, call_tool
 from .governor import Gate
 
 __all__ = ["AgentRunner", "Attempt", "Outcome", "Upstream", "build_request"]
@@ -55,13 +64,21 @@ class Outcome:
     output: str = ""
     parsed: Any = None
     usage: Usage = ZERO
+    turns: int = 0
     error_class: ErrorClass | None = None
     error: str | None = None
     status: int | None = None
     retry_after: float | None = None
 
 
-def build_request(spec: AgentSpec, attempt: Attempt, model: str) -> CompletionRequest:
+def build_request(
+    spec: AgentSpec,
+    attempt: Attempt,
+    model: str,
+    *,
+    context: str = "",
+    tools: tuple[ToolDef, ...] = (),
+) -> CompletionRequest:
     """Prompt = role + system prompt + style + context, then the task and upstream results."""
     task = attempt.task
     style = task.style or spec.style
@@ -70,8 +87,9 @@ def build_request(spec: AgentSpec, attempt: Attempt, model: str) -> CompletionRe
         system.append(f"Your job: {spec.description}.")
     if spec.system_prompt:
         system.append(spec.system_prompt)
-    system.append(instruction(style))
-    system.extend(spec.context)
+    system.append(get_style(style).instruction)
+    if context:
+        system.append("Context you work with:\n" + context)
     user = [task.prompt]
     if attempt.upstream:
         user.append("Results from the tasks this one builds on:")
@@ -87,6 +105,8 @@ def build_request(spec: AgentSpec, attempt: Attempt, model: str) -> CompletionRe
             Message(role="user", content="\n\n".join(user)),
         ),
         style=style,
+        json_schema=get_style(style).json_schema,
+        tools=tools,
         run_id=attempt.run_id,
         task_id=task.id,
         agent=attempt.agent,
@@ -96,10 +116,33 @@ def build_request(spec: AgentSpec, attempt: Attempt, model: str) -> CompletionRe
     )
 
 
-class AgentRunner:
-    """One agent's executor: its spec, its provider, the run's rate gate and its price."""
+class _Failed(Exception):
+    """Ends an attempt's loop with a classified failure."""
 
-    __slots__ = ("gate", "key", "model", "price", "provider", "spec")
+    def __init__(
+        self,
+        cls: ErrorClass,
+        message: str,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.cls, self.status, self.retry_after = cls, status, retry_after
+
+
+@dataclass(slots=True)
+class _Turns:
+    """The state of one attempt's loop."""
+
+    messages: list[Message]
+    usage: Usage = ZERO
+    calls: int = 0
+    reasks: int = 0
+    busy: float = 0.0
+
+
+class AgentRunner:
+    """One agent's executor: its spec, provider, tools, context and the run's gate."""
 
     def __init__(
         self,
@@ -110,6 +153,12 @@ class AgentRunner:
         gate: Gate | None = None,
         key: str = "",
         price: Price | None = None,
+        tools: Mapping[str, ToolSpec] | None = None,
+        tool_context: ToolContext | None = None,
+        context: str = "",
+        context_tokens: int = 0,
+        max_turns: int = 8,
+        max_reasks: int = 2,
     ) -> None:
         self.spec = spec
         self.provider = provider
@@ -117,9 +166,78 @@ class AgentRunner:
         self.gate = gate or Gate()
         self.key = key or provider.name
         self.price = price
+        self.tools = dict(tools or {})
+        self.tool_context = tool_context
+        self.context = context
+        self.context_tokens = context_tokens
+        self.max_turns = max_turns
+        self.max_reasks = max_reasks
+        self.tool_defs = tuple(t.to_def() for t in self.tools.values())
 
     async def run(self, attempt: Attempt) -> Outcome:
-        request = build_request(self.spec, attempt, self.model)
+        request = build_request(
+            self.spec, attempt, self.model, context=self.context, tools=self.tool_defs
+        )
+        state = _Turns(messages=list(request.messages))
+        try:
+            text, parsed = await self._loop(attempt, request, state)
+        except _Failed as f:
+            return Outcome(
+                attempt_id=attempt.attempt_id,
+                task_id=attempt.task.id,
+                agent=attempt.agent,
+                ok=False,
+                duration=state.busy,
+                usage=state.usage,
+                turns=state.calls,
+                error_class=f.cls,
+                error=redact(str(f))[:500],
+                status=f.status,
+                retry_after=f.retry_after,
+            )
+        return Outcome(
+            attempt_id=attempt.attempt_id,
+            task_id=attempt.task.id,
+            agent=attempt.agent,
+            ok=True,
+            duration=state.busy,
+            output=text,
+            parsed=parsed,
+            usage=state.usage,
+            turns=state.calls,
+        )
+
+    async def _loop(
+        self, attempt: Attempt, request: CompletionRequest, state: _Turns
+    ) -> tuple[str, Any]:
+        max_turns = attempt.task.max_turns or self.max_turns
+        while True:
+            if state.calls >= max_turns:
+                raise _Failed(
+                    ErrorClass.MAX_TURNS,
+                    f"no final answer after {state.calls} model calls (max_turns)",
+                )
+            why = self.gate.stopped()
+            if why:
+                raise _Failed(ErrorClass.BUDGET, why)
+            c = await self._call(
+                attempt, dataclasses.replace(request, messages=tuple(state.messages)), state
+            )
+            failure = _STOP_FAILURES.get(c.stop_reason)
+            if failure is not None:  # a cut-off answer is never used, nor its tool calls
+                raise _Failed(*failure)
+            if c.tool_calls and self.tools:
+                await self._run_tools(attempt, c, state)
+                continue
+            text = redact(c.text)  # an answer that echoes a key does not store it
+            try:
+                return text, parse_output(request.style, text)
+            except StyleError as err:
+                self._reask(attempt, request.style, text, err, state)
+
+    async def _call(
+        self, attempt: Attempt, request: CompletionRequest, state: _Turns
+    ) -> Completion:
         loop = asyncio.get_running_loop()
         estimate = request.prompt_chars // 4 + min(request.max_tokens, 256)
         ticket = await self.gate.acquire(
@@ -127,69 +245,73 @@ class AgentRunner:
         )
         timeout = attempt.task.timeout
         t0 = loop.time()
+        state.calls += 1
         try:
-            if timeout is None:
+            async with asyncio.timeout(timeout):
                 completion = await self.provider.complete(request)
-            else:
-                async with asyncio.timeout(timeout):
-                    completion = await self.provider.complete(request)
         except ProviderError as exc:
             self.gate.settle(ticket, estimate)
             if exc.error_class is ErrorClass.RATE_LIMITED and exc.retry_after:
                 self.gate.pause(self.key, exc.retry_after)
-            return self._failed(
-                attempt, loop.time() - t0, exc.error_class, str(exc), exc.status, exc.retry_after
-            )
+            raise _Failed(exc.error_class, str(exc), exc.status, exc.retry_after) from None
         except TimeoutError:
-            return self._failed(
-                attempt, loop.time() - t0, ErrorClass.TIMEOUT, f"no answer within {timeout:g}s"
-            )
-        except Exception as exc:  # a bug in a provider, hook or tool: reported, not retried
-            return self._failed(
-                attempt, loop.time() - t0, ErrorClass.INTERNAL, f"{type(exc).__name__}: {exc}"
-            )
+            raise _Failed(ErrorClass.TIMEOUT, f"no answer within {timeout:g}s") from None
+        except Exception as exc:  # a bug in a provider: reported, not retried
+            raise _Failed(ErrorClass.INTERNAL, f"{type(exc).__name__}: {exc}") from None
+        finally:
+            state.busy += loop.time() - t0
         usage = completion.usage
         if usage.cost_usd is None and self.price is not None:
             usage = self.price.apply(usage)
         self.gate.settle(ticket, usage.total_tokens)
         self.gate.spend(usage)
-        return self._finished(
-            attempt, loop.time() - t0, completion.text, completion.stop_reason, usage
-        )
+        state.usage = state.usage + usage
+        return completion
 
-    @staticmethod
-    def _finished(attempt: Attempt, duration: float, text: str, stop: str, usage: Usage) -> Outcome:
-        # A cut-off or refused answer is never committed as a result.
-        failure = _STOP_FAILURES.get(stop)
-        return Outcome(
-            attempt_id=attempt.attempt_id,
-            task_id=attempt.task.id,
-            agent=attempt.agent,
-            ok=failure is None,
-            duration=duration,
-            usage=usage,
-            output="" if failure else redact(text),
-            error_class=failure[0] if failure else None,
-            error=failure[1] if failure else None,
-        )
+    async def _run_tools(self, attempt: Attempt, c: Completion, state: _Turns) -> None:
+        state.messages.append(Message(role="assistant", content=c.text, tool_calls=c.tool_calls))
+        for call in c.tool_calls:
+            spec = self.tools.get(call.name)
+            if spec is None or self.tool_context is None:
+                result = ToolResult(
+                    ok=False,
+                    content=f"error: unknown_tool: no tool {call.name!r}",
+                    error_code="unknown_tool",
+                )
+            else:
+                result = await call_tool(spec, call.arguments, self.tool_context)
+            ok, content, code = result.ok, result.content, result.error_code
+            self.gate.note(
+                ToolCalled,
+                task_id=attempt.task.id,
+                attempt_id=attempt.attempt_id,
+                agent=attempt.agent,
+                tool=call.name,
+                ok=ok,
+                turn=state.calls,
+                error_code=code,
+            )
+            state.messages.append(
+                Message(role="tool", content=content, tool_call_id=call.id, name=call.name)
+            )
 
-    @staticmethod
-    def _failed(
-        attempt: Attempt,
-        duration: float,
-        cls: ErrorClass,
-        message: str,
-        status: int | None = None,
-        retry_after: float | None = None,
-    ) -> Outcome:
-        return Outcome(
-            attempt_id=attempt.attempt_id,
+    def _reask(
+        self, attempt: Attempt, style: str, text: str, err: StyleError, state: _Turns
+    ) -> None:
+        if state.reasks >= self.max_reasks:
+            raise _Failed(
+                ErrorClass.OUTPUT_INVALID,
+                f"not valid {style} after {state.reasks + 1} answers: {err}",
+            )
+        state.reasks += 1
+        self.gate.note(
+            OutputRejected,
             task_id=attempt.task.id,
+            attempt_id=attempt.attempt_id,
             agent=attempt.agent,
-            ok=False,
-            duration=duration,
-            error_class=cls,
-            error=redact(message)[:500],
-            status=status,
-            retry_after=retry_after,
+            style=style,
+            error=str(err),
+            reask=state.reasks,
         )
+        state.messages.append(Message(role="assistant", content=text))
+        state.messages.append(Message(role="user", content=repair_prompt(style, err)))

@@ -230,6 +230,7 @@ class Orchestrator:
                         provider=a.provider or default,
                         style=a.style,
                         skills=tuple(sorted(a.skills)),
+                        context_tokens=getattr(self.runners.get(a.name or ""), "context_tokens", 0),
                     )
                     for a in self.plan.agents
                 ),

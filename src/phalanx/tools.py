@@ -1,0 +1,750 @@
+"""Tools an agent can call: typed Python functions with a JSON schema, and the built-ins.
+
+A tool is a :class:`ToolSpec`: a name, a description, a JSON schema for its arguments and
+the function that runs it. :func:`tool` builds one from a typed function (the schema comes
+from the signature, the descriptions from the docstring)::
+
+    @tool
+    def word_count(ctx: ToolContext, path: str, unique: bool = False) -> int:
+        '''Count the words of a file.
+
+        Args:
+            path: file relative to the workspace
+            unique: count distinct words only
+        '''
+        words = ctx.workspace.read_text(path).split()
+        return len(set(words)) if unique else len(words)
+
+A first parameter annotated :class:`ToolContext` receives the run's context (workspace,
+allowed commands, ...) and is not part of the schema. Supported parameter types: ``str``,
+``int``, ``float``, ``bool``, ``list[...]`` of those, ``Literal[...]`` of strings or ints,
+and ``X | None`` (not required). A parameter with a default is not required.
+
+:func:`call_tool` is the one way a tool runs: it validates the model's arguments against
+the schema, runs the function (sync ones in a thread), and always returns a
+:class:`ToolResult`, never raises: a :class:`~phalanx.workspace.ToolError` becomes
+``"error: code: message"`` and any other exception ``tool_crashed``, so a tool can never
+crash a run. Every result is cut to ``max_output`` characters, and the values of secret
+environment variables (see :func:`scrub_env`) are replaced by ``[redacted]``.
+
+The built-ins (:data:`BUILTIN_TOOLS`): ``read_file``, ``write_file``, ``edit_file``,
+``list_files``, ``search`` (all inside the :class:`~phalanx.workspace.Workspace` sandbox) and
+``run_command``. ``run_command`` runs no shell: ``argv[0]`` must be exactly one of the plan's
+allowed commands (a bare name is looked up on ``PATH``, never inside the workspace; a path
+such as ``/usr/bin/rm`` or ``./x`` only if allowed as written), and an argument holding any
+of :data:`SHELL_METACHARACTERS` is refused (they would mean nothing without a shell, so they
+are a sign the model is writing shell syntax). The command runs in the workspace root in a
+new session with stdin closed and a scrubbed environment; when it ends, or when its timeout
+passes, its whole process group is killed with SIGKILL, so no child outlives the call. (A
+child that starts a session of its own escapes the group; containing that needs cgroups.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import types
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints, overload
+
+from .exceptions import UsageError
+from .providers.base import ToolDef
+from .workspace import ToolError, Workspace
+
+__all__ = [
+    "BUILTIN_TOOLS",
+    "SHELL_METACHARACTERS",
+    "ToolContext",
+    "ToolResult",
+    "ToolSpec",
+    "call_tool",
+    "is_secret_name",
+    "scrub_env",
+    "tool",
+    "validate_arguments",
+]
+
+SHELL_METACHARACTERS = frozenset(";|&$`<>(){}\n\r\x00")
+"""Characters refused in any ``run_command`` argument: ``; | & $ ` < > ( ) { }``, newline,
+carriage return and NUL."""
+
+_SECRET_SUFFIXES = ("_API_KEY", "_TOKEN", "_SECRET", "_PASSWORD", "_PASSWD", "_KEY")
+_SECRET_PARTS = ("SECRET", "API_KEY", "APIKEY", "PASSWORD", "PASSWD", "CREDENTIAL", "PRIVATE_KEY")
+_SECRET_NAMES = frozenset({"TOKEN", "KEY"})
+_MIN_REDACTED = 8  # shorter values ("1", "true") are not redacted from output
+_NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+_TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_SCALARS: tuple[tuple[type, str], ...] = (
+    (bool, "boolean"),
+    (str, "string"),
+    (int, "integer"),
+    (float, "number"),
+)
+
+
+# ------------------------------------------------------------------------ values
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolSpec:
+    """A tool: what the model sees (name, description, JSON schema) and what runs."""
+
+    name: str
+    description: str
+    parameters: Mapping[str, Any]
+    func: Callable[..., Any]
+    needs_context: bool = False
+
+    def to_def(self) -> ToolDef:
+        """The provider-neutral definition sent to a model."""
+        return ToolDef(name=self.name, description=self.description, parameters=self.parameters)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ToolContext:
+    """What a tool may use during one run. ``command_timeout`` is run_command's default and
+    its ceiling (a model may ask for less, never more); ``env`` is the environment commands
+    start from (scrubbed; default ``os.environ``); ``max_output`` caps a result's text."""
+
+    workspace: Workspace
+    allowed_commands: frozenset[str] = frozenset()
+    command_timeout: float = 60.0
+    env: Mapping[str, str] | None = None
+    max_output: int = 20_000
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ToolResult:
+    """What a tool call gives back to the model. ``content`` is always text; on failure it
+    reads ``"error: {code}: {message}"`` and ``error_code`` holds the code."""
+
+    ok: bool
+    content: str
+    error_code: str | None = None
+
+
+# ------------------------------------------------------------------------ secrets
+
+
+def is_secret_name(name: str) -> bool:
+    """Whether an environment variable's name marks it as a secret: it ends with
+    ``_API_KEY``, ``_TOKEN``, ``_SECRET``, ``_PASSWORD``, ``_PASSWD`` or ``_KEY``, or contains
+    ``SECRET``, ``API_KEY``, ``APIKEY``, ``PASSWORD``, ``PASSWD``, ``CREDENTIAL`` or
+    ``PRIVATE_KEY`` (any case), or is ``TOKEN`` or ``KEY``."""
+    upper = name.upper()
+    return (
+        upper.endswith(_SECRET_SUFFIXES)
+        or any(part in upper for part in _SECRET_PARTS)
+        or upper in _SECRET_NAMES
+    )
+
+
+def scrub_env(env: Mapping[str, str]) -> dict[str, str]:
+    """A copy of ``env`` without the variables :func:`is_secret_name` marks as secrets."""
+    return {k: v for k, v in env.items() if not is_secret_name(k)}
+
+
+def _secret_values(ctx: ToolContext) -> list[str]:
+    envs: list[Mapping[str, str]] = [os.environ]
+    if ctx.env is not None:
+        envs.append(ctx.env)
+    values = {
+        v for env in envs for k, v in env.items() if is_secret_name(k) and len(v) >= _MIN_REDACTED
+    }
+    return sorted(values, key=len, reverse=True)
+
+
+def _redact(text: str, ctx: ToolContext) -> str:
+    for value in _secret_values(ctx):
+        text = text.replace(value, "[redacted]")
+    return text
+
+
+# ------------------------------------------------------------------------ tool()
+
+
+@overload
+def tool(func: Callable[..., Any], /) -> ToolSpec: ...
+
+
+@overload
+def tool(
+    *, name: str | None = None, description: str | None = None
+) -> Callable[[Callable[..., Any]], ToolSpec]: ...
+
+
+def tool(
+    func: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+) -> ToolSpec | Callable[[Callable[..., Any]], ToolSpec]:
+    """Make a :class:`ToolSpec` from a typed function: ``@tool`` or ``@tool(name=...)``.
+
+    Raises :class:`~phalanx.exceptions.UsageError` naming the function and parameter when a
+    parameter has no annotation, an unsupported one, or is ``*args``/``**kwargs``/positional
+    only.
+    """
+
+    def build(f: Callable[..., Any]) -> ToolSpec:
+        return _build_spec(f, name=name, description=description)
+
+    return build if func is None else build(func)
+
+
+def _build_spec(func: Callable[..., Any], *, name: str | None, description: str | None) -> ToolSpec:
+    label = getattr(func, "__qualname__", repr(func))
+    tool_name = str(name or getattr(func, "__name__", ""))
+    if not _TOOL_NAME.match(tool_name):
+        raise UsageError(f"tool {label}: name {tool_name!r} must match [A-Za-z0-9_-]{{1,64}}")
+    params = list(inspect.signature(func).parameters.values())
+    hints = _type_hints(func, label)
+    needs_context = bool(params) and hints.get(params[0].name) is ToolContext
+    if needs_context:
+        params = params[1:]
+    summary, docs = _parse_doc(inspect.getdoc(func) or "", {p.name for p in params})
+    parameters = _object_schema(params, hints, docs, label)
+    return ToolSpec(
+        name=tool_name,
+        description=description if description is not None else summary,
+        parameters=parameters,
+        func=func,
+        needs_context=needs_context,
+    )
+
+
+def _type_hints(func: Callable[..., Any], label: str) -> dict[str, Any]:
+    try:
+        return get_type_hints(func)
+    except Exception as exc:
+        raise UsageError(f"tool {label}: cannot resolve its type annotations ({exc})") from None
+
+
+def _object_schema(
+    params: Sequence[inspect.Parameter],
+    hints: Mapping[str, Any],
+    docs: Mapping[str, str],
+    label: str,
+) -> dict[str, Any]:
+    properties: dict[str, Any] = {}
+    required: list[str] = []
+    for p in params:
+        where = f"tool {label}: parameter {p.name!r}"
+        if p.kind not in _NAMED:
+            raise UsageError(f"{where}: *args, **kwargs and positional-only are not supported")
+        if p.name not in hints:
+            raise UsageError(f"{where}: needs a type annotation")
+        schema, optional = _param_schema(hints[p.name], where)
+        if p.name in docs:
+            schema["description"] = docs[p.name]
+        if p.default is not p.empty:
+            if p.default is not None and _json_scalar(p.default):
+                schema["default"] = p.default
+        elif not optional:
+            required.append(p.name)
+        properties[p.name] = schema
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": required,
+        "additionalProperties": False,
+    }
+
+
+def _json_scalar(value: object) -> bool:
+    return isinstance(value, str | int | float | bool)
+
+
+def _param_schema(annotation: Any, where: str) -> tuple[dict[str, Any], bool]:
+    """``(schema, optional)`` for one annotation; ``X | None`` is optional."""
+    if get_origin(annotation) in (Union, types.UnionType):
+        rest = [a for a in get_args(annotation) if a is not type(None)]
+        if len(rest) == len(get_args(annotation)) - 1 and len(rest) == 1:
+            return _plain_schema(rest[0], where), True
+        raise UsageError(f"{where}: unions other than X | None are not supported")
+    return _plain_schema(annotation, where), False
+
+
+def _plain_schema(annotation: Any, where: str) -> dict[str, Any]:
+    scalar = _scalar_type(annotation)
+    if scalar is not None:
+        return {"type": scalar}
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is list and len(args) == 1 and _scalar_type(args[0]) is not None:
+        return {"type": "array", "items": {"type": _scalar_type(args[0])}}
+    if origin is Literal and args and all(isinstance(a, str) for a in args):
+        return {"type": "string", "enum": list(args)}
+    if origin is Literal and args and all(type(a) is int for a in args):
+        return {"type": "integer", "enum": list(args)}
+    raise UsageError(
+        f"{where}: unsupported annotation {annotation!r} (use str, int, float, bool, "
+        "list[...] of those, Literal[...], or X | None)"
+    )
+
+
+def _scalar_type(annotation: Any) -> str | None:
+    for typ, json_type in _SCALARS:
+        if annotation is typ:
+            return json_type
+    return None
+
+
+_SECTION = re.compile(r"^(Args|Arguments|Parameters|Returns?|Raises|Yields|Examples?|Notes?):$")
+_REST_PARAM = re.compile(r"^:param\s+(?:\w+\s+)?(\w+):\s*(.*)$")
+_GOOGLE_ARG = re.compile(r"^(\w+)\s*(?:\([^)]*\))?\s*:\s*(.*)$")
+
+
+def _parse_doc(doc: str, names: set[str]) -> tuple[str, dict[str, str]]:
+    """The description (text before any section) and each parameter's description, from a
+    Google-style ``Args:`` section or reST ``:param name:`` lines."""
+    description: list[str] = []
+    docs: dict[str, str] = {}
+    section: str | None = None
+    current: str | None = None
+    for line in doc.splitlines():
+        text = line.strip()
+        header = _SECTION.match(text)
+        rest = _REST_PARAM.match(text)
+        if header and line == text:
+            section, current = header.group(1), None
+        elif rest and rest.group(1) in names:
+            section, current = "rest", rest.group(1)
+            docs[current] = rest.group(2)
+        elif section is None:
+            description.append(line)
+        elif section in ("Args", "Arguments", "Parameters", "rest"):
+            current = _doc_arg(text, names, docs, current)
+    return "\n".join(description).strip(), {k: " ".join(v.split()) for k, v in docs.items()}
+
+
+def _doc_arg(text: str, names: set[str], docs: dict[str, str], current: str | None) -> str | None:
+    match = _GOOGLE_ARG.match(text)
+    if match and match.group(1) in names:
+        docs[match.group(1)] = match.group(2)
+        return match.group(1)
+    if current is not None and text:
+        docs[current] += " " + text
+    return current
+
+
+# ------------------------------------------------------------------------ validation
+
+
+def validate_arguments(schema: Mapping[str, Any], arguments: object) -> dict[str, Any]:
+    """Check the model's ``arguments`` against an object schema; return keyword arguments.
+
+    Unknown keys (when ``additionalProperties`` is false), missing required keys and wrong
+    types raise ``ToolError("bad_arguments")``. ``null`` for a key that is not required
+    means "use the default". Integral floats pass for integers; ints pass for numbers.
+    """
+    if not isinstance(arguments, Mapping):
+        raise ToolError("bad_arguments", "arguments must be a JSON object")
+    properties: Mapping[str, Any] = schema.get("properties", {})
+    required: Sequence[str] = schema.get("required", [])
+    closed = schema.get("additionalProperties", True) is False
+    out: dict[str, Any] = {}
+    for key, value in arguments.items():
+        if not isinstance(key, str) or (closed and key not in properties):
+            raise ToolError("bad_arguments", f"unknown argument {key!r}")
+        if value is None and key not in required:
+            continue
+        out[key] = _check_value(value, properties.get(key, {}), key)
+    missing = [k for k in required if k not in out]
+    if missing:
+        raise ToolError("bad_arguments", f"missing required argument(s): {', '.join(missing)}")
+    return out
+
+
+def _check_value(value: object, schema: Mapping[str, Any], where: str) -> Any:
+    enum = schema.get("enum")
+    if enum is not None and value not in enum:
+        raise ToolError("bad_arguments", f"argument {where!r}: must be one of {enum}")
+    declared = schema.get("type")
+    if declared is None:
+        return value
+    for json_type in [declared] if isinstance(declared, str) else declared:
+        ok, converted = _convert(value, json_type, schema, where)
+        if ok:
+            return converted
+    raise ToolError(
+        "bad_arguments", f"argument {where!r}: expected {declared}, got {_json_name(value)}"
+    )
+
+
+def _convert(
+    value: object, json_type: str, schema: Mapping[str, Any], where: str
+) -> tuple[bool, Any]:
+    if json_type == "string":
+        return isinstance(value, str), value
+    if json_type == "boolean":
+        return isinstance(value, bool), value
+    if isinstance(value, bool):
+        return False, value
+    if json_type == "integer":
+        if isinstance(value, float) and value.is_integer():
+            return True, int(value)
+        return isinstance(value, int), value
+    if json_type == "number":
+        ok = isinstance(value, int | float) and (isinstance(value, int) or math.isfinite(value))
+        return ok, value
+    if json_type == "array" and isinstance(value, list | tuple):
+        items = schema.get("items", {})
+        return True, [_check_value(v, items, f"{where}[{i}]") for i, v in enumerate(value)]
+    if json_type == "object":
+        return isinstance(value, Mapping), value
+    return json_type == "null" and value is None, value
+
+
+def _json_name(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list | tuple) else type(value).__name__
+
+
+# ------------------------------------------------------------------------ calling
+
+
+async def call_tool(spec: ToolSpec, arguments: object, ctx: ToolContext) -> ToolResult:
+    """Validate ``arguments``, run the tool, and report. Never raises for a tool's failure:
+    ``ToolError`` -> its code; any other exception -> ``tool_crashed``. (Cancellation still
+    propagates; a sync tool that hangs blocks its caller: bound it with a timeout there.)"""
+    try:
+        kwargs = validate_arguments(spec.parameters, arguments)
+        value = await _invoke(spec, kwargs, ctx)
+    except ToolError as exc:
+        return _failure(exc.code, exc.message, exc.detail, ctx)
+    except Exception as exc:
+        return _failure("tool_crashed", f"{type(exc).__name__}: {exc}", "", ctx)
+    return ToolResult(ok=True, content=_finish(_render(value), ctx))
+
+
+async def _invoke(spec: ToolSpec, kwargs: dict[str, Any], ctx: ToolContext) -> Any:
+    args: tuple[Any, ...] = (ctx,) if spec.needs_context else ()
+    _fill_missing(spec.func, kwargs, skip=len(args))
+    if inspect.iscoroutinefunction(spec.func):
+        return await spec.func(*args, **kwargs)
+    result = await asyncio.to_thread(spec.func, *args, **kwargs)
+    if inspect.isawaitable(result):
+        result = await result
+    return result
+
+
+def _fill_missing(func: Callable[..., Any], kwargs: dict[str, Any], *, skip: int) -> None:
+    """``None`` for optional parameters (``X | None``) that have no default."""
+    params = list(inspect.signature(func).parameters.values())[skip:]
+    for p in params:
+        if p.name not in kwargs and p.default is p.empty and p.kind in _NAMED:
+            kwargs[p.name] = None
+
+
+def _failure(code: str, message: str, detail: str, ctx: ToolContext) -> ToolResult:
+    line = " ".join(message.split())[:500]
+    text = f"error: {code}: {line}" + (f"\n{detail}" if detail else "")
+    return ToolResult(ok=False, content=_finish(text, ctx), error_code=code)
+
+
+def _render(value: object) -> str:
+    if value is None:
+        return "ok"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    try:
+        return json.dumps(value, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _finish(text: str, ctx: ToolContext) -> str:
+    text = _redact(text, ctx)
+    limit = max(ctx.max_output, 100)
+    if len(text) <= limit:
+        return text
+    note = f"\n... [cut: {len(text) - limit} more characters]"
+    return text[: limit - len(note)] + note
+
+
+# ------------------------------------------------------------------------ file built-ins
+
+
+def _read_file(ctx: ToolContext, path: str) -> str:
+    """Read a UTF-8 text file in the workspace.
+
+    Args:
+        path: the file, relative to the workspace root
+    """
+    return ctx.workspace.read_text(path)
+
+
+def _write_file(ctx: ToolContext, path: str, content: str) -> str:
+    """Create or overwrite a text file in the workspace (parent directories are created).
+
+    Args:
+        path: the file, relative to the workspace root
+        content: the whole new content of the file
+    """
+    size = ctx.workspace.write_text(path, content)
+    return f"wrote {size} bytes to {ctx.workspace.display(path)}"
+
+
+def _edit_file(ctx: ToolContext, path: str, old: str, new: str) -> str:
+    """Replace one exact piece of text in a file. 'old' must occur exactly once: include
+    enough surrounding lines to make it unique.
+
+    Args:
+        path: the file, relative to the workspace root
+        old: the exact text to replace (whitespace included)
+        new: the text to put in its place
+    """
+    ctx.workspace.edit(path, old, new)
+    return f"edited {ctx.workspace.display(path)}"
+
+
+def _list_files(
+    ctx: ToolContext, path: str = ".", pattern: str = "*", recursive: bool = False
+) -> str:
+    """List a directory of the workspace. Directories end with '/', symlinks with '@'.
+
+    Args:
+        path: the directory, relative to the workspace root
+        pattern: a glob on names, such as '*.py'
+        recursive: also list subdirectories
+    """
+    listing = ctx.workspace.list(path, pattern, recursive=recursive)
+    lines = list(listing.entries) or ["(no entries)"]
+    if listing.truncated:
+        lines.append(f"... (stopped after {len(listing.entries)} entries)")
+    return "\n".join(lines)
+
+
+def _search(ctx: ToolContext, pattern: str, path: str = ".") -> str:
+    """Search text files for lines matching a regular expression (Python syntax).
+
+    Args:
+        pattern: the regular expression
+        path: a file or directory to search, relative to the workspace root
+    """
+    result = ctx.workspace.search(pattern, path)
+    lines = [f"{h.path}:{h.line}: {h.text}" for h in result.hits] or ["no matches"]
+    if result.truncated:
+        lines.append("... (stopped early: too many matches or files)")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------ run_command
+
+
+async def _run_command(ctx: ToolContext, argv: list[str], timeout: float | None = None) -> str:
+    """Run a program in the workspace directory, without a shell, and return its output
+    (stdout and stderr together) and exit code. Only allowed programs run; shell syntax
+    (pipes, redirection, $variables, ;, &&, subshells) is refused: pass each argument as its
+    own list item.
+
+    Args:
+        argv: the program and its arguments, e.g. ["pytest", "-q", "tests"]
+        timeout: seconds before the program and its children are killed
+    """
+    _check_argv(argv, ctx.allowed_commands)
+    env = scrub_env(os.environ if ctx.env is None else ctx.env)
+    executable = _resolve_executable(argv[0], env, ctx.workspace.root)
+    limit = _timeout(timeout, ctx.command_timeout)
+    capture = _Capture(ctx.max_output - 200)  # room for the exit code or error line
+    code = await _run_process(argv, executable, env, ctx.workspace.root, limit, capture)
+    if code is None:
+        raise ToolError(
+            "timeout",
+            f"{argv[0]} did not finish within {limit:g}s; it and its children were killed",
+            detail=capture.text(),
+        )
+    output = capture.text()
+    separator = "\n" if output and not output.endswith("\n") else ""
+    return f"{output}{separator}[exit code {code}]"
+
+
+def _check_argv(argv: list[str], allowed: frozenset[str]) -> None:
+    if not argv:
+        raise ToolError("bad_arguments", "argv must be a non-empty list of strings")
+    if argv[0] not in allowed:
+        names = ", ".join(sorted(allowed)[:30]) or "none"
+        raise ToolError(
+            "command_not_allowed", f"{argv[0]!r} is not an allowed command (allowed: {names})"
+        )
+    for arg in argv:
+        bad = sorted(set(arg) & SHELL_METACHARACTERS)
+        if bad:
+            raise ToolError(
+                "shell_metacharacters",
+                f"argument {ascii(arg)[:80]} contains {''.join(bad)!r}: commands run without "
+                "a shell, so pass each argument as its own list item",
+            )
+
+
+def _resolve_executable(program: str, env: Mapping[str, str], root: Path) -> str:
+    """The file to execute: an allowed path as written (relative to the workspace), or a
+    bare name looked up on ``PATH``, skipping relative entries and any inside the workspace."""
+    if "/" in program:
+        path = os.path.join(root, program)  # an absolute program stays absolute
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+        raise ToolError("not_found", f"{program}: no such executable")
+    dirs = [
+        d
+        for d in env.get("PATH", os.defpath).split(os.pathsep)
+        if os.path.isabs(d) and not _within(d, root)
+    ]
+    found = shutil.which(program, path=os.pathsep.join(dirs))
+    if found is None:
+        raise ToolError("not_found", f"{program}: not found on PATH")
+    return found
+
+
+def _within(directory: str, root: Path) -> bool:
+    real = os.path.realpath(directory)
+    return real == str(root) or real.startswith(str(root) + os.sep)
+
+
+def _timeout(requested: float | None, ceiling: float) -> float:
+    if requested is None:
+        return ceiling
+    if not requested > 0:
+        raise ToolError("bad_arguments", "timeout must be a positive number of seconds")
+    return min(requested, ceiling)
+
+
+class _Capture:
+    """Keeps the first and last ``limit / 2`` bytes of a stream and counts the rest."""
+
+    def __init__(self, limit: int) -> None:
+        self.head_limit = max(limit, 100) // 2
+        self.tail_limit = max(limit, 100) - self.head_limit
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.total = 0
+
+    def add(self, chunk: bytes) -> None:
+        self.total += len(chunk)
+        room = self.head_limit - len(self.head)
+        if room > 0:
+            self.head += chunk[:room]
+            chunk = chunk[room:]
+        self.tail += chunk
+        excess = len(self.tail) - self.tail_limit
+        if excess > 0:
+            del self.tail[:excess]
+
+    def text(self) -> str:
+        cut = self.total - len(self.head) - len(self.tail)
+        middle = f"\n... [{cut} bytes of output cut] ...\n" if cut else ""
+        head = bytes(self.head).decode("utf-8", "replace")
+        return head + middle + bytes(self.tail).decode("utf-8", "replace")
+
+
+async def _run_process(
+    argv: list[str],
+    executable: str,
+    env: dict[str, str],
+    cwd: Path,
+    timeout: float,
+    capture: _Capture,
+) -> int | None:
+    """Run ``argv``; the exit code, or ``None`` if it timed out. The output goes through a
+    pipe asyncio does not own, so waiting ends when the program exits even if a child it
+    left behind still holds the pipe; the group is killed either way."""
+    read_fd, write_fd = os.pipe()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            argv[0],
+            *argv[1:],
+            executable=executable,
+            cwd=cwd,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=write_fd,
+            stderr=write_fd,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        os.close(read_fd)
+        raise ToolError("not_found", f"{argv[0]}: cannot run ({exc.strerror or exc})") from None
+    finally:
+        os.close(write_fd)
+    stream, transport = await _open_stream(read_fd, proc.pid)
+    collector = asyncio.create_task(_collect(stream, capture))
+    try:
+        code = await _wait(proc, timeout)
+        _kill_group(proc.pid)  # nothing the command started outlives it
+        await asyncio.wait({collector}, timeout=2.0)
+        return code
+    finally:
+        _kill_group(proc.pid)
+        collector.cancel()
+        transport.close()
+        if proc.returncode is None:  # cancelled: reap what was just killed
+            await proc.wait()
+
+
+async def _open_stream(fd: int, pid: int) -> tuple[asyncio.StreamReader, asyncio.BaseTransport]:
+    loop = asyncio.get_running_loop()
+    stream = asyncio.StreamReader()
+    pipe = os.fdopen(fd, "rb", buffering=0)
+    try:
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(stream), pipe
+        )
+    except BaseException:
+        pipe.close()
+        _kill_group(pid)
+        raise
+    return stream, transport
+
+
+async def _collect(stream: asyncio.StreamReader, capture: _Capture) -> None:
+    while chunk := await stream.read(1 << 16):
+        capture.add(chunk)
+
+
+async def _wait(proc: asyncio.subprocess.Process, timeout: float) -> int | None:
+    try:
+        return await asyncio.wait_for(proc.wait(), timeout)
+    except TimeoutError:
+        _kill_group(proc.pid)
+        await proc.wait()
+        return None
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # already gone
+        os.killpg(pgid, signal.SIGKILL)
+
+
+# ------------------------------------------------------------------------ registry
+
+BUILTIN_TOOLS: dict[str, ToolSpec] = {
+    spec.name: spec
+    for spec in (
+        tool(name="read_file")(_read_file),
+        tool(name="write_file")(_write_file),
+        tool(name="edit_file")(_edit_file),
+        tool(name="list_files")(_list_files),
+        tool(name="search")(_search),
+        tool(name="run_command")(_run_command),
+    )
+}
+"""The built-in tools by name. Each needs a :class:`ToolContext`."""
