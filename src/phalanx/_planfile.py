@@ -187,6 +187,7 @@ class PlanModel(BaseModel):
     workspace: str | None = None
     commands: CommandsModel = CommandsModel()
     isolation: Literal["none", "worktree"] = "none"
+    styles: dict[str, dict[str, Any]] = {}
     agents: list[AgentModel] = Field(min_length=1)
     tasks: list[TaskModel] = Field(min_length=1)
 
@@ -366,6 +367,7 @@ def plan_from_data(
             workspace=model.workspace,
             commands=Commands(allow=tuple(model.commands.allow), timeout=model.commands.timeout),
             isolation=model.isolation,
+            styles=model.styles,
             retry=RetryConfig(**model.retry.model_dump()),
             policy=model.policy,
             provider=model.provider,
@@ -429,6 +431,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "workspace": plan.workspace,
         "commands": {"allow": list(plan.commands.allow), "timeout": plan.commands.timeout},
         "isolation": plan.isolation,
+        "styles": {k: dict(v) for k, v in plan.styles.items()},
         "retry": vars_of(plan.retry),
         "agents": [
             {

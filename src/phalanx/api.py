@@ -22,7 +22,7 @@ from .agents import AgentSpec
 from .context import load_context
 from .cost import Usage, price_for
 from .events import Alert, Event, EventSink
-from .exceptions import PlanError, UsageError
+from .exceptions import PhalanxError, PlanError, UsageError
 from .hooks import from_config
 from .journal import Journal
 from .plan import Plan, Task, load_plan
@@ -32,7 +32,7 @@ from .runtime.executor import AgentRunner
 from .runtime.governor import Gate, RateGovernor
 from .runtime.orchestrator import Orchestrator, Prior, RunGate, TaskRecord
 from .status import Snapshot, StatusTracker
-from .styles import extension
+from .styles import TTS_UNAVAILABLE_NOTE, extension, register_style, render_tts
 from .tools import BUILTIN_TOOLS, ToolContext, ToolSpec
 from .workspace import Workspace
 
@@ -68,6 +68,7 @@ class RunResult:
     journal_path: Path
     outputs_dir: Path
     changes: Mapping[str, list[str]] | None = None  # per agent, with isolation: worktree
+    notes: tuple[str, ...] = ()  # things the user should know (e.g. no tts audio)
 
     @property
     def usage(self) -> Usage:
@@ -436,6 +437,8 @@ async def _execute(
     flush_interval: float,
 ) -> RunResult:
     _check_budgets(plan, providers)
+    for style in plan.own_styles():
+        register_style(style, replace=True)
     tracker = StatusTracker()
     if prior.session > 1:  # the status of a resumed run folds its whole history
         for _, ev in journal.read_events(run_id):
@@ -468,6 +471,7 @@ async def _execute(
         hooks=from_config([*plan.hooks, *hooks], where="hooks", file=plan.source),
     )
     changes: dict[str, list[str]] | None = None
+    notes: list[str] = []
     flusher = asyncio.get_running_loop().create_task(_flush_every(journal, flush_interval))
     outputs = state_dir_of(journal) / "runs" / run_id / "outputs"
     try:
@@ -478,7 +482,7 @@ async def _execute(
             await flusher
         changes = _finish_isolation(plan, run_id, journal, orch)
         journal.flush()
-        _write_outputs(outputs, plan, orch.records)
+        notes = _write_outputs(outputs, plan, orch.records)
         journal.close()
         for provider in providers.values():
             with contextlib.suppress(Exception):
@@ -492,6 +496,7 @@ async def _execute(
         journal_path=journal.path,
         outputs_dir=outputs,
         changes=changes,
+        notes=tuple(notes),
     )
 
 
@@ -505,14 +510,31 @@ async def _flush_every(journal: Journal, interval: float) -> None:
         journal.flush()
 
 
-def _write_outputs(outputs: Path, plan: Plan, records: Mapping[str, TaskRecord]) -> None:
+def _write_outputs(outputs: Path, plan: Plan, records: Mapping[str, TaskRecord]) -> list[str]:
+    """Each result as ``TASK_ID.<ext>``; ``tts`` results also as ``TASK_ID.wav`` when
+    espeak-ng is installed. Returns notes for the summary."""
     styles: dict[str, str] = {a.name or "": a.style for a in plan.agents}
     outputs.mkdir(parents=True, exist_ok=True)
+    notes: list[str] = []
     for t in plan.tasks:
         rec = records[t.id]
-        if rec.state == "succeeded":
-            ext = extension(t.style or styles.get(rec.agent or "", "text"))
-            (outputs / f"{t.id}{ext}").write_text(rec.output, encoding="utf-8")
+        if rec.state != "succeeded":
+            continue
+        style = t.style or styles.get(rec.agent or "", "text")
+        target = outputs / f"{t.id}{extension(style)}"
+        if style == "tts" and not (outputs / f"{t.id}.wav").exists():
+            notes += _speak(rec.output, outputs / f"{t.id}.wav", notes)
+        target.write_text(rec.output, encoding="utf-8")
+    return notes
+
+
+def _speak(text: str, wav: Path, notes: list[str]) -> list[str]:
+    try:
+        if render_tts(text, wav) is None and TTS_UNAVAILABLE_NOTE not in notes:
+            return [TTS_UNAVAILABLE_NOTE]
+    except PhalanxError as exc:
+        return [f"tts audio for {wav.stem}: {exc}"]
+    return []
 
 
 def _task_results(plan: Plan, records: Mapping[str, TaskRecord]) -> dict[str, TaskResult]:

@@ -88,6 +88,7 @@ def render_summary(r: RunResult) -> str:
             f"    {agent}: {', '.join(files) or 'nothing'}" for agent, files in r.changes.items()
         ]
         lines.append(f"  merge them with: phalanx merge {r.run_id}")
+    lines += [f"  note: {n}" for n in r.notes]
     lines.append(f"  outputs: {r.outputs_dir}/")
     lines.append(f"  journal: {r.journal_path} · details: phalanx status {r.run_id}")
     if r.status == "interrupted":

@@ -11,11 +11,14 @@ import dataclasses
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .agents import CATEGORIES, AgentSpec, Category, assign_names
 from .cost import Price
-from .exceptions import PlanError
+
+if TYPE_CHECKING:
+    from .styles import Style
+from .exceptions import PlanError, UsageError
 from .ids import TaskId
 from .runtime.governor import RateLimit
 
@@ -102,6 +105,7 @@ class Plan:
     workspace: str | None = None  # the agents' sandbox (relative to the plan file)
     commands: Commands = Commands()
     isolation: str = "none"  # "worktree": each agent in its own git worktree and branch
+    styles: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # the plan's own
     source: str | None = None  # the file it came from, for messages
     raw: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
@@ -123,6 +127,7 @@ class Plan:
         workspace: str | None = None,
         commands: Commands | None = None,
         isolation: str = "none",
+        styles: Mapping[str, Mapping[str, Any]] | None = None,
         source: str | None = None,
         raw: Mapping[str, Any] | None = None,
     ) -> Plan:
@@ -140,6 +145,7 @@ class Plan:
             workspace=workspace,
             commands=commands or Commands(),
             isolation=isolation,
+            styles=dict(styles or {}),
             source=source,
             raw=raw,
         )
@@ -261,6 +267,7 @@ class Plan:
         self._validate_agents()
         self._validate_tasks()
         self._validate_hooks()
+        self._validate_styles()
         _, cycle = _toposort(self.tasks)
         if cycle:
             i = next(i for i, t in enumerate(self.tasks) if t.id == cycle[0])
@@ -280,6 +287,32 @@ class Plan:
             raise self._error(
                 "limits.max_agents", f"the plan has {len(self.agents)} agents, above max {cap}"
             )
+
+    def own_styles(self) -> list[Style]:
+        """The plan's ``styles:`` as Style objects (a bad one is a PlanError)."""
+        from .styles import BUILTIN_STYLES, style_from_config
+
+        out = []
+        for name, config in self.styles.items():
+            if name in BUILTIN_STYLES:
+                raise self._error(f"styles.{name}", "a built-in style cannot be redefined")
+            try:
+                out.append(style_from_config(name, config))
+            except UsageError as exc:
+                raise self._error(f"styles.{name}", str(exc)) from None
+        return out
+
+    def _validate_styles(self) -> None:
+        from .styles import STYLES
+
+        known = set(STYLES) | {s.name for s in self.own_styles()}
+        where = [(f"agents[{i}].style", a.style) for i, a in enumerate(self.agents)]
+        where += [(f"tasks[{i}].style", t.style) for i, t in enumerate(self.tasks) if t.style]
+        for field_, style in where:
+            if style not in known:
+                raise self._error(
+                    field_, f"unknown style {style!r} (known: {', '.join(sorted(known))})"
+                )
 
     def _validate_hooks(self) -> None:
         from .hooks import from_config

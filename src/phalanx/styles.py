@@ -35,6 +35,7 @@ from yaml.constructor import ConstructorError
 from .exceptions import PhalanxError, UsageError
 
 __all__ = [
+    "BUILTIN_STYLES",
     "CONCISE_MAX_WORDS",
     "DEFAULT_MAX_REASKS",
     "STYLES",
@@ -644,6 +645,7 @@ STYLES: dict[str, Style] = {
         ),
     )
 }
+BUILTIN_STYLES: frozenset[str] = frozenset(STYLES)
 
 
 def register_style(style: Style, *, replace: bool = False) -> Style:
