@@ -3,9 +3,10 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-EXTRAS ?= dev,local,anthropic,openai
+EXTRAS ?= dev,local,anthropic,openai,web
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help venv test lint typecheck unit demo clean
+.PHONY: help venv sysdeps test lint typecheck unit demo clean
 
 help:
 	@echo "make demo   - set up and run the example plan with live status"
@@ -20,6 +21,17 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# Debian packages the tests use: headless Chromium (dashboard and report tests, driven by
+# Playwright with executable_path=/usr/bin/chromium; no browser is ever downloaded) and
+# espeak-ng (tts audio). Installed only when missing.
+sysdeps:
+	@if ! command -v chromium >/dev/null 2>&1 || ! command -v espeak-ng >/dev/null 2>&1; then \
+		echo "installing chromium and espeak-ng with apt-get"; \
+		$(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -q \
+			chromium chromium-driver espeak-ng; \
+	fi
+
 LINTED := src tests $(wildcard bench)
 
 lint: venv
@@ -29,7 +41,7 @@ lint: venv
 typecheck: venv
 	$(VENV)/bin/mypy
 
-unit: venv
+unit: venv sysdeps
 	$(VENV)/bin/pytest
 
 test: lint typecheck unit

@@ -15,19 +15,24 @@ from .cost import ZERO, Usage
 
 __all__ = [
     "AgentInfo",
+    "AgentJoined",
+    "AgentRetired",
     "AgentWaiting",
     "Alert",
     "AttemptFinished",
     "AttemptStarted",
+    "BreakerChanged",
     "Event",
     "EventSink",
     "OutputRejected",
     "RetryScheduled",
     "RunFinished",
     "RunStarted",
+    "ScaleDecision",
     "TaskFailed",
     "TaskInfo",
     "TaskSkipped",
+    "TaskStolen",
     "TaskSucceeded",
     "ToolCalled",
     "event_from_dict",
@@ -169,6 +174,62 @@ class OutputRejected:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class BreakerChanged:
+    """A circuit breaker moved: ``open`` pauses the agent (or every agent of a provider)."""
+
+    type: Literal["breaker_changed"] = "breaker_changed"
+    ts: float
+    scope: Literal["agent", "provider"]
+    key: str  # the agent's name or provider:model
+    state: Literal["open", "half_open", "closed"]
+    error_rate: float
+    window: int  # attempts in the window the rate is over
+    reason: str = ""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TaskStolen:
+    """An idle agent took a task queued on a busier agent."""
+
+    type: Literal["task_stolen"] = "task_stolen"
+    ts: float
+    task_id: str
+    from_agent: str
+    to_agent: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AgentJoined:
+    """The autoscaler added an agent."""
+
+    type: Literal["agent_joined"] = "agent_joined"
+    ts: float
+    agent: AgentInfo
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AgentRetired:
+    type: Literal["agent_retired"] = "agent_retired"
+    ts: float
+    agent: str
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ScaleDecision:
+    """What the autoscaler decided, why, and the numbers behind it."""
+
+    type: Literal["scale_decision"] = "scale_decision"
+    ts: float
+    action: Literal["add", "retire", "hold"]
+    role: str
+    before: int
+    after: int
+    reason: str
+    numbers: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class AgentWaiting:
     """An agent holds an attempt but may not send yet (rate limit) until ``until``."""
 
@@ -210,6 +271,11 @@ Event = (
     | TaskSkipped
     | ToolCalled
     | OutputRejected
+    | BreakerChanged
+    | TaskStolen
+    | AgentJoined
+    | AgentRetired
+    | ScaleDecision
     | AgentWaiting
     | Alert
     | RunFinished
@@ -227,6 +293,11 @@ _TYPES: dict[str, type[Any]] = {
         TaskSkipped,
         ToolCalled,
         OutputRejected,
+        BreakerChanged,
+        TaskStolen,
+        AgentJoined,
+        AgentRetired,
+        ScaleDecision,
         AgentWaiting,
         Alert,
         RunFinished,
@@ -255,6 +326,8 @@ def event_to_dict(event: Event) -> dict[str, Any]:
             value = value.to_dict()
         elif isinstance(value, tuple) and value and dataclasses.is_dataclass(value[0]):
             value = [dataclasses.asdict(v) for v in value]
+        elif isinstance(value, AgentInfo):
+            value = dataclasses.asdict(value)
         out[name] = value
     return out
 
@@ -272,5 +345,8 @@ def event_from_dict(d: Mapping[str, Any]) -> Event:
         kw["done"] = tuple(kw.get("done", ()))
     elif cls is AttemptFinished:
         kw["usage"] = Usage.from_dict(kw.get("usage"))
+    elif cls is AgentJoined:
+        a = kw["agent"]
+        kw["agent"] = AgentInfo(**{**a, "skills": tuple(a.get("skills", ()))})
     event: Event = cls(**kw)
     return event
