@@ -66,9 +66,11 @@ def sim_plan(
     seed: int = 0,
     retry_after: float = 0.0,
     backoff: float = 0.01,
+    breaker: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A plan dict on the sim provider. ``deps``: none | chain | layered (each task needs up
-    to two tasks of the previous layer of 10)."""
+    to two tasks of the previous layer of 10). Circuit breakers are off when faults are
+    injected, unless ``breaker`` says otherwise."""
     tasks = []
     for i in range(n_tasks):
         needs: list[str] = []
@@ -92,6 +94,8 @@ def sim_plan(
             }
         },
         "retry": {"base_seconds": backoff, "cap_seconds": backoff * 10},
+        # fault-injection plans measure retries; breakers are tested on their own
+        "breaker": breaker or {"enabled": not faults},
         "agents": [{"role": "generalist", "count": agents}],
         "tasks": tasks,
     }

@@ -18,6 +18,7 @@ from .cost import Price
 from .exceptions import PlanError
 from .ids import AgentName, TaskId
 from .plan import Commands, Limits, Plan, RetryConfig, Task
+from .runtime.breaker import BreakerConfig
 from .runtime.governor import RateLimit
 
 _STRICT = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
@@ -107,6 +108,7 @@ class TaskModel(BaseModel):
     style: str | None = None
     timeout: float | None = Field(default=None, gt=0)
     max_turns: int | None = Field(default=None, ge=1, le=1000)
+    agent: str | None = None
 
     _as_list = field_validator("needs", "skills", mode="before")(_str_list)
 
@@ -129,6 +131,7 @@ class TaskModel(BaseModel):
             style=self.style,
             timeout=self.timeout,
             max_turns=self.max_turns,
+            agent=self.agent,
         )
 
 
@@ -155,9 +158,22 @@ class CommandsModel(BaseModel):
     timeout: float = Field(default=60.0, gt=0)
 
 
+class BreakerModel(BaseModel):
+    model_config = _STRICT
+
+    window: int = Field(default=20, ge=1)
+    threshold: float = Field(default=0.5, gt=0, le=1)
+    min_volume: int = Field(default=5, ge=1)
+    cooldown: float = Field(default=30.0, ge=0)
+    enabled: bool = True
+    provider_window: int = Field(default=50, ge=1)
+    provider_threshold: float = Field(default=0.9, gt=0, le=1)
+
+
 class LimitsModel(BaseModel):
     model_config = _STRICT
 
+    work_stealing: bool = True
     rate_limits: dict[str, RateLimitModel] = {}
     max_agents: int | None = Field(default=None, ge=1)
     max_usd: float | None = Field(default=None, gt=0)
@@ -188,6 +204,7 @@ class PlanModel(BaseModel):
     commands: CommandsModel = CommandsModel()
     isolation: Literal["none", "worktree"] = "none"
     styles: dict[str, dict[str, Any]] = {}
+    breaker: BreakerModel = BreakerModel()
     agents: list[AgentModel] = Field(min_length=1)
     tasks: list[TaskModel] = Field(min_length=1)
 
@@ -368,6 +385,7 @@ def plan_from_data(
             commands=Commands(allow=tuple(model.commands.allow), timeout=model.commands.timeout),
             isolation=model.isolation,
             styles=model.styles,
+            breaker=BreakerConfig(**model.breaker.model_dump()),
             retry=RetryConfig(**model.retry.model_dump()),
             policy=model.policy,
             provider=model.provider,
@@ -432,6 +450,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "commands": {"allow": list(plan.commands.allow), "timeout": plan.commands.timeout},
         "isolation": plan.isolation,
         "styles": {k: dict(v) for k, v in plan.styles.items()},
+        "breaker": vars_of(plan.breaker),
         "retry": vars_of(plan.retry),
         "agents": [
             {
@@ -464,6 +483,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
                 "style": t.style,
                 "timeout": t.timeout,
                 "max_turns": t.max_turns,
+                "agent": t.agent,
             }
             for t in plan.tasks
         ],

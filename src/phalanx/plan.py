@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from .styles import Style
 from .exceptions import PlanError, UsageError
 from .ids import TaskId
+from .runtime.breaker import BreakerConfig
 from .runtime.governor import RateLimit
 
 __all__ = [
@@ -54,6 +55,7 @@ class Task:
     style: str | None = None
     timeout: float | None = None  # seconds per model call
     max_turns: int | None = None  # model calls per attempt (tools, re-asks); agent default 8
+    agent: str | None = None  # assigned to this agent (idle agents may still steal it)
 
     @property
     def label(self) -> str:
@@ -69,6 +71,7 @@ class Limits:
     max_tokens: int | None = None
     max_wall_seconds: float | None = None
     rate_limits: Mapping[str, RateLimit] = field(default_factory=dict)  # key: provider[:model]
+    work_stealing: bool = True  # idle agents take tasks queued on busier ones
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -106,6 +109,7 @@ class Plan:
     commands: Commands = Commands()
     isolation: str = "none"  # "worktree": each agent in its own git worktree and branch
     styles: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # the plan's own
+    breaker: BreakerConfig = field(default_factory=BreakerConfig)
     source: str | None = None  # the file it came from, for messages
     raw: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
@@ -128,6 +132,7 @@ class Plan:
         commands: Commands | None = None,
         isolation: str = "none",
         styles: Mapping[str, Mapping[str, Any]] | None = None,
+        breaker: BreakerConfig | None = None,
         source: str | None = None,
         raw: Mapping[str, Any] | None = None,
     ) -> Plan:
@@ -146,6 +151,7 @@ class Plan:
             commands=commands or Commands(),
             isolation=isolation,
             styles=dict(styles or {}),
+            breaker=breaker or BreakerConfig(),
             source=source,
             raw=raw,
         )
@@ -324,6 +330,7 @@ class Plan:
             from_config(list(a.hooks), where=f"agents[{i}].hooks", file=self.source)
 
     def _validate_tasks(self) -> None:
+        names = {a.name for a in self.agents}
         ids: set[str] = set()
         for i, t in enumerate(self.tasks):
             if not TASK_ID_RE.fullmatch(t.id):
@@ -347,6 +354,8 @@ class Plan:
                 if n == t.id:
                     raise self._error(f"tasks[{i}].needs", f"task {t.id!r} needs itself")
             self._validate_servable(i, t)
+            if t.agent is not None and t.agent not in names:
+                raise self._error(f"tasks[{i}].agent", f"no agent named {t.agent!r}")
 
     def _validate_servable(self, i: int, t: Task) -> None:
         if t.role is not None and not any(a.role == t.role for a in self.agents):

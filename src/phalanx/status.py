@@ -14,10 +14,13 @@ from dataclasses import dataclass, field
 from .agents import ROLES
 from .cost import ZERO, Usage
 from .events import (
+    AgentJoined,
+    AgentRetired,
     AgentWaiting,
     Alert,
     AttemptFinished,
     AttemptStarted,
+    BreakerChanged,
     Event,
     RetryScheduled,
     RunFinished,
@@ -55,6 +58,7 @@ class AgentStatus:
     waiting_until: float | None = None
     waiting_for: str = ""
     context_tokens: int = 0
+    paused: bool = False  # its circuit breaker is open
 
 
 @dataclass(slots=True)
@@ -154,6 +158,20 @@ class StatusTracker:
             self._alert(f"rate limit: waiting on {e.key}")
         elif isinstance(e, Alert):
             self._alert(f"{e.kind}: {e.message}")
+        elif isinstance(e, BreakerChanged):
+            for a in self.agents.values():
+                if (e.scope == "agent" and a.name == e.key) or (
+                    e.scope == "provider" and a.provider == e.key
+                ):
+                    a.paused = e.state == "open"
+        elif isinstance(e, AgentJoined):
+            info = e.agent
+            self.agents[info.name] = AgentStatus(
+                name=info.name, role=info.role, provider=info.provider, since=e.ts
+            )
+        elif isinstance(e, AgentRetired):
+            if e.agent in self.agents:
+                self.agents[e.agent].state = "retired"
         elif isinstance(e, RunStarted):
             self._run_started(e)
         elif isinstance(e, RunFinished):
@@ -320,6 +338,8 @@ def _copy(a: AgentStatus, now: float) -> AgentStatus:
     state = a.state
     if state == "running" and a.waiting_until is not None and now < a.waiting_until:
         state = "waiting"
+    if state == "idle" and a.paused:
+        state = "paused"
     return AgentStatus(
         name=a.name,
         role=a.role,
@@ -336,6 +356,7 @@ def _copy(a: AgentStatus, now: float) -> AgentStatus:
         waiting_until=a.waiting_until,
         waiting_for=a.waiting_for,
         context_tokens=a.context_tokens,
+        paused=a.paused,
     )
 
 

@@ -10,9 +10,9 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from ..cost import ZERO, Usage
 from ..events import (
@@ -21,6 +21,7 @@ from ..events import (
     Alert,
     AttemptFinished,
     AttemptStarted,
+    BreakerChanged,
     Event,
     EventSink,
     RetryScheduled,
@@ -30,20 +31,31 @@ from ..events import (
     TaskFailed,
     TaskInfo,
     TaskSkipped,
+    TaskStolen,
     TaskSucceeded,
 )
 from ..exceptions import ErrorClass
 from ..hooks import HookOutcome, HookRunner, from_config, payload
 from ..ids import TaskId
 from ..plan import Plan, Task
+from .breaker import CircuitBreaker
 from .engine import Engine
 from .executor import AgentRunner, Attempt, Outcome, Upstream
 from .governor import Gate, RateGovernor
-from .policies import AgentSlot, can_serve, make_policy
+from .policies import AgentSlot, can_serve, make_policy, pick_victim
 from .retry import decide_retry
 from .scheduler import DagState, ReadyQueue
 
-__all__ = ["Orchestrator", "Prior", "TaskRecord"]
+__all__ = ["Orchestrator", "Prior", "RunGate", "TaskRecord"]
+
+_NOT_HEALTH = frozenset(
+    {
+        ErrorClass.RATE_LIMITED,
+        ErrorClass.VETOED,
+        ErrorClass.CANCELLED,
+        ErrorClass.BUDGET,
+    }
+)
 
 
 @dataclass(slots=True)
@@ -105,6 +117,7 @@ class Orchestrator:
                 skills=a.skills,
                 specialities=a.specialities,
                 index=i,
+                provider=a.provider or plan.provider or "local:smollm2",
             )
             for i, a in enumerate(plan.agents)
         }
@@ -121,6 +134,12 @@ class Orchestrator:
             for a in plan.agents
         }
         self._hook_tasks: set[asyncio.Task[Any]] = set()
+        self.breakers = {name: CircuitBreaker(plan.breaker) for name in self.slots}
+        self.provider_breakers = {
+            s.provider: CircuitBreaker(plan.breaker.for_provider()) for s in self.slots.values()
+        }
+        self._said_paused: set[str] = set()
+        self._open_breakers = 0
         self.exhausted: str | None = None  # why a budget stopped new work
         if gate is not None:
             gate.bind(self)
@@ -169,7 +188,7 @@ class Orchestrator:
         self._check_budget()
         for tid, cause in self.dag.orphans():
             self._skip(tid, cause)
-        self.ready.extend(self.dag.initially_ready())
+        self._enqueue(self.dag.initially_ready())
         await self.engine.start(self.runners, self._deliver)
         try:
             await self._fire(
@@ -260,10 +279,30 @@ class Orchestrator:
         self._wake.set()
 
     # -- dispatch --------------------------------------------------------------------------
+    def _enqueue(self, tids: Iterable[TaskId]) -> None:
+        """Ready tasks go to the central pool, or to the local queue of their agent."""
+        for tid in tids:
+            pinned = self.tasks[tid].agent
+            if pinned is not None and pinned in self.slots:
+                self.slots[pinned].queue.append(self.tasks[tid])
+            else:
+                self.ready.push(tid)
+
     def _dispatch(self) -> None:
         if self.exhausted:
             return  # a budget is spent: no new work, in-flight attempts finish
-        free = [s for s in self.slots.values() if s.free]
+        free = [s for s in self.slots.values() if self._may_start(s)]
+        for agent in list(free):  # an agent's own queue first
+            if agent.queue:
+                self._start(agent.queue.popleft().id, agent)
+                free.remove(agent)
+        self._dispatch_pool(free)
+        if self.plan.limits.work_stealing:
+            self._steal(free)
+        if self._open_breakers:
+            self._say_if_all_paused()
+
+    def _dispatch_pool(self, free: list[AgentSlot]) -> None:
         while free and len(self.ready):
             for bucket, task in self.ready.heads():
                 candidates = [a for a in free if can_serve(a, bucket.role, bucket.skills)]
@@ -271,11 +310,32 @@ class Orchestrator:
                     self.ready.pop(bucket)
                     agent = self.policy.pick(task, candidates)
                     self._start(task.id, agent)
-                    if not agent.free:
-                        free.remove(agent)
+                    free.remove(agent)
                     break
             else:
                 return  # no free agent can serve any ready task
+
+    def _steal(self, free: list[AgentSlot]) -> None:
+        agents = list(self.slots.values())
+        for thief in list(free):
+            found = pick_victim(thief, agents)
+            if found is None:
+                continue
+            victim, task = found
+            victim.queue.remove(task)
+            self.emit(
+                TaskStolen(
+                    ts=self.now(), task_id=task.id, from_agent=victim.name, to_agent=thief.name
+                )
+            )
+            self._start(task.id, thief)
+            free.remove(thief)
+
+    def _may_start(self, slot: AgentSlot) -> bool:
+        if not slot.free:
+            return False
+        provider = self.provider_breakers.get(slot.provider)
+        return self.breakers[slot.name].allows() and (provider is None or provider.allows())
 
     def _start(self, tid: TaskId, agent: AgentSlot) -> None:
         task = self.tasks[tid]
@@ -285,6 +345,9 @@ class Orchestrator:
         self.current[tid] = aid
         agent.running += 1
         self.inflight[aid] = agent
+        self.breakers[agent.name].start_probe()
+        if agent.provider in self.provider_breakers:
+            self.provider_breakers[agent.provider].start_probe()
         self.dag.start(tid)
         rec.state = "running"
         self.emit(
@@ -345,6 +408,7 @@ class Orchestrator:
         if stale:
             return  # a superseded attempt: its result is recorded and ignored
         del self.current[o.task_id]
+        self._record_breakers(o)
         rec = self.records[o.task_id]
         rec.usage = rec.usage + o.usage
         tid = TaskId(o.task_id)
@@ -368,7 +432,7 @@ class Orchestrator:
                 )
             )
             self._after_hooks(o, False)
-            self.ready.extend(self.dag.succeed(tid))
+            self._enqueue(self.dag.succeed(tid))
             return
         rec.attempts += 1
         rec.error_class, rec.error = (o.error_class.value if o.error_class else None), o.error
@@ -423,7 +487,7 @@ class Orchestrator:
 
         def fire() -> None:
             self._retry_handles.discard(handle)
-            self.ready.push(tid)
+            self._enqueue([tid])
             self._wake.set()
 
         handle = loop.call_later(delay, fire)
@@ -490,6 +554,110 @@ class Orchestrator:
     def spend(self, usage: Usage) -> None:
         self.spent = self.spent + usage
         self._check_budget()
+
+    # -- circuit breakers ------------------------------------------------------------------
+    def _record_breakers(self, o: Outcome) -> None:
+        """Count an attempt against its agent's and provider's breakers. Backpressure (429),
+        vetoes, cancellations and budget stops say nothing about the agent's health."""
+        if o.error_class in _NOT_HEALTH:
+            return
+        slot = self.slots[o.agent]
+        pairs: tuple[tuple[Literal["agent", "provider"], str, CircuitBreaker], ...] = (
+            ("agent", o.agent, self.breakers[o.agent]),
+            ("provider", slot.provider, self.provider_breakers[slot.provider]),
+        )
+        for scope, key, breaker in pairs:
+            changed = breaker.record(o.ok, self.now())
+            if changed is not None:
+                self._breaker_changed(scope, key, breaker)
+
+    def _breaker_changed(
+        self, scope: Literal["agent", "provider"], key: str, breaker: CircuitBreaker
+    ) -> None:
+        self._open_breakers = sum(
+            b.state == "open" for b in (*self.breakers.values(), *self.provider_breakers.values())
+        )
+        rate = breaker.error_rate
+        if breaker.state == "open":
+            reason = (
+                f"error rate {rate:.0%} over the last {len(breaker.outcomes)} attempts"
+                if breaker.outcomes
+                else "the half-open probe failed"
+            )
+            who = f"agent {key}" if scope == "agent" else f"every agent on {key}"
+            self.emit(
+                Alert(
+                    ts=self.now(),
+                    kind="breaker",
+                    message=f"{who} paused: {reason}; probe in {breaker.config.cooldown:g}s",
+                    agent=key,
+                )
+            )
+            asyncio.get_running_loop().call_later(
+                breaker.config.cooldown, self._breaker_cooldown, scope, key, breaker
+            )
+        else:
+            reason = "probe succeeded" if breaker.state == "closed" else "cooldown over"
+        self.emit(
+            BreakerChanged(
+                ts=self.now(),
+                scope=scope,
+                key=key,
+                state=breaker.state,
+                error_rate=rate,
+                window=len(breaker.outcomes),
+                reason=reason,
+            )
+        )
+        hooks = self.agent_hooks.get(key, self.hooks)
+        if "on_breaker" in hooks.points():
+            self._background(
+                self._fire(
+                    "on_breaker",
+                    hooks,
+                    key if scope == "agent" else None,
+                    scope=scope,
+                    key=key,
+                    state=breaker.state,
+                    reason=reason,
+                )
+            )
+        if breaker.state == "closed":
+            self._said_paused.clear()
+
+    def _breaker_cooldown(
+        self, scope: Literal["agent", "provider"], key: str, breaker: CircuitBreaker
+    ) -> None:
+        if breaker.poll(self.now()) is not None:
+            self._breaker_changed(scope, key, breaker)
+            self._wake.set()
+
+    def _say_if_all_paused(self) -> None:
+        """When no agent that could take the waiting work may start, say so once."""
+        kinds = {(b.role, b.skills) for b in self.ready.buckets.values() if b.heap}
+        kinds |= {(t.role, t.skills) for s in self.slots.values() for t in s.queue}
+        for role, skills in kinds:
+            able = [s for s in self.slots.values() if can_serve(s, role, skills)]
+            if able and not any(self._healthy(s) for s in able):
+                label = role or "any role"
+                if label not in self._said_paused:
+                    self._said_paused.add(label)
+                    self.emit(
+                        Alert(
+                            ts=self.now(),
+                            kind="breaker",
+                            message=(
+                                f"every agent that can take {label!r} tasks is paused by an open "
+                                "circuit breaker; work resumes when a probe succeeds"
+                            ),
+                        )
+                    )
+
+    def _healthy(self, slot: AgentSlot) -> bool:
+        provider = self.provider_breakers.get(slot.provider)
+        return self.breakers[slot.name].state != "open" and (
+            provider is None or provider.state != "open"
+        )
 
     # -- hooks -----------------------------------------------------------------------------
     async def _fire(

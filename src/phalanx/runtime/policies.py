@@ -7,8 +7,9 @@ specialisation match (role, task category, skills), ties to the least loaded.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from ..plan import Task
@@ -22,6 +23,7 @@ __all__ = [
     "can_serve",
     "fit_score",
     "make_policy",
+    "pick_victim",
 ]
 
 
@@ -34,15 +36,17 @@ class AgentSlot:
     skills: frozenset[str]
     specialities: frozenset[str]
     index: int
-    capacity: int = 1  # attempts it may hold at once (running + queued)
+    capacity: int = 1  # attempts it may run at once
     running: int = 0
     done: int = 0
     busy: float = 0.0
     paused: bool = False
+    provider: str = ""
+    queue: deque[Task] = field(default_factory=deque)  # tasks assigned to it, not started
 
     @property
     def load(self) -> int:
-        return self.running
+        return self.running + len(self.queue)
 
     @property
     def free(self) -> bool:
@@ -51,6 +55,21 @@ class AgentSlot:
 
 def can_serve(agent: AgentSlot, role: str | None, skills: frozenset[str]) -> bool:
     return (role is None or agent.role == role) and skills <= agent.skills
+
+
+def pick_victim(thief: AgentSlot, agents: Sequence[AgentSlot]) -> tuple[AgentSlot, Task] | None:
+    """Work stealing: the most loaded other agent with a queued task the thief can serve,
+    and that task (the most recently queued one: the owner keeps the head of its queue)."""
+    best: tuple[AgentSlot, Task] | None = None
+    for victim in agents:
+        if victim is thief or not victim.queue:
+            continue
+        if best is not None and len(victim.queue) <= len(best[0].queue):
+            continue
+        task = next((t for t in reversed(victim.queue) if can_serve(thief, t.role, t.skills)), None)
+        if task is not None:
+            best = (victim, task)
+    return best
 
 
 def fit_score(task: Task, agent: AgentSlot) -> int:

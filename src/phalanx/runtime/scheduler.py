@@ -125,6 +125,9 @@ class ReadyQueue:
         heads.sort(key=lambda x: x[0])
         return [(b, self._tasks[h[3]]) for h, b in heads]
 
+    def task_ids(self) -> list[TaskId]:
+        return [entry[3] for b in self.buckets.values() for entry in b.heap]
+
     def pop(self, bucket: _Bucket) -> Task:
         tid = heapq.heappop(bucket.heap)[3]
         self._size -= 1

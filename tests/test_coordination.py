@@ -1,0 +1,185 @@
+"""Coordination at scale: work stealing and circuit breakers (virtual clock, sim models)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import phalanx
+from phalanx import AgentSpec, Plan, Task
+from phalanx.cost import Usage
+from phalanx.exceptions import ErrorClass, ProviderError
+from phalanx.providers.base import Completion, CompletionRequest
+from phalanx.runtime.breaker import BreakerConfig, CircuitBreaker
+from phalanx.runtime.policies import AgentSlot, pick_victim
+from phalanx.testing import run_virtual
+
+
+def _events(state: Path, run_id: str, kind: str) -> list[dict[str, Any]]:
+    db = sqlite3.connect(state / "journal.sqlite")
+    rows = db.execute(
+        "SELECT data FROM events WHERE run_id = ? AND type = ? ORDER BY seq", (run_id, kind)
+    )
+    return [json.loads(d) for (d,) in rows]
+
+
+# -- work stealing ------------------------------------------------------------------------
+
+
+def _skewed(stealing: bool) -> Plan:
+    names = ["A", "B", "C", "D", "E"]
+    tasks = [
+        Task(id=f"t{i}", prompt="work", agent="A" if i < 90 else names[1 + i % 4])  # type: ignore[arg-type]
+        for i in range(100)
+    ]
+    return Plan.build(
+        agents=[AgentSpec(name=n, provider="sim") for n in names],  # type: ignore[arg-type]
+        tasks=tasks,
+        providers={"sim": {"latency": {"ms": 1000}}},
+        limits=phalanx.Limits(work_stealing=stealing),
+    )
+
+
+def test_work_stealing_balances_a_skewed_assignment(state: Path) -> None:
+    balanced_ideal = 100 / 5 * 1.0  # seconds: 100 one-second tasks on 5 agents
+    stolen = run_virtual(phalanx.run(_skewed(stealing=True)))
+    kept = run_virtual(phalanx.run(_skewed(stealing=False)))
+    print(f"makespan with stealing {stolen.wall_seconds:.1f}s, without {kept.wall_seconds:.1f}s")
+    assert stolen.status == kept.status == "succeeded"
+    assert stolen.wall_seconds <= 1.2 * balanced_ideal
+    assert kept.wall_seconds >= 85  # agent A alone works through its 90 tasks
+    steals = _events(state, stolen.run_id, "task_stolen")
+    assert steals and all(s["from_agent"] == "A" for s in steals)
+    per_agent: dict[str, int] = {}
+    for t in stolen.tasks.values():
+        per_agent[t.agent or ""] = per_agent.get(t.agent or "", 0) + 1
+    assert max(per_agent.values()) <= 24
+
+
+def test_pick_victim_prefers_the_longest_queue_and_respects_roles() -> None:
+    def slot(name: str, role: str, queued: list[Task]) -> AgentSlot:
+        s = AgentSlot(name=name, role=role, skills=frozenset(), specialities=frozenset(), index=0)
+        s.queue.extend(queued)
+        return s
+
+    coder_task = Task(id="c", prompt="x", role="coder")  # type: ignore[arg-type]
+    any_task = Task(id="a", prompt="x")  # type: ignore[arg-type]
+    thief = slot("T", "tester", [])
+    short = slot("S", "coder", [any_task])
+    long = slot("L", "coder", [any_task, coder_task, coder_task])
+    victim, task = pick_victim(thief, [thief, short, long]) or (None, None)
+    assert victim is long and task is any_task  # the only task a tester may take
+    assert pick_victim(thief, [thief, slot("X", "coder", [coder_task])]) is None
+
+
+# -- circuit breakers ---------------------------------------------------------------------
+
+
+def test_breaker_state_machine() -> None:
+    b = CircuitBreaker(BreakerConfig(window=10, threshold=0.5, min_volume=4, cooldown=5))
+    for ok in (True, False, False):
+        assert b.record(ok, 0) is None  # under min_volume
+    assert b.record(False, 1) == "open"
+    assert not b.allows() and b.poll(3) is None
+    assert b.poll(6) == "half_open" and b.allows()
+    b.start_probe()
+    assert not b.allows()  # exactly one probe
+    assert b.record(False, 6.5) == "open"
+    assert b.poll(11.5) == "half_open"
+    b.start_probe()
+    assert b.record(True, 12) == "closed" and b.allows() and b.error_rate == 0
+
+
+class Flaky:
+    """Fails 80% of calls until ``heals_at`` (virtual seconds), then always answers."""
+
+    name, simulated = "flaky", True
+
+    def __init__(self, heals_at: float) -> None:
+        self.heals_at = heals_at
+        self.calls = 0
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        loop = asyncio.get_running_loop()
+        await asyncio.sleep(1.0)
+        self.calls += 1
+        if loop.time() < self.heals_at and self.calls % 5 != 0:
+            raise ProviderError("boom", error_class=ErrorClass.SERVER_ERROR, status=500)
+        return Completion(text="ok", usage=Usage(input_tokens=5, output_tokens=5))
+
+    async def aclose(self) -> None:
+        return None
+
+
+def test_flaky_agent_trips_its_breaker_others_finish_and_a_probe_closes_it(
+    state: Path,
+) -> None:
+    plan = Plan.build(
+        agents=[
+            AgentSpec(name="Flaky", provider="flaky"),  # type: ignore[arg-type]
+            *AgentSpec(provider="sim").clone(3),
+        ],
+        tasks=[Task(id=f"t{i}", prompt="x", max_attempts=6) for i in range(150)],  # type: ignore[arg-type]
+        providers={"sim": {"latency": {"ms": 1000}}},
+        policy="round_robin",
+        breaker=BreakerConfig(window=10, threshold=0.5, min_volume=4, cooldown=10),
+        retry=phalanx.plan.RetryConfig(base_seconds=0.1, cap_seconds=1),
+    )
+    flaky = Flaky(heals_at=30.0)
+    result = run_virtual(phalanx.run(plan, custom_providers={"flaky": flaky}))
+    assert result.status == "succeeded"
+    changes = [
+        (e["key"], e["state"])
+        for e in _events(state, result.run_id, "breaker_changed")
+        if e["scope"] == "agent"
+    ]
+    assert changes[0] == ("Flaky", "open")
+    assert ("Flaky", "half_open") in changes
+    assert changes[-1] == ("Flaky", "closed")  # a probe succeeded after it healed
+    alerts = [a["message"] for a in _events(state, result.run_id, "alert")]
+    assert any(a.startswith("agent Flaky paused: error rate") for a in alerts)
+    status_alerts = [a for a in result.snapshot.alerts if a.startswith("breaker: ")]
+    assert any(a.startswith("breaker: agent Flaky paused") for a in status_alerts), status_alerts
+    # while it was open, the other agents did the work
+    by_agent: dict[str, int] = {}
+    for t in result.tasks.values():
+        by_agent[t.agent or ""] = by_agent.get(t.agent or "", 0) + 1
+    assert by_agent.get("Flaky", 0) < 150 / 4
+
+
+def test_the_run_says_plainly_when_every_agent_of_a_role_is_paused(state: Path) -> None:
+    plan = Plan.build(
+        agents=[
+            AgentSpec(role="reviewer", provider="flaky"),
+            AgentSpec(role="coder", provider="sim"),
+        ],
+        tasks=[Task(id=f"r{i}", prompt="x", role="reviewer", max_attempts=8) for i in range(6)],  # type: ignore[arg-type]
+        breaker=BreakerConfig(window=10, threshold=0.5, min_volume=3, cooldown=5),
+        retry=phalanx.plan.RetryConfig(base_seconds=0.1, cap_seconds=1),
+    )
+    result = run_virtual(phalanx.run(plan, custom_providers={"flaky": Flaky(heals_at=40.0)}))
+    alerts = [a["message"] for a in _events(state, result.run_id, "alert")]
+    assert any(
+        "every agent that can take 'reviewer' tasks is paused by an open circuit breaker" in a
+        for a in alerts
+    )
+    assert result.status == "succeeded"  # it healed, a probe closed the breaker, work resumed
+
+
+@pytest.mark.parametrize("cls", ["rate_limited"])
+def test_backpressure_does_not_trip_a_breaker(state: Path, cls: str) -> None:
+    data = {
+        "provider": "sim",
+        "providers": {"sim": {"faults": {cls: 0.9}, "retry_after": 0.01}},
+        "retry": {"base_seconds": 0.01, "cap_seconds": 0.02},
+        "breaker": {"window": 10, "min_volume": 3, "threshold": 0.5},
+        "agents": [{"count": 2}],
+        "tasks": [{"id": f"t{i}", "prompt": "x", "max_attempts": 60} for i in range(5)],
+    }
+    result = phalanx.run_sync(Plan.from_dict(data))
+    assert _events(state, result.run_id, "breaker_changed") == []
