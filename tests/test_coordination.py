@@ -183,3 +183,91 @@ def test_backpressure_does_not_trip_a_breaker(state: Path, cls: str) -> None:
     }
     result = phalanx.run_sync(Plan.from_dict(data))
     assert _events(state, result.run_id, "breaker_changed") == []
+
+
+# -- autoscaling --------------------------------------------------------------------------
+
+
+def test_autoscaler_grows_stops_at_the_rate_limit_and_shrinks(state: Path) -> None:
+    data = {
+        "provider": "sim",
+        "providers": {"sim": {"latency": {"ms": 1000}}},
+        "limits": {"max_agents": 32, "rate_limits": {"sim": {"rpm": 240}}},
+        "autoscale": {"start_agents": 1, "interval": 5, "retire_after": 8, "min_gain": 0.5},
+        "agents": [{"role": "worker"}],
+        "tasks": [{"id": f"t{i}", "prompt": "x"} for i in range(500)]
+        # then a tail of 20 one-at-a-time tasks: the backlog drains, most agents go idle
+        + [{"id": "c0", "prompt": "x", "needs": [f"t{i}" for i in range(500)]}]
+        + [{"id": f"c{i}", "prompt": "x", "needs": [f"c{i - 1}"]} for i in range(1, 20)],
+    }
+    result = run_virtual(phalanx.run(Plan.from_dict(data)))
+    assert result.status == "succeeded"
+    decisions = _events(state, result.run_id, "scale_decision")
+    adds = [d for d in decisions if d["action"] == "add"]
+    holds = [d for d in decisions if d["action"] == "hold"]
+    retires = [d for d in decisions if d["action"] == "retire"]
+    assert adds and adds[0]["before"] == 1 and adds[0]["after"] == 2  # start small, grow
+    peak = max(d["after"] for d in decisions)
+    # 240 requests/min = 4 one-second calls at once: more than ~8 agents cannot help
+    assert 4 <= peak <= 8, peak
+    assert any(
+        "rate-limit headroom" in h["reason"] or "last agents added" in h["reason"] for h in holds
+    ), holds
+    assert retires and retires[-1]["after"] <= min(2, peak - 1)  # it shrank as work drained
+    for d in decisions:
+        assert d["reason"] and "active" in d["numbers"] and "waiting" in d["numbers"]
+    joined = _events(state, result.run_id, "agent_joined")
+    assert len(joined) == peak - 1
+    print(
+        f"peak {peak} agents, makespan {result.wall_seconds:.0f}s (virtual),",
+        [(d["action"], d["before"], d["after"]) for d in decisions],
+    )
+
+
+def test_scale_decisions_are_pure_and_explained() -> None:
+    from phalanx.runtime.scaling import (
+        AutoscaleConfig,
+        RoleEvidence,
+        agents_needed,
+        decide_scale,
+        hybrid_scale,
+        scale_horizontally,
+        scale_vertically,
+    )
+
+    cfg = AutoscaleConfig(start_agents=1, min_gain=0.5, retire_after=10)
+    grow = decide_scale(RoleEvidence(role="r", active=2, waiting=50, throughput=2, room=10), cfg)
+    assert (grow.action, grow.count) == ("add", 2)  # start small, then double
+    capped = decide_scale(RoleEvidence(role="r", active=8, waiting=50, throughput=8, room=3), cfg)
+    assert capped.count == 3
+    full = decide_scale(RoleEvidence(role="r", active=8, waiting=50, throughput=8, room=0), cfg)
+    assert full.action == "hold" and "max_agents" in full.reason
+    # grew 4 -> 8 but throughput only went 4 -> 4.4: 0.1 per added agent < 0.5 x 1.0
+    flat = decide_scale(
+        RoleEvidence(
+            role="r", active=8, waiting=50, throughput=4.4, before_growth=(4, 4.0), room=10
+        ),
+        cfg,
+    )
+    assert flat.action == "hold" and flat.numbers["marginal_gain"] == 0.1
+    limited = decide_scale(
+        RoleEvidence(
+            role="r", active=4, waiting=50, throughput=4, requests=4, rate_headroom=0.5, room=10
+        ),
+        cfg,
+    )
+    assert limited.action == "hold" and "rate-limit headroom" in limited.reason
+    drained = decide_scale(
+        RoleEvidence(
+            role="r", active=4, waiting=0, throughput=1, idle=(("a", 12.0), ("b", 3.0), ("c", 30.0))
+        ),
+        cfg,
+    )
+    assert drained.action == "retire" and drained.retire == ("a", "c")
+    assert agents_needed(10, 3) == 4
+    spec = AgentSpec(role="coder")
+    assert len(scale_horizontally(spec, workload=10, agent_capacity=3)) == 4
+    better = scale_vertically(spec, tools=("read_file",), style="concise", provider="sim")
+    assert better.tools == ("read_file",) and better.style == "concise"
+    clones = hybrid_scale(spec, 3, style="yaml")
+    assert len(clones) == 3 and all(c.style == "yaml" and c.name is None for c in clones)

@@ -20,6 +20,7 @@ from .ids import AgentName, TaskId
 from .plan import Commands, Limits, Plan, RetryConfig, Task
 from .runtime.breaker import BreakerConfig
 from .runtime.governor import RateLimit
+from .runtime.scaling import AutoscaleConfig
 
 _STRICT = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
@@ -170,10 +171,21 @@ class BreakerModel(BaseModel):
     provider_threshold: float = Field(default=0.9, gt=0, le=1)
 
 
+class AutoscaleModel(BaseModel):
+    model_config = _STRICT
+
+    start_agents: int = Field(default=1, ge=0)
+    interval: float = Field(default=5.0, gt=0)
+    min_gain: float = Field(default=0.5, ge=0)
+    retire_after: float = Field(default=30.0, ge=0)
+    max_step: int | None = Field(default=None, ge=1)
+
+
 class LimitsModel(BaseModel):
     model_config = _STRICT
 
     work_stealing: bool = True
+    start_agents: int | None = Field(default=None, ge=0)
     rate_limits: dict[str, RateLimitModel] = {}
     max_agents: int | None = Field(default=None, ge=1)
     max_usd: float | None = Field(default=None, gt=0)
@@ -205,6 +217,7 @@ class PlanModel(BaseModel):
     isolation: Literal["none", "worktree"] = "none"
     styles: dict[str, dict[str, Any]] = {}
     breaker: BreakerModel = BreakerModel()
+    autoscale: AutoscaleModel | None = None
     agents: list[AgentModel] = Field(min_length=1)
     tasks: list[TaskModel] = Field(min_length=1)
 
@@ -386,6 +399,7 @@ def plan_from_data(
             isolation=model.isolation,
             styles=model.styles,
             breaker=BreakerConfig(**model.breaker.model_dump()),
+            autoscale=AutoscaleConfig(**model.autoscale.model_dump()) if model.autoscale else None,
             retry=RetryConfig(**model.retry.model_dump()),
             policy=model.policy,
             provider=model.provider,
@@ -451,6 +465,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "isolation": plan.isolation,
         "styles": {k: dict(v) for k, v in plan.styles.items()},
         "breaker": vars_of(plan.breaker),
+        "autoscale": vars_of(plan.autoscale) if plan.autoscale else None,
         "retry": vars_of(plan.retry),
         "agents": [
             {

@@ -178,16 +178,25 @@ def _provider_field(plan: Plan, name: str) -> str:
     return "provider"
 
 
-def _runners(
-    plan: Plan,
-    providers: Mapping[str, Provider],
-    gate: Gate,
-    workspaces: Mapping[str, Workspace],
-    tools: Mapping[str, ToolSpec],
-) -> dict[str, AgentRunner]:
-    runners = {}
-    for i, a in enumerate(plan.agents):
-        workspace = workspaces[a.name or ""]
+class _RunnerFactory:
+    """Builds an agent's executor: its provider, tools in its workspace, its context.
+    Used for the plan's agents and for those the autoscaler adds."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        providers: Mapping[str, Provider],
+        gate: Gate,
+        workspaces: Mapping[str, Workspace],
+        tools: Mapping[str, ToolSpec],
+    ) -> None:
+        self.plan, self.providers, self.gate = plan, providers, gate
+        self.workspaces, self.tools = workspaces, tools
+        self.default_workspace = next(iter(workspaces.values()))
+
+    def __call__(self, a: AgentSpec) -> AgentRunner:
+        plan = self.plan
+        workspace = self.workspaces.get(a.name or "", self.default_workspace)
         ctx = ToolContext(
             workspace=workspace,
             allowed_commands=frozenset(plan.commands.allow),
@@ -203,20 +212,19 @@ def _runners(
             )
         except PlanError as exc:
             raise PlanError(exc.detail, file=plan.source, field=exc.field) from None
-        runners[a.name or ""] = AgentRunner(
+        return AgentRunner(
             a,
-            providers[name],
+            self.providers[name],
             split_provider(name)[1],
-            gate=gate,
+            gate=self.gate,
             key=name,
             price=price_for(name, plan.prices),
-            tools={t: _tool(plan, tools, t, a.name or str(i)) for t in a.tools},
+            tools={t: _tool(plan, self.tools, t, a.name or "") for t in a.tools},
             tool_context=ctx,
             context=bundle.text,
             context_tokens=bundle.tokens,
             max_turns=a.max_turns,
         )
-    return runners
 
 
 def _tool(plan: Plan, tools: Mapping[str, ToolSpec], name: str, agent: str) -> ToolSpec:
@@ -447,17 +455,19 @@ async def _execute(
     gate = RunGate(RateGovernor(plan.limits.rate_limits))
     if prior.session > 1:
         prior = dataclasses.replace(prior, spent=tracker.usage)
+    factory = _RunnerFactory(
+        plan,
+        providers,
+        gate,
+        _agent_workspaces(plan, run_id, workspace, journal),
+        {**BUILTIN_TOOLS, **{t.name: t for t in tools}},
+    )
     orch = Orchestrator(
         plan,
         run_id=run_id,
         engine=engine or LocalEngine(),
-        runners=_runners(
-            plan,
-            providers,
-            gate,
-            _agent_workspaces(plan, run_id, workspace, journal),
-            {**BUILTIN_TOOLS, **{t.name: t for t in tools}},
-        ),
+        runners={a.name or "": factory(a) for a in plan.agents},
+        runner_factory=factory,
         sinks=[
             _JournalSink(journal, run_id, prior.session),
             tracker,

@@ -22,6 +22,7 @@ from .exceptions import PlanError, UsageError
 from .ids import TaskId
 from .runtime.breaker import BreakerConfig
 from .runtime.governor import RateLimit
+from .runtime.scaling import AutoscaleConfig
 
 __all__ = [
     "POLICIES",
@@ -72,6 +73,7 @@ class Limits:
     max_wall_seconds: float | None = None
     rate_limits: Mapping[str, RateLimit] = field(default_factory=dict)  # key: provider[:model]
     work_stealing: bool = True  # idle agents take tasks queued on busier ones
+    start_agents: int | None = None  # per role; set => the autoscaler grows and shrinks roles
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -110,6 +112,7 @@ class Plan:
     isolation: str = "none"  # "worktree": each agent in its own git worktree and branch
     styles: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # the plan's own
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
+    autoscale: AutoscaleConfig | None = None  # on when set (or limits.start_agents is)
     source: str | None = None  # the file it came from, for messages
     raw: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
@@ -133,6 +136,7 @@ class Plan:
         isolation: str = "none",
         styles: Mapping[str, Mapping[str, Any]] | None = None,
         breaker: BreakerConfig | None = None,
+        autoscale: AutoscaleConfig | None = None,
         source: str | None = None,
         raw: Mapping[str, Any] | None = None,
     ) -> Plan:
@@ -152,6 +156,7 @@ class Plan:
             isolation=isolation,
             styles=dict(styles or {}),
             breaker=breaker or BreakerConfig(),
+            autoscale=autoscale,
             source=source,
             raw=raw,
         )
@@ -250,6 +255,16 @@ class Plan:
             )
         return plan
 
+    @property
+    def scaling(self) -> AutoscaleConfig | None:
+        """The autoscaler's settings, when it is on."""
+        if self.autoscale is None and self.limits.start_agents is None:
+            return None
+        cfg = self.autoscale or AutoscaleConfig()
+        if self.limits.start_agents is not None:
+            cfg = dataclasses.replace(cfg, start_agents=self.limits.start_agents)
+        return cfg
+
     def checked(self) -> Plan:
         self.validate()
         return self
@@ -264,6 +279,8 @@ class Plan:
             raise self._error("agents", "a plan needs at least one agent")
         if not self.tasks:
             raise self._error("tasks", "a plan needs at least one task")
+        if self.scaling is not None and self.isolation != "none":
+            raise self._error("autoscale", "the autoscaler cannot be combined with isolation")
         if self.isolation not in ("none", "worktree"):
             raise self._error("isolation", f"unknown isolation {self.isolation!r} (none, worktree)")
         if self.policy not in POLICIES:

@@ -25,6 +25,8 @@ class Engine(Protocol):
 
     def submit(self, attempt: Attempt) -> None: ...
 
+    def add_agent(self, name: str, runner: AgentRunner) -> None: ...
+
     def cancel(self, attempt_id: int) -> bool: ...
 
     async def stop(self) -> None: ...
@@ -36,13 +38,16 @@ class LocalEngine:
     name = "local"
 
     def __init__(self) -> None:
-        self._runners: Mapping[str, AgentRunner] = {}
+        self._runners: dict[str, AgentRunner] = {}
         self._on_outcome: OnOutcome | None = None
         self._inflight: dict[int, asyncio.Task[None]] = {}
 
     async def start(self, runners: Mapping[str, AgentRunner], on_outcome: OnOutcome) -> None:
-        self._runners = runners
+        self._runners = dict(runners)
         self._on_outcome = on_outcome
+
+    def add_agent(self, name: str, runner: AgentRunner) -> None:
+        self._runners[name] = runner
 
     def submit(self, attempt: Attempt) -> None:
         runner = self._runners[attempt.agent]

@@ -118,6 +118,7 @@ class RateGovernor(Gate):
         self._keys: dict[str, _Key] = {}
         self.granted = 0
         self.waits = 0
+        self.granted_by_key: dict[str, int] = {}
 
     def _now(self) -> float:
         return asyncio.get_running_loop().time()
@@ -167,6 +168,7 @@ class RateGovernor(Gate):
                 k.tokens.append(ticket)
                 k.token_sum += tokens
             self.granted += 1
+            self.granted_by_key[key] = self.granted_by_key.get(key, 0) + 1
             return (k, ticket)
 
     def settle(self, ticket: object, tokens: int) -> None:

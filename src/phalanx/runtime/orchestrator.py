@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
 import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ..agents import AgentSpec, _name_candidates
 from ..cost import ZERO, Usage
 from ..events import (
     AgentInfo,
+    AgentJoined,
+    AgentRetired,
     AgentWaiting,
     Alert,
     AttemptFinished,
@@ -28,6 +32,7 @@ from ..events import (
     RunFinished,
     RunStarted,
     RunStatus,
+    ScaleDecision,
     TaskFailed,
     TaskInfo,
     TaskSkipped,
@@ -36,14 +41,15 @@ from ..events import (
 )
 from ..exceptions import ErrorClass
 from ..hooks import HookOutcome, HookRunner, from_config, payload
-from ..ids import TaskId
+from ..ids import AgentName, TaskId
 from ..plan import Plan, Task
 from .breaker import CircuitBreaker
 from .engine import Engine
 from .executor import AgentRunner, Attempt, Outcome, Upstream
 from .governor import Gate, RateGovernor
-from .policies import AgentSlot, can_serve, make_policy, pick_victim
+from .policies import AgentSlot, RoundRobin, can_serve, make_policy, pick_victim
 from .retry import decide_retry
+from .scaling import AutoscaleConfig, RoleEvidence, ScaleChoice, decide_scale
 from .scheduler import DagState, ReadyQueue
 
 __all__ = ["Orchestrator", "Prior", "RunGate", "TaskRecord"]
@@ -99,11 +105,12 @@ class Orchestrator:
         gate: RunGate | None = None,
         checkpoint: Callable[[], None] | None = None,
         hooks: HookRunner | None = None,
+        runner_factory: Callable[[AgentSpec], AgentRunner] | None = None,
     ) -> None:
         self.plan = plan
         self.run_id = run_id
         self.engine = engine
-        self.runners = runners
+        self.runners = dict(runners)
         self.sinks = list(sinks)
         self.simulated = simulated
         self.prior = prior or Prior()
@@ -121,6 +128,10 @@ class Orchestrator:
             )
             for i, a in enumerate(plan.agents)
         }
+        self.runner_factory = runner_factory
+        self.governor: RateGovernor | None = None  # set by the run's gate
+        self.scaling = plan.scaling
+        self.scaler = _Scaler(self) if self.scaling is not None else None
         self.policy = make_policy(plan.policy, len(self.slots))
         self.current: dict[str, int] = {}  # task -> its live attempt id (the fencing token)
         self.inflight: dict[int, AgentSlot] = {}  # attempt id -> the agent it occupies
@@ -181,6 +192,8 @@ class Orchestrator:
         self._mono0, self._wall0 = loop.time(), time.time()
         self.started = self._wall0
         self._emit_started()
+        if self.scaler is not None:
+            self.scaler.schedule()
         if self.plan.limits.max_wall_seconds is not None:
             self._retry_handles.add(
                 loop.call_later(self.plan.limits.max_wall_seconds, self._wall_time_up)
@@ -252,6 +265,7 @@ class Orchestrator:
                         context_tokens=getattr(self.runners.get(a.name or ""), "context_tokens", 0),
                     )
                     for a in self.plan.agents
+                    if (a.name or "") in self.slots
                 ),
                 tasks=tuple(
                     TaskInfo(
@@ -412,8 +426,12 @@ class Orchestrator:
         rec = self.records[o.task_id]
         rec.usage = rec.usage + o.usage
         tid = TaskId(o.task_id)
+        if slot is not None and slot.running == 0:
+            slot.idle_since = self.now()
         if o.ok:
             self.slots[o.agent].done += 1
+            if self.scaler is not None:
+                self.scaler.completed(self.slots[o.agent].role)
             rec.state, rec.output, rec.agent, rec.attempt_id = (
                 "succeeded",
                 o.output,
@@ -540,6 +558,8 @@ class Orchestrator:
             )
 
     def _on_wait(self, agent: str, task_id: str, key: str, seconds: float) -> None:
+        if self.scaler is not None:
+            self.scaler.waited.add(agent)
         self.emit(
             AgentWaiting(
                 ts=self.now(),
@@ -748,6 +768,7 @@ class RunGate(Gate):
 
     def bind(self, orchestrator: Orchestrator) -> None:
         self.orchestrator = orchestrator
+        orchestrator.governor = self.governor
         self.governor.on_wait = orchestrator._on_wait
 
     async def acquire(self, key: str, tokens: int, *, agent: str, task_id: str) -> object:
@@ -779,3 +800,180 @@ def _task_info(t: Task) -> dict[str, Any]:
         "role": t.role,
         "prompt": t.prompt[:2000],
     }
+
+
+class _Scaler:
+    """The autoscaler's bookkeeping: evidence per role each interval, and its decisions
+    applied to the orchestrator's fleet (decisions themselves are ``decide_scale``)."""
+
+    def __init__(self, orch: Orchestrator) -> None:
+        assert orch.scaling is not None
+        self.o = orch
+        self.cfg: AutoscaleConfig = orch.scaling
+        self.templates: dict[str, AgentSpec] = {}
+        self.reserve: dict[str, list[AgentSpec]] = {}
+        self.done: dict[str, int] = {}
+        self.waited: set[str] = set()
+        self.before_growth: dict[str, tuple[int, float]] = {}
+        self.last_reason: dict[str, str] = {}
+        self.granted: dict[str, int] = {}  # governor grants per key at the last tick
+        self._trim()
+
+    def _trim(self) -> None:
+        """Start small: ``start_agents`` per role; the plan's other agents wait in reserve."""
+        kept: dict[str, int] = {}
+        for a in self.o.plan.agents:
+            self.templates.setdefault(a.role, a)
+            if kept.get(a.role, 0) < max(1, self.cfg.start_agents):
+                kept[a.role] = kept.get(a.role, 0) + 1
+            else:
+                self.reserve.setdefault(a.role, []).append(a)
+                del self.o.slots[a.name or ""]
+        self.next_index = len(self.o.plan.agents)
+
+    def completed(self, role: str) -> None:
+        self.done[role] = self.done.get(role, 0) + 1
+
+    def schedule(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.o._retry_handles.add(loop.call_later(self.cfg.interval, self.tick))
+
+    def tick(self) -> None:
+        if self.o.dag.done:
+            return
+        for role in self.templates:
+            evidence = self.evidence(role)
+            self.apply(role, decide_scale(evidence, self.cfg), evidence)
+        self.done.clear()
+        self.waited.clear()
+        self.granted = dict(self.o.governor.granted_by_key) if self.o.governor else {}
+        self.schedule()
+        self.o._wake.set()
+
+    def evidence(self, role: str) -> RoleEvidence:
+        o, now = self.o, self.o.now()
+        agents = [s for s in o.slots.values() if s.role == role]
+        probe = agents[0] if agents else _slot_for(self.templates[role], 0, "")
+        queued = sum(
+            len(b.heap) for b in o.ready.buckets.values() if can_serve(probe, b.role, b.skills)
+        )
+        queued += sum(len(s.queue) for s in agents)
+        idle = [s for s in agents if s.running == 0 and not s.queue and not s.paused]
+        cap = o.plan.limits.max_agents
+        requests, headroom = self._rates(probe.provider)
+        return RoleEvidence(
+            role=role,
+            active=len(agents),
+            waiting=max(0, queued - len(idle)),
+            throughput=self.done.get(role, 0) / self.cfg.interval,
+            before_growth=self.before_growth.get(role),
+            rate_limited=any(s.name in self.waited for s in agents),
+            budget_left=o.exhausted is None,
+            room=(cap if cap is not None else 100_000) - len(o.slots),
+            idle=tuple((s.name, now - s.idle_since) for s in idle),
+            requests=requests,
+            rate_headroom=headroom,
+        )
+
+    def _rates(self, key: str) -> tuple[float, float | None]:
+        """Requests/s on ``key`` over the last interval, and what its rpm limit leaves."""
+        gov = self.o.governor
+        if gov is None:
+            return 0.0, None
+        used = (gov.granted_by_key.get(key, 0) - self.granted.get(key, 0)) / self.cfg.interval
+        limit = gov.limit_for(key)
+        if limit is None or limit.rpm is None:
+            return used, None
+        return used, limit.rpm / 60.0 - used
+
+    def apply(self, role: str, choice: ScaleChoice, e: RoleEvidence) -> None:
+        before = e.active
+        if choice.action == "add":
+            for _ in range(choice.count):
+                if not self.add(role):
+                    break
+            self.before_growth[role] = (before, e.throughput)
+        elif choice.action == "retire":
+            for name in choice.retire:
+                self.o.slots.pop(name, None)
+                self.o.emit(AgentRetired(ts=self.o.now(), agent=name, reason=choice.reason))
+        after = sum(1 for s in self.o.slots.values() if s.role == role)
+        if choice.action == "hold" and self.last_reason.get(role) == choice.reason:
+            return  # say a hold once, not every interval
+        self.last_reason[role] = choice.reason
+        self.o.emit(
+            ScaleDecision(
+                ts=self.o.now(),
+                action=choice.action,
+                role=role,
+                before=before,
+                after=after,
+                reason=choice.reason,
+                numbers=dict(choice.numbers),
+            )
+        )
+        hooks = self.o.hooks
+        if choice.action != "hold" and "on_scale" in hooks.points():
+            self.o._background(
+                self.o._fire(
+                    "on_scale",
+                    hooks,
+                    None,
+                    role=role,
+                    action=choice.action,
+                    before=before,
+                    after=after,
+                    reason=choice.reason,
+                )
+            )
+
+    def add(self, role: str) -> bool:
+        o = self.o
+        spare = self.reserve.get(role)
+        if spare:
+            spec = spare.pop(0)
+        else:
+            taken = {*o.slots, *o.runners}
+            name = next(n for n in _name_candidates() if n not in taken)
+            spec = dataclasses.replace(self.templates[role], name=AgentName(name))
+        name = spec.name or ""
+        runner = o.runners.get(name)
+        if runner is None:
+            if o.runner_factory is None:
+                return False
+            runner = o.runners[name] = o.runner_factory(spec)
+        slot = _slot_for(spec, self.next_index, o.plan.provider or "local:smollm2")
+        self.next_index += 1
+        slot.idle_since = o.now()
+        o.slots[name] = slot
+        o.breakers[name] = CircuitBreaker(o.plan.breaker)
+        o.provider_breakers.setdefault(slot.provider, CircuitBreaker(o.plan.breaker.for_provider()))
+        o.agent_hooks.setdefault(name, o.hooks)
+        o.engine.add_agent(name, runner)
+        if isinstance(o.policy, RoundRobin):
+            o.policy.fleet_size = max(o.policy.fleet_size, self.next_index)
+        o.emit(
+            AgentJoined(
+                ts=o.now(),
+                agent=AgentInfo(
+                    name=name,
+                    role=spec.role,
+                    provider=slot.provider,
+                    style=spec.style,
+                    skills=tuple(sorted(spec.skills)),
+                    context_tokens=runner.context_tokens,
+                ),
+            )
+        )
+        return True
+
+
+def _slot_for(spec: AgentSpec, index: int, default_provider: str) -> AgentSlot:
+    return AgentSlot(
+        name=spec.name or "",
+        role=spec.role,
+        skills=spec.skills,
+        specialities=spec.specialities,
+        index=index,
+        provider=spec.provider or default_provider,
+    )

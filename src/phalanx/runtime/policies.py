@@ -43,6 +43,7 @@ class AgentSlot:
     paused: bool = False
     provider: str = ""
     queue: deque[Task] = field(default_factory=deque)  # tasks assigned to it, not started
+    idle_since: float = 0.0
 
     @property
     def load(self) -> int:
