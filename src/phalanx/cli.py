@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import signal
 import sys
@@ -85,11 +86,20 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--run-id", metavar="ID", help="use this run id instead of a generated one")
     r.add_argument("--quiet", "-q", action="store_true", help="no per-task lines")
     r.add_argument("--no-tui", action="store_true", help="plain lines even on a terminal")
+    r.add_argument("--web", action="store_true", help="also serve the live web dashboard")
 
     rs = sub.add_parser("resume", help="continue an interrupted or crashed run")
     rs.add_argument("run_id", metavar="RUN_ID")
     rs.add_argument("--quiet", "-q", action="store_true", help="no per-task lines")
     rs.add_argument("--no-tui", action="store_true", help="plain lines even on a terminal")
+
+    db = sub.add_parser("dashboard", help="the live web dashboard (127.0.0.1, token in URL)")
+    db.add_argument(
+        "run_id", metavar="RUN_ID", nargs="?", help="a run (default: follow the latest)"
+    )
+    db.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    db.add_argument("--port", type=int, default=0, help="port (default: a free one)")
+    db.add_argument("--token", help="access token (required with a non-loopback --host)")
 
     mg = sub.add_parser("merge", help="merge the agent branches of an isolation: worktree run")
     mg.add_argument("run_id", metavar="RUN_ID")
@@ -114,6 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         handler = {
+            "dashboard": _cmd_dashboard,
             "merge": _cmd_merge,
             "run": _cmd_run,
             "resume": _cmd_resume,
@@ -179,7 +190,37 @@ def _progress_sinks(args: argparse.Namespace) -> list[Any]:
     return [LineLog()]
 
 
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    from .web import serve
+
+    def ready(url: str) -> None:
+        print(f"dashboard: {url}", flush=True)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(
+            serve(
+                state_dir(args.state_dir),
+                host=args.host,
+                port=args.port,
+                token=args.token,
+                run_id=args.run_id,
+                ready=ready,
+            )
+        )
+    return 0
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
+    if args.web:
+        from .web import DashboardThread
+
+        with DashboardThread(state_dir(args.state_dir), run_id=args.run_id) as url:
+            print(f"dashboard: {url}", flush=True)
+            return _run_plan(args)
+    return _run_plan(args)
+
+
+def _run_plan(args: argparse.Namespace) -> int:
     spy = _RunIdSpy()
     sinks: list[Any] = [spy, *_progress_sinks(args)]
     result = _drive(
