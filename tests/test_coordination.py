@@ -271,3 +271,47 @@ def test_scale_decisions_are_pure_and_explained() -> None:
     assert better.tools == ("read_file",) and better.style == "concise"
     clones = hybrid_scale(spec, 3, style="yaml")
     assert len(clones) == 3 and all(c.style == "yaml" and c.name is None for c in clones)
+
+
+# -- patterns -----------------------------------------------------------------------------
+
+
+def test_pipeline_hands_each_stage_the_one_before(state: Path) -> None:
+    from phalanx import Pipeline
+
+    pipe = Pipeline(
+        {
+            "analyze": AgentSpec(style="yaml"),
+            "design": AgentSpec(style="html"),
+            "implement": AgentSpec(style="concise"),
+        },
+        provider="sim",
+    )
+    plan = pipe.plan("password reset")
+    assert [t.needs for t in plan.tasks] == [(), ("analyze",), ("design",)]
+    assert [a.role for a in plan.agents] == ["analyze", "design", "implement"]
+    outputs = pipe.execute("password reset")
+    assert list(outputs) == ["analyze", "design", "implement"]
+    assert outputs["design"].startswith("<section>")  # the design stage answers in html
+
+
+def test_team_routes_by_role_and_swarm_assigns_round_robin(state: Path) -> None:
+    from phalanx import Swarm, Team
+
+    team = Team(
+        {"researcher": AgentSpec(style="yaml"), "coder": [AgentSpec(), AgentSpec()]}, provider="sim"
+    )
+    result = team.run_sync(
+        [
+            Task(id="r", prompt="survey", role="researcher"),  # type: ignore[arg-type]
+            Task(id="c1", prompt="code", role="coder", needs=("r",)),  # type: ignore[arg-type]
+            Task(id="c2", prompt="code", role="coder", needs=("r",)),  # type: ignore[arg-type]
+        ]
+    )
+    roles = {a.name: a.role for a in team.agents}
+    assert roles[result.tasks["r"].agent or ""] == "researcher"
+    assert {roles[result.tasks[c].agent or ""] for c in ("c1", "c2")} == {"coder"}
+    swarm = Swarm(size=4, roles=["researcher", "coder"], provider="sim")
+    plan = swarm.distribute_work([f"item {i}" for i in range(8)])
+    assert [t.agent for t in plan.tasks] == [a.name for a in swarm.agents] * 2
+    assert [a.role for a in swarm.agents] == ["researcher", "coder"] * 2

@@ -13,6 +13,7 @@ EXPECTED = {
     "PhalanxError", "Plan", "PlanError", "ProviderError", "Role", "RunResult", "Snapshot",
     "StatusTracker", "Swarm", "Task", "TaskResult", "Usage", "UsageError", "__version__",
     "decompose_project", "fold", "load_plan", "render_status", "resume", "run", "run_sync",
+    "AgentPipeline", "AgentSwarm", "Pipeline", "Team",
 }  # fmt: skip
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .agents import ROLES, AgentSpec, Role
-from .api import RunResult, Swarm, TaskResult, resume, run, run_sync
+from .api import RunResult, TaskResult, resume, run, run_sync
 from .cost import Usage
 from .exceptions import (
     BudgetExhausted,
@@ -21,17 +21,21 @@ from .exceptions import (
     ProviderError,
     UsageError,
 )
+from .patterns import AgentPipeline, AgentSwarm, Pipeline, Swarm, Team
 from .plan import Limits, Plan, Task, decompose_project, load_plan
 from .status import Snapshot, StatusTracker, fold, render_text
 
 __all__ = [
     "ROLES",
+    "AgentPipeline",
     "AgentSpec",
+    "AgentSwarm",
     "BudgetExhausted",
     "ErrorClass",
     "JournalError",
     "Limits",
     "PhalanxError",
+    "Pipeline",
     "Plan",
     "PlanError",
     "ProviderError",
@@ -42,6 +46,7 @@ __all__ = [
     "Swarm",
     "Task",
     "TaskResult",
+    "Team",
     "Usage",
     "UsageError",
     "__version__",

@@ -25,7 +25,7 @@ from .events import Alert, Event, EventSink
 from .exceptions import PhalanxError, PlanError, UsageError
 from .hooks import from_config
 from .journal import Journal
-from .plan import Plan, Task, load_plan
+from .plan import Plan, load_plan
 from .providers import Provider, is_simulated, resolve_provider, split_provider
 from .runtime.engine import Engine, LocalEngine
 from .runtime.executor import AgentRunner
@@ -567,57 +567,13 @@ def _task_results(plan: Plan, records: Mapping[str, TaskRecord]) -> dict[str, Ta
 
 def run_sync(plan: Plan | str | os.PathLike[str], **kwargs: Any) -> RunResult:
     """:func:`run` for code without an event loop."""
-    return _sync(lambda: run(plan, **kwargs))
+    return sync(lambda: run(plan, **kwargs))
 
 
-def _sync(make: Callable[[], Awaitable[T]]) -> T:
+def sync(make: Callable[[], Awaitable[T]]) -> T:
+    """Run the coroutine ``make()`` returns to its end, from code without an event loop."""
+
     async def main() -> T:
         return await make()
 
     return asyncio.run(main())
-
-
-class Swarm:
-    """The strategy's ``AgentSwarm``: ``size`` like agents (generated names) and a policy.
-
-    swarm = Swarm(size=10, provider="sim", policy="round_robin")
-    result = swarm.run_sync(["summarise a.txt", "summarise b.txt", ...])
-    """
-
-    def __init__(
-        self,
-        size: int = 3,
-        *,
-        spec: AgentSpec | None = None,
-        agents: Sequence[AgentSpec] | None = None,
-        policy: str = "round_robin",
-        provider: str | None = None,
-        providers: Mapping[str, Mapping[str, Any]] | None = None,
-        name: str = "swarm",
-        state: str | os.PathLike[str] | None = None,
-    ) -> None:
-        base = spec or AgentSpec()
-        self.agents = list(agents) if agents is not None else base.clone(size)
-        self.policy, self.provider, self.name, self.state = policy, provider, name, state
-        self.providers = dict(providers or {})
-
-    def distribute_work(self, tasks: Sequence[str | Task]) -> Plan:
-        """The plan that spreads ``tasks`` over this swarm (round-robin by default)."""
-        built = [
-            t if isinstance(t, Task) else Task(id=f"task-{i + 1}", prompt=t)  # type: ignore[arg-type]
-            for i, t in enumerate(tasks)
-        ]
-        return Plan.build(
-            agents=self.agents,
-            tasks=built,
-            name=self.name,
-            policy=self.policy,
-            provider=self.provider,
-            providers=self.providers,
-        )
-
-    async def run(self, tasks: Sequence[str | Task], **kwargs: Any) -> RunResult:
-        return await run(self.distribute_work(tasks), state=self.state, **kwargs)
-
-    def run_sync(self, tasks: Sequence[str | Task], **kwargs: Any) -> RunResult:
-        return _sync(lambda: self.run(tasks, **kwargs))

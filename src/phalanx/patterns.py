@@ -1,0 +1,177 @@
+"""Patterns: thin builders over the one scheduler — a pipeline is a chain in the DAG, a team
+is tasks routed by role, a swarm is like agents with a distribution policy.
+
+    Pipeline({"analyze": AgentSpec(style="yaml"), "implement": AgentSpec(style="concise")},
+             provider="sim").run_sync("add password reset")
+    Team({"researcher": AgentSpec(style="yaml"), "coder": AgentSpec()}).run_sync(tasks)
+    Swarm(size=10, roles=["researcher", "coder"], provider="sim").run_sync(["...", "..."])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .agents import AgentSpec, assign_names
+from .api import RunResult, run, sync
+from .ids import AgentName, TaskId
+from .plan import Plan, Task
+
+__all__ = ["AgentPipeline", "AgentSwarm", "Pipeline", "Swarm", "Team"]
+
+Stages = Mapping[str, AgentSpec] | Sequence[tuple[str, AgentSpec]]
+
+
+class _Runnable:
+    """Shared by the patterns: ``plan(work)`` then run it (async or sync)."""
+
+    state: str | os.PathLike[str] | None = None
+
+    def plan(self, work: Any) -> Plan:
+        raise NotImplementedError
+
+    async def run(self, work: Any, **kwargs: Any) -> RunResult:
+        return await run(self.plan(work), state=self.state, **kwargs)
+
+    def run_sync(self, work: Any, **kwargs: Any) -> RunResult:
+        return sync(lambda: self.run(work, **kwargs))
+
+
+class Pipeline(_Runnable):
+    """The strategy's ``AgentPipeline``: one agent per stage, each stage's task needs the
+    previous one, so every stage receives the results before it (context hand-off)."""
+
+    def __init__(
+        self,
+        stages: Stages,
+        *,
+        provider: str | None = None,
+        providers: Mapping[str, Mapping[str, Any]] | None = None,
+        name: str = "pipeline",
+        state: str | os.PathLike[str] | None = None,
+    ) -> None:
+        pairs = list(stages.items()) if isinstance(stages, Mapping) else list(stages)
+        self.stages = [
+            (stage, spec if spec.role != "generalist" else dataclasses.replace(spec, role=stage))
+            for stage, spec in pairs
+        ]
+        self.provider, self.providers, self.name, self.state = provider, providers, name, state
+
+    def plan(self, work: str) -> Plan:
+        tasks = []
+        for i, (stage, spec) in enumerate(self.stages):
+            needs = (TaskId(self.stages[i - 1][0]),) if i else ()
+            tasks.append(
+                Task(
+                    id=TaskId(stage),
+                    title=f"{stage}: {work}"[:80],
+                    prompt=f"Stage '{stage}' of the work: {work}",
+                    needs=needs,
+                    role=spec.role,
+                )
+            )
+        return Plan.build(
+            agents=[s for _, s in self.stages],
+            tasks=tasks,
+            name=self.name,
+            provider=self.provider,
+            providers=self.providers,
+        )
+
+    def execute(self, work: str, **kwargs: Any) -> dict[str, str]:
+        """The strategy's ``execute``: each stage's output, by stage."""
+        result = self.run_sync(work, **kwargs)
+        return {stage: result.tasks[stage].output for stage, _ in self.stages}
+
+
+AgentPipeline = Pipeline
+
+
+class Team(_Runnable):
+    """Task specialisation: one agent per role (or a list of them); tasks are routed by
+    their ``role`` and, for the rest, by best fit of category and skills."""
+
+    def __init__(
+        self,
+        members: Mapping[str, AgentSpec | Sequence[AgentSpec]],
+        *,
+        policy: str = "best_fit",
+        provider: str | None = None,
+        providers: Mapping[str, Mapping[str, Any]] | None = None,
+        name: str = "team",
+        state: str | os.PathLike[str] | None = None,
+    ) -> None:
+        self.agents: list[AgentSpec] = []
+        for role, spec in members.items():
+            for s in [spec] if isinstance(spec, AgentSpec) else spec:
+                self.agents.append(dataclasses.replace(s, role=role))
+        self.agents = assign_names(self.agents)
+        self.policy, self.provider, self.providers = policy, provider, providers
+        self.name, self.state = name, state
+
+    def plan(self, work: Sequence[Task]) -> Plan:
+        return Plan.build(
+            agents=self.agents,
+            tasks=list(work),
+            name=self.name,
+            policy=self.policy,
+            provider=self.provider,
+            providers=self.providers,
+        )
+
+
+class Swarm(_Runnable):
+    """The strategy's ``AgentSwarm``: ``size`` agents with generated names (roles cycled from
+    ``roles``); ``distribute_work`` assigns task i to agent i % size (round-robin), and idle
+    agents still steal from busy ones."""
+
+    def __init__(
+        self,
+        size: int = 3,
+        *,
+        spec: AgentSpec | None = None,
+        agents: Sequence[AgentSpec] | None = None,
+        roles: Sequence[str] = (),
+        policy: str = "round_robin",
+        provider: str | None = None,
+        providers: Mapping[str, Mapping[str, Any]] | None = None,
+        name: str = "swarm",
+        state: str | os.PathLike[str] | None = None,
+    ) -> None:
+        base = spec or AgentSpec()
+        clones = list(agents) if agents is not None else base.clone(size)
+        if roles:
+            clones = [
+                dataclasses.replace(a, role=roles[i % len(roles)]) for i, a in enumerate(clones)
+            ]
+        self.agents = assign_names(clones)
+        self.policy, self.provider, self.name, self.state = policy, provider, name, state
+        self.providers = dict(providers or {})
+
+    def distribute_work(self, tasks: Sequence[str | Task]) -> Plan:
+        """The plan that assigns ``tasks`` round-robin over the swarm."""
+        names = [AgentName(a.name or "") for a in self.agents]
+        built = [
+            t if isinstance(t, Task) else Task(id=TaskId(f"task-{i + 1}"), prompt=t)
+            for i, t in enumerate(tasks)
+        ]
+        pinned = [
+            t if t.agent or t.role else dataclasses.replace(t, agent=names[i % len(names)])
+            for i, t in enumerate(built)
+        ]
+        return Plan.build(
+            agents=self.agents,
+            tasks=pinned,
+            name=self.name,
+            policy=self.policy,
+            provider=self.provider,
+            providers=self.providers,
+        )
+
+    def plan(self, work: Sequence[str | Task]) -> Plan:
+        return self.distribute_work(work)
+
+
+AgentSwarm = Swarm
