@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .agents import AgentSpec, Category
+from .comms.bus import MessagePolicy
 from .cost import Price
 from .exceptions import PlanError
 from .ids import AgentName, TaskId
@@ -61,6 +62,7 @@ class AgentModel(BaseModel):
     context_max_tokens: int = Field(default=4000, ge=1, le=1_000_000)
     tools: list[str] = []
     max_turns: int = Field(default=8, ge=1, le=1000)
+    subscribe: list[str] = []
     hooks: list[Any] = []
 
     _as_list = field_validator("skills", "context", "tools", "names", mode="before")(_str_list)
@@ -88,6 +90,7 @@ class AgentModel(BaseModel):
                 context_max_tokens=self.context_max_tokens,
                 tools=tuple(self.tools),
                 max_turns=self.max_turns,
+                subscribe=tuple(self.subscribe),
                 hooks=tuple(self.hooks),
             )
             for n in names
@@ -181,10 +184,21 @@ class AutoscaleModel(BaseModel):
     max_step: int | None = Field(default=None, ge=1)
 
 
+class MessagingModel(BaseModel):
+    model_config = _STRICT
+
+    enabled: bool = True
+    broadcast_roles: list[str] | None = None
+    max_recipients: int | None = Field(default=None, ge=1)
+    max_chars: int = Field(default=4000, ge=1)
+    allow_direct: bool = True
+
+
 class LimitsModel(BaseModel):
     model_config = _STRICT
 
     work_stealing: bool = True
+    comm_overhead_warning: float = Field(default=0.25, gt=0)
     start_agents: int | None = Field(default=None, ge=0)
     rate_limits: dict[str, RateLimitModel] = {}
     max_agents: int | None = Field(default=None, ge=1)
@@ -218,6 +232,7 @@ class PlanModel(BaseModel):
     styles: dict[str, dict[str, Any]] = {}
     breaker: BreakerModel = BreakerModel()
     autoscale: AutoscaleModel | None = None
+    messaging: MessagingModel = MessagingModel()
     agents: list[AgentModel] = Field(min_length=1)
     tasks: list[TaskModel] = Field(min_length=1)
 
@@ -400,6 +415,7 @@ def plan_from_data(
             styles=model.styles,
             breaker=BreakerConfig(**model.breaker.model_dump()),
             autoscale=AutoscaleConfig(**model.autoscale.model_dump()) if model.autoscale else None,
+            messaging=_policy(model.messaging),
             retry=RetryConfig(**model.retry.model_dump()),
             policy=model.policy,
             provider=model.provider,
@@ -466,6 +482,12 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "styles": {k: dict(v) for k, v in plan.styles.items()},
         "breaker": vars_of(plan.breaker),
         "autoscale": vars_of(plan.autoscale) if plan.autoscale else None,
+        "messaging": {
+            **vars_of(plan.messaging),
+            "broadcast_roles": sorted(plan.messaging.broadcast_roles)
+            if plan.messaging.broadcast_roles is not None
+            else None,
+        },
         "retry": vars_of(plan.retry),
         "agents": [
             {
@@ -480,6 +502,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
                 "context_max_tokens": a.context_max_tokens,
                 "tools": list(a.tools),
                 "max_turns": a.max_turns,
+                "subscribe": list(a.subscribe),
                 "hooks": [h for h in a.hooks if isinstance(h, dict | str)],
             }
             for a in plan.agents
@@ -509,3 +532,14 @@ def vars_of(obj: Any) -> dict[str, Any]:
     import dataclasses
 
     return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+
+
+def _policy(m: MessagingModel) -> MessagePolicy:
+    roles = frozenset(m.broadcast_roles) if m.broadcast_roles is not None else None
+    return MessagePolicy(
+        enabled=m.enabled,
+        broadcast_roles=roles,
+        max_recipients=m.max_recipients,
+        max_chars=m.max_chars,
+        allow_direct=m.allow_direct,
+    )

@@ -98,6 +98,7 @@ class AgentSpec:
     context_max_tokens: int = 4000
     tools: tuple[str, ...] = ()  # built-in tool names, or names of tools given to run()
     max_turns: int = 8  # model calls per attempt (tool rounds and style re-asks)
+    subscribe: tuple[str, ...] = ()  # shared-context key prefixes (or "#tag") to be shown
     hooks: tuple[Any, ...] = field(default=(), compare=False)
     options: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from ._planfile import plan_to_dict
 from .agents import AgentSpec
+from .comms import COMMS_TOOLS, Comms
 from .context import load_context
 from .cost import Usage, price_for
 from .events import Alert, Event, EventSink
@@ -189,8 +190,9 @@ class _RunnerFactory:
         gate: Gate,
         workspaces: Mapping[str, Workspace],
         tools: Mapping[str, ToolSpec],
+        comms: Comms | None = None,
     ) -> None:
-        self.plan, self.providers, self.gate = plan, providers, gate
+        self.plan, self.providers, self.gate, self.comms = plan, providers, gate, comms
         self.workspaces, self.tools = workspaces, tools
         self.default_workspace = next(iter(workspaces.values()))
 
@@ -201,6 +203,8 @@ class _RunnerFactory:
             workspace=workspace,
             allowed_commands=frozenset(plan.commands.allow),
             command_timeout=plan.commands.timeout,
+            agent=a.name or "",
+            comms=self.comms,
         )
         name = a.provider or plan.provider or DEFAULT_PROVIDER
         try:
@@ -224,6 +228,7 @@ class _RunnerFactory:
             context=bundle.text,
             context_tokens=bundle.tokens,
             max_turns=a.max_turns,
+            comms=self.comms,
         )
 
 
@@ -455,12 +460,25 @@ async def _execute(
     gate = RunGate(RateGovernor(plan.limits.rate_limits))
     if prior.session > 1:
         prior = dataclasses.replace(prior, spent=tracker.usage)
+    orch: Orchestrator | None = None
+
+    def emit(event: Event) -> None:
+        if orch is not None:
+            orch.emit(event)
+
+    comms = Comms(
+        {a.name or "": a.role for a in plan.agents},
+        plan.messaging,
+        clock=lambda: orch.now() if orch is not None else time.time(),
+        emit=emit,
+    )
     factory = _RunnerFactory(
         plan,
         providers,
         gate,
         _agent_workspaces(plan, run_id, workspace, journal),
-        {**BUILTIN_TOOLS, **{t.name: t for t in tools}},
+        {**BUILTIN_TOOLS, **COMMS_TOOLS, **{t.name: t for t in tools}},
+        comms,
     )
     orch = Orchestrator(
         plan,
@@ -468,6 +486,7 @@ async def _execute(
         engine=engine or LocalEngine(),
         runners={a.name or "": factory(a) for a in plan.agents},
         runner_factory=factory,
+        comms=comms,
         sinks=[
             _JournalSink(journal, run_id, prior.session),
             tracker,

@@ -22,8 +22,11 @@ __all__ = [
     "AttemptFinished",
     "AttemptStarted",
     "BreakerChanged",
+    "ContextRead",
+    "ContextWritten",
     "Event",
     "EventSink",
+    "MessageSent",
     "OutputRejected",
     "RetryScheduled",
     "RunFinished",
@@ -254,6 +257,56 @@ class Alert:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class MessageSent:
+    """An agent sent a message (the communication log; the text stays out of the journal).
+
+    ``tokens`` is the message's estimated tokens times the number of recipients: every
+    recipient pays to read it."""
+
+    type: Literal["message_sent"] = "message_sent"
+    ts: float
+    message_id: str
+    sender: str
+    recipients: tuple[str, ...]
+    kind: Literal["broadcast", "direct"]
+    task_id: str = ""
+    tokens: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "recipients", tuple(self.recipients))  # a list from JSON
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ContextWritten:
+    """An agent wrote a shared-context (blackboard) entry; ``tokens``: the value's size."""
+
+    type: Literal["context_written"] = "context_written"
+    ts: float
+    key: str
+    version: int
+    agent: str
+    task_id: str = ""
+    tokens: int = 0
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ContextRead:
+    """An agent read shared-context entries: through a tool (``get``/``query``) or injected
+    into its prompt by a subscription. ``tokens``: the size of what it was shown."""
+
+    type: Literal["context_read"] = "context_read"
+    ts: float
+    keys: tuple[str, ...]
+    agent: str
+    task_id: str = ""
+    tokens: int = 0
+    via: Literal["get", "query", "subscription"] = "get"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "keys", tuple(self.keys))  # a list from JSON
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class RunFinished:
     type: Literal["run_finished"] = "run_finished"
     ts: float
@@ -278,6 +331,9 @@ Event = (
     | ScaleDecision
     | AgentWaiting
     | Alert
+    | MessageSent
+    | ContextWritten
+    | ContextRead
     | RunFinished
 )
 
@@ -300,6 +356,9 @@ _TYPES: dict[str, type[Any]] = {
         ScaleDecision,
         AgentWaiting,
         Alert,
+        MessageSent,
+        ContextWritten,
+        ContextRead,
         RunFinished,
     )
 }

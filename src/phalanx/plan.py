@@ -18,6 +18,7 @@ from .cost import Price
 
 if TYPE_CHECKING:
     from .styles import Style
+from .comms.bus import MessagePolicy
 from .exceptions import PlanError, UsageError
 from .ids import TaskId
 from .runtime.breaker import BreakerConfig
@@ -74,6 +75,7 @@ class Limits:
     rate_limits: Mapping[str, RateLimit] = field(default_factory=dict)  # key: provider[:model]
     work_stealing: bool = True  # idle agents take tasks queued on busier ones
     start_agents: int | None = None  # per role; set => the autoscaler grows and shrinks roles
+    comm_overhead_warning: float = 0.25  # alert when communication tokens / work tokens pass it
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -113,6 +115,7 @@ class Plan:
     styles: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # the plan's own
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
     autoscale: AutoscaleConfig | None = None  # on when set (or limits.start_agents is)
+    messaging: MessagePolicy = field(default_factory=MessagePolicy)
     source: str | None = None  # the file it came from, for messages
     raw: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
@@ -137,6 +140,7 @@ class Plan:
         styles: Mapping[str, Mapping[str, Any]] | None = None,
         breaker: BreakerConfig | None = None,
         autoscale: AutoscaleConfig | None = None,
+        messaging: MessagePolicy | None = None,
         source: str | None = None,
         raw: Mapping[str, Any] | None = None,
     ) -> Plan:
@@ -157,6 +161,7 @@ class Plan:
             styles=dict(styles or {}),
             breaker=breaker or BreakerConfig(),
             autoscale=autoscale,
+            messaging=messaging or MessagePolicy(),
             source=source,
             raw=raw,
         )

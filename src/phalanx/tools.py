@@ -113,13 +113,18 @@ class ToolSpec:
 class ToolContext:
     """What a tool may use during one run. ``command_timeout`` is run_command's default and
     its ceiling (a model may ask for less, never more); ``env`` is the environment commands
-    start from (scrubbed; default ``os.environ``); ``max_output`` caps a result's text."""
+    start from (scrubbed; default ``os.environ``); ``max_output`` caps a result's text.
+    ``agent`` is the name of the agent the tools run for; ``comms`` is the run's
+    communication hub (a :class:`phalanx.comms.Comms`, ``None`` when messaging is off),
+    read by the communication tools."""
 
     workspace: Workspace
     allowed_commands: frozenset[str] = frozenset()
     command_timeout: float = 60.0
     env: Mapping[str, str] | None = None
     max_output: int = 20_000
+    agent: str = ""
+    comms: Any = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -78,6 +78,7 @@ def build_request(
     *,
     context: str = "",
     tools: tuple[ToolDef, ...] = (),
+    inbox: str = "",
 ) -> CompletionRequest:
     """Prompt = role + system prompt + style + context, then the task and upstream results."""
     task = attempt.task
@@ -98,6 +99,8 @@ def build_request(
             if len(text) > UPSTREAM_CHARS:
                 text = text[:UPSTREAM_CHARS] + f"\n[... {len(up.output) - UPSTREAM_CHARS} more]"
             user.append(f"### {up.task_id} (by {up.agent})\n{text}")
+    if inbox:
+        user.append(inbox)
     return CompletionRequest(
         model=model,
         messages=(
@@ -159,6 +162,7 @@ class AgentRunner:
         context_tokens: int = 0,
         max_turns: int = 8,
         max_reasks: int = 2,
+        comms: Any = None,
     ) -> None:
         self.spec = spec
         self.provider = provider
@@ -170,13 +174,19 @@ class AgentRunner:
         self.tool_context = tool_context
         self.context = context
         self.context_tokens = context_tokens
+        self.comms = comms  # phalanx.comms.Comms: messages and subscribed shared context
         self.max_turns = max_turns
         self.max_reasks = max_reasks
         self.tool_defs = tuple(t.to_def() for t in self.tools.values())
 
     async def run(self, attempt: Attempt) -> Outcome:
         request = build_request(
-            self.spec, attempt, self.model, context=self.context, tools=self.tool_defs
+            self.spec,
+            attempt,
+            self.model,
+            context=self.context,
+            tools=self.tool_defs,
+            inbox=self._inbox(attempt),
         )
         state = _Turns(messages=list(request.messages))
         try:
@@ -206,6 +216,14 @@ class AgentRunner:
             usage=state.usage,
             turns=state.calls,
         )
+
+    def _inbox(self, attempt: Attempt) -> str:
+        """Messages waiting for this agent and the shared context it follows."""
+        if self.comms is None:
+            return ""
+        self.comms.begin_task(attempt.agent, attempt.task.id)
+        text, _ = self.comms.inbox_for(attempt.agent, attempt.task.id, self.spec.subscribe)
+        return str(text)
 
     async def _loop(
         self, attempt: Attempt, request: CompletionRequest, state: _Turns

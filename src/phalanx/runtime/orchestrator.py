@@ -106,6 +106,7 @@ class Orchestrator:
         checkpoint: Callable[[], None] | None = None,
         hooks: HookRunner | None = None,
         runner_factory: Callable[[AgentSpec], AgentRunner] | None = None,
+        comms: Any = None,
     ) -> None:
         self.plan = plan
         self.run_id = run_id
@@ -129,6 +130,10 @@ class Orchestrator:
             for i, a in enumerate(plan.agents)
         }
         self.runner_factory = runner_factory
+        self.comms = comms  # phalanx.comms.Comms, when agents may talk
+        self.work_tokens: dict[str, int] = {}
+        self._overhead_alerted: set[str] = set()
+        self._since_overhead = 0
         self.governor: RateGovernor | None = None  # set by the run's gate
         self.scaling = plan.scaling
         self.scaler = _Scaler(self) if self.scaling is not None else None
@@ -228,6 +233,7 @@ class Orchestrator:
             for h in self._retry_handles:
                 h.cancel()
             await self.engine.stop()
+            self._check_overhead(force=True)
             await self._end_hooks()
             self.emit(RunFinished(ts=self.now(), status=self.status, reason=self._reason()))
         return self.status
@@ -423,6 +429,8 @@ class Orchestrator:
             return  # a superseded attempt: its result is recorded and ignored
         del self.current[o.task_id]
         self._record_breakers(o)
+        self.work_tokens[o.agent] = self.work_tokens.get(o.agent, 0) + o.usage.total_tokens
+        self._check_overhead()
         rec = self.records[o.task_id]
         rec.usage = rec.usage + o.usage
         tid = TaskId(o.task_id)
@@ -574,6 +582,38 @@ class Orchestrator:
     def spend(self, usage: Usage) -> None:
         self.spent = self.spent + usage
         self._check_budget()
+
+    # -- communication overhead ------------------------------------------------------------
+    def _check_overhead(self, force: bool = False) -> None:
+        """Alert once (per agent and for the run) when communication tokens pass
+        ``limits.comm_overhead_warning`` of work tokens. Checked every 20 attempts."""
+        self._since_overhead += 1
+        if self.comms is None or (self._since_overhead < 20 and not force):
+            return
+        self._since_overhead = 0
+        limit = self.plan.limits.comm_overhead_warning
+        report = self.comms.overhead(self.work_tokens)
+        over = [
+            (a.agent, a.ratio) for a in report.agents if a.ratio is not None and a.ratio > limit
+        ]
+        if report.ratio is not None and report.ratio > limit:
+            over.append(("", report.ratio))
+        for agent, ratio in over:
+            if agent in self._overhead_alerted:
+                continue
+            self._overhead_alerted.add(agent)
+            who = f"agent {agent}" if agent else "the run"
+            self.emit(
+                Alert(
+                    ts=self.now(),
+                    kind="overhead",
+                    agent=agent or None,
+                    message=(
+                        f"communication overhead of {who} is {ratio:.0%} of work tokens "
+                        f"(warning at {limit:.0%})"
+                    ),
+                )
+            )
 
     # -- circuit breakers ------------------------------------------------------------------
     def _record_breakers(self, o: Outcome) -> None:
@@ -896,6 +936,8 @@ class _Scaler:
         elif choice.action == "retire":
             for name in choice.retire:
                 self.o.slots.pop(name, None)
+                if self.o.comms is not None:
+                    self.o.comms.remove_agent(name)
                 self.o.emit(AgentRetired(ts=self.o.now(), agent=name, reason=choice.reason))
         after = sum(1 for s in self.o.slots.values() if s.role == role)
         if choice.action == "hold" and self.last_reason.get(role) == choice.reason:
@@ -950,6 +992,8 @@ class _Scaler:
         o.provider_breakers.setdefault(slot.provider, CircuitBreaker(o.plan.breaker.for_provider()))
         o.agent_hooks.setdefault(name, o.hooks)
         o.engine.add_agent(name, runner)
+        if o.comms is not None:
+            o.comms.add_agent(name, spec.role)
         if isinstance(o.policy, RoundRobin):
             o.policy.fleet_size = max(o.policy.fleet_size, self.next_index)
         o.emit(
