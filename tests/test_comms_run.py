@@ -134,3 +134,15 @@ def test_messaging_can_be_switched_off(state: Path) -> None:
     tool_msgs = [m.content for r in script.requests for m in r.messages if m.role == "tool"]
     assert any(c.startswith("error: messaging_disabled") for c in tool_msgs)
     assert result.status == "succeeded"
+
+
+def test_on_message_hook_fires_for_each_message(state: Path) -> None:
+    seen: list[dict[str, Any]] = []
+    script = ScriptedProvider({k: list(v) for k, v in SCRIPT.items()})
+    phalanx.run_sync(
+        _plan(), custom_providers={"scripted": script}, hooks=[{"on_message": seen.append}]
+    )
+    assert [(m["agent"], m["recipients"], m["kind"]) for m in seen] == [
+        ("A", ["B", "C", "D"], "broadcast"),
+        ("B", ["C"], "direct"),
+    ]

@@ -131,7 +131,13 @@ def test_flaky_agent_trips_its_breaker_others_finish_and_a_probe_closes_it(
         retry=phalanx.plan.RetryConfig(base_seconds=0.1, cap_seconds=1),
     )
     flaky = Flaky(heals_at=30.0)
-    result = run_virtual(phalanx.run(plan, custom_providers={"flaky": flaky}))
+    breaker_hooks: list[dict[str, Any]] = []
+    result = run_virtual(
+        phalanx.run(
+            plan, custom_providers={"flaky": flaky}, hooks=[{"on_breaker": breaker_hooks.append}]
+        )
+    )
+    assert ("Flaky", "open") in [(h["key"], h["state"]) for h in breaker_hooks]
     assert result.status == "succeeded"
     changes = [
         (e["key"], e["state"])
@@ -200,9 +206,13 @@ def test_autoscaler_grows_stops_at_the_rate_limit_and_shrinks(state: Path) -> No
         + [{"id": "c0", "prompt": "x", "needs": [f"t{i}" for i in range(500)]}]
         + [{"id": f"c{i}", "prompt": "x", "needs": [f"c{i - 1}"]} for i in range(1, 20)],
     }
-    result = run_virtual(phalanx.run(Plan.from_dict(data)))
+    scaled: list[dict[str, Any]] = []
+    result = run_virtual(phalanx.run(Plan.from_dict(data), hooks=[{"on_scale": scaled.append}]))
     assert result.status == "succeeded"
     decisions = _events(state, result.run_id, "scale_decision")
+    assert [s["action"] for s in scaled] == [
+        d["action"] for d in decisions if d["action"] != "hold"
+    ]
     adds = [d for d in decisions if d["action"] == "add"]
     holds = [d for d in decisions if d["action"] == "hold"]
     retires = [d for d in decisions if d["action"] == "retire"]

@@ -22,7 +22,7 @@ from .agents import AgentSpec
 from .comms import COMMS_TOOLS, Comms
 from .context import load_context
 from .cost import Usage, price_for
-from .events import Alert, Event, EventSink
+from .events import Alert, Event, EventSink, MessageSent
 from .exceptions import PhalanxError, PlanError, UsageError
 from .hooks import from_config
 from .journal import Journal
@@ -463,7 +463,11 @@ async def _execute(
     orch: Orchestrator | None = None
 
     def emit(event: Event) -> None:
-        if orch is not None:
+        if orch is None:
+            return
+        if isinstance(event, MessageSent):
+            orch.message_sent(event)
+        else:
             orch.emit(event)
 
     comms = Comms(

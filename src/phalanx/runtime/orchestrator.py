@@ -28,6 +28,7 @@ from ..events import (
     BreakerChanged,
     Event,
     EventSink,
+    MessageSent,
     RetryScheduled,
     RunFinished,
     RunStarted,
@@ -177,6 +178,23 @@ class Orchestrator:
     def emit(self, event: Event) -> None:
         for sink in self.sinks:
             sink.emit(event)
+
+    def message_sent(self, event: MessageSent) -> None:
+        """A message between agents: journal it and fire ``on_message``."""
+        self.emit(event)
+        if "on_message" in self.hooks.points():
+            self._background(
+                self._fire(
+                    "on_message",
+                    self.hooks,
+                    event.sender,
+                    message_id=event.message_id,
+                    recipients=list(event.recipients),
+                    kind=event.kind,
+                    task_id=event.task_id,
+                    tokens=event.tokens,
+                )
+            )
 
     def _load_prior(self) -> None:
         for tid, (out, agent, aid) in self.prior.outputs.items():
