@@ -190,6 +190,7 @@ def test_budget_wall_time_cancels_in_flight(state: Path) -> None:
         ).fetchall()
     )
     assert outcomes.get("cancelled", 0) >= 1 and "running" not in outcomes
+    assert "running" not in result.snapshot.counts  # cancelled attempts went back to the queue
 
 
 def test_max_usd_without_a_price_is_a_clear_error(state: Path) -> None:

@@ -205,3 +205,17 @@ def test_rate_limit_wait_shows_as_waiting_until_it_ends() -> None:
     assert "💻 Coder: 2/2 active" in text
     later = {a.name: a for a in tracker.snapshot(now=131.0).agents}
     assert later["Cipher"].state == "running"
+
+
+def test_cli_report_writes_each_format(state: Path, capsys: object) -> None:
+    from phalanx.cli import main
+
+    result = phalanx.run_sync(phalanx.Plan.from_dict(sim_plan(12, agents=3, deps="layered")))
+    assert main(["report", result.run_id]) == 0
+    html = state / "runs" / result.run_id / "report.html"
+    assert html.read_text().count("<svg") == 4
+    assert main(["report", "--format", "json", "-o", "-"]) == 0
+    out = capsys.readouterr().out  # type: ignore[attr-defined]
+    assert '"run_id": "' + result.run_id in out
+    assert main(["report", result.run_id, "--format", "md", "-o", str(state / "r.md")]) == 0
+    assert (state / "r.md").read_text().startswith("# phalanx report")

@@ -14,6 +14,7 @@ import signal
 import sys
 import time
 from collections.abc import Coroutine, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__
@@ -101,6 +102,18 @@ def build_parser() -> argparse.ArgumentParser:
     db.add_argument("--port", type=int, default=0, help="port (default: a free one)")
     db.add_argument("--token", help="access token (required with a non-loopback --host)")
 
+    rp = sub.add_parser("report", help="a run's report: metrics, plots, tasks (html, md, json)")
+    rp.add_argument(
+        "run_id", metavar="RUN_ID", nargs="?", help="run id or prefix (default: the latest run)"
+    )
+    rp.add_argument("--format", choices=("html", "md", "json"), default="html")
+    rp.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE",
+        help="write here (default: .phalanx/runs/RUN_ID/report.<format>; '-' for stdout)",
+    )
+
     mg = sub.add_parser("merge", help="merge the agent branches of an isolation: worktree run")
     mg.add_argument("run_id", metavar="RUN_ID")
 
@@ -124,6 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         handler = {
+            "report": _cmd_report,
             "dashboard": _cmd_dashboard,
             "merge": _cmd_merge,
             "run": _cmd_run,
@@ -188,6 +202,27 @@ def _progress_sinks(args: argparse.Namespace) -> list[Any]:
 
         return [LiveStatus()]
     return [LineLog()]
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import render_report
+
+    journal = Journal(state_dir(args.state_dir) / "journal.sqlite")
+    rec = journal.get_run(args.run_id) if args.run_id else journal.latest_run()
+    text = render_report(journal, rec.run_id, args.format)
+    if args.output == "-":
+        print(text)
+        return 0
+    ext = {"html": "html", "md": "md", "json": "json"}[args.format]
+    path = (
+        Path(args.output)
+        if args.output
+        else (state_dir(args.state_dir) / "runs" / rec.run_id / f"report.{ext}")
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    print(f"report: {path}")
+    return 0
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:

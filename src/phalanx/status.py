@@ -121,6 +121,8 @@ class StatusTracker:
         self.started = 0.0
         self.finished: float | None = None
         self.reason = ""
+        self.session_start = 0.0
+        self.session_busy = 0.0
         self.last_ts = 0.0
         self.agents: dict[str, AgentStatus] = {}
         self.tasks: dict[str, _Task] = {}
@@ -188,6 +190,7 @@ class StatusTracker:
             del self.alerts[:-20]
 
     def _run_started(self, e: RunStarted) -> None:
+        self.session_start, self.session_busy = e.ts, 0.0
         self.run_id, self.plan, self.simulated, self.session = (
             e.run_id,
             e.plan,
@@ -229,9 +232,10 @@ class StatusTracker:
     def _attempt_finished(self, e: AttemptFinished) -> None:
         self.usage = self.usage + e.usage
         self.busy += e.duration
+        self.session_busy += e.duration
         a = self.agents.get(e.agent)
-        if e.error_class == "cancelled":
-            pass  # stopped by the run (a budget), not a failure
+        if e.error_class == "cancelled":  # stopped by the run (a budget), not a failure
+            self._set(e.task_id, "queued")
         elif not e.ok:
             self.failed_attempts += 1
         else:
@@ -285,22 +289,24 @@ class StatusTracker:
         )
 
     def _eta(self, now: float, remaining: int) -> float | None:
-        """From recent throughput, never below the remaining critical path's duration."""
+        """Remaining work over the parallelism observed, never below the remaining critical
+        path. Remaining work = tasks not started x mean service time + what the running
+        attempts have left of it; parallelism = busy agent-seconds this session (finished
+        attempts + the running ones' ages) / the session's elapsed time. Both are read at
+        one instant, so bursts of completions do not swing it. "unknown" (None) until 3
+        attempts have succeeded."""
         if remaining == 0:
             return 0.0
-        if self.finished is not None or len(self._completions) < 3:
+        if self.finished is not None or len(self._durations) < 3:
             return None
-        span = now - self._completions[0]
-        if span <= 0:
+        mean = sum(self._durations) / len(self._durations)
+        ages = [now - a.since for a in self.agents.values() if a.state == "running"]
+        elapsed = now - self.session_start
+        busy = self.session_busy + sum(ages)
+        if elapsed <= 0 or busy <= 0:
             return None
-        rate = (len(self._completions) - 1) / max(
-            span, self._completions[-1] - self._completions[0], 1e-9
-        )
-        eta = remaining / rate if rate > 0 else None
-        if eta is None:
-            return None
-        mean = sum(self._durations) / len(self._durations) if self._durations else 0.0
-        return max(eta, self._critical_path_left() * mean)
+        work = max(0, remaining - len(ages)) * mean + sum(max(0.0, mean - a) for a in ages)
+        return max(work / (busy / elapsed), self._critical_path_left() * mean)
 
     def _critical_path_left(self) -> int:
         memo: dict[str, int] = {}

@@ -1,0 +1,752 @@
+"""Run reports: one self-contained HTML page, or markdown, or JSON with the same content.
+
+The HTML page needs nothing outside itself (no scripts, fonts, images or stylesheets to
+fetch): its plots are inline SVG drawn here — a Gantt timeline of agents x time with every
+attempt as a bar coloured by outcome, tasks done over time, cost by agent and the task
+latency distribution — followed by the metrics (run, roles, agents; see
+:mod:`phalanx.metrics`), the task table and the alerts. Time on the plots is the run's
+active time: the gaps between the sessions of a resumed run are cut out (dashed lines mark
+where a session starts).
+
+Everything taken from the journal is passed through :func:`phalanx.redaction.redact` and
+escaped; outputs appear only as short excerpts.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from .events import (
+    AgentJoined,
+    Alert,
+    AttemptFinished,
+    AttemptStarted,
+    RunStarted,
+    ScaleDecision,
+    TaskFailed,
+    TaskSkipped,
+    TaskSucceeded,
+)
+from .exceptions import UsageError
+from .metrics import BACKPRESSURE, Figures, Metrics, compute_metrics
+from .redaction import redact
+from .status import fmt_duration
+
+if TYPE_CHECKING:
+    from .journal import Journal
+
+__all__ = [
+    "OUTCOME_COLOURS",
+    "AlertRow",
+    "Bar",
+    "Report",
+    "TaskRow",
+    "build_report",
+    "render_html",
+    "render_json",
+    "render_markdown",
+    "render_report",
+    "report_from_events",
+]
+
+Format = Literal["html", "md", "json"]
+EXCERPT = 160  # characters of an output or error shown
+MAX_ROWS = 2000  # tasks, alerts and Gantt rows beyond this are counted, not listed
+OUTCOME_COLOURS: dict[str, str] = {
+    "succeeded": "#2e7d32",
+    "failed": "#c62828",
+    "rate_limited": "#ef6c00",
+    "cancelled": "#9e9e9e",
+    "stale": "#6a1b9a",
+    "lost": "#455a64",
+    "running": "#1565c0",
+}
+
+
+def _clean(text: str | None, limit: int = EXCERPT) -> str:
+    """Redacted, one line, at most ``limit`` characters (an excerpt, never the whole)."""
+    if not text:
+        return ""
+    flat = " ".join(redact(str(text)).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+# -- the report's data --------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Bar:
+    """One attempt on the timeline (times in active seconds since the run started)."""
+
+    agent: str
+    task_id: str
+    attempt_id: int
+    start: float
+    end: float
+    outcome: str  # a key of OUTCOME_COLOURS
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TaskRow:
+    id: str
+    title: str
+    state: str
+    agent: str | None
+    attempts: int
+    error_class: str | None = None
+    error: str = ""
+    output: str = ""  # an excerpt
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AlertRow:
+    at: float  # active seconds
+    kind: str
+    message: str
+    agent: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Report:
+    metrics: Metrics
+    bars: tuple[Bar, ...]
+    tasks: tuple[TaskRow, ...]
+    alerts: tuple[AlertRow, ...]
+    completions: tuple[float, ...]  # active seconds of each TaskSucceeded, in order
+    session_starts: tuple[float, ...]  # active seconds where sessions 2.. start
+    agents: tuple[str, ...]
+    title: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        m = self.metrics
+        return {
+            "title": self.title,
+            "run_id": m.run_id,
+            "plan": m.plan,
+            "status": m.status,
+            "simulated": m.simulated,
+            "metrics": m.to_dict(),
+            "tasks": [_asdict(t) for t in self.tasks],
+            "alerts": [_asdict(a) for a in self.alerts],
+            "plots": {
+                "timeline": [_asdict(b) for b in self.bars],
+                "session_starts": list(self.session_starts),
+                "tasks_done": [[t, i + 1] for i, t in enumerate(self.completions)],
+                "cost_by_agent": {a: f.cost_usd for a, f in m.by_agent.items()},
+                "latency_histogram": [
+                    {"from": lo, "to": hi, "count": n} for lo, hi, n in _histogram(m)
+                ],
+            },
+        }
+
+
+def _asdict(obj: Any) -> dict[str, Any]:
+    return {name: getattr(obj, name) for name in obj.__slots__}
+
+
+class _Clock:
+    """Maps a timestamp to active seconds (time inside sessions since the run began). An
+    event belongs to the session last started before it in the journal, so the clocks of
+    different sessions need not agree."""
+
+    def __init__(self, spans: Sequence[tuple[float, float]]) -> None:
+        self.spans = spans
+        self.bases = [sum(end - start for start, end in spans[:i]) for i in range(len(spans))]
+        self.k = -1  # the current session
+
+    def next_session(self) -> float:
+        """Moves to the next session; returns the active seconds where it starts."""
+        self.k = min(self.k + 1, len(self.spans) - 1)
+        return self.bases[self.k] if self.k >= 0 else 0.0
+
+    def __call__(self, ts: float) -> float:
+        if self.k < 0:
+            return 0.0
+        start, end = self.spans[self.k]
+        return self.bases[self.k] + min(max(0.0, ts - start), end - start)
+
+
+@dataclass(slots=True)
+class _Task:
+    title: str
+    state: str = "pending"
+    agent: str | None = None
+    attempts: int = 0
+    error_class: str | None = None
+    error: str = ""
+
+
+@dataclass(slots=True)
+class _Collect:
+    """One pass over the events for the timeline, tasks and alerts."""
+
+    clock: _Clock
+    bars: list[Bar] = field(default_factory=list)
+    open: dict[int, AttemptStarted] = field(default_factory=dict)
+    tasks: dict[str, _Task] = field(default_factory=dict)
+    alerts: list[AlertRow] = field(default_factory=list)
+    completions: list[float] = field(default_factory=list)
+    session_starts: list[float] = field(default_factory=list)
+    agents: dict[str, None] = field(default_factory=dict)
+    last_ts: float = 0.0
+
+    def emit(self, e: object) -> None:
+        if isinstance(e, RunStarted):
+            self._run_started(e)
+        elif isinstance(e, AttemptStarted):
+            self.open[e.attempt_id] = e
+            t = self.tasks.setdefault(e.task_id, _Task(title=e.task_id))
+            t.attempts, t.agent, t.state = e.attempt_no, e.agent, "running"
+        elif isinstance(e, AttemptFinished):
+            self._attempt_finished(e)
+        elif isinstance(e, TaskSucceeded):
+            self._task_end(e.task_id, "succeeded", None, "", e.agent)
+            self.completions.append(self.clock(e.ts))
+        elif isinstance(e, TaskFailed):
+            self._task_end(e.task_id, "failed", e.error_class, e.error, None)
+            self._alert(e.ts, "task", f"task {e.task_id} failed: {e.error_class}", None)
+        elif isinstance(e, TaskSkipped):
+            self._task_end(e.task_id, "skipped", "skipped", e.reason, None)
+        else:
+            self._other(e)
+        ts = getattr(e, "ts", None)
+        if isinstance(ts, float | int):
+            self.last_ts = max(self.last_ts, float(ts))
+
+    def _other(self, e: object) -> None:
+        if isinstance(e, Alert):
+            self._alert(e.ts, e.kind, e.message, e.agent)
+        elif isinstance(e, AgentJoined):
+            self.agents.setdefault(e.agent.name, None)
+        elif isinstance(e, ScaleDecision) and e.action != "hold":  # breakers send Alerts
+            text = f"{e.action} {e.role}: {e.before} -> {e.after} ({e.reason})"
+            self._alert(e.ts, "scale", text, None)
+
+    def _run_started(self, e: RunStarted) -> None:
+        self._close_open("lost")
+        start = self.clock.next_session()
+        if self.clock.k > 0:
+            self.session_starts.append(start)
+        self.last_ts = e.ts
+        for a in e.agents:
+            self.agents.setdefault(a.name, None)
+        for t in e.tasks:
+            task = self.tasks.setdefault(t.id, _Task(title=t.title))
+            task.title = t.title
+            if task.state == "running":
+                task.state = "pending"
+
+    def _close_open(self, outcome: str) -> None:
+        for a in self.open.values():
+            self._bar(a, self.last_ts, outcome)
+        self.open.clear()
+
+    def _bar(self, a: AttemptStarted, end: float, outcome: str) -> None:
+        self.bars.append(
+            Bar(
+                agent=a.agent,
+                task_id=a.task_id,
+                attempt_id=a.attempt_id,
+                start=self.clock(a.ts),
+                end=self.clock(max(end, a.ts)),
+                outcome=outcome,
+            )
+        )
+
+    def _attempt_finished(self, e: AttemptFinished) -> None:
+        started = self.open.pop(e.attempt_id, None)
+        if started is not None:
+            self._bar(started, e.ts, _outcome(e))
+        t = self.tasks.get(e.task_id)
+        if t is None or e.ok or e.stale:
+            return
+        t.state = "pending"  # to be retried, re-run on resume, or failed by the next event
+        if e.error_class != "cancelled":
+            t.error_class, t.error = e.error_class, e.error or ""
+
+    def _task_end(
+        self, tid: str, state: str, cls: str | None, error: str, agent: str | None
+    ) -> None:
+        t = self.tasks.setdefault(tid, _Task(title=tid))
+        t.state, t.error_class, t.error = state, cls, error
+        if agent is not None:
+            t.agent = agent
+
+    def _alert(self, ts: float, kind: str, message: str, agent: str | None) -> None:
+        self.alerts.append(AlertRow(at=self.clock(ts), kind=kind, message=message, agent=agent))
+
+
+def _outcome(e: AttemptFinished) -> str:
+    if e.error_class == "cancelled":
+        return "cancelled"
+    if e.stale:
+        return "stale"
+    if e.ok:
+        return "succeeded"
+    return "rate_limited" if e.error_class in BACKPRESSURE else "failed"
+
+
+def report_from_events(
+    events: Iterable[object], *, outputs: Mapping[str, str] | None = None, title: str = ""
+) -> Report:
+    """The report of a run from its events (and, optionally, task outputs to excerpt)."""
+    events = list(events)
+    metrics = compute_metrics(events)
+    collect = _Collect(clock=_Clock(metrics.session_spans))
+    for e in events:
+        collect.emit(e)
+    collect._close_open("running")
+    outs = outputs or {}
+    tasks = tuple(
+        TaskRow(
+            id=tid,
+            title=_clean(t.title),
+            state=t.state,
+            agent=t.agent,
+            attempts=t.attempts,
+            error_class=t.error_class if t.state != "succeeded" else None,
+            error=_clean(t.error) if t.state != "succeeded" else "",
+            output=_clean(outs.get(tid)),
+        )
+        for tid, t in collect.tasks.items()
+    )
+    alerts = tuple(
+        AlertRow(at=a.at, kind=_clean(a.kind, 40), message=_clean(a.message), agent=a.agent)
+        for a in collect.alerts
+    )
+    return Report(
+        metrics=metrics,
+        bars=tuple(collect.bars),
+        tasks=tasks,
+        alerts=alerts,
+        completions=tuple(collect.completions),
+        session_starts=tuple(collect.session_starts),
+        agents=tuple(collect.agents),
+        title=_clean(title, 200),
+    )
+
+
+def build_report(journal: Journal, run_id: str) -> Report:
+    """The report of a journaled run (a run id prefix is accepted)."""
+    rec = journal.get_run(run_id)
+    outputs = {k: r.output for k, r in journal.results(rec.run_id).items()}
+    events = (e for _, e in journal.read_events(rec.run_id))
+    return report_from_events(events, outputs=outputs, title=f"{rec.plan_name} · {rec.run_id}")
+
+
+def render_report(journal: Journal, run_id: str, fmt: Format = "html") -> str:
+    """The report of a run as ``html`` (self-contained page), ``md`` or ``json``.
+
+    This is what ``phalanx report RUN_ID --format html|md|json`` prints."""
+    renderers: dict[str, Callable[[Report], str]] = {
+        "html": render_html,
+        "md": render_markdown,
+        "json": render_json,
+    }
+    if fmt not in renderers:
+        raise UsageError(f"unknown report format {fmt!r}: use html, md or json")
+    return renderers[fmt](build_report(journal, run_id))
+
+
+# -- numbers as text ----------------------------------------------------------------------
+def _secs(x: float | None) -> str:
+    if x is None:
+        return "–"
+    if x < 1:
+        return f"{x * 1000:.0f}ms"
+    if x < 60:
+        return f"{x:.1f}s"
+    return fmt_duration(x)
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{x * 100:.1f}%"
+
+
+def _num(x: float | None, digits: int = 1) -> str:
+    return "–" if x is None else f"{x:,.{digits}f}"
+
+
+def _usd(x: float | None) -> str:
+    return "unknown" if x is None else f"${x:.4f}"
+
+
+_COLUMNS: tuple[tuple[str, Callable[[Figures], str]], ...] = (
+    ("agents", lambda f: str(f.agents)),
+    ("tasks done", lambda f: str(f.tasks_succeeded)),
+    ("throughput /h", lambda f: _num(f.throughput_per_hour)),
+    ("task p50", lambda f: _secs(f.task_latency.p50)),
+    ("task p95", lambda f: _secs(f.task_latency.p95)),
+    ("task mean", lambda f: _secs(f.task_latency.mean)),
+    ("attempt p50", lambda f: _secs(f.attempt_latency.p50)),
+    ("attempt p95", lambda f: _secs(f.attempt_latency.p95)),
+    ("attempts", lambda f: str(f.attempts)),
+    ("error rate", lambda f: _pct(f.error_rate)),
+    ("rate limited", lambda f: _pct(f.backpressure_rate)),
+    ("utilisation", lambda f: _pct(f.utilisation)),
+    ("tokens", lambda f: f"{f.spent_tokens:,}"),
+    ("token efficiency", lambda f: _pct(f.token_efficiency)),
+    ("comm overhead", lambda f: _pct(f.communication_overhead)),
+    ("cost", lambda f: _usd(f.cost_usd)),
+)
+
+
+def _metric_rows(m: Metrics) -> list[list[str]]:
+    rows = [["run", *(get(m.run) for _, get in _COLUMNS)]]
+    rows += [[f"role {r}", *(get(f) for _, get in _COLUMNS)] for r, f in m.by_role.items()]
+    rows += [
+        [f"agent {a} ({m.agent_roles.get(a, '?')})", *(get(f) for _, get in _COLUMNS)]
+        for a, f in m.by_agent.items()
+    ]
+    return rows
+
+
+def _summary(r: Report) -> list[tuple[str, str]]:
+    m = r.metrics
+    states = ", ".join(f"{n} {s}" for s, n in sorted(m.task_states.items())) or "none"
+    basis = "measured against a baseline run" if m.speedup_basis == "measured" else "estimate"
+    return [
+        ("run", m.run_id or "–"),
+        ("plan", m.plan or "–"),
+        ("status", m.status + (" · SIMULATED (sim provider)" if m.simulated else "")),
+        ("sessions", str(m.sessions)),
+        ("wall time", f"{_secs(m.wall_seconds)} (sum of session spans)"),
+        ("tasks", f"{states} (of {m.tasks_total})"),
+        ("lost attempts", str(m.lost_attempts)),
+        ("speedup", f"{_num(m.speedup, 2)}x ({basis})"),
+        ("scaling efficiency", _pct(m.scaling_efficiency)),
+        ("cost", _usd(m.run.cost_usd)),
+    ]
+
+
+def _histogram(m: Metrics) -> list[tuple[float, float, int]]:
+    """Task latency bins: about sqrt(n) equal bins (at most 20) over [min, max]."""
+    samples = m.run.task_latency_samples
+    if not samples:
+        return []
+    lo, hi = min(samples), max(samples)
+    n = max(1, min(20, math.ceil(math.sqrt(len(samples)))))
+    width = (hi - lo) / n if hi > lo else 1.0
+    counts = [0] * n
+    for s in samples:
+        counts[min(n - 1, int((s - lo) / width))] += 1
+    return [(lo + i * width, lo + (i + 1) * width, c) for i, c in enumerate(counts)]
+
+
+# -- JSON and markdown --------------------------------------------------------------------
+def _redacted(value: Any, memo: dict[str, str]) -> Any:
+    """Every string in ``value`` redacted (each distinct string once)."""
+    if isinstance(value, str):
+        if value not in memo:
+            memo[value] = redact(value)
+        return memo[value]
+    if isinstance(value, dict):
+        return {_redacted(str(k), memo): _redacted(v, memo) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redacted(v, memo) for v in value]
+    return value
+
+
+def render_json(r: Report) -> str:
+    data = _redacted(r.to_dict(), {})
+    return json.dumps(data, indent=2, ensure_ascii=False, default=str)
+
+
+def _md(text: object) -> str:
+    """A markdown table cell: escaped HTML, escaped pipes, one line."""
+    return html.escape(" ".join(redact(str(text)).split())).replace("|", "\\|")
+
+
+def _md_table(head: Sequence[str], rows: Iterable[Sequence[object]]) -> list[str]:
+    out = ["| " + " | ".join(_md(h) for h in head) + " |", "|" + " --- |" * len(head)]
+    out += ["| " + " | ".join(_md(c) for c in row) + " |" for row in rows]
+    return out
+
+
+def render_markdown(r: Report) -> str:
+    m = r.metrics
+    out = [f"# phalanx report · {_md(r.title or m.run_id)}", ""]
+    out += [f"- **{k}**: {_md(v)}" for k, v in _summary(r)]
+    out += ["", "## Metrics", ""]
+    out += _md_table(["scope", *(c for c, _ in _COLUMNS)], _metric_rows(m))
+    out += ["", "## Cost by agent", ""]
+    out += _md_table(
+        ["agent", "cost", "tokens"],
+        [(a, _usd(f.cost_usd), f"{f.spent_tokens:,}") for a, f in m.by_agent.items()],
+    )
+    out += ["", "## Task latency distribution", ""]
+    out += _md_table(
+        ["from", "to", "tasks"], [(_secs(lo), _secs(hi), n) for lo, hi, n in _histogram(m)]
+    )
+    out += ["", "## Tasks", ""]
+    out += _md_table(
+        ["id", "title", "state", "agent", "attempts", "error class", "error", "output"],
+        [_task_cells(t) for t in r.tasks[:MAX_ROWS]],
+    )
+    out += _more(len(r.tasks), "tasks")
+    out += ["", "## Alerts", ""]
+    out += _md_table(
+        ["at", "kind", "agent", "message"],
+        [(_secs(a.at), a.kind, a.agent or "", a.message) for a in r.alerts[:MAX_ROWS]],
+    )
+    out += _more(len(r.alerts), "alerts")
+    return "\n".join(out) + "\n"
+
+
+def _task_cells(t: TaskRow) -> list[object]:
+    agent, cls = t.agent or "", t.error_class or ""
+    return [t.id, t.title, t.state, agent, t.attempts, cls, t.error, t.output]
+
+
+def _more(n: int, what: str) -> list[str]:
+    return ["", f"… and {n - MAX_ROWS} more {what}"] if n > MAX_ROWS else []
+
+
+# -- SVG plots ----------------------------------------------------------------------------
+_W = 880  # plot width
+_LEFT = 150  # room for row labels
+_PAD = 16
+
+
+def _e(text: object) -> str:
+    """Redacted and escaped for HTML text and attribute values."""
+    return html.escape(redact(str(text)), quote=True)
+
+
+def _f(x: float) -> str:
+    return f"{x:.2f}".rstrip("0").rstrip(".")
+
+
+def _svg(name: str, height: float, label: str, body: list[str]) -> str:
+    return (
+        f'<svg class="plot" id="plot-{name}" xmlns="http://www.w3.org/2000/svg" '
+        f'width="{_W}" height="{_f(height)}" viewBox="0 0 {_W} {_f(height)}" role="img" '
+        f'aria-label="{_e(label)}"><title>{_e(label)}</title>' + "".join(body) + "</svg>"
+    )
+
+
+def _text(x: float, y: float, text: object, anchor: str = "start", size: int = 11) -> str:
+    return (
+        f'<text x="{_f(x)}" y="{_f(y)}" font-size="{size}" text-anchor="{anchor}">{_e(text)}</text>'
+    )
+
+
+def _rect(x: float, y: float, w: float, h: float, fill: str, tip: str = "") -> str:
+    title = f"<title>{_e(tip)}</title>" if tip else ""
+    return (
+        f'<rect x="{_f(x)}" y="{_f(y)}" width="{_f(max(w, 1.0))}" height="{_f(h)}" '
+        f'fill="{fill}">{title}</rect>'
+    )
+
+
+def _axes(x0: float, y0: float, x1: float, y1: float) -> str:
+    """An L-shaped axis: up the left side from (x0, y1) to (x0, y0) and along to (x1, y1)."""
+    d = f"M{_f(x0)} {_f(y0)} V{_f(y1)} H{_f(x1)}"
+    return f'<path class="axis" d="{d}" fill="none" stroke="#555" stroke-width="1"/>'
+
+
+def _ticks(top: float, n: int = 5) -> list[float]:
+    """Round tick values from 0 to at least ``top``."""
+    if top <= 0:
+        return [0.0]
+    raw = top / n
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(s * mag for s in (1, 2, 2.5, 5, 10) if s * mag >= raw)
+    return [i * step for i in range(math.ceil(top / step - 1e-9) + 1)]
+
+
+def _x_ticks(x0: float, x1: float, y: float, span: float, fmt: Callable[[float], str]) -> list[str]:
+    out = []
+    ticks = _ticks(span)
+    top = ticks[-1] or 1.0
+    for t in ticks:
+        x = x0 + (x1 - x0) * t / top
+        out.append(f'<path d="M{_f(x)} {_f(y)} v4" stroke="#555"/>')
+        out.append(_text(x, y + 16, fmt(t), "middle", 10))
+    return out
+
+
+def _gantt(r: Report) -> str:
+    agents = list(r.agents) or sorted({b.agent for b in r.bars})
+    shown = agents[:MAX_ROWS]
+    row = 18 if len(shown) <= 60 else max(3, 1080 // max(1, len(shown)))
+    top, plot_h = 10.0, row * max(1, len(shown))
+    span = max([r.metrics.wall_seconds, *(b.end for b in r.bars)]) or 1.0
+    top_tick = _ticks(span)[-1] or 1.0
+    x0, x1 = float(_LEFT), float(_W - _PAD)
+    scale = (x1 - x0) / top_tick
+    index = {a: i for i, a in enumerate(shown)}
+    body = [_axes(x0, top, x1, top + plot_h)]
+    for a, i in index.items():
+        if row >= 12:
+            body.append(_text(x0 - 6, top + i * row + row * 0.7, _clean(a, 22), "end"))
+    for b in r.bars:
+        if b.agent in index:
+            body.append(_gantt_bar(b, x0, top + index[b.agent] * row, scale, row))
+    for s in r.session_starts:
+        x = _f(x0 + s * scale)
+        body.append(
+            f'<path class="session" d="M{x} {_f(top)} V{_f(top + plot_h)}" stroke="#000" '
+            'stroke-dasharray="4 3"/>'
+        )
+    body += _x_ticks(x0, x1, top + plot_h, span, _secs)
+    body += _legend(top + plot_h + 34)
+    label = f"Timeline: {len(r.bars)} attempts on {len(agents)} agents over {_secs(span)}"
+    return _svg("timeline", top + plot_h + 56, label, body)
+
+
+def _gantt_bar(b: Bar, x0: float, y: float, scale: float, row: float) -> str:
+    tip = f"{b.task_id} #{b.attempt_id} by {b.agent}: {b.outcome}, {_secs(b.end - b.start)}"
+    colour = OUTCOME_COLOURS.get(b.outcome, "#000")
+    return _rect(x0 + b.start * scale, y + 2, (b.end - b.start) * scale, row - 4, colour, tip)
+
+
+def _legend(y: float) -> list[str]:
+    out, x = [], float(_LEFT)
+    for name, colour in OUTCOME_COLOURS.items():
+        out.append(_rect(x, y - 9, 10, 10, colour))
+        out.append(_text(x + 14, y, name.replace("_", " ")))
+        x += 24 + 7 * len(name)
+    return out
+
+
+def _throughput(r: Report) -> str:
+    h, top, x0, x1 = 220.0, 10.0, float(_LEFT), float(_W - _PAD)
+    span = r.metrics.wall_seconds or max(r.completions, default=0.0) or 1.0
+    xt = _ticks(span)[-1] or 1.0
+    y_ticks = _ticks(max(1, len(r.completions)))
+    yt, ybase = y_ticks[-1] or 1.0, top + h
+
+    def x(t: float) -> str:
+        return _f(x0 + (x1 - x0) * t / xt)
+
+    def y(n: float) -> str:
+        return _f(ybase - h * n / yt)
+
+    steps = [f"H{x(t)} V{y(i + 1)}" for i, t in enumerate(r.completions)]
+    d = " ".join([f"M{x(0.0)} {y(0)}", *steps, f"H{x(span)}"])
+    body = [
+        _axes(x0, top, x1, ybase),
+        f'<path class="series" d="{d}" fill="none" stroke="#1565c0" stroke-width="2"/>',
+    ]
+    body += [_text(x0 - 6, float(y(v)) + 4, f"{v:g}", "end", 10) for v in y_ticks]
+    body += _x_ticks(x0, x1, ybase, span, _secs)
+    label = f"Tasks done over time: {len(r.completions)} in {_secs(span)}"
+    return _svg("throughput", ybase + 28, label, body)
+
+
+def _cost(r: Report) -> str:
+    figures = sorted(r.metrics.by_agent.items(), key=lambda kv: -(kv[1].cost_usd or 0.0))[:MAX_ROWS]
+    row, top = 18, 10.0
+    x0, x1 = float(_LEFT), float(_W - _PAD - 70)
+    known = [f.cost_usd for _, f in figures if f.cost_usd is not None]
+    peak = max(known, default=0.0) or 1.0
+    h = row * max(1, len(figures))
+    body = [_axes(x0, top, x1, top + h)]
+    for i, (agent, f) in enumerate(figures):
+        y = top + i * row
+        body.append(_text(x0 - 6, y + row * 0.7, _clean(agent, 22), "end"))
+        if f.cost_usd is None:
+            body.append(_text(x0 + 6, y + row * 0.7, "unknown (no price)"))
+            continue
+        w = (x1 - x0) * f.cost_usd / peak
+        body.append(_rect(x0, y + 2, w, row - 4, "#6d4c41", f"{agent}: {_usd(f.cost_usd)}"))
+        body.append(_text(x0 + max(w, 1.0) + 4, y + row * 0.7, _usd(f.cost_usd)))
+    total = _usd(r.metrics.run.cost_usd)
+    return _svg("cost", top + h + 14, f"Cost by agent (total {total})", body)
+
+
+def _latency(r: Report) -> str:
+    bins = _histogram(r.metrics)
+    h, top, x0, x1 = 180.0, 10.0, float(_LEFT), float(_W - _PAD)
+    ybase = top + h
+    body = [_axes(x0, top, x1, ybase)]
+    if not bins:
+        body.append(_text((x0 + x1) / 2, top + h / 2, "no succeeded tasks", "middle"))
+    peak = _ticks(max((n for _, _, n in bins), default=1))[-1] or 1.0
+    width = (x1 - x0) / max(1, len(bins))
+    for i, (lo, hi, n) in enumerate(bins):
+        bh = h * n / peak
+        tip = f"{n} tasks took {_secs(lo)} to {_secs(hi)}"
+        body.append(_rect(x0 + i * width + 1, ybase - bh, width - 2, bh, "#00838f", tip))
+    for v in _ticks(peak):
+        body.append(_text(x0 - 6, ybase - h * v / peak + 4, f"{v:g}", "end", 10))
+    if bins:
+        body.append(_text(x0, ybase + 16, _secs(bins[0][0]), "start", 10))
+        body.append(_text(x1, ybase + 16, _secs(bins[-1][1]), "end", 10))
+    label = f"Task latency distribution ({r.metrics.run.task_latency.count} tasks)"
+    return _svg("latency", ybase + 28, label, body)
+
+
+# -- HTML ---------------------------------------------------------------------------------
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222;
+background:#fff}
+h1{font-size:22px}h2{font-size:17px;margin-top:28px}
+table{border-collapse:collapse;font-size:12px;margin:8px 0}
+th,td{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top}
+th{background:#f2f2f2}td.num{text-align:right}
+figure{margin:12px 0}figcaption{font-size:12px;color:#555}
+svg.plot{background:#fafafa;border:1px solid #ddd;display:block}
+svg text{fill:#333;font-family:inherit}
+.sim{color:#b71c1c;font-weight:bold}.wide{overflow-x:auto}
+.state-failed{color:#c62828}.state-skipped{color:#777}.state-succeeded{color:#2e7d32}
+"""
+
+
+def _table(head: Sequence[str], rows: Iterable[Sequence[object]], cls: str = "") -> str:
+    th = "".join(f"<th>{_e(h)}</th>" for h in head)
+    body = "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f'<table class="{_e(cls)}"><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def _figure(svg: str, caption: str) -> str:
+    return f"<figure>{svg}<figcaption>{_e(caption)}</figcaption></figure>"
+
+
+def _task_table(r: Report) -> str:
+    head = ["id", "title", "state", "agent", "attempts", "error class", "error", "output"]
+    rows = []
+    for t in r.tasks[:MAX_ROWS]:
+        cells = [_e(c) for c in _task_cells(t)]
+        cells[2] = f'<span class="state-{_e(t.state)}">{cells[2]}</span>'
+        rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    th = "".join(f"<th>{_e(h)}</th>" for h in head)
+    more = "".join(f"<p>{_e(line)}</p>" for line in _more(len(r.tasks), "tasks") if line)
+    body = "".join(rows)
+    return f'<table class="tasks"><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>{more}'
+
+
+def render_html(r: Report) -> str:
+    m = r.metrics
+    title = f"phalanx report · {r.title or m.run_id}"
+    sim = '<p class="sim">SIMULATED run (sim provider)</p>' if m.simulated else ""
+    alerts = [(_secs(a.at), a.kind, a.agent or "", a.message) for a in r.alerts[:MAX_ROWS]]
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{_e(title)}</h1>{sim}",
+        _table(["measure", "value"], _summary(r), "summary"),
+        "<h2>Timeline</h2>",
+        _figure(_gantt(r), "Attempts per agent over active time, coloured by outcome."),
+        "<h2>Throughput</h2>",
+        _figure(_throughput(r), "Cumulative tasks done over active time."),
+        "<h2>Cost by agent</h2>",
+        _figure(_cost(r), "USD per agent; unknown when the model has no price."),
+        "<h2>Latency</h2>",
+        _figure(_latency(r), "Task latency: first attempt start to success."),
+        "<h2>Metrics</h2>",
+        '<div class="wide">',
+        _table(["scope", *(c for c, _ in _COLUMNS)], _metric_rows(m), "metrics"),
+        "</div>",
+        "<h2>Tasks</h2>",
+        _task_table(r),
+        "<h2>Alerts</h2>",
+        _table(["at", "kind", "agent", "message"], alerts, "alerts") if alerts else "<p>none</p>",
+        "</body></html>",
+    ]
+    return "\n".join(parts) + "\n"
