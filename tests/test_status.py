@@ -10,6 +10,7 @@ from conftest import sim_plan
 from phalanx.cost import Usage
 from phalanx.events import (
     AgentInfo,
+    Alert,
     AttemptFinished,
     AttemptStarted,
     Event,
@@ -219,3 +220,56 @@ def test_cli_report_writes_each_format(state: Path, capsys: object) -> None:
     assert '"run_id": "' + result.run_id in out
     assert main(["report", result.run_id, "--format", "md", "-o", str(state / "r.md")]) == 0
     assert (state / "r.md").read_text().startswith("# phalanx report")
+
+
+def test_golden_render_with_a_breaker_trip() -> None:
+    from phalanx.events import BreakerChanged
+
+    events = [
+        *_events(),
+        Alert(
+            ts=102.5,
+            kind="breaker",
+            agent="Quantum",
+            message="agent Quantum paused: error rate 80% over the last 5 attempts",
+        ),
+        BreakerChanged(
+            ts=102.5, scope="agent", key="Quantum", state="open", error_rate=0.8, window=5
+        ),
+        AttemptFinished(
+            ts=103.0,
+            task_id="db",
+            attempt_id=3,
+            agent="Quantum",
+            ok=False,
+            duration=1.5,
+            error_class="server_error",
+            error="500",
+        ),
+        RetryScheduled(ts=103.0, task_id="db", attempt_no=2, delay=0.5, error_class="server_error"),
+    ]
+    text = render_text(fold(events))
+    assert text == GOLDEN_BREAKER
+
+
+GOLDEN_BREAKER = """\
+Run r1 · plan p · running · SIMULATED (sim provider)
+
+Level 1 · agents
+  Agent: Cipher | Task: - | 1s | idle
+  Agent: Quantum | Task: - | 0s | paused
+  Agent: Nova | Task: - | 3s | idle
+
+Level 2 · teams
+  Coder team:
+    - Cipher: idle [██████████] 100% (1/1)
+    - Quantum: paused [░░░░░░░░░░] 0% (0/0)
+  Tester team:
+    - Nova: idle [░░░░░░░░░░] 0% (0/0)
+
+Level 3 · swarm
+  💻 Coder: 0/2 active
+  🧪 Tester: 0/1 active
+  Tasks: 1 done · 0 running · 3 queued · 0 failed · 0 skipped (of 4)
+  Total progress: 25% · ETA: unknown · elapsed 3s · tokens 150 · cost n/a (simulated)
+  Alerts: breaker: agent Quantum paused: error rate 80% over the last 5 attempts"""
