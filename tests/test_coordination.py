@@ -325,3 +325,57 @@ def test_team_routes_by_role_and_swarm_assigns_round_robin(state: Path) -> None:
     plan = swarm.distribute_work([f"item {i}" for i in range(8)])
     assert [t.agent for t in plan.tasks] == [a.name for a in swarm.agents] * 2
     assert [a.role for a in swarm.agents] == ["researcher", "coder"] * 2
+
+
+# -- AI-driven distribution ---------------------------------------------------------------
+
+
+class Router:
+    name, simulated = "router", True
+
+    def __init__(self, answer: str | None) -> None:
+        self.answer = answer
+        self.asked = 0
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        self.asked += 1
+        if self.answer is None:
+            raise ProviderError("router down", error_class=ErrorClass.SERVER_ERROR)
+        return Completion(
+            text=json.dumps({"agent": self.answer}), usage=Usage(input_tokens=50, output_tokens=5)
+        )
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _routed_plan() -> Plan:
+    return Plan.build(
+        agents=[AgentSpec(name=n, provider="sim") for n in ("A", "B", "C")],  # type: ignore[arg-type]
+        tasks=[Task(id=f"t{i}", prompt="x") for i in range(30)],  # type: ignore[arg-type]
+        providers={"sim": {"latency": {"ms": 100}}},
+        policy="llm",
+        router=phalanx.plan.RouterConfig(provider="router"),
+    )
+
+
+def test_llm_policy_uses_the_routers_pick_and_falls_back(state: Path) -> None:
+    router = Router("C")
+    result = run_virtual(phalanx.run(_routed_plan(), custom_providers={"router": router}))
+    assert result.status == "succeeded"
+    assert router.asked >= 27  # every task that had a choice was asked about
+    alerts = [a["message"] for a in _events(state, result.run_id, "alert")]
+    placed = [a for a in alerts if a.startswith("the router model placed ")]
+    assert len(placed) == 1, alerts
+    routed = int(placed[0].split()[4])
+    # agents free up together here, so each round the router's pick (C) takes the first
+    # task and best_fit places the rest: the router placed about one task in three
+    assert 8 <= routed <= 12, placed
+
+
+def test_llm_policy_survives_a_failing_router(state: Path) -> None:
+    router = Router(None)
+    result = run_virtual(phalanx.run(_routed_plan(), custom_providers={"router": router}))
+    assert result.status == "succeeded"
+    alerts = [a["message"] for a in _events(state, result.run_id, "alert")]
+    assert any("placed 0 of 30 tasks" in a and "failed" in a for a in alerts), alerts

@@ -18,7 +18,7 @@ from .comms.bus import MessagePolicy
 from .cost import Price
 from .exceptions import PlanError
 from .ids import AgentName, TaskId
-from .plan import Commands, Limits, Plan, RetryConfig, Task
+from .plan import Commands, Limits, Plan, RetryConfig, RouterConfig, Task
 from .runtime.breaker import BreakerConfig
 from .runtime.governor import RateLimit
 from .runtime.scaling import AutoscaleConfig
@@ -194,6 +194,14 @@ class MessagingModel(BaseModel):
     allow_direct: bool = True
 
 
+class RouterModel(BaseModel):
+    model_config = _STRICT
+
+    provider: str | None = None
+    timeout: float = Field(default=10.0, gt=0)
+    concurrency: int = Field(default=4, ge=1)
+
+
 class LimitsModel(BaseModel):
     model_config = _STRICT
 
@@ -219,7 +227,7 @@ class PlanModel(BaseModel):
 
     name: str = "plan"
     description: str = ""
-    policy: Literal["round_robin", "least_loaded", "best_fit"] = "best_fit"
+    policy: Literal["round_robin", "least_loaded", "best_fit", "llm"] = "best_fit"
     provider: str | None = None
     providers: dict[str, dict[str, Any]] = {}
     prices: dict[str, PriceModel] = {}
@@ -233,6 +241,7 @@ class PlanModel(BaseModel):
     breaker: BreakerModel = BreakerModel()
     autoscale: AutoscaleModel | None = None
     messaging: MessagingModel = MessagingModel()
+    router: RouterModel = RouterModel()
     agents: list[AgentModel] = Field(min_length=1)
     tasks: list[TaskModel] = Field(min_length=1)
 
@@ -416,6 +425,7 @@ def plan_from_data(
             breaker=BreakerConfig(**model.breaker.model_dump()),
             autoscale=AutoscaleConfig(**model.autoscale.model_dump()) if model.autoscale else None,
             messaging=_policy(model.messaging),
+            router=RouterConfig(**model.router.model_dump()),
             retry=RetryConfig(**model.retry.model_dump()),
             policy=model.policy,
             provider=model.provider,
@@ -482,6 +492,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "styles": {k: dict(v) for k, v in plan.styles.items()},
         "breaker": vars_of(plan.breaker),
         "autoscale": vars_of(plan.autoscale) if plan.autoscale else None,
+        "router": vars_of(plan.router),
         "messaging": {
             **vars_of(plan.messaging),
             "broadcast_roles": sorted(plan.messaging.broadcast_roles)

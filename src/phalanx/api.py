@@ -32,6 +32,7 @@ from .runtime.engine import Engine, LocalEngine
 from .runtime.executor import AgentRunner
 from .runtime.governor import Gate, RateGovernor
 from .runtime.orchestrator import Orchestrator, Prior, RunGate, TaskRecord
+from .runtime.router import LLMPolicy
 from .status import Snapshot, StatusTracker
 from .styles import TTS_UNAVAILABLE_NOTE, extension, register_style, render_tts
 from .tools import BUILTIN_TOOLS, ToolContext, ToolSpec
@@ -150,6 +151,8 @@ def _providers(
     """One provider instance per ``provider:model`` (``given`` ones first); errors name the
     file and field."""
     names = {a.provider or plan.provider or DEFAULT_PROVIDER for a in plan.agents}
+    if plan.policy == "llm":
+        names.add(_router_name(plan))
     out = {}
     for name in sorted(names):
         if given and name in given:
@@ -168,6 +171,10 @@ def _providers(
             field = "--provider" if flag == name else _provider_field(plan, name)
             raise PlanError(f"{exc}{hint}", file=plan.source, field=field) from None
     return out
+
+
+def _router_name(plan: Plan) -> str:
+    return plan.router.provider or plan.provider or DEFAULT_PROVIDER
 
 
 def _provider_field(plan: Plan, name: str) -> str:
@@ -491,6 +498,9 @@ async def _execute(
         runners={a.name or "": factory(a) for a in plan.agents},
         runner_factory=factory,
         comms=comms,
+        router=LLMPolicy(providers[_router_name(plan)], plan.router, gate, key=_router_name(plan))
+        if plan.policy == "llm"
+        else None,
         sinks=[
             _JournalSink(journal, run_id, prior.session),
             tracker,

@@ -36,7 +36,7 @@ __all__ = [
     "load_plan",
 ]
 
-POLICIES = ("round_robin", "least_loaded", "best_fit")
+POLICIES = ("round_robin", "least_loaded", "best_fit", "llm")
 MAX_AGENTS = 100_000
 TASK_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -88,6 +88,15 @@ class RetryConfig:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class RouterConfig:
+    """The router model of policy ``llm``."""
+
+    provider: str | None = None  # default: the plan's provider
+    timeout: float = 10.0  # seconds before a routing call is abandoned
+    concurrency: int = 4  # routing calls at once
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Commands:
     """What ``run_command`` may start: executables by name, and the longest it may run."""
 
@@ -116,6 +125,7 @@ class Plan:
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
     autoscale: AutoscaleConfig | None = None  # on when set (or limits.start_agents is)
     messaging: MessagePolicy = field(default_factory=MessagePolicy)
+    router: RouterConfig = field(default_factory=RouterConfig)  # for policy "llm"
     source: str | None = None  # the file it came from, for messages
     raw: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
@@ -141,6 +151,7 @@ class Plan:
         breaker: BreakerConfig | None = None,
         autoscale: AutoscaleConfig | None = None,
         messaging: MessagePolicy | None = None,
+        router: RouterConfig | None = None,
         source: str | None = None,
         raw: Mapping[str, Any] | None = None,
     ) -> Plan:
@@ -162,6 +173,7 @@ class Plan:
             breaker=breaker or BreakerConfig(),
             autoscale=autoscale,
             messaging=messaging or MessagePolicy(),
+            router=router or RouterConfig(),
             source=source,
             raw=raw,
         )

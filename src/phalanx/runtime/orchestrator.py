@@ -50,6 +50,7 @@ from .executor import AgentRunner, Attempt, Outcome, Upstream
 from .governor import Gate, RateGovernor
 from .policies import AgentSlot, RoundRobin, can_serve, make_policy, pick_victim
 from .retry import decide_retry
+from .router import LLMPolicy
 from .scaling import AutoscaleConfig, RoleEvidence, ScaleChoice, decide_scale
 from .scheduler import DagState, ReadyQueue
 
@@ -108,6 +109,7 @@ class Orchestrator:
         hooks: HookRunner | None = None,
         runner_factory: Callable[[AgentSpec], AgentRunner] | None = None,
         comms: Any = None,
+        router: LLMPolicy | None = None,
     ) -> None:
         self.plan = plan
         self.run_id = run_id
@@ -138,7 +140,8 @@ class Orchestrator:
         self.governor: RateGovernor | None = None  # set by the run's gate
         self.scaling = plan.scaling
         self.scaler = _Scaler(self) if self.scaling is not None else None
-        self.policy = make_policy(plan.policy, len(self.slots))
+        self.router = router if plan.policy == "llm" else None
+        self.policy: Any = self.router or make_policy(plan.policy, len(self.slots))
         self.current: dict[str, int] = {}  # task -> its live attempt id (the fencing token)
         self.inflight: dict[int, AgentSlot] = {}  # attempt id -> the agent it occupies
         self.next_attempt_id = self.prior.max_attempt_id + 1
@@ -252,6 +255,9 @@ class Orchestrator:
                 h.cancel()
             await self.engine.stop()
             self._check_overhead(force=True)
+            if self.router is not None:
+                await self.router.close()
+                self.emit(Alert(ts=self.now(), kind="router", message=self.router.summary()))
             await self._end_hooks()
             self.emit(RunFinished(ts=self.now(), status=self.status, reason=self._reason()))
         return self.status
@@ -325,6 +331,8 @@ class Orchestrator:
                 self.slots[pinned].queue.append(self.tasks[tid])
             else:
                 self.ready.push(tid)
+                if self.router is not None:
+                    self.router.prefetch(self.tasks[tid], list(self.slots.values()), self.run_id)
 
     def _dispatch(self) -> None:
         if self.exhausted:

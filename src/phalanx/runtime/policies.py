@@ -130,6 +130,6 @@ def make_policy(name: str, fleet_size: int) -> Policy:
         return RoundRobin(fleet_size)
     if name == "least_loaded":
         return LeastLoaded()
-    if name == "best_fit":
+    if name in ("best_fit", "llm"):  # "llm" without a router model: its fallback
         return BestFit()
     raise ValueError(f"unknown policy {name!r}")
