@@ -273,3 +273,26 @@ Level 3 · swarm
   Tasks: 1 done · 0 running · 3 queued · 0 failed · 0 skipped (of 4)
   Total progress: 25% · ETA: unknown · elapsed 3s · tokens 150 · cost n/a (simulated)
   Alerts: breaker: agent Quantum paused: error rate 80% over the last 5 attempts"""
+
+
+def test_current_task_turns_show_as_progress() -> None:
+    from phalanx.events import ToolCalled
+    from phalanx.status import StatusTracker, agent_progress
+
+    tracker = StatusTracker()
+    for e in _events()[:2]:
+        tracker.emit(e)
+    tracker.emit(
+        AttemptStarted(
+            ts=100.0, task_id="db", attempt_id=9, attempt_no=1, agent="Quantum", max_turns=4
+        )
+    )
+    tracker.emit(
+        ToolCalled(
+            ts=100.5, task_id="db", attempt_id=9, agent="Quantum", tool="read_file", ok=True, turn=2
+        )
+    )
+    s = tracker.snapshot(now=101.0)
+    q = next(a for a in s.agents if a.name == "Quantum")
+    assert agent_progress(q) == 0.5  # 0 done of 1 assigned, half its turns used
+    assert "| running (turn 2/4)" in render_text(s)

@@ -86,6 +86,7 @@ class AttemptStarted:
     attempt_id: int
     attempt_no: int
     agent: str
+    max_turns: int = 0  # model calls this attempt may make (0: unknown)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -28,6 +28,7 @@ from .events import (
     TaskFailed,
     TaskSkipped,
     TaskSucceeded,
+    ToolCalled,
 )
 
 __all__ = ["AgentStatus", "Snapshot", "StatusTracker", "fold", "render_text"]
@@ -59,6 +60,8 @@ class AgentStatus:
     waiting_for: str = ""
     context_tokens: int = 0
     paused: bool = False  # its circuit breaker is open
+    turn: int = 0  # model calls made so far on the current task
+    max_turns: int = 0
 
 
 @dataclass(slots=True)
@@ -160,6 +163,10 @@ class StatusTracker:
             self._alert(f"rate limit: waiting on {e.key}")
         elif isinstance(e, Alert):
             self._alert(f"{e.kind}: {e.message}")
+        elif isinstance(e, ToolCalled):
+            agent = self.agents.get(e.agent)
+            if agent is not None and agent.task_id == e.task_id:
+                agent.turn = max(agent.turn, e.turn)
         elif isinstance(e, BreakerChanged):
             for a in self.agents.values():
                 if (e.scope == "agent" and a.name == e.key) or (
@@ -226,6 +233,7 @@ class StatusTracker:
             t.agent, t.attempts = e.agent, e.attempt_no
         if a is not None:
             a.state, a.task_id, a.since = "running", e.task_id, e.ts
+            a.turn, a.max_turns = 0, e.max_turns
             a.task_title = t.title if t else e.task_id
             a.assigned += 1
 
@@ -363,6 +371,8 @@ def _copy(a: AgentStatus, now: float) -> AgentStatus:
         waiting_for=a.waiting_for,
         context_tokens=a.context_tokens,
         paused=a.paused,
+        turn=a.turn,
+        max_turns=a.max_turns,
     )
 
 
@@ -400,11 +410,19 @@ def fmt_cost(usage: Usage, simulated: bool) -> str:
 def agent_line(a: AgentStatus, now: float) -> str:
     task = a.task_title or "-"
     state = f"waiting: {a.waiting_for}" if a.state == "waiting" else a.state
+    if a.state == "running" and a.turn:
+        state += f" (turn {a.turn}/{a.max_turns})" if a.max_turns else f" (turn {a.turn})"
     return f"Agent: {a.name} | Task: {task} | {fmt_duration(max(0.0, now - a.since))} | {state}"
 
 
 def agent_progress(a: AgentStatus) -> float:
-    return a.done / a.assigned if a.assigned else 0.0
+    """Tasks done / assigned, plus the current task's share of its turns when known."""
+    if not a.assigned:
+        return 0.0
+    current = 0.0
+    if a.state in ("running", "waiting") and a.max_turns and a.turn:
+        current = min(a.turn / a.max_turns, 0.99)
+    return min(1.0, (a.done + current) / a.assigned)
 
 
 def render_text(s: Snapshot, *, max_agents: int = 40) -> str:

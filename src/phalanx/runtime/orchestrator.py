@@ -403,6 +403,7 @@ class Orchestrator:
                 attempt_id=aid,
                 attempt_no=rec.attempts + 1,
                 agent=agent.name,
+                max_turns=task.max_turns or self._max_turns(agent.name),
             )
         )
         upstream = tuple(
@@ -427,6 +428,10 @@ class Orchestrator:
             self._background(self._vet_then_submit(attempt, hooks))
         else:
             self.engine.submit(attempt)
+
+    def _max_turns(self, agent: str) -> int:
+        runner = self.runners.get(agent)
+        return int(getattr(runner, "max_turns", 0) or 0)
 
     # -- outcomes --------------------------------------------------------------------------
     def _on_outcome(self, o: Outcome) -> None:
