@@ -32,9 +32,23 @@ def register(secret: str | None) -> None:
         _registered.add(secret)
 
 
+_secret_names: list[str] = []
+_environ_size = -1
+
+
+def _env_secrets() -> set[str]:
+    """Values of the secret-looking variables. Their names are found again only when the
+    environment grows or shrinks; their values are read every time (a few lookups)."""
+    global _environ_size
+    if len(os.environ) != _environ_size:
+        _environ_size = len(os.environ)
+        _secret_names[:] = [k for k in os.environ if looks_secret(k)]
+    values = (os.environ.get(k, "") for k in _secret_names)
+    return {v for v in values if len(v) >= MIN_LENGTH}
+
+
 def _known() -> list[str]:
-    env = {v for k, v in os.environ.items() if looks_secret(k) and len(v) >= MIN_LENGTH}
-    return sorted(_registered | env, key=len, reverse=True)
+    return sorted(_registered | _env_secrets(), key=len, reverse=True)
 
 
 def redact(text: str) -> str:
