@@ -218,6 +218,22 @@ class Journal:
         ).fetchall()
         return [(self._record(r), self.task_counts(r[0])) for r in rows]
 
+    def run_summaries(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The newest runs as plain data (``phalanx runs --json``, the dashboard)."""
+        return [
+            {
+                "run_id": r.run_id,
+                "plan": r.plan_name,
+                "status": r.status,
+                "tasks": r.task_count,
+                "states": counts,
+                "created_at": r.created_at,
+                "simulated": r.simulated,
+                "sessions": r.sessions,
+            }
+            for r, counts in self.list_runs(limit)
+        ]
+
     def task_counts(self, run_id: str) -> dict[str, int]:
         return dict(
             self._db.execute(

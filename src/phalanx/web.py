@@ -579,22 +579,7 @@ def _api_snapshot(request: Request) -> Response:
 
 def _api_runs(request: Request) -> Response:
     with _journal(_settings(request)) as journal:
-        rows = journal.list_runs()
-    return JSONResponse(
-        [
-            {
-                "run_id": r.run_id,
-                "plan": r.plan_name,
-                "status": r.status,
-                "tasks": r.task_count,
-                "states": counts,
-                "created_at": r.created_at,
-                "simulated": r.simulated,
-                "sessions": r.sessions,
-            }
-            for r, counts in rows
-        ]
-    )
+        return JSONResponse(journal.run_summaries())
 
 
 def excerpt(text: str | None, limit: int = EXCERPT) -> str:
