@@ -64,6 +64,9 @@ ROLES: dict[str, Role] = _roles(
     ("validator", "Verify functionality and report results", "testing"),
     ("reviewer", "Ensure quality", "testing"),
     ("documenter", "Document the implementation", "documentation"),
+    ("synthesiser", "Combine several findings into one coherent answer", "research documentation"),
+    ("deployer", "Release the result and say how it rolls out", "other"),
+    ("worker", "Process one work item of a shared batch", ""),
     ("generalist", "Do whatever the task asks", ""),
 )
 

@@ -88,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", "-q", action="store_true", help="no per-task lines")
     r.add_argument("--no-tui", action="store_true", help="plain lines even on a terminal")
     r.add_argument("--web", action="store_true", help="also serve the live web dashboard")
+    r.add_argument(
+        "--sequential",
+        action="store_true",
+        help="the baseline: the same tasks on one agent, in dependency order",
+    )
 
     rs = sub.add_parser("resume", help="continue an interrupted or crashed run")
     rs.add_argument("run_id", metavar="RUN_ID")
@@ -113,6 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="write here (default: .phalanx/runs/RUN_ID/report.<format>; '-' for stdout)",
     )
+    rp.add_argument(
+        "--baseline",
+        metavar="RUN_ID",
+        help="a --sequential run of the same plan: the speedup is measured against it",
+    )
 
     mg = sub.add_parser("merge", help="merge the agent branches of an isolation: worktree run")
     mg.add_argument("run_id", metavar="RUN_ID")
@@ -127,6 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true", help="machine-readable output")
     st.add_argument("--watch", action="store_true", help="follow the run until it ends")
     st.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
+    _add_template_commands(sub)
     return p
 
 
@@ -144,6 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "resume": _cmd_resume,
             "runs": _cmd_runs,
             "status": _cmd_status,
+            "init": _cmd_init,
+            "roles": _cmd_roles,
         }[args.command]
         return handler(args)
     except UsageError as exc:
@@ -209,7 +222,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     journal = Journal(state_dir(args.state_dir) / "journal.sqlite")
     rec = journal.get_run(args.run_id) if args.run_id else journal.latest_run()
-    text = render_report(journal, rec.run_id, args.format)
+    text = render_report(journal, rec.run_id, args.format, baseline=args.baseline)
     if args.output == "-":
         print(text)
         return 0
@@ -260,7 +273,7 @@ def _run_plan(args: argparse.Namespace) -> int:
     sinks: list[Any] = [spy, *_progress_sinks(args)]
     result = _drive(
         run(
-            args.plan,
+            _sequential_plan(args) if args.sequential else args.plan,
             agents=args.agents,
             policy=args.policy,
             provider=args.provider,
@@ -270,7 +283,13 @@ def _run_plan(args: argparse.Namespace) -> int:
             sinks=sinks,
         )
     )
-    return _finish(result, spy.run_id)
+    code = _finish(result, spy.run_id)
+    if args.sequential and result is not None:
+        print(
+            f"  sequential baseline: compare a parallel run of the plan with "
+            f"'phalanx report RUN_ID --baseline {result.run_id}'"
+        )
+    return code
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
@@ -291,24 +310,7 @@ def _cmd_runs(args: argparse.Namespace) -> int:
     journal = Journal(state_dir(args.state_dir) / "journal.sqlite")
     rows = journal.list_runs()
     if args.json:
-        print(
-            json.dumps(
-                [
-                    {
-                        "run_id": r.run_id,
-                        "plan": r.plan_name,
-                        "status": r.status,
-                        "tasks": r.task_count,
-                        "states": counts,
-                        "created_at": r.created_at,
-                        "simulated": r.simulated,
-                        "sessions": r.sessions,
-                    }
-                    for r, counts in rows
-                ],
-                indent=2,
-            )
-        )
+        print(json.dumps(journal.run_summaries(), indent=2))
         return 0
     if not rows:
         print(f"no runs yet in {journal.path}")
@@ -377,6 +379,72 @@ def _snapshot_json(s: Any) -> dict[str, Any]:
         ],
         "alerts": s.alerts,
     }
+
+
+# -- templates, roles and the sequential baseline ------------------------------------------
+def _add_template_commands(sub: Any) -> None:
+    from .templates import TEMPLATES
+
+    names = "; ".join(f"{k}: {v}" for k, v in TEMPLATES.items())
+    it = sub.add_parser("init", help="write an editable plan from a template")
+    it.add_argument("--template", required=True, metavar="NAME", help=f"one of: {names}")
+    it.add_argument("dir", metavar="DIR", nargs="?", default=".", help="where (default: .)")
+    it.add_argument("--target", metavar="DIR", help="migration: the code (default: DIR)")
+    it.add_argument(
+        "--inputs", metavar="FILE_OR_DIR", help="swarm, research: lines of a file or files"
+    )
+    it.add_argument(
+        "--agents",
+        type=_positive_int,
+        default=4,
+        metavar="N",
+        help="migrators and testers, researchers or swarm workers (default 4)",
+    )
+    it.add_argument(
+        "--provider", default="local:smollm2", metavar="P", help="the plan's default model"
+    )
+    sub.add_parser("roles", help="the role registry: names usable in plans, with descriptions")
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    from .plan import load_plan
+    from .templates import init_template
+
+    path = init_template(
+        args.template,
+        Path(args.dir),
+        target=Path(args.target) if args.target else None,
+        inputs=Path(args.inputs) if args.inputs else None,
+        agents=args.agents,
+        provider=args.provider,
+    )
+    plan = load_plan(str(path))
+    print(
+        f"wrote {path}: template {args.template} · {len(plan.tasks)} tasks · "
+        f"{len(plan.agents)} agents · provider {plan.provider}"
+    )
+    print(f"  run it: phalanx run {path}   (simulated: add --provider sim)")
+    return 0
+
+
+def _cmd_roles(args: argparse.Namespace) -> int:
+    from .agents import ROLES
+
+    width = max(len(r) for r in ROLES) + 2
+    print(f"{'ROLE':<{width}}{'CATEGORIES':<16}DESCRIPTION")
+    for role in ROLES.values():
+        cats = ",".join(sorted(role.categories)) or "any"
+        print(f"{role.name:<{width}}{cats:<16}{role.description}")
+    return 0
+
+
+def _sequential_plan(args: argparse.Namespace) -> Any:
+    """``run --sequential``: the plan on one agent, in dependency order."""
+    from .plan import load_plan
+
+    if args.agents is not None:
+        raise UsageError("--sequential runs on one agent: drop --agents")
+    return load_plan(args.plan).sequential()
 
 
 if __name__ == "__main__":

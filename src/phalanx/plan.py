@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from .styles import Style
 from .comms.bus import MessagePolicy
 from .exceptions import PlanError, UsageError
-from .ids import TaskId
+from .ids import AgentName, TaskId
 from .runtime.breaker import BreakerConfig
 from .runtime.governor import RateLimit
 from .runtime.scaling import AutoscaleConfig
@@ -272,6 +272,50 @@ class Plan:
             )
         return plan
 
+    def sequential(self) -> Plan:
+        """The same tasks on ONE agent, one at a time in dependency order: the baseline a
+        parallel run's speedup is measured against (``phalanx run --sequential``).
+
+        The agent, ``Solo``, is a generalist with the union of the agents' skills, tools,
+        context and subscriptions, on the first agent's provider. Every task keeps its
+        prompt, needs and limits, loses its role, skills and agent requirements, and keeps
+        the style the parallel run would have used: its own, else that of its pinned agent,
+        of the first agent of its role, of the first agent specialised in its category, or
+        of the first agent. Priorities follow the topological order, so the order is fixed.
+        The plan's name gets " (sequential)"; the autoscaler is off; the policy and
+        everything else are unchanged.
+        """
+        order = {tid: i for i, tid in enumerate(self.topological_order())}
+        tasks = tuple(
+            dataclasses.replace(
+                t,
+                role=None,
+                skills=frozenset(),
+                agent=None,
+                style=self._style_for(t),
+                priority=len(order) - order[t.id],
+            )
+            for t in self.tasks
+        )
+        return dataclasses.replace(
+            self,
+            name=f"{self.name} (sequential)",
+            agents=(_solo(self.agents),),
+            tasks=tasks,
+            autoscale=None,
+            limits=dataclasses.replace(self.limits, start_agents=None),
+            raw=None,
+        ).checked()
+
+    def _style_for(self, t: Task) -> str:
+        """The style ``t`` is answered in by the agent the parallel run would give it."""
+        if t.style:
+            return t.style
+        named = [a for a in self.agents if t.agent is not None and a.name == t.agent]
+        by_role = [a for a in self.agents if t.role is not None and a.role == t.role]
+        by_category = [a for a in self.agents if t.category in a.specialities]
+        return (named or by_role or by_category or list(self.agents))[0].style
+
     @property
     def scaling(self) -> AutoscaleConfig | None:
         """The autoscaler's settings, when it is on."""
@@ -405,6 +449,36 @@ class Plan:
                 f"no agent{' with role ' + repr(t.role) if t.role else ''} has all of "
                 f"{', '.join(sorted(repr(s) for s in t.skills))}",
             )
+
+
+SOLO = AgentName("Solo")
+
+
+def _solo(agents: Sequence[AgentSpec]) -> AgentSpec:
+    """One generalist able to do what all of ``agents`` do (see :meth:`Plan.sequential`)."""
+    first = agents[0]
+    return AgentSpec(
+        role="generalist",
+        name=SOLO,
+        skills=frozenset().union(*(a.skills for a in agents)),
+        style=first.style,
+        provider=first.provider,
+        context=tuple(_unique(c for a in agents for c in a.context)),
+        context_max_tokens=max(a.context_max_tokens for a in agents),
+        tools=tuple(_unique(t for a in agents for t in a.tools)),
+        max_turns=max(a.max_turns for a in agents),
+        subscribe=tuple(_unique(s for a in agents for s in a.subscribe)),
+        hooks=tuple(_unique(h for a in agents for h in a.hooks)),
+    )
+
+
+def _unique(items: Iterable[Any]) -> list[Any]:
+    """Items in order without repeats (by equality: they may be unhashable dicts)."""
+    out: list[Any] = []
+    for item in items:
+        if item not in out:
+            out.append(item)
+    return out
 
 
 def _distinct_specs(agents: Iterable[AgentSpec]) -> list[AgentSpec]:

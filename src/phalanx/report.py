@@ -119,11 +119,13 @@ class Report:
     session_starts: tuple[float, ...]  # active seconds where sessions 2.. start
     agents: tuple[str, ...]
     title: str = ""
+    baseline_run_id: str | None = None  # the run the speedup is measured against
 
     def to_dict(self) -> dict[str, Any]:
         m = self.metrics
         return {
             "title": self.title,
+            "baseline_run_id": self.baseline_run_id,
             "run_id": m.run_id,
             "plan": m.plan,
             "status": m.status,
@@ -290,11 +292,18 @@ def _outcome(e: AttemptFinished) -> str:
 
 
 def report_from_events(
-    events: Iterable[object], *, outputs: Mapping[str, str] | None = None, title: str = ""
+    events: Iterable[object],
+    *,
+    outputs: Mapping[str, str] | None = None,
+    title: str = "",
+    baseline: Metrics | None = None,
+    baseline_run_id: str | None = None,
 ) -> Report:
-    """The report of a run from its events (and, optionally, task outputs to excerpt)."""
+    """The report of a run from its events (and, optionally, task outputs to excerpt).
+    ``baseline``: the metrics of a sequential run of the same plan, for a measured speedup
+    (``baseline_run_id`` names it in the report)."""
     events = list(events)
-    metrics = compute_metrics(events)
+    metrics = compute_metrics(events, baseline=baseline)
     collect = _Collect(clock=_Clock(metrics.session_spans))
     for e in events:
         collect.emit(e)
@@ -326,21 +335,37 @@ def report_from_events(
         session_starts=tuple(collect.session_starts),
         agents=tuple(collect.agents),
         title=_clean(title, 200),
+        baseline_run_id=baseline_run_id if baseline is not None else None,
     )
 
 
-def build_report(journal: Journal, run_id: str) -> Report:
-    """The report of a journaled run (a run id prefix is accepted)."""
+def build_report(journal: Journal, run_id: str, *, baseline: str | None = None) -> Report:
+    """The report of a journaled run (a run id prefix is accepted); ``baseline``: a run id
+    (or prefix) of the same plan run sequentially, to measure the speedup against."""
     rec = journal.get_run(run_id)
     outputs = {k: r.output for k, r in journal.results(rec.run_id).items()}
     events = (e for _, e in journal.read_events(rec.run_id))
-    return report_from_events(events, outputs=outputs, title=f"{rec.plan_name} · {rec.run_id}")
+    base_metrics, base_id = None, None
+    if baseline is not None:
+        base_id = journal.get_run(baseline).run_id
+        base_metrics = compute_metrics(e for _, e in journal.read_events(base_id))
+    return report_from_events(
+        events,
+        outputs=outputs,
+        title=f"{rec.plan_name} · {rec.run_id}",
+        baseline=base_metrics,
+        baseline_run_id=base_id,
+    )
 
 
-def render_report(journal: Journal, run_id: str, fmt: Format = "html") -> str:
-    """The report of a run as ``html`` (self-contained page), ``md`` or ``json``.
+def render_report(
+    journal: Journal, run_id: str, fmt: Format = "html", *, baseline: str | None = None
+) -> str:
+    """The report of a run as ``html`` (self-contained page), ``md`` or ``json``; with
+    ``baseline`` (a sequential run's id), the speedup is measured against it.
 
-    This is what ``phalanx report RUN_ID --format html|md|json`` prints."""
+    This is what ``phalanx report RUN_ID [--baseline RUN_ID] --format html|md|json``
+    prints."""
     renderers: dict[str, Callable[[Report], str]] = {
         "html": render_html,
         "md": render_markdown,
@@ -348,7 +373,7 @@ def render_report(journal: Journal, run_id: str, fmt: Format = "html") -> str:
     }
     if fmt not in renderers:
         raise UsageError(f"unknown report format {fmt!r}: use html, md or json")
-    return renderers[fmt](build_report(journal, run_id))
+    return renderers[fmt](build_report(journal, run_id, baseline=baseline))
 
 
 # -- numbers as text ----------------------------------------------------------------------
@@ -408,6 +433,11 @@ def _summary(r: Report) -> list[tuple[str, str]]:
     m = r.metrics
     states = ", ".join(f"{n} {s}" for s, n in sorted(m.task_states.items())) or "none"
     basis = "measured against a baseline run" if m.speedup_basis == "measured" else "estimate"
+    if m.speedup_basis == "measured" and r.baseline_run_id:
+        basis = (
+            f"measured against run {r.baseline_run_id}: {_secs(m.baseline_wall_seconds)} "
+            f"there, {_secs(m.wall_seconds)} here"
+        )
     return [
         ("run", m.run_id or "–"),
         ("plan", m.plan or "–"),
