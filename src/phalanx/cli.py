@@ -124,6 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="a --sequential run of the same plan: the speedup is measured against it",
     )
 
+    pl = sub.add_parser("plan", help="turn a goal into a plan file (a planner model decomposes it)")
+    pl.add_argument("goal", metavar="GOAL")
+    pl.add_argument("--provider", metavar="P", help="the planner model (default local:smollm2)")
+    pl.add_argument(
+        "-o", "--output", metavar="FILE", help="write the plan here (default: print it)"
+    )
+    pl.add_argument("--seed", type=_int, default=0, metavar="S")
+
     mg = sub.add_parser("merge", help="merge the agent branches of an isolation: worktree run")
     mg.add_argument("run_id", metavar="RUN_ID")
 
@@ -148,6 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     try:
         handler = {
+            "plan": _cmd_plan,
             "report": _cmd_report,
             "dashboard": _cmd_dashboard,
             "merge": _cmd_merge,
@@ -215,6 +224,17 @@ def _progress_sinks(args: argparse.Namespace) -> list[Any]:
 
         return [LiveStatus()]
     return [LineLog()]
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from .planner import DEFAULT_PLANNER, plan_text, write_plan
+
+    provider = args.provider or DEFAULT_PLANNER
+    if args.output:
+        print(f"wrote {write_plan(args.goal, args.output, provider=provider, seed=args.seed)}")
+    else:
+        print(plan_text(args.goal, provider=provider, seed=args.seed), end="")
+    return 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
