@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 EXTRAS ?= dev,local,anthropic,openai,web,otel
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help venv sysdeps test lint typecheck unit demo clean
+.PHONY: help venv sysdeps test lint typecheck unit demo bench clean
 
 help:
 	@echo "make demo   - set up and run the example plan with live status"
@@ -48,6 +48,10 @@ test: lint typecheck unit
 
 demo: venv
 	$(VENV)/bin/phalanx run examples/feature-team.yaml
+
+# Every benchmark against its baseline; writes docs/benchmarks.md and docs/benchmarks.json.
+bench: venv
+	$(PY) -m bench
 
 clean:
 	rm -rf $(VENV) .phalanx .mypy_cache .ruff_cache .pytest_cache

@@ -250,6 +250,11 @@ class Comms:
         return self.task_of(agent) if task_id is None else task_id
 
     # -- overhead ----------------------------------------------------------------------
+    @property
+    def has_traffic(self) -> bool:
+        """Whether any message or shared-context read/write has been counted yet."""
+        return bool(self._tally.message_tokens or self._tally.context_tokens)
+
     def overhead(self, work_tokens_by_agent: Mapping[str, int]) -> OverheadReport:
         """Communication tokens / work tokens per agent and for the run (see the module's
         docstring for what each count holds)."""

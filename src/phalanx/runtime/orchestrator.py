@@ -617,9 +617,12 @@ class Orchestrator:
     # -- communication overhead ------------------------------------------------------------
     def _check_overhead(self, force: bool = False) -> None:
         """Alert once (per agent and for the run) when communication tokens pass
-        ``limits.comm_overhead_warning`` of work tokens. Checked every 20 attempts."""
+        ``limits.comm_overhead_warning`` of work tokens. Checked every max(20, agents)
+        attempts, once agents have communicated at all."""
         self._since_overhead += 1
-        if self.comms is None or (self._since_overhead < 20 and not force):
+        if self.comms is None or not self.comms.has_traffic:
+            return
+        if self._since_overhead < max(20, len(self.slots)) and not force:
             return
         self._since_overhead = 0
         limit = self.plan.limits.comm_overhead_warning

@@ -1,0 +1,85 @@
+"""B1: per-task overhead. 10,000 independent tasks on 100 agents, zero latency, journal on,
+against ``asyncio.Semaphore(100)`` + ``gather`` over the same ``SimProvider.complete`` call.
+Per-task time = wall / N. Target: <= 4x the baseline per task.
+
+The run's state (journal, one output file per task) goes where the suite keeps state (a
+tmpfs when there is one); the same run with its state on the disk is measured too."""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+
+from phalanx import Plan
+
+from .common import (
+    Config,
+    Row,
+    describe_state_base,
+    log,
+    measure_baseline,
+    measure_phalanx,
+    median,
+    paired,
+    phalanx_wall,
+    profile,
+    sim_plan,
+    spread,
+    state_base,
+    state_dir,
+)
+
+TARGET = 4.0
+
+
+def run(cfg: Config) -> list[Row]:
+    n, k = cfg.size((10_000, 100), (200, 10))
+    plan = Plan.from_dict(sim_plan(n, k, name="b1"))
+    base, ours = [], []
+    for i in range(cfg.repeats):
+        base.append(measure_baseline(n, k, 0.0))
+        ours.append(measure_phalanx(plan))
+        log(f"B1 run {i + 1}/{cfg.repeats}: baseline {base[-1]:.2f}s, phalanx {ours[-1]:.2f}s")
+    b, p = median(base) / n, median(ours) / n
+    ratio = paired(ours, base)
+    note = (
+        f"Wall per run: phalanx {spread(ours, 's')}, baseline {spread(base, 's')}. The "
+        "phalanx figure is the whole of `phalanx.run`: journal, status fold, one output file "
+        f"per task, state in {describe_state_base()}."
+    )
+    disk = tempfile.gettempdir()
+    if (state_base() or disk) != disk:
+        on_disk = []
+        for i in range(cfg.repeats):
+            on_disk.append(measure_phalanx(plan, base=disk))
+            log(f"B1 on disk run {i + 1}/{cfg.repeats}: phalanx {on_disk[-1]:.2f}s")
+        note += (
+            f" With its state on the disk ({disk}) the same run takes "
+            f"{median(on_disk) / n * 1e6:.0f} µs/task ({spread(on_disk, 's')})."
+        )
+    else:
+        on_disk = []
+    row = Row(
+        id="B1",
+        title=f"per-task overhead: {n:,} independent tasks, {k} agents, zero latency, journal on",
+        figure=f"{p * 1e6:.0f} µs/task",
+        baseline=f"{b * 1e6:.0f} µs/task (asyncio semaphore + gather, same sim call)",
+        ratio=ratio,
+        target=f"<= {TARGET:g}x baseline per task",
+        passed=ratio <= TARGET,
+        note=note,
+        data={
+            "n": n,
+            "agents": k,
+            "phalanx_wall_s": ours,
+            "baseline_wall_s": base,
+            "phalanx_on_disk_wall_s": on_disk,
+        },
+    )
+    if not row.passed and cfg.profile:
+        with state_dir() as d:
+            row.profile = profile(
+                lambda: asyncio.run(phalanx_wall(plan, d)),
+                f"one phalanx run ({n:,} tasks, {k} agents, zero latency)",
+            )
+    return [row]

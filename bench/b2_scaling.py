@@ -1,0 +1,73 @@
+"""B2: scaling on the real clock. 50 ms fixed latency; (N, K) = (1000, 10), (1000, 100),
+(10000, 1000), against the same asyncio baseline (``Semaphore(K)`` + ``gather`` over the
+same 50 ms sim call). Target: wall <= 1.05x the baseline at K <= 100, <= 1.25x at K = 1000."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+
+from phalanx import Plan
+
+from .common import (
+    Config,
+    Row,
+    log,
+    measure_baseline,
+    measure_phalanx,
+    median,
+    paired,
+    phalanx_wall,
+    profile,
+    sim_plan,
+    spread,
+    state_dir,
+)
+
+LATENCY_MS = 50.0
+
+
+def run(cfg: Config) -> list[Row]:
+    latency = cfg.size(LATENCY_MS, 10.0)
+    shapes = cfg.size([(1000, 10), (1000, 100), (10_000, 1000)], [(40, 4), (40, 20)])
+    rows = []
+    for n, k in shapes:
+        target = 1.05 if k <= 100 else 1.25
+        plan = Plan.from_dict(sim_plan(n, k, latency, name=f"b2-{n}-{k}"))
+        base, ours = [], []
+        for i in range(cfg.repeats):
+            base.append(measure_baseline(n, k, latency))
+            ours.append(measure_phalanx(plan))
+            log(
+                f"B2 N={n} K={k} run {i + 1}/{cfg.repeats}: "
+                f"baseline {base[-1]:.2f}s, phalanx {ours[-1]:.2f}s"
+            )
+        b, p = median(base), median(ours)
+        ideal = -(-n // k) * latency / 1000
+        row = Row(
+            id="B2",
+            title=f"scaling: N={n:,}, K={k:,}, {latency:g} ms latency",
+            figure=f"{p:.2f} s wall",
+            baseline=f"{b:.2f} s (asyncio semaphore + gather; ideal {ideal:.2f} s)",
+            ratio=paired(ours, base),
+            target=f"<= {target:g}x baseline wall",
+            passed=paired(ours, base) <= target,
+            note=f"Wall: phalanx {spread(ours, 's')}, baseline {spread(base, 's')}; "
+            f"phalanx over the ideal ceil(N/K) x latency: {p / ideal:.2f}x.",
+            data={
+                "n": n,
+                "agents": k,
+                "latency_ms": latency,
+                "phalanx_wall_s": ours,
+                "baseline_wall_s": base,
+                "ideal_s": ideal,
+            },
+        )
+        if not row.passed and cfg.profile:
+            with state_dir() as d:
+                row.profile = profile(
+                    functools.partial(asyncio.run, phalanx_wall(plan, d)),
+                    f"one phalanx run (N={n:,}, K={k:,}, {latency:g} ms latency)",
+                )
+        rows.append(row)
+    return rows

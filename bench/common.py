@@ -1,0 +1,366 @@
+"""What every benchmark shares: the result row, the run configuration, timing, the asyncio
+baseline, sim plans, profile summaries and the record of the machine."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import cProfile
+import datetime
+import gc
+import os
+import platform
+import pstats
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import phalanx
+from phalanx import Plan
+from phalanx.providers.base import CompletionRequest, Message
+from phalanx.providers.sim import SimProvider
+
+ROOT = Path(__file__).resolve().parent.parent
+_T0 = time.perf_counter()
+
+
+class BenchError(RuntimeError):
+    """A benchmark could not measure what it should (a run did not succeed, ...)."""
+
+
+@dataclass
+class Config:
+    smoke: bool = False
+    repeats: int = 3  # each figure is the median of this many measurements
+    profile: bool = True  # profile a benchmark whose target is missed
+    machine: dict[str, Any] = field(default_factory=dict)  # filled in by the suite
+
+    def size(self, full: Any, smoke: Any) -> Any:
+        return smoke if self.smoke else full
+
+
+@dataclass
+class Row:
+    """One line of the table."""
+
+    id: str
+    title: str
+    figure: str
+    baseline: str
+    target: str
+    ratio: float | None = None
+    passed: bool | None = None  # None: not run
+    verdict_text: str = ""  # overrides pass/MISS (e.g. "not run: ...")
+    note: str = ""
+    profile: str = ""  # where the time goes, for a missed target
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def verdict(self) -> str:
+        if self.verdict_text:
+            return self.verdict_text
+        return "pass" if self.passed else "**MISS**"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "title": self.title,
+            "figure": self.figure,
+            "baseline": self.baseline,
+            "ratio": self.ratio,
+            "target": self.target,
+            "passed": self.passed,
+            "verdict": self.verdict.strip("*"),
+            "note": self.note,
+            "profile": self.profile,
+            "data": self.data,
+        }
+
+
+def log(message: str) -> None:
+    print(f"[{time.perf_counter() - _T0:7.1f}s] {message}", flush=True)
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values))
+
+
+def spread(values: Sequence[float], unit: str, fmt: str = "{:.3g}") -> str:
+    """The samples a median came from, for the notes: ``min-max unit (n runs)``."""
+    n = len(values)
+    sep = "" if unit == "x" else " "
+    return (
+        f"{fmt.format(min(values))}-{fmt.format(max(values))}{sep}{unit} "
+        f"({n} run{'s' if n != 1 else ''})"
+    )
+
+
+def paired(ours: Sequence[float], base: Sequence[float]) -> float:
+    """The ratio of a benchmark to its baseline: the median of the per-run ratios, each run
+    pairing a measurement with its baseline taken right next to it (robust to a machine
+    whose speed drifts between runs)."""
+    return median([o / b for o, b in zip(ours, base, strict=True)])
+
+
+STATE_ENV = "PHALANX_BENCH_STATE_BASE"
+
+
+def state_base() -> str | None:
+    """Where runs keep their state (journal, outputs): ``$PHALANX_BENCH_STATE_BASE``, else
+    a tmpfs (/dev/shm) when there is one, else the system's temp folder."""
+    chosen = os.environ.get(STATE_ENV)
+    if chosen:
+        return chosen
+    if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
+        return "/dev/shm"
+    return None
+
+
+def describe_state_base() -> str:
+    base = state_base() or tempfile.gettempdir()
+    kind = "tmpfs" if base.startswith("/dev/shm") else "disk"
+    return f"{base} ({kind})"
+
+
+@contextlib.contextmanager
+def state_dir(base: str | None = None) -> Iterator[str]:
+    """A fresh phalanx state dir (journal and outputs), under ``base`` or
+    :func:`state_base`."""
+    with tempfile.TemporaryDirectory(prefix="phalanx-bench-", dir=base or state_base()) as d:
+        yield d
+
+
+def settle() -> None:
+    """Between measurements: no garbage of the previous one left to collect."""
+    gc.collect()
+
+
+# -- workloads ----------------------------------------------------------------------------
+def sim_plan(
+    n_tasks: int, agents: int, latency_ms: float = 0.0, *, name: str = "bench"
+) -> dict[str, Any]:
+    """``n_tasks`` independent tasks on ``agents`` generalists, on the sim provider."""
+    return {
+        "name": name,
+        "provider": "sim",
+        "providers": {"sim": {"latency": {"distribution": "fixed", "ms": latency_ms}}},
+        "agents": [{"role": "generalist", "count": agents}],
+        "tasks": [{"id": f"t{i}", "prompt": f"do part {i}"} for i in range(n_tasks)],
+    }
+
+
+_SYSTEM = "You are Cipher, the generalist of a team of agents. Your job: Do whatever the task asks."
+
+
+async def asyncio_baseline(n_tasks: int, concurrency: int, latency_ms: float) -> float:
+    """The baseline of B1, B2 and B9: ``asyncio.Semaphore(K)`` + ``gather`` over the same
+    fake call phalanx makes (``SimProvider.complete``, same latency); returns seconds."""
+    provider = SimProvider(options={"latency": {"distribution": "fixed", "ms": latency_ms}})
+    sem = asyncio.Semaphore(concurrency)
+
+    async def one(i: int) -> None:
+        async with sem:
+            await provider.complete(
+                CompletionRequest(
+                    model="sim",
+                    messages=(
+                        Message(role="system", content=_SYSTEM),
+                        Message(role="user", content=f"do part {i}"),
+                    ),
+                    task_id=f"t{i}",
+                    agent=f"a{i % concurrency}",
+                    role="generalist",
+                )
+            )
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(n_tasks)))
+    return time.perf_counter() - t0
+
+
+async def phalanx_wall(plan: Plan, state: str, sinks: Sequence[Any] = ()) -> float:
+    """Seconds for ``phalanx.run(plan)`` with its journal in ``state``; it must succeed."""
+    t0 = time.perf_counter()
+    result = await phalanx.run(plan, state=state, sinks=sinks)
+    wall = time.perf_counter() - t0
+    if result.status != "succeeded":
+        raise BenchError(f"run of plan {plan.name} ended {result.status}: {result.snapshot.reason}")
+    return wall
+
+
+def measure_phalanx(
+    plan: Plan, sinks: Callable[[], Sequence[Any]] = list, *, base: str | None = None
+) -> float:
+    settle()
+    with state_dir(base) as d:
+        return asyncio.run(phalanx_wall(plan, d, sinks()))
+
+
+def measure_baseline(n_tasks: int, concurrency: int, latency_ms: float) -> float:
+    settle()
+    return asyncio.run(asyncio_baseline(n_tasks, concurrency, latency_ms))
+
+
+# -- profiles -----------------------------------------------------------------------------
+def profile(fn: Callable[[], object], what: str, *, top: int = 5) -> str:
+    """cProfile ``fn()`` (this thread) and summarise: the top functions by own time and the
+    share of own time per area (phalanx module, asyncio, sqlite3, waiting in select, ...)."""
+    prof = cProfile.Profile()
+    settle()
+    prof.enable()
+    try:
+        fn()
+    finally:
+        prof.disable()
+    return summarise(pstats.Stats(prof), what, top=top)
+
+
+def summarise(stats: pstats.Stats, what: str, *, top: int = 5) -> str:
+    entries = stats.stats  # type: ignore[attr-defined]
+    total = sum(v[2] for v in entries.values()) or 1e-9
+    rows = sorted(entries.items(), key=lambda kv: kv[1][2], reverse=True)[:top]
+    lines = [
+        f"cProfile of {what}: {total:.2f} s of own time profiled; top {top} functions by own time:",
+        "",
+        "| own time | share | calls | function |",
+        "| ---: | ---: | ---: | --- |",
+    ]
+    for key, (_, calls, tt, _, _) in rows:
+        lines.append(f"| {tt:.3f} s | {tt / total:.0%} | {calls:,} | `{_where(key)}` |")
+    areas: dict[str, float] = {}
+    for key, v in entries.items():
+        areas[_area(key)] = areas.get(_area(key), 0.0) + v[2]
+    ranked = sorted(areas.items(), key=lambda kv: kv[1], reverse=True)[:7]
+    lines += ["", "Own time by area: " + " · ".join(f"{a} {t / total:.0%}" for a, t in ranked)]
+    return "\n".join(lines)
+
+
+def _short(path: str) -> str:
+    for marker in ("/site-packages/", "/src/", "/lib/python3."):
+        if marker in path:
+            tail = path.split(marker, 1)[1]
+            return tail.split("/", 1)[1] if marker == "/lib/python3." else tail
+    return os.path.basename(path)
+
+
+def _where(key: tuple[str, int, str]) -> str:
+    file, line, func = key
+    if file == "~":
+        return func
+    return f"{_short(file)}:{line}({func})"
+
+
+def _area(key: tuple[str, int, str]) -> str:
+    """Where a function belongs: its phalanx module, else its top-level package or stdlib
+    module; C functions by kind (sqlite3, waiting in select, other builtins by name)."""
+    file, _, func = key
+    if file == "~":
+        if "sqlite3" in func:
+            return "sqlite3"
+        if "epoll" in func or "select" in func:
+            return "waiting (select)"
+        name = func.strip("<>").removeprefix("built-in method ").removeprefix("method ")
+        return "builtin " + name.split(" of ")[0].strip("'").removeprefix("builtins.")
+    short = _short(file)
+    if short.startswith("phalanx/"):
+        return short
+    return short.split("/", 1)[0].removesuffix(".py")
+
+
+# -- the machine --------------------------------------------------------------------------
+_SPIN = (
+    "import time\nt = time.perf_counter()\nx = 0\n"
+    "for i in range({n}): x += i\nprint(time.perf_counter() - t)"
+)
+
+
+def _spin(n: int, copies: int) -> float:
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _SPIN.format(n=n)], stdout=subprocess.PIPE, text=True
+        )
+        for _ in range(copies)
+    ]
+    times = [float(p.communicate(timeout=120)[0]) for p in procs]
+    return sum(times) / len(times)
+
+
+def capacity_once(cfg: Config) -> float:
+    """How much CPU work two processes get done at once, relative to one alone (2.0 on two
+    free cores): what any two-way parallelism on this machine can reach right now."""
+    n = cfg.size(8_000_000, 300_000)
+    one = _spin(n, 1)
+    two = _spin(n, 2)
+    return 2 * one / two
+
+
+def parallel_capacity(cfg: Config) -> float:
+    return median([capacity_once(cfg) for _ in range(cfg.repeats)])
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def _memory_gib() -> float | None:
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) / 1024**2
+    return None
+
+
+def _git() -> str:
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return head + (" + uncommitted changes" if dirty else "")
+
+
+def machine(cfg: Config) -> dict[str, Any]:
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count() or 1
+    memory = _memory_gib()
+    return {
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cores": os.cpu_count(),
+        "usable_cores": usable,
+        "cpu": _cpu_model(),
+        "memory_gib": round(memory, 1) if memory else None,
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "phalanx": phalanx.__version__,
+        "commit": _git(),
+        "parallel_capacity": round(parallel_capacity(cfg), 2),
+        "repeats": cfg.repeats,
+        "state_dir": describe_state_base(),
+    }
