@@ -379,3 +379,60 @@ def test_llm_policy_survives_a_failing_router(state: Path) -> None:
     assert result.status == "succeeded"
     alerts = [a["message"] for a in _events(state, result.run_id, "alert")]
     assert any("placed 0 of 30 tasks" in a and "failed" in a for a in alerts), alerts
+
+
+# -- leases: a stuck agent's task moves on -------------------------------------------------
+
+
+class Freezer:
+    """Freezes the first attempt of task "x" (until ``thaw_at``, or forever), then answers."""
+
+    name, simulated = "freezer", True
+
+    def __init__(self, thaw_at: float | None) -> None:
+        self.thaw_at = thaw_at
+        self.frozen = 0
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        if request.task_id == "x" and request.attempt_no == 1:
+            self.frozen += 1
+            if self.thaw_at is None:
+                await asyncio.Event().wait()  # a frozen coroutine
+            loop = asyncio.get_running_loop()
+            await asyncio.sleep(self.thaw_at - loop.time())
+            return Completion(text="LATE", usage=Usage(input_tokens=1, output_tokens=1))
+        await asyncio.sleep(1.0)
+        return Completion(
+            text=f"ok {request.task_id}", usage=Usage(input_tokens=1, output_tokens=1)
+        )
+
+    async def aclose(self) -> None:
+        return None
+
+
+@pytest.mark.parametrize("thaw_at", [None, 6.0])
+def test_a_stuck_attempt_is_reassigned_after_its_lease(state: Path, thaw_at: float | None) -> None:
+    plan = Plan.build(
+        agents=AgentSpec(provider="freezer").clone(3),
+        tasks=[Task(id="x", prompt="x"), *[Task(id=f"t{i}", prompt="y") for i in range(40)]],  # type: ignore[arg-type]
+        limits=phalanx.Limits(lease_seconds=5.0),
+        retry=phalanx.plan.RetryConfig(base_seconds=0.1, cap_seconds=0.2),
+    )
+    freezer = Freezer(thaw_at)
+    result = run_virtual(phalanx.run(plan, custom_providers={"freezer": freezer}))
+    assert result.status == "succeeded" and freezer.frozen == 1
+    assert result.tasks["x"].output == "ok x"  # the reassigned attempt's answer, not LATE
+    db = sqlite3.connect(state / "journal.sqlite")
+    rows = db.execute(
+        "SELECT attempt_no, outcome, error FROM attempts WHERE run_id = ? AND task_id = 'x'"
+        " ORDER BY attempt_id",
+        (result.run_id,),
+    ).fetchall()
+    assert rows[0][0] == 1 and "lease of 5s" in (rows[0][2] or "")
+    assert [r[1] for r in rows].count("succeeded") == 1
+    (results,) = db.execute(
+        "SELECT COUNT(*) FROM results WHERE run_id = ? AND task_id = 'x'", (result.run_id,)
+    ).fetchone()
+    assert results == 1
+    if thaw_at is not None:  # the late answer came back, fenced off by its attempt id
+        assert rows[0][1] == "stale"

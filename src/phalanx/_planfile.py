@@ -207,6 +207,7 @@ class LimitsModel(BaseModel):
 
     work_stealing: bool = True
     comm_overhead_warning: float = Field(default=0.25, gt=0)
+    lease_seconds: float | None = Field(default=None, gt=0)
     start_agents: int | None = Field(default=None, ge=0)
     rate_limits: dict[str, RateLimitModel] = {}
     max_agents: int | None = Field(default=None, ge=1)

@@ -358,6 +358,12 @@ class Journal:
                 " agent = ?, updated_at = ? WHERE run_id = ? AND task_id = ?",
                 (e.attempt_no, e.attempt_id, e.agent, e.ts, run_id, e.task_id),
             )
+        elif isinstance(e, AttemptFinished) and e.stale:
+            # a late result of a superseded attempt: keep why it was superseded
+            db.execute(
+                "UPDATE attempts SET outcome = 'stale' WHERE run_id = ? AND attempt_id = ?",
+                (run_id, e.attempt_id),
+            )
         elif isinstance(e, AttemptFinished):
             u = e.usage
             outcome = (

@@ -76,6 +76,7 @@ class Limits:
     work_stealing: bool = True  # idle agents take tasks queued on busier ones
     start_agents: int | None = None  # per role; set => the autoscaler grows and shrinks roles
     comm_overhead_warning: float = 0.25  # alert when communication tokens / work tokens pass it
+    lease_seconds: float | None = None  # an attempt without a result by then is reassigned
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -169,6 +169,7 @@ class Orchestrator:
         self._inbox: list[Outcome] = []
         self._wake = asyncio.Event()
         self._retry_handles: set[asyncio.TimerHandle] = set()
+        self._leases: dict[int, asyncio.TimerHandle] = {}  # attempt id -> its lease timer
         self._load_prior()
         self.dag = DagState(plan, {TaskId(k): r.state for k, r in self.records.items()})
         self.ready = ReadyQueue(plan)
@@ -251,7 +252,7 @@ class Orchestrator:
             self.status = "error"
             raise
         finally:
-            for h in self._retry_handles:
+            for h in (*self._retry_handles, *self._leases.values()):
                 h.cancel()
             await self.engine.stop()
             self._check_overhead(force=True)
@@ -423,11 +424,35 @@ class Orchestrator:
             agent=agent.name,
             upstream=upstream,
         )
+        lease = self.plan.limits.lease_seconds
+        if lease is not None:
+            self._leases[aid] = asyncio.get_running_loop().call_later(
+                lease, self._lease_expired, tid, aid, agent.name, lease
+            )
         hooks = self.agent_hooks[agent.name]
         if "before_task" in hooks.points():
             self._background(self._vet_then_submit(attempt, hooks))
         else:
             self.engine.submit(attempt)
+
+    def _lease_expired(self, tid: TaskId, aid: int, agent: str, lease: float) -> None:
+        """An attempt still without a result after its lease (a stuck agent, a frozen
+        coroutine, a stopped worker) fails as a timeout and its task is retried elsewhere;
+        a result it sends later is stale (fenced by its attempt id) and ignored."""
+        self._leases.pop(aid, None)
+        if self.current.get(tid) != aid:
+            return
+        self._deliver(
+            Outcome(
+                attempt_id=aid,
+                task_id=tid,
+                agent=agent,
+                ok=False,
+                duration=lease,
+                error_class=ErrorClass.TIMEOUT,
+                error=f"no result within its lease of {lease:g}s; the task is reassigned",
+            )
+        )
 
     def _max_turns(self, agent: str) -> int:
         runner = self.runners.get(agent)
@@ -435,6 +460,9 @@ class Orchestrator:
 
     # -- outcomes --------------------------------------------------------------------------
     def _on_outcome(self, o: Outcome) -> None:
+        lease = self._leases.pop(o.attempt_id, None)
+        if lease is not None:
+            lease.cancel()
         slot = self.inflight.pop(o.attempt_id, None)
         if slot is not None:  # an attempt this run no longer counts frees nothing
             slot.running -= 1
