@@ -492,3 +492,61 @@ def _has_run(state: Path, run_id: str) -> bool:
     except sqlite3.Error:
         return False
     return row is not None
+
+
+# -- many crashes: random moments and commit boundaries of a 500-task run ------------------
+CRASH_TASKS = 500
+
+
+def _crash_and_resume(
+    tmp_path: Path, state: Path, spawn: Any, rid: str, kill_at: float | None
+) -> None:
+    plan = _plan(tmp_path, CRASH_TASKS, agents=8, latency_ms=8)
+    proc = spawn(state, "run", plan, "--run-id", rid)
+    if kill_at is not None:
+        proc.wait_first_task_line()
+        time.sleep(kill_at)
+        proc.popen.send_signal(signal.SIGKILL)
+    rc = proc.wait(RUN_TIMEOUT)
+    assert rc in (-signal.SIGKILL, 0), proc.stderr
+    before = read_journal(state, rid)
+    assert before.integrity == "ok"
+    assert set(before.results) == before.succeeded
+    rc, res, _ = _resume(spawn, state, rid)
+    assert rc == 0, res.stderr or res.stdout[-2000:]
+    after = read_journal(state, rid)
+    assert len(after.succeeded) == CRASH_TASKS
+    assert_finished_consistently(after, state, rid, CRASH_TASKS)
+    assert_prior_kept(before, after, res.stdout)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", range(20))
+def test_sigkill_at_random_points(tmp_path: Path, state: Path, spawn: Any, point: int) -> None:
+    """SIGKILL at 20 random moments of a 500-task run; each resume ends it exactly."""
+    kill_at = random.Random(1000 + point).uniform(0.0, 0.8)
+    _crash_and_resume(tmp_path, state, spawn, f"crash-{point}", kill_at)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("commits", [1, 2, 3, 5, 8, 13])
+def test_sigkill_at_commit_boundaries(
+    tmp_path: Path, state: Path, spawn: Any, commits: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process dies right after its Nth committed batch of events (the run lasts ~1.3 s:
+    about 25 batches of 50 ms)."""
+    monkeypatch.setenv("PHALANX_TEST_KILL_AFTER_COMMITS", str(commits))
+    plan = _plan(tmp_path, CRASH_TASKS, agents=8, latency_ms=20)
+    rid = f"boundary-{commits}"
+    proc = spawn(state, "run", plan, "--run-id", rid)
+    assert proc.wait(RUN_TIMEOUT) == -signal.SIGKILL, proc.stderr
+    monkeypatch.delenv("PHALANX_TEST_KILL_AFTER_COMMITS")
+    before = read_journal(state, rid)
+    assert before.integrity == "ok"
+    assert set(before.results) == before.succeeded
+    rc, res, _ = _resume(spawn, state, rid)
+    assert rc == 0, res.stderr or res.stdout[-2000:]
+    after = read_journal(state, rid)
+    assert len(after.succeeded) == CRASH_TASKS
+    assert_finished_consistently(after, state, rid, CRASH_TASKS)
+    assert_prior_kept(before, after, res.stdout)

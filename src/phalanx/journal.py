@@ -10,6 +10,8 @@ redoes (at-least-once attempts, exactly-once success).
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping
@@ -34,6 +36,8 @@ from .exceptions import JournalError, UsageError
 __all__ = ["Journal", "ResultRow", "RunRecord"]
 
 SCHEMA_VERSION = "1"
+# Crash tests set this to kill the process right after its Nth commit (a commit boundary).
+_KILL_AFTER_COMMITS = int(os.environ.get("PHALANX_TEST_KILL_AFTER_COMMITS", "0") or 0)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS runs (
@@ -114,6 +118,7 @@ class Journal:
         self.path = Path(path)
         self.batch_size = batch_size
         self._buffer: list[tuple[str, int, Event]] = []
+        self._commits = 0
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
@@ -338,6 +343,7 @@ class Journal:
             return
         batch, self._buffer = self._buffer, []
         db = self._db
+        self._commits += 1
         with self._tx():
             db.executemany(
                 "INSERT INTO events (run_id, session, ts, type, data) VALUES (?, ?, ?, ?, ?)",
@@ -345,6 +351,8 @@ class Journal:
             )
             for run_id, session, event in batch:
                 self._apply(db, run_id, session, event)
+        if self._commits == _KILL_AFTER_COMMITS:  # fault injection for the crash tests
+            os.kill(os.getpid(), signal.SIGKILL)
 
     def _apply(self, db: sqlite3.Connection, run_id: str, session: int, e: Event) -> None:
         if isinstance(e, AttemptStarted):
