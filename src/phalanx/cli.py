@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 from . import __version__
 from .api import RunResult, resume, run, state_dir
 from .console import LineLog
-from .exceptions import PhalanxError, UsageError
+from .exceptions import PhalanxError, UsageError, one_line
 from .journal import Journal
 from .plan import POLICIES
 from .status import StatusTracker, render_text
@@ -35,6 +35,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a bad flag is one line (no usage dump) and exit code 2."""
 
     def error(self, message: str) -> NoReturn:
+        message = one_line(message, 200)
         self.exit(EXIT_USAGE, f"phalanx: error: {message} (see '{self.prog} --help')\n")
 
 
@@ -169,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         }[args.command]
         return handler(args)
     except UsageError as exc:
-        print(f"phalanx: error: {exc}", file=sys.stderr)
+        print(f"phalanx: error: {one_line(str(exc), 300)}", file=sys.stderr)
         return EXIT_USAGE
     except PhalanxError as exc:
         print(f"phalanx: {type(exc).__name__}: {exc}", file=sys.stderr)

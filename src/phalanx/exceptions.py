@@ -70,8 +70,20 @@ class UsageError(PhalanxError):
     """Something the user can fix. ``str(err)`` is one line, shown without a traceback."""
 
 
+def one_line(text: str, limit: int) -> str:
+    """``text`` printable on one line (line breaks and control characters escaped) and at
+    most ``limit`` characters (cut in the middle, so both ends stay readable)."""
+    if not text.isprintable():
+        text = text.encode("unicode_escape", "backslashreplace").decode("ascii")
+    if len(text) > limit:
+        half = (limit - 1) // 2
+        text = text[:half] + "…" + text[len(text) - (limit - 1 - half) :]
+    return text
+
+
 class PlanError(UsageError):
-    """A plan is invalid. The message names the file, the field and, when known, the line."""
+    """A plan is invalid. The message names the file, the field and, when known, the line.
+    It is one line of at most about 300 characters, whatever values the plan holds."""
 
     def __init__(
         self,
@@ -81,6 +93,9 @@ class PlanError(UsageError):
         field: str | None = None,
         line: int | None = None,
     ) -> None:
+        file = one_line(file, 100) if file else file
+        field = one_line(field, 60) if field else field
+        message = one_line(message, 120)
         self.file = file
         self.field = field
         self.line = line
