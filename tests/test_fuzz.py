@@ -46,8 +46,8 @@ def scratch() -> Iterator[Path]:
         yield Path(d)
 
 
-# Bugs the fuzzing found, open in src/ (each has a strict-xfail regression test below; when
-# it is fixed that test XPASSes and fails: then set the flag to False).
+# Bugs the fuzzing found, now fixed (their regression tests are below; the flags stay so a
+# reopened bug can be switched back while it is being fixed).
 # BUG 1: PlanError messages echo user values unabbreviated (literal_error "got {value!r}",
 #   "invalid id ...", "unknown style ...", "no agent has role ...", unknown keys, ...), so a
 #   long value gives a line far over 300 characters.

@@ -105,6 +105,11 @@ def redact(text: str, secret: str | None = None) -> str:
     return _redact(text)
 
 
+def describe_cause(exc: BaseException, secret: str | None = None) -> str:
+    """An exception as text for an error message: its message, else its type's name."""
+    return redact(str(exc), secret) or type(exc).__name__
+
+
 def one_line(text: str, limit: int = 300) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 3] + "..."

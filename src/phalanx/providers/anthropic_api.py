@@ -28,6 +28,7 @@ from ..cost import Usage
 from ..exceptions import ErrorClass, ProviderError, UsageError
 from ._http import (
     classify_status,
+    describe_cause,
     looks_like_context_length,
     looks_like_quota,
     one_line,
@@ -250,7 +251,7 @@ def classify(
         return ProviderError(f"{name}: the request timed out", error_class=ErrorClass.TIMEOUT)
     if isinstance(exc, anthropic.APIConnectionError):
         cause = exc.__cause__
-        detail = f" ({redact(str(cause), secret)})" if cause else ""
+        detail = f" ({describe_cause(cause, secret)})" if cause else ""
         return ProviderError(
             f"{name}: connection failed{detail}"[:300], error_class=ErrorClass.CONNECTION
         )

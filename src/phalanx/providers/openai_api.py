@@ -31,6 +31,7 @@ from ..cost import Usage
 from ..exceptions import ErrorClass, ProviderError, UsageError
 from ._http import (
     classify_status,
+    describe_cause,
     looks_like_context_length,
     one_line,
     positive_int,
@@ -309,7 +310,7 @@ def classify(
     if isinstance(exc, openai.APIConnectionError | httpx2.TransportError):
         cause = exc.__cause__ or exc
         return ProviderError(
-            one_line(f"{name}: connection failed ({redact(str(cause), secret)})"),
+            one_line(f"{name}: connection failed ({describe_cause(cause, secret)})"),
             error_class=ErrorClass.CONNECTION,
         )
     if isinstance(exc, openai.APIError):  # an error chunk inside a 200 stream
