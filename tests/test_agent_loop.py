@@ -208,3 +208,27 @@ def test_truncated_answer_runs_no_tool(state: Path, tmp_path: Path) -> None:
     assert result.tasks["t"].error_class == "truncated"
     assert not (tmp_path / "x").exists()
     assert result.tasks["t"].output == ""
+
+
+def test_runaway_tool_loop_stops_at_the_token_and_usd_caps(state: Path, tmp_path: Path) -> None:
+    """A model that never stops calling tools: the run's budget ends the loop at the cap plus
+    at most one call (each call here costs 120 tokens and $0.012)."""
+    for limits, cap in (
+        (phalanx.Limits(max_tokens=500), 500),
+        (phalanx.Limits(max_usd=0.05), 0.05),
+    ):
+        script = ScriptedProvider([call("list_files", f"c{i}") for i in range(100)])
+        plan = Plan.build(
+            agents=[AgentSpec(provider="scripted", tools=("list_files",), max_turns=100)],
+            tasks=[Task(id="t", prompt="loop forever", max_attempts=1)],
+            limits=limits,
+            prices={"scripted": phalanx.cost.Price(input=100.0, output=100.0)},
+        )
+        result = phalanx.run_sync(plan, workspace=tmp_path, custom_providers={"scripted": script})
+        calls = len(script.requests)
+        spent = result.usage.total_tokens if limits.max_tokens else (result.usage.cost_usd or 0)
+        per_call = 120 if limits.max_tokens else 0.012
+        assert result.status == "budget_exhausted", result.summary()
+        assert spent >= cap and spent <= cap + per_call + 1e-9, (calls, spent)
+        assert calls <= int(cap / per_call) + 1
+        assert result.tasks["t"].error_class == "budget"
