@@ -32,6 +32,7 @@ from .events import (
     event_to_dict,
 )
 from .exceptions import JournalError, UsageError
+from .redaction import redact
 
 __all__ = ["Journal", "ResultRow", "RunRecord"]
 
@@ -111,6 +112,13 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), default=str)
 
 
+def _event_json(e: Event) -> str:
+    data = _dumps(event_to_dict(e))
+    # errors and answers are redacted where they arise; a run's task titles come from the
+    # plan as written, so they are checked here
+    return redact(data) if e.type == "run_started" else data
+
+
 class Journal:
     """One SQLite file holding every run of a project (``.phalanx/journal.sqlite``)."""
 
@@ -174,7 +182,7 @@ class Journal:
                         run_id,
                         plan_name,
                         plan_source,
-                        _dumps(plan),
+                        redact(_dumps(plan)),  # a key pasted into a prompt is not kept
                         _dumps(options),
                         int(simulated),
                         task_count,
@@ -347,7 +355,7 @@ class Journal:
         with self._tx():
             db.executemany(
                 "INSERT INTO events (run_id, session, ts, type, data) VALUES (?, ?, ?, ?, ?)",
-                [(r, s, e.ts, e.type, _dumps(event_to_dict(e))) for r, s, e in batch],
+                [(r, s, e.ts, e.type, _event_json(e)) for r, s, e in batch],
             )
             for run_id, session, event in batch:
                 self._apply(db, run_id, session, event)
