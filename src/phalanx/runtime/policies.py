@@ -122,7 +122,23 @@ class BestFit:
     name = "best_fit"
 
     def pick(self, task: Task, candidates: Sequence[AgentSlot]) -> AgentSlot:
-        return min(candidates, key=lambda a: (-fit_score(task, a), *_load_key(a)))
+        """The highest :func:`fit_score`, ties to the least loaded (one pass, no key
+        objects unless a candidate is at least as fit as the best so far)."""
+        role, category, skills = task.role, task.category, task.skills
+        best = candidates[0]
+        best_key = (-fit_score(task, best), *_load_key(best))
+        for a in candidates[1:]:
+            score = 4 if role is not None and a.role == role else 0
+            if category in a.specialities:
+                score += 2
+            if skills:
+                score += len(skills & a.skills)
+            if -score > best_key[0]:
+                continue
+            key = (-score, *_load_key(a))
+            if key < best_key:
+                best, best_key = a, key
+        return best
 
 
 def make_policy(name: str, fleet_size: int) -> Policy:
