@@ -253,3 +253,26 @@ def test_missing_llama_cpp_is_a_clear_usage_error(monkeypatch: pytest.MonkeyPatc
         assert "\n" not in message
         assert "llama-cpp-python" in message
         assert "phalanx[local]" in message
+
+
+def test_grammars_keep_the_tiny_model_inside_table_and_tts(state: Path) -> None:
+    """Constrained decoding for `table` and `tts` on the local model: valid on the first try."""
+    from phalanx import AgentSpec, Plan, Task
+    from phalanx.styles import parse_output
+
+    plan = Plan.build(
+        agents=[
+            AgentSpec(role="validator", style="table"),
+            AgentSpec(role="documenter", style="tts"),
+        ],
+        tasks=[
+            Task(id="table", prompt="Test plan for a login form.", role="validator"),  # type: ignore[arg-type]
+            Task(id="speech", prompt="Announce the release of version two.", role="documenter"),  # type: ignore[arg-type]
+        ],
+        provider="local:smollm2",
+        providers={"local": {"pool_size": 2}},
+    )
+    result = phalanx.run_sync(plan)
+    assert result.status == "succeeded", result.summary()
+    parse_output("table", result.tasks["table"].output)
+    parse_output("tts", result.tasks["speech"].output)

@@ -5,7 +5,8 @@ importing that package (which would import the ``llm`` plugin system). A pool of
 instances lets several agents really run at once on CPU cores: each call borrows one
 instance and runs in a worker thread (llama.cpp releases the GIL while it computes).
 Structured styles (``json``; ``yaml`` as JSON, which is valid YAML) use constrained decoding
-through a JSON schema. Everything loads lazily, on the first call.
+through a JSON schema; ``table``, ``tts`` and the prose styles through a GBNF grammar.
+Everything loads lazily, on the first call.
 """
 
 from __future__ import annotations
@@ -32,9 +33,33 @@ NOTES_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
         "summary": {"type": "string", "maxLength": 400},
-        "points": {"type": "array", "items": {"type": "string", "maxLength": 160}, "maxItems": 8},
+        "points": {"type": "array", "items": {"type": "string", "maxLength": 120}, "maxItems": 5},
     },
     "required": ["summary", "points"],
+}
+
+
+def _bounded(chars: int, allowed: str = r"[^\x00]") -> str:
+    return f"root ::= {allowed}{{1,{chars}}}"
+
+
+# Grammars (llama.cpp GBNF) for the styles a tiny model cannot keep to on its own: a
+# Markdown table of three columns, speech-ready text, and a length bound on prose so an
+# answer ends before max_tokens instead of being cut off.
+GRAMMARS: dict[str, str] = {
+    "table": "\n".join(
+        (
+            "root ::= row sep row row? row? row?",  # at most ~420 tokens: ends before max_tokens
+            'row ::= "|" cell "|" cell "|" cell "|\\n"',
+            'sep ::= "|---|---|---|\\n"',
+            'cell ::= " " [a-zA-Z0-9(] [a-zA-Z0-9 ,.\'()-]{0,23} " "',
+        )
+    ),
+    "tts": _bounded(1200, r"[a-zA-Z ,.'!?;:\n-]"),
+    "ultra_concise": _bounded(200),
+    "concise": _bounded(700),
+    "text": _bounded(1800),
+    "markdown": _bounded(1800),
 }
 
 
@@ -93,6 +118,7 @@ class LocalModelProvider:
         self.pool_size = self.opts.pool_size or cores
         self.threads = self.opts.threads or max(1, cores // self.pool_size)
         self._idle: asyncio.LifoQueue[Any] | None = None
+        self._grammars: dict[str, Any] = {}
         self._created = 0
         self._lock = asyncio.Lock()
 
@@ -160,7 +186,17 @@ class LocalModelProvider:
             schema = NOTES_SCHEMA  # bounded, so a tiny model cannot loop until max_tokens
         if schema is not None:
             kwargs["response_format"] = {"type": "json_object", "schema": dict(schema)}
+        elif request.style in GRAMMARS and not request.tools:
+            kwargs["grammar"] = self._grammar(request.style)
         return kwargs
+
+    def _grammar(self, style: str) -> Any:
+        if style not in self._grammars:
+            from llama_cpp.llama_grammar import LlamaGrammar
+
+            with open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink):
+                self._grammars[style] = LlamaGrammar.from_string(GRAMMARS[style], verbose=False)
+        return self._grammars[style]
 
     def _completion(self, response: Mapping[str, Any]) -> Completion:
         choice = response["choices"][0]
