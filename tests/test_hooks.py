@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from conftest import wait_dead
 from phalanx.events import Alert, AttemptFinished
 from phalanx.exceptions import PlanError
 from phalanx.hooks import (
@@ -102,28 +103,6 @@ def run(coro: Coroutine[Any, Any, T], timeout: float = 20) -> T:
 
 def fire(runner: HookRunner, point: str, **fields: Any) -> HookOutcome:
     return run(runner.fire(point, payload(point, **fields)))
-
-
-def alive(pid: int) -> bool:
-    """Running (a zombie waiting for a reaper counts as dead)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state not in ("Z", "X")
-
-
-def wait_dead(pids: list[int], within: float = 3.0) -> list[int]:
-    deadline = time.monotonic() + within
-    while (still := [p for p in pids if alive(p)]) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return still
 
 
 def read_json(path: Path, within: float = 10.0) -> Any:

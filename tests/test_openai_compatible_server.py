@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import ctypes
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -34,6 +33,7 @@ from typing import Any
 import pytest
 
 import phalanx
+from conftest import alive
 from phalanx import Plan
 from phalanx.exceptions import ErrorClass, ProviderError
 from phalanx.journal import Journal
@@ -84,14 +84,6 @@ def _answers(url: str) -> bool:
             return bool(response.status == 200)
     except (urllib.error.URLError, OSError):
         return False
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -154,7 +146,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     finally:
         _stop(proc)
         assert proc.returncode is not None
-        assert not _alive(proc.pid), f"server pid {proc.pid} is still alive"
+        assert not alive(proc.pid), f"server pid {proc.pid} is still alive"
 
 
 def six_task_plan(base_url: str) -> Plan:

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import pytest
 
 import phalanx
+from conftest import wait_dead
 from phalanx import AgentSpec, Plan, Task
 from phalanx.exceptions import ErrorClass, ProviderError, UsageError
 from phalanx.ids import TaskId
@@ -155,28 +156,6 @@ def failure(p: ClaudeCodeProvider, req: CompletionRequest) -> ProviderError:
     with pytest.raises(ProviderError) as info:
         run(complete(p, req))
     return info.value
-
-
-def alive(pid: int) -> bool:
-    """Running (a zombie waiting for a reaper counts as dead)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state not in ("Z", "X")
-
-
-def wait_dead(pids: list[int], within: float = 3.0) -> list[int]:
-    deadline = time.monotonic() + within
-    while (still := [p for p in pids if alive(p)]) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return still
 
 
 def read_pids(path: Path, within: float = 10.0) -> list[int]:

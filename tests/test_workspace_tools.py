@@ -35,6 +35,7 @@ from typing import Any, Literal
 
 import pytest
 
+from conftest import wait_dead
 from phalanx.exceptions import UsageError
 from phalanx.providers.base import ToolDef
 from phalanx.tools import (
@@ -828,24 +829,6 @@ def test_scrub_env_rules() -> None:
     assert scrub_env(env) == {n: "v" for n in public}
 
 
-def _alive(pid: int) -> bool:
-    """Running, not a zombie (a zombie is dead; in a container nobody may reap it)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return fields[0] != "Z"
-
-
-def _gone(pids: list[int], within: float = 10.0) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if not any(_alive(p) for p in pids):
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def _pids_written(path: Path) -> bool:
     return path.exists() and path.read_text().endswith("\n")
 
@@ -877,7 +860,7 @@ def test_hanging_command_is_killed_with_its_children(tree: Tree) -> None:
     elapsed = time.monotonic() - start
     assert result.error_code == "timeout" and not result.ok, result
     assert "started" in result.content and elapsed < 8
-    assert _gone(_read_pids(tree.ws / "pids.txt"))
+    assert wait_dead(_read_pids(tree.ws / "pids.txt"), within=10.0) == []
 
 
 def test_children_left_behind_are_killed_when_the_command_ends(tree: Tree) -> None:
@@ -890,7 +873,7 @@ def test_children_left_behind_are_killed_when_the_command_ends(tree: Tree) -> No
     start = time.monotonic()
     result = run(_ctx(tree, PY, timeout=30), [PY, "bg.py"])
     assert result.content == "[exit code 0]" and time.monotonic() - start < 10
-    assert _gone(_read_pids(tree.ws / "pids.txt"))
+    assert wait_dead(_read_pids(tree.ws / "pids.txt"), within=10.0) == []
 
 
 def test_cancelled_command_is_killed_with_its_children(tree: Tree) -> None:
@@ -910,7 +893,7 @@ def test_cancelled_command_is_killed_with_its_children(tree: Tree) -> None:
             await task
 
     asyncio.run(scenario())
-    assert _gone(_read_pids(tree.ws / "pids.txt"))
+    assert wait_dead(_read_pids(tree.ws / "pids.txt"), within=10.0) == []
 
 
 def test_command_output_is_bounded(tree: Tree) -> None:
