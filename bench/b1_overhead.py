@@ -15,6 +15,8 @@ from phalanx import Plan
 from .common import (
     Config,
     Row,
+    baseline_cpu,
+    breakdown,
     describe_state_base,
     log,
     measure_baseline,
@@ -77,9 +79,14 @@ def run(cfg: Config) -> list[Row]:
         },
     )
     if not row.passed and cfg.profile:
+        parts = breakdown(plan, f"{n:,} tasks, {k} agents", baseline_cpu(n, k, 0.0))
         with state_dir() as d:
-            row.profile = profile(
-                lambda: asyncio.run(phalanx_wall(plan, d)),
-                f"one phalanx run ({n:,} tasks, {k} agents, zero latency)",
+            row.profile = (
+                parts
+                + "\n\n"
+                + profile(
+                    lambda: asyncio.run(phalanx_wall(plan, d)),
+                    f"one phalanx run ({n:,} tasks, {k} agents, zero latency)",
+                )
             )
     return [row]

@@ -202,6 +202,14 @@ def measure_phalanx(
         return asyncio.run(phalanx_wall(plan, d, sinks()))
 
 
+def baseline_cpu(n_tasks: int, concurrency: int, latency_ms: float) -> float:
+    """The CPU time of one asyncio baseline run (``time.process_time``)."""
+    settle()
+    t0 = time.process_time()
+    asyncio.run(asyncio_baseline(n_tasks, concurrency, latency_ms))
+    return time.process_time() - t0
+
+
 def measure_baseline(n_tasks: int, concurrency: int, latency_ms: float) -> float:
     settle()
     return asyncio.run(asyncio_baseline(n_tasks, concurrency, latency_ms))
@@ -271,6 +279,103 @@ def _area(key: tuple[str, int, str]) -> str:
     if short.startswith("phalanx/"):
         return short
     return short.split("/", 1)[0].removesuffix(".py")
+
+
+# -- where a run's time goes, in real time ------------------------------------------------
+class _TimedConnection:
+    """A SQLite connection whose ``execute``/``executemany`` add their time to ``spent``."""
+
+    def __init__(self, db: Any, spent: dict[str, float]) -> None:
+        self._db, self._spent = db, spent
+
+    def _timed(self, fn: Callable[..., Any], *args: Any) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return fn(*args)
+        finally:
+            self._spent["sqlite"] = self._spent.get("sqlite", 0.0) + time.perf_counter() - t0
+
+    def execute(self, *args: Any) -> Any:
+        return self._timed(self._db.execute, *args)
+
+    def executemany(self, *args: Any) -> Any:
+        return self._timed(self._db.executemany, *args)
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def breakdown(plan: Plan, what: str, baseline_cpu: float | None = None) -> str:
+    """One run of ``plan`` with timers around its main parts (real time: cProfile inflates
+    code that makes many small calls): the run's CPU time and each part's share of it; the
+    rest is the attempts themselves (executor, provider call, asyncio) and the run's
+    setup. ``baseline_cpu``: the baseline's CPU time for the same work, to compare."""
+    import phalanx.api as api_module
+    import phalanx.runtime.executor as executor_module
+    from phalanx.journal import Journal
+    from phalanx.runtime.orchestrator import Orchestrator
+    from phalanx.status import StatusTracker
+
+    spent: dict[str, float] = {}
+
+    def timed(label: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[label] = spent.get(label, 0.0) + time.perf_counter() - t0
+
+        return wrapper
+
+    parts: list[tuple[Any, str, str]] = [  # disjoint: none calls another
+        (Journal, "flush", "journal flushes (one transaction per batch)"),
+        (Journal, "create_run", "the run's journal row (plan JSON, redacted)"),
+        (api_module, "_write_outputs", "one output file per task"),
+        (executor_module, "redact", "redacting answers"),
+        (Orchestrator, "_dispatch", "dispatch (decisions, attempt starts, their events)"),
+        (Orchestrator, "_on_outcome", "outcomes (events, bookkeeping)"),
+    ]
+    inner = [  # inside dispatch and outcomes (their events)
+        (StatusTracker, "emit", "status fold"),
+        (Journal, "append", "journal append"),
+    ]
+    saved = [(owner, name, getattr(owner, name)) for owner, name, _ in (*parts, *inner)]
+    for owner, name, label in (*parts, *inner):
+        setattr(owner, name, timed(label, getattr(owner, name)))
+    opened = saved_init = Journal.__init__
+
+    def init(self: Journal, *args: Any, **kwargs: Any) -> None:  # time SQLite's own calls
+        opened(self, *args, **kwargs)
+        self._db = _TimedConnection(self._db, spent)  # type: ignore[assignment]
+
+    Journal.__init__ = init  # type: ignore[method-assign]
+    saved.append((Journal, "__init__", saved_init))
+    try:
+        with state_dir() as d:
+            settle()
+            cpu0 = time.process_time()
+            wall = asyncio.run(phalanx_wall(plan, d))
+            cpu = time.process_time() - cpu0
+    finally:
+        for owner, name, fn in saved:
+            setattr(owner, name, fn)
+    status = spent.pop("status fold", 0.0)
+    append = spent.pop("journal append", 0.0)
+    sqlite = spent.pop("sqlite", 0.0)
+    ranked = sorted(spent.items(), key=lambda kv: kv[1], reverse=True)
+    rest = max(0.0, cpu - sum(spent.values()))
+    text = " · ".join(f"{label} {t:.2f} s ({t / cpu:.0%})" for label, t in ranked)
+    versus = f" (the baseline's: {baseline_cpu:.2f} s)" if baseline_cpu is not None else ""
+    return (
+        f"Where one phalanx run's time goes ({what}; timers around its parts, real time): "
+        f"wall {wall:.2f} s, CPU {cpu:.2f} s{versus}. Of the CPU time: {text}. Inside "
+        f"those: SQLite's own calls {sqlite:.2f} s ({sqlite / cpu:.0%}); encoding each "
+        f"event for the journal and folding its table writes as it comes {append:.2f} s "
+        f"({append / cpu:.0%}); the status fold {status:.2f} s ({status / cpu:.0%}). The "
+        f"rest, {rest:.2f} s ({rest / cpu:.0%}), is the attempts "
+        "themselves (executor, sim call, asyncio tasks) and the run's setup."
+    )
 
 
 # -- the machine --------------------------------------------------------------------------

@@ -5,6 +5,7 @@ Line numbers come from the YAML node tree, so every message can say ``plan.yaml:
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -16,9 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .agents import AgentSpec, Category
 from .comms.bus import MessagePolicy
 from .cost import Price
-from .exceptions import PlanError
+from .exceptions import PlanError, UsageError
 from .ids import AgentName, TaskId
-from .plan import Commands, Limits, Plan, RetryConfig, RouterConfig, Task
+from .plan import Commands, EngineConfig, Limits, Plan, RetryConfig, RouterConfig, Task
 from .runtime.breaker import BreakerConfig
 from .runtime.governor import RateLimit
 from .runtime.scaling import AutoscaleConfig
@@ -46,6 +47,9 @@ def _str_list(v: Any) -> Any:
     return [v] if isinstance(v, str) else v
 
 
+_SAVED_AGENT_KEYS = frozenset({"agent", "count", "name", "names"})
+
+
 class AgentModel(BaseModel):
     model_config = _STRICT
 
@@ -64,19 +68,25 @@ class AgentModel(BaseModel):
     max_turns: int = Field(default=8, ge=1, le=1000)
     subscribe: list[str] = []
     hooks: list[Any] = []
+    agent: str | None = None  # a saved agent, NAME or NAME@VERSION (phalanx.library)
+    eval_score: float | None = Field(default=None, ge=0, le=1)  # its last eval pass rate
 
     _as_list = field_validator("skills", "context", "tools", "names", mode="before")(_str_list)
 
-    def specs(self, where: str = "agents[0]", file: str | None = None) -> list[AgentSpec]:
-        from .hooks import from_config
-
-        from_config(list(self.hooks), where=f"{where}.hooks", file=file)
+    def _names(self) -> list[str | None]:
         if self.name is not None and self.names is not None:
             raise ValueError("give either 'name' or 'names', not both")
         names: list[str | None] = list(self.names or ([self.name] if self.name else []))
         if len(names) > self.count:
             raise ValueError(f"{len(names)} names given for count {self.count}")
-        names += [None] * (self.count - len(names))
+        return names + [None] * (self.count - len(names))
+
+    def specs(self, where: str = "agents[0]", file: str | None = None) -> list[AgentSpec]:
+        from .hooks import from_config
+
+        from_config(list(self.hooks), where=f"{where}.hooks", file=file)
+        names = self._names()
+        options = {} if self.eval_score is None else {"eval_score": self.eval_score}
         return [
             AgentSpec(
                 role=self.role,
@@ -92,9 +102,31 @@ class AgentModel(BaseModel):
                 max_turns=self.max_turns,
                 subscribe=tuple(self.subscribe),
                 hooks=tuple(self.hooks),
+                options=dict(options),
             )
             for n in names
         ]
+
+    def saved(self, where: str, file: str | None) -> tuple[list[AgentSpec], Any]:
+        """The specs of an ``agent: NAME@VERSION`` entry, and the saved agent (its styles,
+        provider options and prices go into the plan). Only count and names may be added."""
+        from .library import Library
+
+        ref = str(self.agent)
+        extra = sorted(self.model_fields_set - _SAVED_AGENT_KEYS)
+        if extra:
+            raise PlanError(
+                f"cannot be set beside 'agent: {ref}' (a saved agent is used as saved)",
+                file=file,
+                field=f"{where}.{extra[0]}",
+            )
+        try:
+            saved = Library().get(ref)
+        except UsageError as exc:
+            raise PlanError(str(exc), file=file, field=f"{where}.agent") from None
+        names = self._names()
+        base = saved.agent_spec()
+        return [dataclasses.replace(base, name=AgentName(n) if n else None) for n in names], saved
 
 
 class TaskModel(BaseModel):
@@ -209,11 +241,33 @@ class LimitsModel(BaseModel):
     comm_overhead_warning: float = Field(default=0.25, gt=0)
     lease_seconds: float | None = Field(default=None, gt=0)
     start_agents: int | None = Field(default=None, ge=0)
+    min_eval_score: float | None = Field(default=None, ge=0, le=1)
     rate_limits: dict[str, RateLimitModel] = {}
     max_agents: int | None = Field(default=None, ge=1)
     max_usd: float | None = Field(default=None, gt=0)
     max_tokens: int | None = Field(default=None, ge=1)
     max_wall_seconds: float | None = Field(default=None, gt=0)
+
+
+def _engine_kind(value: Any) -> Any:
+    """``engine: ray`` is short for ``engine: {kind: ray}``."""
+    return {"kind": value} if isinstance(value, str) else value
+
+
+class EngineModel(BaseModel):
+    model_config = _STRICT
+
+    kind: Literal["local", "ray"] = "local"
+    address: str | None = None
+    hosts: int | None = Field(default=None, ge=1)
+    agents_per_host: int | None = Field(default=None, ge=1)
+    host_cpus: float = Field(default=1.0, ge=0)
+    roles: dict[str, dict[str, float]] = {}
+    max_restarts: int = Field(default=3, ge=0)
+    num_cpus: int | None = Field(default=None, ge=1)
+
+    def config(self) -> EngineConfig:
+        return EngineConfig(**{**self.model_dump(), "roles": dict(self.roles)})
 
 
 class RetryModel(BaseModel):
@@ -243,8 +297,11 @@ class PlanModel(BaseModel):
     autoscale: AutoscaleModel | None = None
     messaging: MessagingModel = MessagingModel()
     router: RouterModel = RouterModel()
+    engine: EngineModel = EngineModel()
     agents: list[AgentModel] = Field(min_length=1)
     tasks: list[TaskModel] = Field(min_length=1)
+
+    _engine = field_validator("engine", mode="before")(_engine_kind)
 
 
 def _loc_str(loc: tuple[int | str, ...]) -> str:
@@ -397,9 +454,15 @@ def plan_from_data(
         ) from None
     try:
         agents = []
+        saved: list[tuple[str, Any]] = []  # (where, SavedAgent) of agent: NAME@VERSION entries
         for i, a in enumerate(model.agents):
             try:
-                agents.extend(a.specs(f"agents[{i}]", where))
+                if a.agent is not None:
+                    specs, entry = a.saved(f"agents[{i}]", where)
+                    agents.extend(specs)
+                    saved.append((f"agents[{i}].agent", entry))
+                else:
+                    agents.extend(a.specs(f"agents[{i}]", where))
             except ValueError as exc:
                 raise PlanError(
                     str(exc),
@@ -407,6 +470,7 @@ def plan_from_data(
                     field=f"agents[{i}]",
                     line=line_of((("agents", i)), False) if line_of else None,
                 ) from None
+        styles, providers, prices = _with_saved(model, saved, where)
         return Plan.build(
             name=model.name,
             agents=agents,
@@ -417,20 +481,21 @@ def plan_from_data(
                     k: RateLimit(**v.model_dump()) for k, v in model.limits.rate_limits.items()
                 },
             ),
-            prices={k: Price(**v.model_dump()) for k, v in model.prices.items()},
+            prices=prices,
             hooks=model.hooks,
             workspace=model.workspace,
             commands=Commands(allow=tuple(model.commands.allow), timeout=model.commands.timeout),
             isolation=model.isolation,
-            styles=model.styles,
+            styles=styles,
             breaker=BreakerConfig(**model.breaker.model_dump()),
             autoscale=AutoscaleConfig(**model.autoscale.model_dump()) if model.autoscale else None,
             messaging=_policy(model.messaging),
             router=RouterConfig(**model.router.model_dump()),
+            engine=model.engine.config(),
             retry=RetryConfig(**model.retry.model_dump()),
             policy=model.policy,
             provider=model.provider,
-            providers=model.providers,
+            providers=providers,
             source=where,
             raw=dict(data),
         )
@@ -440,6 +505,29 @@ def plan_from_data(
             line = line_of(loc, False)
             raise PlanError(exc.detail, file=where, field=exc.field, line=line) from None
         raise
+
+
+def _with_saved(
+    model: PlanModel, saved: list[tuple[str, Any]], where: str
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Price]]:
+    """The plan's styles, provider options and prices, plus those its saved agents bring
+    (the plan's own provider options and prices win; a style defined twice must agree)."""
+    styles: dict[str, Any] = dict(model.styles)
+    providers: dict[str, Any] = {}
+    prices: dict[str, Price] = {}
+    for field, entry in saved:
+        for name, config in entry.styles.items():
+            if styles.setdefault(name, config) != config:
+                raise PlanError(
+                    f"{entry.ref} needs style {name!r}, which this plan defines differently",
+                    file=where,
+                    field=field,
+                )
+        providers.update(entry.providers)
+        prices.update(entry.prices)
+    providers.update(model.providers)
+    prices.update({k: Price(**v.model_dump()) for k, v in model.prices.items()})
+    return styles, providers, prices
 
 
 def load_plan_file(path: str | Path) -> Plan:
@@ -494,6 +582,10 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "breaker": vars_of(plan.breaker),
         "autoscale": vars_of(plan.autoscale) if plan.autoscale else None,
         "router": vars_of(plan.router),
+        "engine": {
+            **vars_of(plan.engine),
+            "roles": {k: dict(v) for k, v in plan.engine.roles.items()},
+        },
         "messaging": {
             **vars_of(plan.messaging),
             "broadcast_roles": sorted(plan.messaging.broadcast_roles)
@@ -516,6 +608,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
                 "max_turns": a.max_turns,
                 "subscribe": list(a.subscribe),
                 "hooks": [h for h in a.hooks if isinstance(h, dict | str)],
+                **_eval_score(a),
             }
             for a in plan.agents
         ],
@@ -538,6 +631,12 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
             for t in plan.tasks
         ],
     }
+
+
+def _eval_score(a: AgentSpec) -> dict[str, Any]:
+    """A saved agent's score rides with its expanded spec, so a resumed run gates the same."""
+    score = a.options.get("eval_score")
+    return {} if score is None else {"eval_score": score}
 
 
 def vars_of(obj: Any) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from .exceptions import PhalanxError, PlanError, UsageError
 from .hooks import from_config
 from .journal import Journal
 from .plan import Plan, load_plan
-from .providers import Provider, is_simulated, resolve_provider, split_provider
+from .providers import Provider, ProviderRecipe, is_simulated, resolve_provider, split_provider
 from .runtime.engine import Engine, LocalEngine
 from .runtime.executor import AgentRunner
 from .runtime.governor import Gate, RateGovernor
@@ -198,9 +198,13 @@ class _RunnerFactory:
         workspaces: Mapping[str, Workspace],
         tools: Mapping[str, ToolSpec],
         comms: Comms | None = None,
+        *,
+        seed: int = 0,
+        custom: frozenset[str] = frozenset(),
     ) -> None:
         self.plan, self.providers, self.gate, self.comms = plan, providers, gate, comms
         self.workspaces, self.tools = workspaces, tools
+        self.seed, self.custom = seed, custom  # custom providers travel as objects
         self.default_workspace = next(iter(workspaces.values()))
 
     def __call__(self, a: AgentSpec) -> AgentRunner:
@@ -236,6 +240,9 @@ class _RunnerFactory:
             context_tokens=bundle.tokens,
             max_turns=a.max_turns,
             comms=self.comms,
+            recipe=None
+            if name in self.custom
+            else ProviderRecipe(name=name, options=self.plan.providers, seed=self.seed),
         )
 
 
@@ -351,17 +358,26 @@ async def run(
     tools: Sequence[ToolSpec] = (),
     workspace: str | os.PathLike[str] | None = None,
     custom_providers: Mapping[str, Provider] | None = None,
-    engine: Engine | None = None,
+    engine: Engine | str | None = None,
+    address: str | None = None,
     flush_interval: float = 0.05,
 ) -> RunResult:
     """Run a plan (a :class:`Plan` or a plan file) to the end; returns its :class:`RunResult`.
 
-    Overrides: ``agents`` (fleet size), ``policy``, ``provider`` (for every agent).
+    Overrides: ``agents`` (fleet size), ``policy``, ``provider`` (for every agent),
+    ``engine`` (``"local"``, ``"ray"`` or an :class:`Engine`) and ``address`` (the Ray
+    cluster: ``"auto"``, ``"HOST:PORT"`` or ``"ray://HOST:PORT"``).
     ``hooks``: Python hooks for the run; ``tools``: Python tools agents may name;
     ``workspace``: the agents' sandbox; ``custom_providers``: ``{name: Provider}`` used for
     agents whose provider is ``name`` (your own models, scripted models in tests).
     """
-    p = _coerce_plan(plan).with_overrides(policy=policy, provider=provider, agents=agents)
+    p = _coerce_plan(plan).with_overrides(
+        policy=policy,
+        provider=provider,
+        agents=agents,
+        engine=engine if isinstance(engine, str) else None,
+        address=address,
+    )
     providers = _providers(p, seed, flag=provider, given=custom_providers)
     journal = Journal(state_dir(state) / "journal.sqlite")
     rid = run_id or new_run_id()
@@ -387,7 +403,8 @@ async def run(
         hooks=hooks,
         tools=tools,
         workspace=ws,
-        engine=engine,
+        engine=None if isinstance(engine, str) else engine,
+        custom=frozenset(custom_providers or {}),
         flush_interval=flush_interval,
     )
 
@@ -400,13 +417,17 @@ async def resume(
     hooks: Sequence[Any] = (),
     tools: Sequence[ToolSpec] = (),
     custom_providers: Mapping[str, Provider] | None = None,
-    engine: Engine | None = None,
+    engine: Engine | str | None = None,
+    address: str | None = None,
     flush_interval: float = 0.05,
 ) -> RunResult:
-    """Continue an interrupted or crashed run: succeeded tasks are kept, the rest re-run."""
+    """Continue an interrupted or crashed run: succeeded tasks are kept, the rest re-run
+    (on the run's engine, or on ``engine``: a cluster that is gone need not come back)."""
     journal = Journal(state_dir(state) / "journal.sqlite")
     rec = journal.get_run(run_id)
-    plan = Plan.from_dict(rec.plan, source=rec.plan_source)
+    plan = Plan.from_dict(rec.plan, source=rec.plan_source).with_overrides(
+        engine=engine if isinstance(engine, str) else None, address=address
+    )
     seed = int(rec.options.get("seed", 0))
     providers = _providers(plan, seed, given=custom_providers)
     results = journal.results(rec.run_id)
@@ -436,7 +457,8 @@ async def resume(
             rec.options.get("workspace")
             or _workspace(plan, state_dir_of(journal) / "runs" / rec.run_id, None)
         ),
-        engine=engine,
+        engine=None if isinstance(engine, str) else engine,
+        custom=frozenset(custom_providers or {}),
         flush_interval=flush_interval,
     )
 
@@ -454,6 +476,7 @@ async def _execute(
     tools: Sequence[ToolSpec] = (),
     workspace: Path,
     engine: Engine | None,
+    custom: frozenset[str] = frozenset(),
     flush_interval: float,
 ) -> RunResult:
     _check_budgets(plan, providers)
@@ -490,11 +513,13 @@ async def _execute(
         _agent_workspaces(plan, run_id, workspace, journal),
         {**BUILTIN_TOOLS, **COMMS_TOOLS, **{t.name: t for t in tools}},
         comms,
+        seed=seed,
+        custom=custom,
     )
     orch = Orchestrator(
         plan,
         run_id=run_id,
-        engine=engine or LocalEngine(),
+        engine=engine or _engine_for(plan),
         runners={a.name or "": factory(a) for a in plan.agents},
         runner_factory=factory,
         comms=comms,
@@ -541,6 +566,14 @@ async def _execute(
         changes=changes,
         notes=tuple(notes),
     )
+
+
+def _engine_for(plan: Plan) -> Engine:
+    if plan.engine.kind == "ray":
+        from .runtime.ray_engine import RayEngine
+
+        return RayEngine(plan.engine)
+    return LocalEngine()
 
 
 def state_dir_of(journal: Journal) -> Path:

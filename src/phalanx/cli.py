@@ -94,11 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the baseline: the same tasks on one agent, in dependency order",
     )
+    _engine_args(r)
 
     rs = sub.add_parser("resume", help="continue an interrupted or crashed run")
     rs.add_argument("run_id", metavar="RUN_ID")
     rs.add_argument("--quiet", "-q", action="store_true", help="no per-task lines")
     rs.add_argument("--no-tui", action="store_true", help="plain lines even on a terminal")
+    _engine_args(rs)
 
     db = sub.add_parser("dashboard", help="the live web dashboard (127.0.0.1, token in URL)")
     db.add_argument(
@@ -147,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--watch", action="store_true", help="follow the run until it ends")
     st.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
     _add_template_commands(sub)
+    _add_eval_commands(sub)
     return p
 
 
@@ -167,6 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "status": _cmd_status,
             "init": _cmd_init,
             "roles": _cmd_roles,
+            "eval": _cmd_eval,
+            "agents": _cmd_agents,
         }[args.command]
         return handler(args)
     except UsageError as exc:
@@ -279,6 +284,19 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _engine_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        help="where agents run: this process (local) or a Ray cluster (default: the plan's)",
+    )
+    p.add_argument(
+        "--address",
+        metavar="ADDR",
+        help="the Ray cluster: auto, HOST:PORT or ray://HOST:PORT (default: start Ray here)",
+    )
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     if args.web:
         from .web import DashboardThread
@@ -302,6 +320,8 @@ def _run_plan(args: argparse.Namespace) -> int:
             state=args.state_dir,
             run_id=args.run_id,
             sinks=sinks,
+            engine=args.engine,
+            address=args.address,
         )
     )
     code = _finish(result, spy.run_id)
@@ -315,7 +335,15 @@ def _run_plan(args: argparse.Namespace) -> int:
 
 def _cmd_resume(args: argparse.Namespace) -> int:
     sinks = _progress_sinks(args)
-    result = _drive(resume(args.run_id, state=args.state_dir, sinks=sinks))
+    result = _drive(
+        resume(
+            args.run_id,
+            state=args.state_dir,
+            sinks=sinks,
+            engine=args.engine,
+            address=args.address,
+        )
+    )
     return _finish(result, args.run_id)
 
 
@@ -466,6 +494,244 @@ def _sequential_plan(args: argparse.Namespace) -> Any:
     if args.agents is not None:
         raise UsageError("--sequential runs on one agent: drop --agents")
     return load_plan(args.plan).sequential()
+
+
+# -- evals and the agent library -----------------------------------------------------------
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}")
+    return value
+
+
+def _add_eval_commands(sub: Any) -> None:
+    ev = sub.add_parser("eval", help="measure agent specs on a case file: pass rate, cost, latency")
+    ev.add_argument("spec", metavar="SPEC", help="a saved agent (NAME[@VERSION]) or PLAN:ROLE")
+    ev.add_argument("cases", metavar="CASES", help="the case file (YAML, see docs/eval.md)")
+    ev.add_argument(
+        "--vs",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="SPEC",
+        help="more specs to compare side by side (the winner on quality per dollar is named)",
+    )
+    ev.add_argument(
+        "--repeat", type=_positive_int, default=1, metavar="N", help="run every case N times"
+    )
+    ev.add_argument("--provider", metavar="P", help="provider:model for every agent (not recorded)")
+    ev.add_argument("--seed", type=_int, default=0, metavar="S", help="seed (default 0)")
+    ev.add_argument("--run-id", metavar="ID", help="use this run id instead of a generated one")
+    ev.add_argument(
+        "--fail-under",
+        type=_rate,
+        metavar="RATE",
+        help="exit 1 when a spec's pass rate is below RATE (0 to 1), e.g. in CI",
+    )
+    ev.add_argument(
+        "--no-record", action="store_true", help="do not add the result to the library's history"
+    )
+    ev.add_argument("--json", action="store_true", help="print the report as JSON")
+    ev.add_argument("--quiet", "-q", action="store_true", help="no per-task lines")
+    ev.add_argument("--no-tui", action="store_true", help="plain lines even on a terminal")
+
+    ag = sub.add_parser("agents", help="the agent library: saved specs, versions, eval scores")
+    act = ag.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser, required=True)
+    sv = act.add_parser("save", help="save an agent of a plan as the next version of NAME")
+    sv.add_argument("name", metavar="NAME")
+    sv.add_argument(
+        "--from", dest="source", required=True, metavar="PLAN:ROLE", help="plan file and role"
+    )
+    sv.add_argument("--user", action="store_true", help="in the user folder, not the project's")
+    ls = act.add_parser("list", help="saved agents, latest versions, last eval")
+    ls.add_argument("--json", action="store_true", help="machine-readable output")
+    sh = act.add_parser("show", help="a saved agent's spec and its eval scores")
+    sh.add_argument("ref", metavar="NAME[@VERSION]")
+    sh.add_argument("--json", action="store_true", help="machine-readable output")
+    sh.add_argument("--user", action="store_true", help="look in the user folder only")
+    rm = act.add_parser("rm", help="remove a version (its number is never reused)")
+    rm.add_argument("ref", metavar="NAME@VERSION")
+    rm.add_argument("--all", action="store_true", help="remove every version of NAME")
+    rm.add_argument("--user", action="store_true", help="in the user folder only")
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from .evals import EvalReport, evaluate
+
+    sinks = [] if args.json else _progress_sinks(args)
+    coro = evaluate(
+        [args.spec, *args.vs],
+        args.cases,
+        repeat=args.repeat,
+        provider=args.provider,
+        seed=args.seed,
+        state=args.state_dir,
+        run_id=args.run_id,
+        sinks=sinks,
+        record=not args.no_record,
+    )
+
+    async def main() -> EvalReport:
+        task = asyncio.current_task()
+        assert task is not None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(sig, task.cancel)
+        return await coro
+
+    try:
+        report = asyncio.run(main())
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("\ninterrupted: the eval was not scored; run it again", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(report.render_text())
+        print(f"report: {report.markdown_path} · json: {report.json_path}")
+        print(f"  the run: phalanx report {report.run_id} · phalanx dashboard {report.run_id}")
+        if report.recorded:
+            print(f"  recorded in the library: {', '.join(report.recorded)}")
+    floor = args.fail_under
+    low = [v.label for v in report.variants if floor is not None and v.pass_rate < floor]
+    if low:
+        print(f"phalanx: below --fail-under {floor:g}: {', '.join(low)}", file=sys.stderr)
+    return 1 if low or not report.complete else 0
+
+
+def _cmd_agents(args: argparse.Namespace) -> int:
+    from .library import Library
+
+    lib = Library()
+    scope: Any = "user" if getattr(args, "user", False) else None
+    if args.action == "save":
+        from .library import from_plan
+
+        spec, styles, providers, prices = from_plan(args.source)
+        saved, new = lib.save(
+            args.name,
+            spec,
+            styles=styles,
+            providers=providers,
+            prices=prices,
+            source=args.source,
+            scope="user" if args.user else "project",
+        )
+        if new:
+            print(f"saved {saved.ref} in {saved.path} (from {args.source})")
+        else:
+            print(f"unchanged: {args.source} is the same spec as {saved.ref} ({saved.path})")
+        return 0
+    if args.action == "list":
+        return _agents_list(lib, args.json)
+    if args.action == "show":
+        return _agents_show(lib.get(args.ref, scope=scope), lib, args.json)
+    found = lib.get(args.ref, scope=scope)
+    removed = lib.remove(args.ref, every=args.all, scope=found.scope)
+    shown = ", ".join(f"{found.name}@{v}" for v in removed)
+    print(f"removed {shown} and its eval history ({found.scope}); the numbers are not reused")
+    return 0
+
+
+def _last_eval(rec: Any) -> str:
+    if rec is None:
+        return "no eval"
+    when = time.strftime("%Y-%m-%d", time.localtime(rec.at))
+    return (
+        f"{100 * rec.pass_rate:.1f}% [{100 * rec.ci_low:.1f}–{100 * rec.ci_high:.1f}] "
+        f"n={rec.n} {rec.cases} {when}"
+    )
+
+
+def _agents_list(lib: Any, as_json: bool) -> int:
+    agents = lib.list_agents()
+    if as_json:
+        data = []
+        for a in agents:
+            last = a.last_eval()
+            data.append(
+                {
+                    "name": a.name,
+                    "latest": a.version,
+                    "versions": lib.versions(a.name, a.scope),
+                    "scope": a.scope,
+                    "path": str(a.path),
+                    "spec": a.document()["spec"],
+                    "last_eval": None if last is None else last.to_dict(),
+                }
+            )
+        print(json.dumps(data, indent=2))
+        return 0
+    if not agents:
+        print(f"no saved agents in {lib.project} or {lib.user}")
+        print("  save one: phalanx agents save NAME --from PLAN.yaml:ROLE")
+        return 0
+    head = ("NAME", "LATEST", "VERSIONS", "SCOPE", "ROLE", "STYLE", "PROVIDER", "LAST EVAL")
+    rows = [head]
+    for a in agents:
+        versions = lib.versions(a.name, a.scope)
+        rows.append(
+            (
+                a.name,
+                f"@{a.version}",
+                ",".join(map(str, versions)),
+                a.scope,
+                a.spec.role,
+                a.spec.style,
+                a.spec.provider or "(run's default)",
+                _last_eval(a.last_eval()),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    return 0
+
+
+def _agents_show(a: Any, lib: Any, as_json: bool) -> int:
+    import yaml
+
+    history = a.history()
+    if as_json:
+        doc = {**a.document(), "scope": a.scope, "path": str(a.path)}
+        doc["evals"] = [h.to_dict() for h in history]
+        print(json.dumps(doc, indent=2))
+        return 0
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(a.saved_at))
+    versions = ", ".join(map(str, lib.versions(a.name, a.scope)))
+    origin = f" from {a.source}" if a.source else ""
+    print(f"{a.ref} · {a.scope}: {a.path} · saved {when}{origin}")
+    print(f"versions: {versions} (a saved version never changes)")
+    doc = a.document()
+    shown = {k: doc[k] for k in ("spec", "styles", "providers", "prices") if doc[k]}
+    print(yaml.safe_dump(shown, sort_keys=False, allow_unicode=True).rstrip())
+    if not history:
+        print(f"evals: none yet (run: phalanx eval {a.ref} CASES.yaml)")
+        return 0
+    print("evals:")
+    head = ("DATE", "CASES", "PASS", "95% CI", "N", "STYLE OK", "COST", "P50", "P95", "RUN")
+    rows = [head]
+    for h in history:
+        rows.append(
+            (
+                time.strftime("%Y-%m-%d %H:%M", time.localtime(h.at)),
+                h.cases,
+                f"{100 * h.pass_rate:.1f}%",
+                f"{100 * h.ci_low:.1f}–{100 * h.ci_high:.1f}%",
+                str(h.n),
+                "-" if h.style_validity is None else f"{100 * h.style_validity:.1f}%",
+                "n/a" if h.cost_usd is None else f"${h.cost_usd:.4f}",
+                "-" if h.p50_seconds is None else f"{h.p50_seconds:.2f}s",
+                "-" if h.p95_seconds is None else f"{h.p95_seconds:.2f}s",
+                h.run_id + (" (sim)" if h.simulated else ""),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    for r in rows:
+        print("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    return 0
 
 
 if __name__ == "__main__":

@@ -50,6 +50,8 @@ class LineLog:
             )
         elif isinstance(e, TaskSkipped):
             self._print(f"[{t:7.2f}s] - {e.task_id}  skipped: {e.reason}")
+        elif isinstance(e, RetryScheduled) and e.error_class == "lost":
+            self._print(f"[{t:7.2f}s] ↻ {e.task_id}  lost with its agent host; queued again")
         elif isinstance(e, RetryScheduled):
             self._print(
                 f"[{t:7.2f}s] ↻ {e.task_id}  attempt {e.attempt_no} failed ({e.error_class}); "
@@ -77,6 +79,8 @@ def render_summary(r: RunResult) -> str:
     ]
     if r.status in ("budget_exhausted", "error"):
         lines.append(f"  why: {s.reason}")
+    elif r.status == "interrupted" and not s.reason.startswith("interrupted"):
+        lines.append(f"  why: {s.reason.split(': resume with')[0]}")  # e.g. the cluster is gone
     if s.speedup is not None and s.busy_seconds > 0:
         lines.append(
             f"  speedup: {s.speedup:.1f}x over the sum of task times "

@@ -7,7 +7,9 @@ web) consume them. Timestamps are seconds since the epoch on the run's clock.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import json
+import operator
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
 
@@ -16,6 +18,7 @@ from .cost import ZERO, Usage
 __all__ = [
     "AgentInfo",
     "AgentJoined",
+    "AgentPlaced",
     "AgentRetired",
     "AgentWaiting",
     "Alert",
@@ -40,6 +43,7 @@ __all__ = [
     "ToolCalled",
     "event_from_dict",
     "event_to_dict",
+    "event_to_json",
 ]
 
 RunStatus = Literal["running", "succeeded", "failed", "interrupted", "budget_exhausted", "error"]
@@ -220,6 +224,20 @@ class AgentRetired:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class AgentPlaced:
+    """Where a remote engine hosts an agent: its host (a Ray actor), node and process.
+    Emitted when the host starts, when it is replaced and when the agent moves."""
+
+    type: Literal["agent_placed"] = "agent_placed"
+    ts: float
+    agent: str
+    host: str
+    node: str
+    pid: int
+    reason: str = "started"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class ScaleDecision:
     """What the autoscaler decided, why, and the numbers behind it."""
 
@@ -329,6 +347,7 @@ Event = (
     | TaskStolen
     | AgentJoined
     | AgentRetired
+    | AgentPlaced
     | ScaleDecision
     | AgentWaiting
     | Alert
@@ -354,6 +373,7 @@ _TYPES: dict[str, type[Any]] = {
         TaskStolen,
         AgentJoined,
         AgentRetired,
+        AgentPlaced,
         ScaleDecision,
         AgentWaiting,
         Alert,
@@ -366,6 +386,30 @@ _TYPES: dict[str, type[Any]] = {
 _FIELDS: dict[type[Any], tuple[str, ...]] = {
     c: tuple(f.name for f in dataclasses.fields(c)) for c in _TYPES.values()
 }
+# What the journal keeps of each event (``journal_exclude`` left out), and a getter of those
+# fields' values as one tuple; which of them may need converting (usage, agent/task infos).
+_JOURNAL_FIELDS: dict[type[Any], tuple[str, ...]] = {
+    c: tuple(n for n in names if n not in getattr(c, "journal_exclude", ()))
+    for c, names in _FIELDS.items()
+}
+_JOURNAL_GET: dict[type[Any], Callable[[Any], tuple[Any, ...]]] = {
+    c: operator.attrgetter(*names) for c, names in _JOURNAL_FIELDS.items()
+}
+_CONVERTED: dict[type[Any], tuple[str, ...]] = {
+    c: tuple(
+        f.name
+        for f in dataclasses.fields(c)
+        if f.name in _JOURNAL_FIELDS[c]
+        and any(k in str(f.type) for k in ("Usage", "AgentInfo", "TaskInfo"))
+    )
+    for c in _TYPES.values()
+}
+_INFO_FIELDS: dict[type[Any], tuple[str, ...]] = {
+    c: tuple(f.name for f in dataclasses.fields(c)) for c in (AgentInfo, TaskInfo)
+}
+_INFO_GET: dict[type[Any], Callable[[Any], tuple[Any, ...]]] = {
+    c: operator.attrgetter(*names) for c, names in _INFO_FIELDS.items()
+}
 
 
 class EventSink(Protocol):
@@ -374,22 +418,150 @@ class EventSink(Protocol):
     def emit(self, event: Event) -> None: ...
 
 
+def _info_dict(value: AgentInfo | TaskInfo) -> dict[str, Any]:
+    cls = type(value)
+    return dict(zip(_INFO_FIELDS[cls], _INFO_GET[cls](value), strict=True))
+
+
+def _jsonable(value: Any) -> Any:
+    """A field's value in the journal's form: usage and agent/task infos as dicts."""
+    if isinstance(value, Usage):
+        return value.to_dict()
+    if isinstance(value, tuple) and value and dataclasses.is_dataclass(value[0]):
+        return [_info_dict(v) if type(v) in _INFO_FIELDS else dataclasses.asdict(v) for v in value]
+    if isinstance(value, AgentInfo):
+        return _info_dict(value)
+    return value
+
+
 def event_to_dict(event: Event) -> dict[str, Any]:
     """A JSON-ready dict (the journal's form: large payloads are stored elsewhere)."""
-    exclude = getattr(event, "journal_exclude", ())
-    out: dict[str, Any] = {}
-    for name in _FIELDS[type(event)]:
-        if name in exclude:
-            continue
-        value = getattr(event, name)
-        if isinstance(value, Usage):
-            value = value.to_dict()
-        elif isinstance(value, tuple) and value and dataclasses.is_dataclass(value[0]):
-            value = [dataclasses.asdict(v) for v in value]
-        elif isinstance(value, AgentInfo):
-            value = dataclasses.asdict(value)
-        out[name] = value
+    cls = type(event)
+    out = dict(zip(_JOURNAL_FIELDS[cls], _JOURNAL_GET[cls](event), strict=True))
+    for name in _CONVERTED[cls]:
+        out[name] = _jsonable(out[name])
     return out
+
+
+def _json_default(value: Any) -> Any:
+    """What JSON cannot encode by itself: usage and infos as dicts, anything else as text."""
+    if isinstance(value, Usage):
+        return value.to_dict()
+    if type(value) in _INFO_FIELDS:
+        return _info_dict(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return str(value)
+
+
+def _make_encode() -> Callable[[Any], str]:
+    """The C encoder, built once (``JSONEncoder.encode`` builds it again on every call)."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - CPython has it
+        return json.JSONEncoder(separators=(",", ":"), default=_json_default).encode
+    encoder = make(
+        None, _json_default, json.encoder.encode_basestring_ascii, None, ":", ",",
+        False, False, True,
+    )  # fmt: skip
+    return lambda value: "".join(encoder(value, 0))
+
+
+_encode = _make_encode()
+
+
+def event_to_json(event: Event) -> str:
+    """The journal's text of an event: exactly ``json.dumps(event_to_dict(event),
+    separators=(",", ":"), default=str)``, made without the intermediate conversions.
+    The three events every attempt writes have hand-made encoders (a few times faster);
+    a value of an unexpected type sends them through the general one."""
+    fast = _FAST.get(type(event))
+    if fast is not None:
+        try:
+            return fast(event)
+        except (TypeError, ValueError):
+            pass
+    cls = type(event)
+    return _encode(dict(zip(_JOURNAL_FIELDS[cls], _JOURNAL_GET[cls](event), strict=True)))
+
+
+_str = json.encoder.encode_basestring_ascii  # a JSON string, quoted; TypeError if not a str
+_INF = float("inf")
+
+
+def _num(value: Any) -> str:
+    """A JSON number (``int``/``float`` exactly, finite); ValueError otherwise."""
+    t = type(value)
+    if t is float and -_INF < value < _INF:
+        return float.__repr__(value)
+    if t is int:
+        return int.__repr__(value)
+    raise ValueError(value)
+
+
+def _opt_num(value: Any) -> str:
+    return "null" if value is None else _num(value)
+
+
+def _opt_str(value: Any) -> str:
+    return "null" if value is None else _str(value)
+
+
+def _bool(value: Any) -> str:
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    raise ValueError(value)
+
+
+def _attempt_started_json(e: AttemptStarted) -> str:
+    return (
+        f'{{"type":"attempt_started","ts":{_num(e.ts)},"task_id":{_str(e.task_id)},'
+        f'"attempt_id":{_num(e.attempt_id)},"attempt_no":{_num(e.attempt_no)},'
+        f'"agent":{_str(e.agent)},"max_turns":{_num(e.max_turns)}}}'
+    )
+
+
+def _usage_json(u: Usage) -> str:
+    if (
+        type(u) is Usage
+        and type(u.input_tokens) is int
+        and type(u.output_tokens) is int
+        and type(u.cache_read_tokens) is int
+        and type(u.cache_write_tokens) is int
+    ):
+        return (  # the four are exactly int (checked): an f-string writes them as JSON does
+            f'{{"input_tokens":{u.input_tokens},"output_tokens":{u.output_tokens},'
+            f'"cache_read_tokens":{u.cache_read_tokens},'
+            f'"cache_write_tokens":{u.cache_write_tokens},"cost_usd":{_opt_num(u.cost_usd)}}}'
+        )
+    raise TypeError(u)
+
+
+_NO_ERROR = ',"error_class":null,"error":null,"status":null,"retry_after":null,'
+
+
+def _attempt_finished_json(e: AttemptFinished) -> str:
+    if e.error_class is None and e.error is None and e.status is None and e.retry_after is None:
+        error = _NO_ERROR  # the common case, an attempt that worked
+    else:
+        error = (
+            f',"error_class":{_opt_str(e.error_class)},"error":{_opt_str(e.error)},'
+            f'"status":{_opt_num(e.status)},"retry_after":{_opt_num(e.retry_after)},'
+        )
+    return (
+        f'{{"type":"attempt_finished","ts":{_num(e.ts)},"task_id":{_str(e.task_id)},'
+        f'"attempt_id":{_num(e.attempt_id)},"agent":{_str(e.agent)},"ok":{_bool(e.ok)},'
+        f'"duration":{_num(e.duration)},"usage":{_usage_json(e.usage)}{error}'
+        f'"stale":{_bool(e.stale)}}}'
+    )
+
+
+def _task_succeeded_json(e: TaskSucceeded) -> str:
+    return (
+        f'{{"type":"task_succeeded","ts":{_num(e.ts)},"task_id":{_str(e.task_id)},'
+        f'"attempt_id":{_num(e.attempt_id)},"agent":{_str(e.agent)}}}'
+    )
 
 
 def event_from_dict(d: Mapping[str, Any]) -> Event:
@@ -410,3 +582,10 @@ def event_from_dict(d: Mapping[str, Any]) -> Event:
         kw["agent"] = AgentInfo(**{**a, "skills": tuple(a.get("skills", ()))})
     event: Event = cls(**kw)
     return event
+
+
+_FAST: dict[type[Any], Callable[[Any], str]] = {
+    AttemptStarted: _attempt_started_json,
+    AttemptFinished: _attempt_finished_json,
+    TaskSucceeded: _task_succeeded_json,
+}

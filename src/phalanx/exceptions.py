@@ -46,6 +46,7 @@ class ErrorClass(StrEnum):
     MAX_TURNS = "max_turns"  # the agent loop used its turns without a final answer
     BUDGET = "budget"  # the run's budget was spent while this attempt was going on
     CANCELLED = "cancelled"  # the run stopped the attempt (not a failure of the task)
+    LOST = "lost"  # the process or node hosting the attempt died: re-queued, not counted
     VETOED = "vetoed"  # a hook refused the task
     INTERNAL = "internal"  # a bug in phalanx, a hook or a tool: reported, not retried
 

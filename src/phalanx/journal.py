@@ -29,7 +29,7 @@ from .events import (
     TaskSkipped,
     TaskSucceeded,
     event_from_dict,
-    event_to_dict,
+    event_to_json,
 )
 from .exceptions import JournalError, UsageError
 from .redaction import redact
@@ -112,8 +112,11 @@ def _dumps(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), default=str)
 
 
-def _event_json(e: Event) -> str:
-    data = _dumps(event_to_dict(e))
+_json_str = json.encoder.encode_basestring_ascii  # what _dumps makes of a str, without its detour
+
+
+def _event_text(e: Event) -> str:
+    data = event_to_json(e)
     # errors and answers are redacted where they arise; a run's task titles come from the
     # plan as written, so they are checked here
     return redact(data) if e.type == "run_started" else data
@@ -125,7 +128,11 @@ class Journal:
     def __init__(self, path: str | Path, *, batch_size: int = 4096) -> None:
         self.path = Path(path)
         self.batch_size = batch_size
-        self._buffer: list[tuple[str, int, Event]] = []
+        # Events are encoded and their table writes folded as they come: the buffer holds
+        # only plain rows (no event objects kept alive until the flush)
+        self._rows: list[tuple[str, int, float, str, str]] = []
+        self._writes = _Writes()
+        self._ops: list[_Writes | tuple[str, RunStarted | RunFinished]] = []
         self._commits = 0
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -333,111 +340,56 @@ class Journal:
     # -- writing events --------------------------------------------------------------------
     def append(self, run_id: str, session: int, event: Event) -> None:
         """Buffer an event. Never flushes by itself: an event group (an attempt's end and its
-        task's success) must land in one transaction, so writers flush at group boundaries."""
-        self._buffer.append((run_id, session, event))
+        task's success) must land in one transaction, so writers flush at group boundaries.
+
+        The event is encoded now and its table writes folded into the pending ones
+        (:class:`_Writes`): an attempt started and finished in one batch becomes one insert
+        with its final values, a task's successive updates one update with the final value
+        of each column. A run's start or end keeps its place in the order (the writes
+        folded before it are written before it)."""
+        self._rows.append((run_id, session, event.ts, event.type, _event_text(event)))
+        fold = _FOLD.get(type(event))
+        if fold is not None:
+            fold(self._writes, run_id, session, event)
+        elif isinstance(event, RunStarted | RunFinished):
+            self._ops += (self._writes, (run_id, event))
+            self._writes = _Writes()
 
     def flush_if_full(self) -> None:
         """Flush when the buffer holds a batch; call only between event groups."""
-        if len(self._buffer) >= self.batch_size:
+        if len(self._rows) >= self.batch_size:
             self.flush()
 
     @property
     def pending(self) -> int:
-        return len(self._buffer)
+        return len(self._rows)
 
     def flush(self) -> None:
-        """Write the buffered events and their table updates in one transaction."""
-        if not self._buffer:
+        """Write the buffered events and their table writes in one transaction, in order;
+        the tables end exactly as if every event had been applied one by one (rows go in
+        with one ``executemany`` per statement)."""
+        if not self._rows:
             return
-        batch, self._buffer = self._buffer, []
+        rows, ops = self._rows, [*self._ops, self._writes]
+        self._rows, self._ops, self._writes = [], [], _Writes()
         db = self._db
         self._commits += 1
         with self._tx():
             db.executemany(
-                "INSERT INTO events (run_id, session, ts, type, data) VALUES (?, ?, ?, ?, ?)",
-                [(r, s, e.ts, e.type, _event_json(e)) for r, s, e in batch],
+                "INSERT INTO events (run_id, session, ts, type, data) VALUES (?, ?, ?, ?, ?)", rows
             )
-            for run_id, session, event in batch:
-                self._apply(db, run_id, session, event)
+            for op in ops:
+                if isinstance(op, _Writes):
+                    op.apply(db)
+                else:
+                    self._apply(db, *op)
         if self._commits == _KILL_AFTER_COMMITS:  # fault injection for the crash tests
             os.kill(os.getpid(), signal.SIGKILL)
 
-    def _apply(self, db: sqlite3.Connection, run_id: str, session: int, e: Event) -> None:
-        if isinstance(e, AttemptStarted):
-            db.execute(
-                "INSERT INTO attempts (run_id, attempt_id, task_id, attempt_no, agent, session,"
-                " started_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (run_id, e.attempt_id, e.task_id, e.attempt_no, e.agent, session, e.ts),
-            )
-            db.execute(
-                "UPDATE tasks SET state = 'running', attempts = ?, current_attempt = ?,"
-                " agent = ?, updated_at = ? WHERE run_id = ? AND task_id = ?",
-                (e.attempt_no, e.attempt_id, e.agent, e.ts, run_id, e.task_id),
-            )
-        elif isinstance(e, AttemptFinished) and e.stale:
-            # a late result of a superseded attempt: keep why it was superseded
-            db.execute(
-                "UPDATE attempts SET outcome = 'stale' WHERE run_id = ? AND attempt_id = ?",
-                (run_id, e.attempt_id),
-            )
-        elif isinstance(e, AttemptFinished):
-            u = e.usage
-            outcome = (
-                "cancelled"
-                if e.error_class == "cancelled"
-                else "stale"
-                if e.stale
-                else ("succeeded" if e.ok else "failed")
-            )
-            db.execute(
-                "UPDATE attempts SET finished_at = ?, outcome = ?, error_class = ?, error = ?,"
-                " status = ?, retry_after = ?, input_tokens = ?, output_tokens = ?,"
-                " cache_read_tokens = ?, cache_write_tokens = ?, cost_usd = ?"
-                " WHERE run_id = ? AND attempt_id = ?",
-                (
-                    e.ts,
-                    outcome,
-                    e.error_class,
-                    e.error,
-                    e.status,
-                    e.retry_after,
-                    u.input_tokens,
-                    u.output_tokens,
-                    u.cache_read_tokens,
-                    u.cache_write_tokens,
-                    u.cost_usd,
-                    run_id,
-                    e.attempt_id,
-                ),
-            )
-            if not e.ok and not e.stale and outcome != "cancelled":
-                db.execute(
-                    "UPDATE tasks SET state = 'retrying', error_class = ?, error = ?,"
-                    " updated_at = ? WHERE run_id = ? AND task_id = ?",
-                    (e.error_class, e.error, e.ts, run_id, e.task_id),
-                )
-        elif isinstance(e, TaskSucceeded):
-            db.execute(
-                "INSERT INTO results (run_id, task_id, attempt_id, agent, output, parsed_json,"
-                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    run_id,
-                    e.task_id,
-                    e.attempt_id,
-                    e.agent,
-                    e.output,
-                    None if e.parsed is None else _dumps(e.parsed),
-                    e.ts,
-                ),
-            )
-            self._set_task(db, run_id, e.task_id, "succeeded", e.ts, None, None)
-        elif isinstance(e, TaskFailed):
-            self._set_task(db, run_id, e.task_id, "failed", e.ts, e.error_class, e.error)
-        elif isinstance(e, TaskSkipped):
-            self._set_task(db, run_id, e.task_id, "skipped", e.ts, "skipped", e.reason)
-        elif isinstance(e, RunStarted):
+    def _apply(self, db: sqlite3.Connection, run_id: str, e: RunStarted | RunFinished) -> None:
+        if isinstance(e, RunStarted):
             self._apply_run_started(db, run_id, e)
-        elif isinstance(e, RunFinished):
+        else:
             db.execute(
                 "UPDATE runs SET status = ?, reason = ?, finished_at = ?, updated_at = ?"
                 " WHERE run_id = ?",
@@ -445,34 +397,28 @@ class Journal:
             )
 
     @staticmethod
-    def _set_task(
-        db: sqlite3.Connection,
-        run_id: str,
-        task_id: str,
-        state: str,
-        ts: float,
-        error_class: str | None,
-        error: str | None,
-    ) -> None:
-        db.execute(
-            "UPDATE tasks SET state = ?, error_class = ?, error = ?, updated_at = ?"
-            " WHERE run_id = ? AND task_id = ?",
-            (state, error_class, error, ts, run_id, task_id),
-        )
-
-    @staticmethod
     def _apply_run_started(db: sqlite3.Connection, run_id: str, e: RunStarted) -> None:
         db.executemany(
             "INSERT OR IGNORE INTO agents VALUES (?, ?, ?, ?, ?, ?)",
             [
-                (run_id, a.name, a.role, a.provider, a.style, _dumps(list(a.skills)))
+                (
+                    run_id,
+                    a.name,
+                    a.role,
+                    a.provider,
+                    a.style,
+                    _dumps(list(a.skills)) if a.skills else "[]",
+                )
                 for a in e.agents
             ],
         )
         db.executemany(
             "INSERT OR IGNORE INTO tasks (run_id, task_id, title, category, needs_json, state)"
             " VALUES (?, ?, ?, ?, ?, 'pending')",
-            [(run_id, t.id, t.title, t.category, _dumps(list(t.needs))) for t in e.tasks],
+            [
+                (run_id, t.id, t.title, t.category, _dumps(list(t.needs)) if t.needs else "[]")
+                for t in e.tasks
+            ],
         )
         # Attempts cut short by a crash are not failures: they simply re-run.
         db.execute(
@@ -484,6 +430,163 @@ class Journal:
             " AND state IN ('running', 'retrying')",
             (run_id,),
         )
+
+
+_ATTEMPT_COLUMNS = (
+    "run_id", "attempt_id", "task_id", "attempt_no", "agent", "session", "started_at",
+    "finished_at", "outcome", "error_class", "error", "status", "retry_after", "input_tokens",
+    "output_tokens", "cache_read_tokens", "cache_write_tokens", "cost_usd",
+)  # fmt: skip
+_FINISH_COLUMNS = _ATTEMPT_COLUMNS[7:]  # what an attempt's end sets
+_AT = {c: i for i, c in enumerate(_ATTEMPT_COLUMNS)}
+_INSERT_ATTEMPT = (
+    f"INSERT INTO attempts ({', '.join(_ATTEMPT_COLUMNS)})"
+    f" VALUES ({', '.join('?' * len(_ATTEMPT_COLUMNS))})"
+)
+_INSERT_RESULT = (
+    "INSERT INTO results (run_id, task_id, attempt_id, agent, output, parsed_json, created_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+class _Writes:
+    """One flush's table writes, folded. Every update the events make is ``SET column =
+    value`` on one row found by its key, so successive updates of a row are one update with
+    the last value of each column, and an update of a row inserted in the same batch is
+    part of that insert: the tables end as if the events were applied one by one. Inserts
+    keep their order and every row, so a second success of a task still violates its
+    unique key and rolls the whole batch back."""
+
+    __slots__ = ("attempt_rows", "attempt_updates", "new_attempts", "results", "task_updates")
+
+    def __init__(self) -> None:
+        # Rows are tuples of plain values, which the garbage collector stops tracking: a
+        # batch waiting for its flush adds nothing for the collector to walk.
+        self.attempt_rows: list[tuple[Any, ...]] = []  # inserts, in order (a duplicate fails)
+        self.new_attempts: dict[tuple[str, int], int] = {}  # key -> its insert's position
+        self.attempt_updates: dict[tuple[str, int], dict[str, Any]] = {}
+        self.task_updates: dict[tuple[str, str], dict[str, Any]] = {}
+        self.results: list[tuple[Any, ...]] = []
+
+    def attempt_started(self, run_id: str, session: int, e: AttemptStarted) -> None:
+        self.new_attempts[(run_id, e.attempt_id)] = len(self.attempt_rows)
+        self.attempt_rows.append((
+            run_id, e.attempt_id, e.task_id, e.attempt_no, e.agent, session, e.ts,
+            None, "running", None, None, None, None, None, None, None, None, None,
+        ))  # fmt: skip
+        self._task(run_id, e.task_id).update(
+            state="running",
+            attempts=e.attempt_no,
+            current_attempt=e.attempt_id,
+            agent=e.agent,
+            updated_at=e.ts,
+        )
+
+    def attempt_finished(self, run_id: str, session: int, e: AttemptFinished) -> None:
+        key = (run_id, e.attempt_id)
+        if e.stale:  # a late result of a superseded attempt: keep why it was superseded
+            self._attempt(key, {"outcome": "stale"})
+            return
+        u = e.usage
+        cancelled = e.error_class == "cancelled"
+        outcome = (  # a lost attempt (its host died) does not count against max_attempts
+            "cancelled"
+            if cancelled
+            else "succeeded"
+            if e.ok
+            else "lost"
+            if e.error_class == "lost"
+            else "failed"
+        )
+        values = (
+            e.ts, outcome, e.error_class, e.error, e.status, e.retry_after, u.input_tokens,
+            u.output_tokens, u.cache_read_tokens, u.cache_write_tokens, u.cost_usd,
+        )  # fmt: skip
+        i = self.new_attempts.get(key)
+        if i is not None:
+            self.attempt_rows[i] = self.attempt_rows[i][:7] + values
+        else:
+            self._attempt(key, dict(zip(_FINISH_COLUMNS, values, strict=True)))
+        if not e.ok and not cancelled:
+            self._task(run_id, e.task_id).update(
+                state="retrying", error_class=e.error_class, error=e.error, updated_at=e.ts
+            )
+
+    def task_succeeded(self, run_id: str, session: int, e: TaskSucceeded) -> None:
+        parsed = e.parsed
+        if parsed is not None:  # a text style's answer is a string: JSON's own fast path
+            parsed = _json_str(parsed) if type(parsed) is str else _dumps(parsed)
+        self.results.append((run_id, e.task_id, e.attempt_id, e.agent, e.output, parsed, e.ts))
+        self._task(run_id, e.task_id).update(
+            state="succeeded", error_class=None, error=None, updated_at=e.ts
+        )
+
+    def task_failed(self, run_id: str, session: int, e: TaskFailed) -> None:
+        self._task(run_id, e.task_id).update(
+            state="failed", error_class=e.error_class, error=e.error, updated_at=e.ts
+        )
+
+    def task_skipped(self, run_id: str, session: int, e: TaskSkipped) -> None:
+        self._task(run_id, e.task_id).update(
+            state="skipped", error_class="skipped", error=e.reason, updated_at=e.ts
+        )
+
+    def _task(self, run_id: str, task_id: str) -> dict[str, Any]:
+        key = (run_id, task_id)
+        update = self.task_updates.get(key)
+        if update is None:
+            update = self.task_updates[key] = {}
+        return update
+
+    def _attempt(self, key: tuple[str, int], values: dict[str, Any]) -> None:
+        i = self.new_attempts.get(key)
+        if i is not None:
+            row = list(self.attempt_rows[i])
+            for column, value in values.items():
+                row[_AT[column]] = value
+            self.attempt_rows[i] = tuple(row)
+        else:
+            self.attempt_updates.setdefault(key, {}).update(values)
+
+    def apply(self, db: sqlite3.Connection) -> None:
+        """Write what was folded (inserts first: an update may name a row they add)."""
+        if self.attempt_rows:
+            db.executemany(_INSERT_ATTEMPT, self.attempt_rows)
+        if self.results:
+            db.executemany(_INSERT_RESULT, self.results)
+        _update(db, "attempts", ("run_id", "attempt_id"), self.attempt_updates)
+        _update(db, "tasks", ("run_id", "task_id"), self.task_updates)
+        self.attempt_rows, self.results = [], []
+        self.new_attempts, self.attempt_updates, self.task_updates = {}, {}, {}
+
+
+def _update(
+    db: sqlite3.Connection,
+    table: str,
+    key: tuple[str, str],
+    updates: dict[tuple[str, Any], dict[str, Any]],
+) -> None:
+    """``UPDATE table SET ... WHERE key`` for every row, one ``executemany`` per list of
+    columns (a row's columns in the order its events first set them: a few shapes)."""
+    groups: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+    for k, values in updates.items():
+        rows = groups.get(tuple(values))
+        if rows is None:
+            rows = groups[tuple(values)] = []
+        rows.append((*values.values(), *k))
+    where = " AND ".join(f"{c} = ?" for c in key)
+    for cols, rows in groups.items():
+        sets = ", ".join(f"{c} = ?" for c in cols)
+        db.executemany(f"UPDATE {table} SET {sets} WHERE {where}", rows)
+
+
+_FOLD: dict[type[Any], Any] = {
+    AttemptStarted: _Writes.attempt_started,
+    AttemptFinished: _Writes.attempt_finished,
+    TaskSucceeded: _Writes.task_succeeded,
+    TaskFailed: _Writes.task_failed,
+    TaskSkipped: _Writes.task_skipped,
+}
 
 
 class _Transaction:

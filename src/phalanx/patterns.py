@@ -17,7 +17,7 @@ from typing import Any
 from .agents import AgentSpec, assign_names
 from .api import RunResult, run, sync
 from .ids import AgentName, TaskId
-from .plan import Plan, Task
+from .plan import Limits, Plan, Task
 
 __all__ = ["AgentPipeline", "AgentSwarm", "Pipeline", "Swarm", "Team"]
 
@@ -125,13 +125,20 @@ class Team(_Runnable):
 class Swarm(_Runnable):
     """The strategy's ``AgentSwarm``: ``size`` agents with generated names (roles cycled from
     ``roles``); ``distribute_work`` assigns task i to agent i % size (round-robin), and idle
-    agents still steal from busy ones."""
+    agents still steal from busy ones.
+
+    ``spec`` may name a saved agent (``"reviewer@2"``, see :mod:`phalanx.library`). With
+    ``min_eval_score`` the swarm "scales only if performance is good": it starts with
+    ``start_agents`` agents per role (default 1) and the autoscaler grows it towards ``size``
+    only when the spec's last eval pass rate reaches the score; otherwise the run's
+    ``scale_decision`` and ``eval_gate`` alert say why it stays small. ``start_agents`` alone
+    turns the autoscaler on without the gate."""
 
     def __init__(
         self,
         size: int = 3,
         *,
-        spec: AgentSpec | None = None,
+        spec: AgentSpec | str | None = None,
         agents: Sequence[AgentSpec] | None = None,
         roles: Sequence[str] = (),
         policy: str = "round_robin",
@@ -139,7 +146,20 @@ class Swarm(_Runnable):
         providers: Mapping[str, Mapping[str, Any]] | None = None,
         name: str = "swarm",
         state: str | os.PathLike[str] | None = None,
+        min_eval_score: float | None = None,
+        start_agents: int | None = None,
     ) -> None:
+        self.styles: dict[str, Any] = {}
+        self.prices: dict[str, Any] = {}
+        saved_providers: dict[str, Any] = {}
+        if isinstance(spec, str):
+            from .library import load
+
+            saved = load(spec)
+            spec = saved.agent_spec()
+            self.styles = {k: dict(v) for k, v in saved.styles.items()}
+            self.prices = dict(saved.prices)
+            saved_providers = {k: dict(v) for k, v in saved.providers.items()}
         base = spec or AgentSpec()
         clones = list(agents) if agents is not None else base.clone(size)
         if roles:
@@ -148,7 +168,10 @@ class Swarm(_Runnable):
             ]
         self.agents = assign_names(clones)
         self.policy, self.provider, self.name, self.state = policy, provider, name, state
-        self.providers = dict(providers or {})
+        self.providers = {**saved_providers, **(providers or {})}
+        if min_eval_score is not None and start_agents is None:
+            start_agents = 1
+        self.limits = Limits(min_eval_score=min_eval_score, start_agents=start_agents)
 
     def distribute_work(self, tasks: Sequence[str | Task]) -> Plan:
         """The plan that assigns ``tasks`` round-robin over the swarm."""
@@ -168,6 +191,9 @@ class Swarm(_Runnable):
             policy=self.policy,
             provider=self.provider,
             providers=self.providers,
+            styles=self.styles,
+            prices=self.prices,
+            limits=self.limits,
         )
 
     def plan(self, work: Sequence[str | Task]) -> Plan:

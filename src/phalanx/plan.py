@@ -28,6 +28,7 @@ from .runtime.scaling import AutoscaleConfig
 __all__ = [
     "POLICIES",
     "Commands",
+    "EngineConfig",
     "Limits",
     "Plan",
     "RetryConfig",
@@ -77,6 +78,9 @@ class Limits:
     start_agents: int | None = None  # per role; set => the autoscaler grows and shrinks roles
     comm_overhead_warning: float = 0.25  # alert when communication tokens / work tokens pass it
     lease_seconds: float | None = None  # an attempt without a result by then is reassigned
+    # the autoscaler clones a role beyond start_agents only if its spec's last eval pass rate
+    # (phalanx.library) is at least this; a spec with no eval is held too (docs/eval.md)
+    min_eval_score: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -105,6 +109,25 @@ class Commands:
     timeout: float = 60.0
 
 
+ENGINES = ("local", "ray")
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineConfig:
+    """Where agents run: ``local`` (coroutines of this process) or ``ray`` (agent hosts,
+    each a Ray actor running many agents, spread over a Ray cluster's nodes)."""
+
+    kind: str = "local"
+    address: str | None = None  # ray: None starts Ray here; "auto", "HOST:PORT", "ray://..."
+    hosts: int | None = None  # agent hosts; default: one per CPU of the cluster
+    agents_per_host: int | None = None  # default: the agents spread evenly over the hosts
+    host_cpus: float = 1.0  # CPUs each host reserves
+    roles: Mapping[str, Mapping[str, float]] = field(default_factory=dict)  # per role:
+    # resources its hosts request, e.g. {num_cpus: 2, num_gpus: 1} for a local model
+    max_restarts: int = 3  # a dead host is replaced at most this many times
+    num_cpus: int | None = None  # CPUs of a Ray that phalanx starts itself
+
+
 @dataclass(frozen=True, kw_only=True)
 class Plan:
     """A validated plan. Build with :meth:`build`, :meth:`from_dict` or :func:`load_plan`."""
@@ -127,6 +150,7 @@ class Plan:
     autoscale: AutoscaleConfig | None = None  # on when set (or limits.start_agents is)
     messaging: MessagePolicy = field(default_factory=MessagePolicy)
     router: RouterConfig = field(default_factory=RouterConfig)  # for policy "llm"
+    engine: EngineConfig = field(default_factory=EngineConfig)
     source: str | None = None  # the file it came from, for messages
     raw: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
@@ -153,6 +177,7 @@ class Plan:
         autoscale: AutoscaleConfig | None = None,
         messaging: MessagePolicy | None = None,
         router: RouterConfig | None = None,
+        engine: EngineConfig | None = None,
         source: str | None = None,
         raw: Mapping[str, Any] | None = None,
     ) -> Plan:
@@ -175,6 +200,7 @@ class Plan:
             autoscale=autoscale,
             messaging=messaging or MessagePolicy(),
             router=router or RouterConfig(),
+            engine=engine or EngineConfig(),
             source=source,
             raw=raw,
         )
@@ -252,9 +278,29 @@ class Plan:
         return dataclasses.replace(self, agents=tuple(assign_names(agents))).checked()
 
     def with_overrides(
-        self, *, policy: str | None = None, provider: str | None = None, agents: int | None = None
+        self,
+        *,
+        policy: str | None = None,
+        provider: str | None = None,
+        agents: int | None = None,
+        engine: str | None = None,
+        address: str | None = None,
     ) -> Plan:
         plan = self
+        if engine is not None or address is not None:
+            kind = engine or self.engine.kind
+            if kind not in ENGINES:
+                raise PlanError(
+                    f"unknown engine {kind!r} (choose from {', '.join(ENGINES)})",
+                    file=self.source,
+                    field="--engine",
+                )
+            plan = dataclasses.replace(
+                plan,
+                engine=dataclasses.replace(
+                    self.engine, kind=kind, address=address or self.engine.address
+                ),
+            )
         if agents is not None:
             plan = plan.with_agent_count(agents)
         if policy is not None:
@@ -304,7 +350,7 @@ class Plan:
             agents=(_solo(self.agents),),
             tasks=tasks,
             autoscale=None,
-            limits=dataclasses.replace(self.limits, start_agents=None),
+            limits=dataclasses.replace(self.limits, start_agents=None, min_eval_score=None),
             raw=None,
         ).checked()
 
@@ -343,6 +389,11 @@ class Plan:
             raise self._error("tasks", "a plan needs at least one task")
         if self.scaling is not None and self.isolation != "none":
             raise self._error("autoscale", "the autoscaler cannot be combined with isolation")
+        self._validate_eval_gate()
+        if self.engine.kind not in ENGINES:
+            raise self._error(
+                "engine", f"unknown engine {self.engine.kind!r} (choose from {', '.join(ENGINES)})"
+            )
         if self.isolation not in ("none", "worktree"):
             raise self._error("isolation", f"unknown isolation {self.isolation!r} (none, worktree)")
         if self.policy not in POLICIES:
@@ -359,6 +410,18 @@ class Plan:
             raise self._error(
                 f"tasks[{i}].needs",
                 f"dependency cycle {' -> '.join(cycle)} (each needs the next)",
+            )
+
+    def _validate_eval_gate(self) -> None:
+        floor = self.limits.min_eval_score
+        if floor is None:
+            return
+        if not 0 <= floor <= 1:
+            raise self._error("limits.min_eval_score", f"must be between 0 and 1, got {floor}")
+        if self.scaling is None:
+            raise self._error(
+                "limits.min_eval_score",
+                "needs the autoscaler: set limits.start_agents (where a spec below it is held)",
             )
 
     def _validate_agents(self) -> None:

@@ -33,15 +33,17 @@ def register(secret: str | None) -> None:
 
 
 _secret_names: list[str] = []
-_environ_size = -1
+_environ_names: frozenset[object] = frozenset()
 
 
 def _env_secrets() -> set[str]:
     """Values of the secret-looking variables. Their names are found again only when the
-    environment grows or shrinks; their values are read every time (a few lookups)."""
-    global _environ_size
-    if len(os.environ) != _environ_size:
-        _environ_size = len(os.environ)
+    set of variable names changes (checked on the raw mapping: a fraction of a
+    microsecond); their values are read every time (a few lookups)."""
+    global _environ_names
+    names = frozenset(getattr(os.environ, "_data", os.environ))
+    if names != _environ_names:
+        _environ_names = names
         _secret_names[:] = [k for k in os.environ if looks_secret(k)]
     values = (os.environ.get(k, "") for k in _secret_names)
     return {v for v in values if len(v) >= MIN_LENGTH}
@@ -58,6 +60,8 @@ def redact(text: str) -> str:
     for secret in _known():
         if secret in text:
             text = text.replace(secret, "[redacted]")
+    if "sk-" not in text and "Bearer " not in text:  # both parts of _KEYLIKE need these
+        return text
     return _KEYLIKE.sub("[redacted]", text)
 
 

@@ -15,6 +15,7 @@ from .agents import ROLES
 from .cost import ZERO, Usage
 from .events import (
     AgentJoined,
+    AgentPlaced,
     AgentRetired,
     AgentWaiting,
     Alert,
@@ -62,6 +63,7 @@ class AgentStatus:
     paused: bool = False  # its circuit breaker is open
     turn: int = 0  # model calls made so far on the current task
     max_turns: int = 0
+    node: str = ""  # where a remote engine hosts it (a short Ray node id)
 
 
 @dataclass(slots=True)
@@ -181,6 +183,9 @@ class StatusTracker:
         elif isinstance(e, AgentRetired):
             if e.agent in self.agents:
                 self.agents[e.agent].state = "retired"
+        elif isinstance(e, AgentPlaced):
+            if e.agent in self.agents:
+                self.agents[e.agent].node = e.node[:8]
         elif isinstance(e, RunStarted):
             self._run_started(e)
         elif isinstance(e, RunFinished):
@@ -373,6 +378,7 @@ def _copy(a: AgentStatus, now: float) -> AgentStatus:
         paused=a.paused,
         turn=a.turn,
         max_turns=a.max_turns,
+        node=a.node,
     )
 
 
@@ -412,7 +418,8 @@ def agent_line(a: AgentStatus, now: float) -> str:
     state = f"waiting: {a.waiting_for}" if a.state == "waiting" else a.state
     if a.state == "running" and a.turn:
         state += f" (turn {a.turn}/{a.max_turns})" if a.max_turns else f" (turn {a.turn})"
-    return f"Agent: {a.name} | Task: {task} | {fmt_duration(max(0.0, now - a.since))} | {state}"
+    line = f"Agent: {a.name} | Task: {task} | {fmt_duration(max(0.0, now - a.since))} | {state}"
+    return line + (f" | node {a.node}" if a.node else "")
 
 
 def agent_progress(a: AgentStatus) -> float:

@@ -9,6 +9,7 @@ the loop's clock (sleeps, timeouts, retry timers, the governor, event timestamps
 from __future__ import annotations
 
 import asyncio
+import re
 import selectors
 from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
@@ -16,7 +17,7 @@ from typing import Any, TypeVar
 from .cost import Usage
 from .providers.base import Completion, CompletionRequest
 
-__all__ = ["ScriptedProvider", "VirtualTimeLoop", "run_virtual"]
+__all__ = ["EchoProvider", "ScriptedProvider", "VirtualTimeLoop", "run_virtual"]
 
 T = TypeVar("T")
 
@@ -95,6 +96,32 @@ class ScriptedProvider:
             step = Completion(text=step, usage=Usage(input_tokens=10, output_tokens=5))
         assert isinstance(step, Completion)
         return step
+
+    async def aclose(self) -> None:
+        return None
+
+
+_UPSTREAM = re.compile(r"^### (\S+) \(by [^)]*\)\n(.*?)(?=\n\n### |\Z)", re.M | re.S)
+
+
+class EchoProvider:
+    """A stateless model whose answer shows what it was handed: ``TASK[UP1; UP2]`` where
+    ``UPn`` are the upstream results in its prompt, in order (``TASK[]`` for none). A chain
+    a -> b -> c answers ``c[b[a[]]]``, so a test can check hand-off on any engine."""
+
+    simulated = True
+    name = "echo"
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        user = request.messages[-1].content
+        ups = [m.group(2).strip() for m in _UPSTREAM.finditer(user)]
+        text = f"{request.task_id}[{'; '.join(ups)}]"
+        return Completion(text=text, usage=Usage(input_tokens=len(user) // 4, output_tokens=5))
 
     async def aclose(self) -> None:
         return None

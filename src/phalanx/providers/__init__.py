@@ -8,6 +8,7 @@ into :func:`resolve_provider`.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..exceptions import UsageError
@@ -19,6 +20,7 @@ __all__ = [
     "CompletionRequest",
     "Message",
     "Provider",
+    "ProviderRecipe",
     "SimProvider",
     "is_simulated",
     "resolve_provider",
@@ -65,6 +67,20 @@ def resolve_provider(
         raise UsageError(
             f"provider {name!r} needs the {exc.name!r} package: pip install 'phalanx[{extra}]'"
         ) from None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProviderRecipe:
+    """How to build a provider somewhere else (a remote agent host): its name, the plan's
+    ``providers:`` options (never a key: providers read keys from the environment where
+    they run) and the run's seed."""
+
+    name: str
+    options: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    seed: int | None = None
+
+    def build(self) -> Provider:
+        return resolve_provider(self.name, self.options, seed=self.seed)
 
 
 def _real_provider(kind: str, model: str, opts: dict[str, Any], name: str) -> Provider:

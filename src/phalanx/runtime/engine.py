@@ -9,23 +9,36 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Protocol
 
 from .executor import AgentRunner, Attempt, Outcome
 
-__all__ = ["Engine", "LocalEngine"]
+__all__ = ["Engine", "EngineLost", "LocalEngine", "OnOutcome"]
 
-OnOutcome = Callable[[Outcome], None]
+
+@dataclass(frozen=True, slots=True)
+class EngineLost:
+    """Delivered instead of an outcome when an engine can run nothing more (its cluster is
+    gone). The run stops as interrupted; ``phalanx resume`` continues it."""
+
+    reason: str
+
+
+OnOutcome = Callable[[Outcome | EngineLost], None]
 
 
 class Engine(Protocol):
+    """Hosts agents and runs attempts on them. ``add_agent`` returns None once the agent
+    is placed, or why it cannot be (a remote engine whose cluster has no room)."""
+
     name: str
 
     async def start(self, runners: Mapping[str, AgentRunner], on_outcome: OnOutcome) -> None: ...
 
     def submit(self, attempt: Attempt) -> None: ...
 
-    def add_agent(self, name: str, runner: AgentRunner) -> None: ...
+    def add_agent(self, name: str, runner: AgentRunner) -> str | None: ...
 
     def cancel(self, attempt_id: int) -> bool: ...
 
@@ -46,8 +59,9 @@ class LocalEngine:
         self._runners = dict(runners)
         self._on_outcome = on_outcome
 
-    def add_agent(self, name: str, runner: AgentRunner) -> None:
+    def add_agent(self, name: str, runner: AgentRunner) -> str | None:
         self._runners[name] = runner
+        return None
 
     def submit(self, attempt: Attempt) -> None:
         runner = self._runners[attempt.agent]

@@ -19,6 +19,7 @@ from ..cost import ZERO, Price, Usage
 from ..events import OutputRejected, ToolCalled
 from ..exceptions import ErrorClass, ProviderError
 from ..plan import Task
+from ..providers import ProviderRecipe
 from ..providers.base import Completion, CompletionRequest, Message, Provider, ToolDef
 from ..redaction import redact
 from ..styles import StyleError, get_style, parse_output, repair_prompt
@@ -163,6 +164,7 @@ class AgentRunner:
         max_turns: int = 8,
         max_reasks: int = 2,
         comms: Any = None,
+        recipe: ProviderRecipe | None = None,
     ) -> None:
         self.spec = spec
         self.provider = provider
@@ -177,16 +179,19 @@ class AgentRunner:
         self.comms = comms  # phalanx.comms.Comms: messages and subscribed shared context
         self.max_turns = max_turns
         self.max_reasks = max_reasks
+        self.recipe = recipe  # how a remote host rebuilds the provider (None: ship it)
         self.tool_defs = tuple(t.to_def() for t in self.tools.values())
 
-    async def run(self, attempt: Attempt) -> Outcome:
+    async def run(self, attempt: Attempt, *, inbox: str | None = None) -> Outcome:
+        """One attempt to its outcome. ``inbox``: the messages and shared context for the
+        prompt when they were gathered elsewhere (a remote host gets them from the driver)."""
         request = build_request(
             self.spec,
             attempt,
             self.model,
             context=self.context,
             tools=self.tool_defs,
-            inbox=self._inbox(attempt),
+            inbox=self.inbox(attempt) if inbox is None else inbox,
         )
         state = _Turns(messages=list(request.messages))
         try:
@@ -217,7 +222,7 @@ class AgentRunner:
             turns=state.calls,
         )
 
-    def _inbox(self, attempt: Attempt) -> str:
+    def inbox(self, attempt: Attempt) -> str:
         """Messages waiting for this agent and the shared context it follows."""
         if self.comms is None:
             return ""

@@ -89,6 +89,10 @@ class Gate:
     def pause(self, key: str, seconds: float) -> None:
         return None
 
+    def governs(self, key: str) -> bool:
+        """Whether permits for ``key`` are limited (a remote host must ask for them)."""
+        return False
+
     def spend(self, usage: Usage) -> None:
         """One model call's usage, as soon as it is known (budgets stop runaway loops)."""
         return None

@@ -45,14 +45,21 @@ from ..hooks import HookOutcome, HookRunner, from_config, payload
 from ..ids import AgentName, TaskId
 from ..plan import Plan, Task
 from .breaker import CircuitBreaker
-from .engine import Engine
+from .engine import Engine, EngineLost
 from .executor import AgentRunner, Attempt, Outcome, Upstream
 from .governor import Gate, RateGovernor
-from .policies import AgentSlot, RoundRobin, can_serve, make_policy, pick_victim
+from .policies import (
+    AgentSlot,
+    FreeAgents,
+    RoundRobin,
+    can_serve,
+    make_policy,
+    pick_victim,
+)
 from .retry import decide_retry
 from .router import LLMPolicy
 from .scaling import AutoscaleConfig, RoleEvidence, ScaleChoice, decide_scale
-from .scheduler import DagState, ReadyQueue
+from .scheduler import DagState, ReadyQueue, assign
 
 __all__ = ["Orchestrator", "Prior", "RunGate", "TaskRecord"]
 
@@ -62,8 +69,10 @@ _NOT_HEALTH = frozenset(
         ErrorClass.VETOED,
         ErrorClass.CANCELLED,
         ErrorClass.BUDGET,
+        ErrorClass.LOST,
     }
 )
+MAX_LOST = 3  # a task whose host dies this often under it fails (it may be what kills it)
 
 
 @dataclass(slots=True)
@@ -75,6 +84,7 @@ class TaskRecord:
     agent: str | None = None
     attempt_id: int | None = None
     attempts: int = 0  # failed attempts so far (interrupted ones don't count)
+    lost: int = 0  # attempts lost with their host (re-queued, not counted in attempts)
     usage: Usage = ZERO
     error_class: str | None = None
     error: str | None = None
@@ -166,7 +176,8 @@ class Orchestrator:
         self.started = 0.0
         self._wall0 = 0.0
         self._mono0 = 0.0
-        self._inbox: list[Outcome] = []
+        self._inbox: list[Outcome | EngineLost] = []
+        self.engine_lost: str | None = None  # why the engine could run nothing more
         self._wake = asyncio.Event()
         self._retry_handles: set[asyncio.TimerHandle] = set()
         self._leases: dict[int, asyncio.TimerHandle] = {}  # attempt id -> its lease timer
@@ -241,7 +252,9 @@ class Orchestrator:
                 agents=[a.name for a in self.plan.agents],
             )
             await self._loop()
-            if self.exhausted:
+            if self.engine_lost:
+                self.status = "interrupted"
+            elif self.exhausted:
                 self.status = "budget_exhausted"
             else:
                 self.status = "succeeded" if self._all_succeeded() else "failed"
@@ -265,7 +278,8 @@ class Orchestrator:
 
     def _reason(self) -> str:
         if self.status == "interrupted":
-            return "interrupted: resume with 'phalanx resume " + self.run_id + "'"
+            why = self.engine_lost or "interrupted"
+            return why + ": resume with 'phalanx resume " + self.run_id + "'"
         if self.exhausted:
             return self.exhausted
         counts: dict[str, int] = {}
@@ -315,11 +329,14 @@ class Orchestrator:
             self._wake.clear()
             inbox, self._inbox = self._inbox, []
             for outcome in inbox:
+                if isinstance(outcome, EngineLost):
+                    self.engine_lost = outcome.reason
+                    return
                 self._on_outcome(outcome)
             self._dispatch()
             self.checkpoint()
 
-    def _deliver(self, outcome: Outcome) -> None:
+    def _deliver(self, outcome: Outcome | EngineLost) -> None:
         self._inbox.append(outcome)
         self._wake.set()
 
@@ -338,11 +355,12 @@ class Orchestrator:
     def _dispatch(self) -> None:
         if self.exhausted:
             return  # a budget is spent: no new work, in-flight attempts finish
-        free = [s for s in self.slots.values() if self._may_start(s)]
-        for agent in list(free):  # an agent's own queue first
-            if agent.queue:
+        free = []
+        for agent in [s for s in self.slots.values() if self._may_start(s)]:
+            if agent.queue:  # an agent's own queue first
                 self._start(agent.queue.popleft().id, agent)
-                free.remove(agent)
+            else:
+                free.append(agent)
         self._dispatch_pool(free)
         if self.plan.limits.work_stealing:
             self._steal(free)
@@ -350,20 +368,22 @@ class Orchestrator:
             self._say_if_all_paused()
 
     def _dispatch_pool(self, free: list[AgentSlot]) -> None:
-        while free and len(self.ready):
-            for bucket, task in self.ready.heads():
-                candidates = [a for a in free if can_serve(a, bucket.role, bucket.skills)]
-                if candidates:
-                    self.ready.pop(bucket)
-                    agent = self.policy.pick(task, candidates)
-                    self._start(task.id, agent)
-                    free.remove(agent)
-                    break
-            else:
-                return  # no free agent can serve any ready task
+        """The central pool's tasks to the free agents (``assign`` decides); ``free`` keeps
+        the agents left free."""
+        if not free or not len(self.ready):
+            return
+        pool = FreeAgents(free)
+        for task, agent in assign(self.ready, pool, self.policy):
+            self._start(task.id, agent)
+        if len(pool) < len(free):
+            free[:] = pool.remaining()
 
     def _steal(self, free: list[AgentSlot]) -> None:
-        agents = list(self.slots.values())
+        # only agents with a queue can be robbed (the same choices, without scanning the
+        # whole fleet for every idle agent when nobody has a queue)
+        agents = [a for a in self.slots.values() if a.queue]
+        if not agents:
+            return
         for thief in list(free):
             found = pick_victim(thief, agents)
             if found is None:
@@ -468,9 +488,10 @@ class Orchestrator:
             slot.running -= 1
             slot.busy += o.duration
         stale = self.current.get(o.task_id) != o.attempt_id
+        now = self.now()  # one instant for the outcome's events
         self.emit(
             AttemptFinished(
-                ts=self.now(),
+                ts=now,
                 task_id=o.task_id,
                 attempt_id=o.attempt_id,
                 agent=o.agent,
@@ -494,7 +515,7 @@ class Orchestrator:
         rec.usage = rec.usage + o.usage
         tid = TaskId(o.task_id)
         if slot is not None and slot.running == 0:
-            slot.idle_since = self.now()
+            slot.idle_since = now
         if o.ok:
             self.slots[o.agent].done += 1
             if self.scaler is not None:
@@ -508,7 +529,7 @@ class Orchestrator:
             rec.error_class = rec.error = None  # earlier failed attempts are in the journal
             self.emit(
                 TaskSucceeded(
-                    ts=self.now(),
+                    ts=now,
                     task_id=tid,
                     attempt_id=o.attempt_id,
                     agent=o.agent,
@@ -518,6 +539,9 @@ class Orchestrator:
             )
             self._after_hooks(o, False)
             self._enqueue(self.dag.succeed(tid))
+            return
+        if o.error_class is ErrorClass.LOST and rec.lost < MAX_LOST:
+            self._requeue_lost(tid, o)
             return
         rec.attempts += 1
         rec.error_class, rec.error = (o.error_class.value if o.error_class else None), o.error
@@ -559,6 +583,25 @@ class Orchestrator:
         )
         for d in self.dag.fail(tid):
             self._skip(d, tid)
+
+    def _requeue_lost(self, tid: TaskId, o: Outcome) -> None:
+        """An attempt that died with its host: run the task again at once, on a new attempt
+        id, without counting it against ``max_attempts``."""
+        rec = self.records[tid]
+        rec.lost += 1
+        rec.state = "retrying"
+        self._after_hooks(o, True)
+        self.dag.requeue(tid)
+        self.emit(
+            RetryScheduled(
+                ts=self.now(),
+                task_id=tid,
+                attempt_no=rec.attempts,
+                delay=0.0,
+                error_class=ErrorClass.LOST.value,
+            )
+        )
+        self._schedule_retry(tid, 0.0)
 
     def _skip(self, tid: TaskId, cause: TaskId) -> None:
         rec = self.records[tid]
@@ -824,8 +867,11 @@ class Orchestrator:
 
     def _after_hooks(self, o: Outcome, retrying: bool) -> None:
         hooks = self.agent_hooks.get(o.agent, self.hooks)
+        points = hooks.points()
+        if "after_task" not in points and "on_error" not in points:
+            return  # nobody listens: the payload is not built
         task = _task_info(self.tasks[TaskId(o.task_id)])
-        if o.ok and "after_task" in hooks.points():
+        if o.ok and "after_task" in points:
             self._background(
                 self._fire(
                     "after_task",
@@ -836,7 +882,7 @@ class Orchestrator:
                     usage=o.usage.to_dict(),
                 )
             )
-        elif not o.ok and "on_error" in hooks.points():
+        elif not o.ok and "on_error" in points:
             self._background(
                 self._fire(
                     "on_error",
@@ -882,6 +928,10 @@ class RunGate(Gate):
     def pause(self, key: str, seconds: float) -> None:
         self.governor.pause(key, seconds)
 
+    def governs(self, key: str) -> bool:
+        limit = self.governor.limit_for(key)
+        return limit is not None and (limit.rpm is not None or limit.tpm is not None)
+
     def spend(self, usage: Usage) -> None:
         if self.orchestrator is not None:
             self.orchestrator.spend(usage)
@@ -906,7 +956,12 @@ def _task_info(t: Task) -> dict[str, Any]:
 
 class _Scaler:
     """The autoscaler's bookkeeping: evidence per role each interval, and its decisions
-    applied to the orchestrator's fleet (decisions themselves are ``decide_scale``)."""
+    applied to the orchestrator's fleet (decisions themselves are ``decide_scale``).
+
+    With ``limits.min_eval_score``, a role whose spec has no eval, or whose last eval pass
+    rate is below it, is held at ``start_agents``: the run says so once at the start (a
+    ``hold`` decision and an ``eval_gate`` alert), and every growth it would have made
+    becomes that hold."""
 
     def __init__(self, orch: Orchestrator) -> None:
         assert orch.scaling is not None
@@ -919,7 +974,49 @@ class _Scaler:
         self.before_growth: dict[str, tuple[int, float]] = {}
         self.last_reason: dict[str, str] = {}
         self.granted: dict[str, int] = {}  # governor grants per key at the last tick
+        self.gated = self._eval_gate()  # role -> (why it may not grow, numbers)
+        self.refused: str | None = None  # why the engine could not place the last agent
+        self._announced = False
         self._trim()
+
+    def _eval_gate(self) -> dict[str, tuple[str, dict[str, float]]]:
+        """Roles held by ``limits.min_eval_score``: those with a spec that has no eval or
+        whose last eval pass rate is below it (the spec's ``options["eval_score"]``, set
+        from the agent library's eval history)."""
+        floor = self.o.plan.limits.min_eval_score
+        if floor is None:
+            return {}
+        keep = max(1, self.cfg.start_agents)
+        held = f"held at {keep} agent{'s' if keep > 1 else ''}"
+        out: dict[str, tuple[str, dict[str, float]]] = {}
+        for a in self.o.plan.agents:
+            if a.role in out:
+                continue
+            who = str(a.options.get("agent") or f"the {a.role} spec")
+            score = a.options.get("eval_score")
+            if score is None:
+                why = f"{who} has no eval, below limits.min_eval_score {floor:g}: {held}"
+                out[a.role] = (why, {"min_eval_score": floor})
+            elif float(score) < floor:
+                why = (
+                    f"{who}: last eval pass rate {float(score):.2f} is below "
+                    f"limits.min_eval_score {floor:g}: {held}"
+                )
+                out[a.role] = (why, {"eval_score": float(score), "min_eval_score": floor})
+        return out
+
+    def _announce_gate(self) -> None:
+        self._announced = True
+        for role, (why, numbers) in self.gated.items():
+            n = sum(1 for s in self.o.slots.values() if s.role == role)
+            self.last_reason[role] = why
+            now = self.o.now()
+            self.o.emit(
+                ScaleDecision(
+                    ts=now, action="hold", role=role, before=n, after=n, reason=why, numbers=numbers
+                )
+            )
+            self.o.emit(Alert(ts=now, kind="eval_gate", message=f"{role}: {why}"))
 
     def _trim(self) -> None:
         """Start small: ``start_agents`` per role; the plan's other agents wait in reserve."""
@@ -937,6 +1034,8 @@ class _Scaler:
         self.done[role] = self.done.get(role, 0) + 1
 
     def schedule(self) -> None:
+        if not self._announced:
+            self._announce_gate()
         loop = asyncio.get_running_loop()
         self.o._retry_handles.add(loop.call_later(self.cfg.interval, self.tick))
 
@@ -990,11 +1089,20 @@ class _Scaler:
 
     def apply(self, role: str, choice: ScaleChoice, e: RoleEvidence) -> None:
         before = e.active
+        if choice.action == "add" and role in self.gated:
+            why, numbers = self.gated[role]
+            choice = ScaleChoice(action="hold", reason=why, numbers={**choice.numbers, **numbers})
         if choice.action == "add":
-            for _ in range(choice.count):
-                if not self.add(role):
-                    break
+            added = 0
+            while added < choice.count and self.add(role):
+                added += 1
             self.before_growth[role] = (before, e.throughput)
+            if added < choice.count and self.refused is not None:  # no room: say so
+                choice = ScaleChoice(
+                    action="add" if added else "hold",
+                    reason=f"wanted {choice.count} more, added {added}: {self.refused}",
+                    numbers={**choice.numbers, "wanted": choice.count, "added": added},
+                )
         elif choice.action == "retire":
             for name in choice.retire:
                 self.o.slots.pop(name, None)
@@ -1033,7 +1141,9 @@ class _Scaler:
 
     def add(self, role: str) -> bool:
         o = self.o
+        self.refused = None
         spare = self.reserve.get(role)
+        from_reserve = bool(spare)
         if spare:
             spec = spare.pop(0)
         else:
@@ -1046,6 +1156,13 @@ class _Scaler:
             if o.runner_factory is None:
                 return False
             runner = o.runners[name] = o.runner_factory(spec)
+        self.refused = o.engine.add_agent(name, runner)
+        if self.refused is not None:  # no room for it (a remote engine's cluster is full)
+            if from_reserve:
+                self.reserve[role].insert(0, spec)
+            else:
+                o.runners.pop(name, None)
+            return False
         slot = _slot_for(spec, self.next_index, o.plan.provider or "local:smollm2")
         self.next_index += 1
         slot.idle_since = o.now()
@@ -1053,7 +1170,6 @@ class _Scaler:
         o.breakers[name] = CircuitBreaker(o.plan.breaker)
         o.provider_breakers.setdefault(slot.provider, CircuitBreaker(o.plan.breaker.for_provider()))
         o.agent_hooks.setdefault(name, o.hooks)
-        o.engine.add_agent(name, runner)
         if o.comms is not None:
             o.comms.add_agent(name, spec.role)
         if isinstance(o.policy, RoundRobin):

@@ -42,6 +42,10 @@ def decide_retry(
 ) -> RetryDecision:
     """Retry a retryable failure while attempts remain; never sooner than Retry-After."""
     cls = ErrorClass(error_class)
+    if cls is ErrorClass.LOST:  # the orchestrator re-queues lost attempts up to its limit
+        return RetryDecision(
+            retry=False, reason="not retryable again: its host died under it every time"
+        )
     if cls not in RETRYABLE:
         return RetryDecision(retry=False, reason=f"{cls.value} is not retryable")
     if attempt_no >= max_attempts:

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from ..ids import TaskId
 from ..plan import Plan, Task
+from .policies import AgentSlot, FreeAgents, Policy
 
-__all__ = ["DagState", "ReadyQueue"]
+__all__ = ["DagState", "ReadyQueue", "assign"]
 
 TERMINAL = frozenset({"succeeded", "failed", "skipped"})
 
@@ -132,3 +133,37 @@ class ReadyQueue:
         tid = heapq.heappop(bucket.heap)[3]
         self._size -= 1
         return self._tasks[tid]
+
+
+def assign(ready: ReadyQueue, pool: FreeAgents, policy: Policy) -> Iterator[tuple[Task, AgentSlot]]:
+    """One dispatch round's decisions, in order: the best-ranked ready task that some free
+    agent can serve goes to the agent ``policy`` picks among those, until no free agent can
+    serve any ready task. Each pair is popped from ``ready`` and taken from ``pool`` before
+    it is yielded; the caller changes neither while it iterates.
+
+    The buckets' best tasks wait in a heap; a bucket that no free agent can serve is set
+    aside for the round (the pool only shrinks), so a decision costs O(log buckets) plus the
+    policy's pick (``pick_from`` when it has one, else ``pick`` over the candidates)."""
+    pick_from = getattr(policy, "pick_from", None)
+    tasks = ready._tasks
+    heads = [(b.heap[0], i, b) for i, b in enumerate(ready.buckets.values()) if b.heap]
+    heapq.heapify(heads)
+    while heads and pool.size:
+        entry, i, bucket = heads[0]
+        task = tasks[entry[3]]
+        agent: AgentSlot | None
+        if pick_from is not None:
+            agent = pick_from(task, pool)
+        else:
+            candidates = pool.candidates(bucket.role, bucket.skills)
+            agent = policy.pick(task, candidates) if candidates else None
+        if agent is None:
+            heapq.heappop(heads)  # nobody free can serve this bucket this round
+            continue
+        ready.pop(bucket)
+        pool.take(agent)
+        if bucket.heap:
+            heapq.heapreplace(heads, (bucket.heap[0], i, bucket))
+        else:
+            heapq.heappop(heads)
+        yield task, agent
