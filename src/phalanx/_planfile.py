@@ -176,6 +176,7 @@ class RateLimitModel(BaseModel):
 
     rpm: int | None = Field(default=None, ge=1)
     tpm: int | None = Field(default=None, ge=1)
+    margin: float = Field(default=0.0, ge=0, le=60)
 
 
 class PriceModel(BaseModel):

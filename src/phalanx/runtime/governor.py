@@ -26,6 +26,9 @@ WINDOW = 60.0
 class RateLimit:
     rpm: int | None = None  # requests per minute
     tpm: int | None = None  # tokens per minute (estimated before a call, settled after)
+    # seconds added to the 60 s window: requests released exactly 60 s apart can arrive
+    # less than 60 s apart (network jitter) and meet in one of the server's windows
+    margin: float = 0.0
 
 
 # Conservative defaults for the hosted APIs (their lowest paid tiers); a plan's
@@ -51,9 +54,10 @@ class _Key:
         self.queued = 0
 
     def expire(self, now: float) -> None:
-        while self.requests and self.requests[0] <= now - WINDOW:
+        start = now - WINDOW - self.limit.margin
+        while self.requests and self.requests[0] <= start:
             self.requests.popleft()
-        while self.tokens and self.tokens[0][0] <= now - WINDOW:
+        while self.tokens and self.tokens[0][0] <= start:
             self.token_sum -= self.tokens.popleft()[1]
 
     def wait_for(self, now: float, tokens: float) -> float:
@@ -61,14 +65,15 @@ class _Key:
         self.expire(now)
         wait = max(0.0, self.paused_until - now)
         rpm, tpm = self.limit.rpm, self.limit.tpm
+        window = WINDOW + self.limit.margin
         if rpm is not None and len(self.requests) >= rpm:
-            wait = max(wait, self.requests[-rpm] + WINDOW - now)
+            wait = max(wait, self.requests[-rpm] + window - now)
         if tpm is not None and self.tokens and self.token_sum + tokens > tpm:
             freed, need = 0.0, self.token_sum + tokens - tpm
             for t, n in self.tokens:
                 freed += n
                 if freed >= need:
-                    wait = max(wait, t + WINDOW - now)
+                    wait = max(wait, t + window - now)
                     break
         return wait
 
