@@ -52,6 +52,29 @@ def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     yield d
 
 
+@pytest.fixture(autouse=True)
+def _style_registry() -> Iterator[None]:
+    """A run registers its plan's own styles in the process-wide registry; put it back so
+    every test starts with the built-ins only."""
+    from phalanx.styles import STYLES
+
+    saved = dict(STYLES)
+    yield
+    STYLES.clear()
+    STYLES.update(saved)
+
+
+@pytest.fixture
+def library(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A project and a user agent library of the test's own (never the real home)."""
+    from phalanx.library import Library
+
+    monkeypatch.setenv("PHALANX_AGENTS_DIR", str(tmp_path / "project-agents"))
+    monkeypatch.setenv("PHALANX_USER_AGENTS", str(tmp_path / "user-agents"))
+    monkeypatch.chdir(tmp_path)
+    yield Library()
+
+
 def write_plan(path: Path, data: dict[str, Any] | str) -> Path:
     path.write_text(data if isinstance(data, str) else yaml.safe_dump(data, sort_keys=False))
     return path

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,6 @@ from phalanx.journal import Journal
 from phalanx.library import EvalRecord, Library
 from phalanx.plan import load_plan
 from phalanx.providers.base import Completion, CompletionRequest, ToolCall
-from phalanx.styles import STYLES
 from phalanx.testing import ScriptedProvider, run_virtual
 
 # USD per million tokens for the scripted models: a call of 10 in / 5 out costs
@@ -41,23 +40,7 @@ PRICES = {
 CALL_USD = 20 / 1_000_000
 
 
-@pytest.fixture(autouse=True)
-def _styles() -> Iterator[None]:
-    """A run registers its plan's own styles (an eval's verdict style among them) in the
-    process-wide registry; put the registry back so other tests see only the built-ins."""
-    saved = dict(STYLES)
-    yield
-    STYLES.clear()
-    STYLES.update(saved)
-
-
-@pytest.fixture(autouse=True)
-def library(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Library]:
-    """A project and a user library of the test's own (never the real home)."""
-    monkeypatch.setenv("PHALANX_AGENTS_DIR", str(tmp_path / "project-agents"))
-    monkeypatch.setenv("PHALANX_USER_AGENTS", str(tmp_path / "user-agents"))
-    monkeypatch.chdir(tmp_path)
-    yield Library()
+pytestmark = pytest.mark.usefixtures("library")  # conftest: a library of its own
 
 
 def write(path: Path, data: Mapping[str, Any] | str) -> Path:

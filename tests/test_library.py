@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import stat
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,25 +21,8 @@ from phalanx.cli import main
 from phalanx.exceptions import PlanError, UsageError
 from phalanx.library import EvalRecord, Library, parse_ref, project_dir, user_dir
 from phalanx.plan import load_plan
-from phalanx.styles import STYLES
 
-
-@pytest.fixture(autouse=True)
-def _styles() -> Iterator[None]:
-    """A run registers its plan's own styles (an eval's verdict style among them) in the
-    process-wide registry; put the registry back so other tests see only the built-ins."""
-    saved = dict(STYLES)
-    yield
-    STYLES.clear()
-    STYLES.update(saved)
-
-
-@pytest.fixture(autouse=True)
-def library(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Library]:
-    monkeypatch.setenv("PHALANX_AGENTS_DIR", str(tmp_path / "project-agents"))
-    monkeypatch.setenv("PHALANX_USER_AGENTS", str(tmp_path / "user-agents"))
-    monkeypatch.chdir(tmp_path)
-    yield Library()
+pytestmark = pytest.mark.usefixtures("library")  # conftest: a library of its own
 
 
 def write(path: Path, data: Mapping[str, Any] | str) -> Path:

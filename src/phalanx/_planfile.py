@@ -6,6 +6,7 @@ Line numbers come from the YAML node tree, so every message can say ``plan.yaml:
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -531,14 +532,19 @@ def _with_saved(
     return styles, providers, prices
 
 
-def load_plan_file(path: str | Path) -> Plan:
+LineOf = Callable[[tuple[int | str, ...], bool], int | None]
+
+
+def read_yaml(path: str | os.PathLike[str], what: str = "plan file") -> tuple[Any, LineOf]:
+    """A YAML file's data (YAML 1.2 booleans) and a function giving the line of a field
+    (``line_of(loc, is_key)``); every problem is one :class:`PlanError` line."""
     source = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise PlanError("no such file", file=source) from None
     except IsADirectoryError:
-        raise PlanError("is a directory, not a plan file", file=source) from None
+        raise PlanError(f"is a directory, not a {what}", file=source) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise PlanError(f"cannot read: {exc.__class__.__name__}: {exc}", file=source) from None
     try:
@@ -559,7 +565,12 @@ def load_plan_file(path: str | Path) -> Plan:
     def line_of(loc: tuple[int | str, ...], is_key: bool) -> int | None:
         return _key_line(root, loc) if is_key else _node_line(root, loc)
 
-    return plan_from_data(data, source=source, line_of=line_of)
+    return data, line_of
+
+
+def load_plan_file(path: str | Path) -> Plan:
+    data, line_of = read_yaml(path)
+    return plan_from_data(data, source=str(path), line_of=line_of)
 
 
 def plan_to_dict(plan: Plan) -> dict[str, Any]:

@@ -61,19 +61,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ._planfile import (
     CommandsModel,
-    PlanLoader,
     PriceModel,
     RateLimitModel,
-    _check_tree,
-    _key_line,
     _loc_str,
-    _node_line,
     describe_error,
+    read_yaml,
 )
 from .agents import AgentSpec, assign_names
 from .api import RunResult, new_run_id, run, state_dir, sync
@@ -363,31 +359,7 @@ def load_cases(path: str | os.PathLike[str]) -> CaseFile:
     """Read and check a case file; every problem is one :class:`PlanError` line naming the
     file, the line and the field."""
     source = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise PlanError("no such file", file=source) from None
-    except IsADirectoryError:
-        raise PlanError("is a directory, not a case file", file=source) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PlanError(f"cannot read: {exc.__class__.__name__}: {exc}", file=source) from None
-    try:
-        root = yaml.compose(text, Loader=PlanLoader)
-        _check_tree(root, source)
-        data = yaml.load(text, Loader=PlanLoader)
-    except RecursionError:
-        raise PlanError("the YAML is nested too deeply", file=source) from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise PlanError(
-            f"not valid YAML: {problem}",
-            file=source,
-            line=mark.line + 1 if mark is not None else None,
-        ) from None
-
-    def line_of(loc: tuple[int | str, ...], is_key: bool) -> int | None:
-        return _key_line(root, loc) if is_key else _node_line(root, loc)
+    data, line_of = read_yaml(path, "case file")
 
     if not isinstance(data, Mapping):
         raise PlanError("a case file is a mapping with 'cases'", file=source, line=1)

@@ -557,18 +557,7 @@ class Orchestrator:
         )
         self._after_hooks(o, decision.retry)
         if decision.retry:
-            rec.state = "retrying"
-            self.dag.requeue(tid)
-            self.emit(
-                RetryScheduled(
-                    ts=self.now(),
-                    task_id=tid,
-                    attempt_no=rec.attempts,
-                    delay=decision.delay,
-                    error_class=o.error_class.value,
-                )
-            )
-            self._schedule_retry(tid, decision.delay)
+            self._retry(tid, decision.delay, o.error_class)
             return
         rec.state = "failed"
         self.emit(
@@ -587,21 +576,24 @@ class Orchestrator:
     def _requeue_lost(self, tid: TaskId, o: Outcome) -> None:
         """An attempt that died with its host: run the task again at once, on a new attempt
         id, without counting it against ``max_attempts``."""
-        rec = self.records[tid]
-        rec.lost += 1
-        rec.state = "retrying"
+        self.records[tid].lost += 1
         self._after_hooks(o, True)
+        self._retry(tid, 0.0, ErrorClass.LOST)
+
+    def _retry(self, tid: TaskId, delay: float, cls: ErrorClass) -> None:
+        rec = self.records[tid]
+        rec.state = "retrying"
         self.dag.requeue(tid)
         self.emit(
             RetryScheduled(
                 ts=self.now(),
                 task_id=tid,
                 attempt_no=rec.attempts,
-                delay=0.0,
-                error_class=ErrorClass.LOST.value,
+                delay=delay,
+                error_class=cls.value,
             )
         )
-        self._schedule_retry(tid, 0.0)
+        self._schedule_retry(tid, delay)
 
     def _skip(self, tid: TaskId, cause: TaskId) -> None:
         rec = self.records[tid]
