@@ -7,9 +7,11 @@ import sys
 from typing import TYPE_CHECKING, TextIO
 
 from .events import (
+    Alert,
     Event,
     RetryScheduled,
     RunStarted,
+    ScaleDecision,
     TaskFailed,
     TaskSkipped,
     TaskSucceeded,
@@ -57,6 +59,10 @@ class LineLog:
                 f"[{t:7.2f}s] ↻ {e.task_id}  attempt {e.attempt_no} failed ({e.error_class}); "
                 f"retry in {e.delay:.2f}s"
             )
+        elif isinstance(e, Alert):
+            self._print(f"[{t:7.2f}s] ! {e.kind}: {e.message}")
+        elif isinstance(e, ScaleDecision):
+            self._print(f"[{t:7.2f}s] ⇅ {e.role}  {e.action} {e.before} -> {e.after}: {e.reason}")
 
     def _print(self, line: str) -> None:
         with contextlib.suppress(OSError, ValueError):  # a closed pipe never stops a run
