@@ -445,3 +445,18 @@ def test_the_autoscaler_says_when_the_cluster_has_no_room(ray_cluster: None, sta
     assert refused[0]["numbers"]["added"] < refused[0]["numbers"]["wanted"]
     placed = {phalanx_json(e[2])["host"] for e in events(state, r.run_id) if e[1] == "agent_placed"}
     assert len(placed) == 2  # never more hosts than the cluster has room for
+
+
+# -- per-role resources for agent hosts ------------------------------------------------------
+def test_per_role_resources_size_the_hosts(ray_cluster: None, state: Path) -> None:
+    data = sim_plan(20, agents=4, latency_ms=20)
+    # four hosts of one CPU each do not fit this 2-CPU Ray: the run says so at once
+    data["engine"] = {"kind": "ray", "hosts": 4}
+    with pytest.raises(phalanx.UsageError, match=r"4 agent hosts need 4 CPU .* 2 CPU free"):
+        go(data, "ray", state)
+    # the role's own request (half a CPU per host) makes them fit
+    data["engine"] = {"kind": "ray", "hosts": 4, "roles": {"generalist": {"num_cpus": 0.5}}}
+    r = go(data, "ray", state)
+    assert r.status == "succeeded"
+    hosts = {phalanx_json(e[2])["host"] for e in events(state, r.run_id) if e[1] == "agent_placed"}
+    assert len(hosts) == 4

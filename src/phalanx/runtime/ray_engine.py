@@ -412,7 +412,7 @@ class RayEngine:
             deadline = loop.time() + RECOVER_SECONDS
             while loop.time() < deadline and not self._closing:
                 try:
-                    node, pid, _ = await asyncio.wait_for(_awaitable(h.actor.where.remote()), 5)
+                    node, pid, _ = await asyncio.wait_for(h.actor.where.remote(), 5)
                 except ray.exceptions.ActorDiedError:
                     break
                 except (ray.exceptions.RayActorError, TimeoutError):
@@ -538,10 +538,6 @@ def _fmt(resources: Mapping[str, float], keys: Mapping[str, float] | None = None
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return (text[0] if text else type(exc).__name__)[:200]
-
-
-async def _awaitable(ref: Any) -> Any:
-    return await ref
 
 
 def _cause(exc: BaseException) -> str:
