@@ -6,17 +6,28 @@ STAMP  := $(VENV)/.installed
 EXTRAS ?= dev,local,anthropic,openai,web,otel,ray
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help venv sysdeps test lint typecheck unit demo bench clean
+.PHONY: help venv sysdeps test lint typecheck unit demo bench clean lock test-lowest
 
 help:
 	@echo "make demo   - set up and run the example plan with live status"
 	@echo "make test   - set up, lint, type-check and run every test"
+	@echo "make lock   - move requirements/lock.txt to the newest allowed versions"
+	@echo "make test-lowest - provider tests on the lowest versions the ranges allow"
 
-$(STAMP): pyproject.toml
+# Every machine installs exactly the versions in requirements/lock.txt (all extras, every
+# transitive package, resolved for Python 3.11+ on every platform). uv, itself pinned in the
+# lock, installs them; `make lock` is the one deliberate way to move them.
+LOCK       := requirements/lock.txt
+BUILD_LOCK := requirements/build.txt
+UV         := $(VENV)/bin/uv
+UV_PIN      = $(shell grep -m1 '^uv==' $(LOCK))
+
+$(STAMP): pyproject.toml $(LOCK) $(BUILD_LOCK)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	@echo "installing phalanx[$(EXTRAS)] (llama-cpp-python compiles the first time: ~10 min)"
-	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
+	$(PY) -m pip install --quiet --disable-pip-version-check '$(UV_PIN)'
+	@echo "installing the locked packages (llama-cpp-python compiles the first time: ~10 min)"
+	$(UV) pip sync --quiet --python $(PY) --build-constraints $(BUILD_LOCK) $(LOCK)
+	$(UV) pip install --quiet --python $(PY) --no-deps --build-constraints $(BUILD_LOCK) -e .
 	@touch $(STAMP)
 
 venv: $(STAMP)
@@ -53,5 +64,32 @@ demo: venv
 bench: venv
 	$(PY) -m bench
 
+# Move the lock to the newest versions pyproject.toml allows, then run `make test`.
+LOCK_FLAGS := --all-extras --universal --python-version 3.11 --no-header --quiet
+lock: venv
+	$(UV) pip compile pyproject.toml $(LOCK_FLAGS) --upgrade -o $(LOCK)
+	$(UV) pip compile pyproject.toml -c $(LOCK) --universal --python-version 3.11 \
+		--no-header --quiet -o requirements/core.txt
+	$(UV) pip compile requirements/build.in --universal --python-version 3.11 --no-header \
+		--quiet --upgrade -o $(BUILD_LOCK)
+	@echo "lock refreshed: now run make test (and commit $(LOCK) when it passes)"
+
+# The provider tests against the lowest versions pyproject.toml's ranges allow (the SDKs
+# and httpx2 at their floors). Not in CI: run it before lowering or raising a floor.
+LOWEST := .venv-lowest
+test-lowest: venv
+	@test -x $(LOWEST)/bin/python || $(PYTHON) -m venv $(LOWEST)
+	$(UV) pip compile pyproject.toml --extra anthropic --extra openai --universal \
+		--python-version 3.11 --resolution lowest-direct --no-header --quiet \
+		-o $(LOWEST)/lock.txt
+	$(UV) pip sync --quiet --python $(LOWEST)/bin/python $(LOWEST)/lock.txt
+	$(UV) pip install --quiet --python $(LOWEST)/bin/python --no-deps -e .
+	$(UV) pip install --quiet --python $(LOWEST)/bin/python -c $(LOCK) \
+		pytest pytest-timeout hypothesis pyyaml
+	$(LOWEST)/bin/python -c "import anthropic, openai, httpx2; \
+		print('lowest:', anthropic.__version__, openai.__version__, httpx2.__version__)"
+	$(LOWEST)/bin/pytest -q -p no:cacheprovider tests/test_providers_http.py \
+		tests/test_stream_cut.py
+
 clean:
-	rm -rf $(VENV) .phalanx .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(LOWEST) .phalanx .mypy_cache .ruff_cache .pytest_cache

@@ -431,12 +431,44 @@ def _snapshot_json(s: Any) -> dict[str, Any]:
 
 
 # -- templates, roles and the sequential baseline ------------------------------------------
+def _copy_example(name: str, dest: Path) -> int:
+    """``phalanx init --example NAME DIR``: the examples ship inside the package."""
+    import shutil
+    from importlib.resources import as_file, files
+
+    root = files("phalanx") / "examples"
+    names = sorted(p.name.removesuffix(".yaml") for p in root.iterdir() if p.name[0] != "_")
+    if name == "list" or name not in names:
+        if name != "list":
+            raise UsageError(f"no example named {name!r}: one of {', '.join(names)}")
+        print("\n".join(names))
+        return 0
+    entry = root / name if (root / name).is_dir() else root / f"{name}.yaml"
+    target = dest / entry.name
+    if target.exists():
+        raise UsageError(f"{target} exists: choose another DIR or remove it")
+    dest.mkdir(parents=True, exist_ok=True)
+    with as_file(entry) as src:
+        if src.is_dir():
+            shutil.copytree(src, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copyfile(src, target)
+    print(f"wrote {target}")
+    return 0
+
+
 def _add_template_commands(sub: Any) -> None:
     from .templates import TEMPLATES
 
     names = "; ".join(f"{k}: {v}" for k, v in TEMPLATES.items())
-    it = sub.add_parser("init", help="write an editable plan from a template")
-    it.add_argument("--template", required=True, metavar="NAME", help=f"one of: {names}")
+    it = sub.add_parser("init", help="write an editable plan from a template or an example")
+    which = it.add_mutually_exclusive_group(required=True)
+    which.add_argument("--template", metavar="NAME", help=f"one of: {names}")
+    which.add_argument(
+        "--example",
+        metavar="NAME",
+        help="copy an example shipped with phalanx into DIR (--example list names them)",
+    )
     it.add_argument("dir", metavar="DIR", nargs="?", default=".", help="where (default: .)")
     it.add_argument("--target", metavar="DIR", help="migration: the code (default: DIR)")
     it.add_argument(
@@ -459,6 +491,8 @@ def _cmd_init(args: argparse.Namespace) -> int:
     from .plan import load_plan
     from .templates import init_template
 
+    if args.example:
+        return _copy_example(args.example, Path(args.dir))
     path = init_template(
         args.template,
         Path(args.dir),

@@ -7,6 +7,7 @@ these helpers hold the rules they have in common.
 from __future__ import annotations
 
 import email.utils
+import json
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -16,6 +17,7 @@ from ..redaction import redact as _redact
 from ..redaction import register
 
 __all__ = [
+    "body_broke_off",
     "classify_status",
     "looks_like_context_length",
     "looks_like_quota",
@@ -108,6 +110,33 @@ def redact(text: str, secret: str | None = None) -> str:
 def describe_cause(exc: BaseException, secret: str | None = None) -> str:
     """An exception as text for an error message: its message, else its type's name."""
     return redact(str(exc), secret) or type(exc).__name__
+
+
+def body_broke_off(exc: BaseException) -> bool:
+    """True when ``exc`` means a response body ended before its end: a cut stream.
+
+    Decided from the transport error in the exception chain, never from the SDK's own
+    wrapper type (SDK releases move a mid-body cut between ``APIConnectionError`` and a raw
+    transport error). Timeouts and failed connects are never cuts.
+    """
+    import httpx2  # the HTTP providers' transport; imported here so _http stays light
+
+    seen: set[int] = set()
+    err: BaseException | None = exc
+    cut = False
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, httpx2.TimeoutException | httpx2.ConnectError):
+            return False
+        if isinstance(err, httpx2.RemoteProtocolError):
+            # h11's words for a body that stopped short ("... complete message body",
+            # "incomplete chunked read"); "without sending a response" is a failed request
+            text = str(err).lower()
+            cut = cut or "without sending a response" not in text
+        elif isinstance(err, httpx2.ReadError | httpx2.StreamError | json.JSONDecodeError):
+            cut = True
+        err = err.__cause__ or err.__context__
+    return cut
 
 
 def one_line(text: str, limit: int = 300) -> str:

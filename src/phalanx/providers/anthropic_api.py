@@ -27,6 +27,7 @@ from .. import redaction
 from ..cost import Usage
 from ..exceptions import ErrorClass, ProviderError, UsageError
 from ._http import (
+    body_broke_off,
     classify_status,
     describe_cause,
     looks_like_context_length,
@@ -113,13 +114,15 @@ class AnthropicProvider:
 
     async def complete(self, request: CompletionRequest) -> Completion:
         acc = _Accumulator()
+        opened = False  # the status line arrived: a transport break now cuts the stream
         try:
             stream = await self._client.messages.create(**self._params(request), stream=True)
+            opened = True
             async with stream:
                 async for event in stream:
                     acc.add(event)
         except (anthropic.AnthropicError, httpx2.HTTPError, json.JSONDecodeError) as exc:
-            raise classify(exc, secret=self._key, name=self.name) from None
+            raise classify(exc, secret=self._key, name=self.name, mid_stream=opened) from None
         if not acc.done:
             raise ProviderError(
                 f"{self.name}: the stream ended before message_stop",
@@ -242,13 +245,27 @@ def _tool_call(t: dict[str, Any]) -> ToolCall:
 
 
 def classify(
-    exc: BaseException, *, secret: str | None = None, name: str = "anthropic"
+    exc: BaseException,
+    *,
+    secret: str | None = None,
+    name: str = "anthropic",
+    mid_stream: bool = False,
 ) -> ProviderError:
-    """The one mapping from an SDK (or mid-stream transport) error to a ProviderError."""
+    """The one mapping from an SDK (or mid-stream transport) error to a ProviderError.
+
+    ``mid_stream``: the error came after the 200 status line, so a dropped connection is a
+    cut stream whichever exception type the SDK release wraps it in.
+    """
     if isinstance(exc, anthropic.APIStatusError):
         return _classify_status_error(exc, secret, name)
     if isinstance(exc, anthropic.APITimeoutError | httpx2.TimeoutException):
         return ProviderError(f"{name}: the request timed out", error_class=ErrorClass.TIMEOUT)
+    transport = anthropic.APIConnectionError | httpx2.TransportError | json.JSONDecodeError
+    if (mid_stream and isinstance(exc, transport)) or body_broke_off(exc):
+        return ProviderError(
+            f"{name}: the stream broke off ({type(exc.__cause__ or exc).__name__})",
+            error_class=ErrorClass.STREAM_CUT,
+        )
     if isinstance(exc, anthropic.APIConnectionError):
         cause = exc.__cause__
         detail = f" ({describe_cause(cause, secret)})" if cause else ""

@@ -30,6 +30,7 @@ from .. import redaction
 from ..cost import Usage
 from ..exceptions import ErrorClass, ProviderError, UsageError
 from ._http import (
+    body_broke_off,
     classify_status,
     describe_cause,
     looks_like_context_length,
@@ -294,15 +295,16 @@ def classify(
     """The one mapping from an SDK error to a ProviderError.
 
     ``mid_stream``: the error came while reading a 200 body, so a dropped connection is a
-    cut stream rather than a failed connect.
+    cut stream rather than a failed connect, whichever exception type the SDK release wraps
+    it in; a whole (unstreamed) body that broke off is recognised from the transport error
+    in the chain (:func:`body_broke_off`).
     """
     if isinstance(exc, openai.APIStatusError):
         return _classify_status_error(exc, secret, name)
     if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException):
         return ProviderError(f"{name}: the request timed out", error_class=ErrorClass.TIMEOUT)
-    if mid_stream and isinstance(
-        exc, openai.APIConnectionError | httpx2.TransportError | json.JSONDecodeError
-    ):
+    transport = openai.APIConnectionError | httpx2.TransportError | json.JSONDecodeError
+    if (mid_stream and isinstance(exc, transport)) or body_broke_off(exc):
         return ProviderError(
             f"{name}: the stream broke off ({type(exc.__cause__ or exc).__name__})",
             error_class=ErrorClass.STREAM_CUT,
