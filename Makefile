@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml $(LOCK) $(BUILD_LOCK)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check '$(UV_PIN)'
 	@echo "installing the locked packages (llama-cpp-python compiles the first time: ~10 min)"
-	$(UV) pip sync --quiet --python $(PY) --build-constraints $(BUILD_LOCK) $(LOCK)
+	$(UV) pip sync --quiet --compile-bytecode --python $(PY) --build-constraints $(BUILD_LOCK) $(LOCK)
 	$(UV) pip install --quiet --python $(PY) --no-deps --build-constraints $(BUILD_LOCK) -e .
 	@touch $(STAMP)
 
