@@ -15,7 +15,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 
-from phalanx.agents import CATEGORIES, ROLES, AgentSpec
+from phalanx.agents.spec import CATEGORIES, ROLES, AgentSpec
 from phalanx.ids import TaskId
 from phalanx.plan import Plan, Task
 from phalanx.runtime.policies import AgentSlot, BestFit, FreeAgents, Policy, RoundRobin

@@ -1,5 +1,5 @@
 """B9: the cost of the live status. B1's workload (10,000 zero-latency tasks, journal on)
-on 1,000 agents with the terminal view attached (``phalanx.tui.LiveStatus``: its own status
+on 1,000 agents with the terminal view attached (``phalanx.status.tui.LiveStatus``: its own status
 fold of every event, a snapshot and a rich render 4 times a second, written to a terminal
 console on /dev/null), against the same run without it. Target: <= 10% slower."""
 
@@ -20,8 +20,8 @@ from rich.console import Console
 
 from phalanx import Plan
 from phalanx.events import Event
-from phalanx.status import StatusTracker
-from phalanx.tui import LiveStatus
+from phalanx.status.fold import StatusTracker
+from phalanx.status.tui import LiveStatus
 
 from .common import (
     Config,

@@ -56,7 +56,7 @@ def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 def _style_registry() -> Iterator[None]:
     """A run registers its plan's own styles in the process-wide registry; put it back so
     every test starts with the built-ins only."""
-    from phalanx.styles import STYLES
+    from phalanx.agents.styles import STYLES
 
     saved = dict(STYLES)
     yield
@@ -67,7 +67,7 @@ def _style_registry() -> Iterator[None]:
 @pytest.fixture
 def library(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """A project and a user agent library of the test's own (never the real home)."""
-    from phalanx.library import Library
+    from phalanx.plan.library import Library
 
     monkeypatch.setenv("PHALANX_AGENTS_DIR", str(tmp_path / "project-agents"))
     monkeypatch.setenv("PHALANX_USER_AGENTS", str(tmp_path / "user-agents"))

@@ -10,11 +10,11 @@ from typing import Any
 
 import phalanx
 from phalanx import AgentSpec, Plan, Task
+from phalanx.agents.tools import tool
 from phalanx.cost import Usage
 from phalanx.plan import Commands
 from phalanx.providers.base import Completion, ToolCall
 from phalanx.testing import ScriptedProvider
-from phalanx.tools import tool
 
 U = Usage(input_tokens=100, output_tokens=20)
 

@@ -9,6 +9,9 @@ from typing import Any
 
 import pytest
 
+from phalanx.agents.context import estimate_tokens
+from phalanx.agents.tools import ToolContext, ToolResult, call_tool
+from phalanx.agents.workspace import ToolError, Workspace
 from phalanx.comms import (
     COMMS_TOOLS,
     Comms,
@@ -22,7 +25,6 @@ from phalanx.comms import (
     render_inbox,
 )
 from phalanx.comms.tools import decode_value
-from phalanx.context import estimate_tokens
 from phalanx.events import (
     ContextRead,
     ContextWritten,
@@ -32,8 +34,6 @@ from phalanx.events import (
     event_to_dict,
 )
 from phalanx.exceptions import PhalanxError, UsageError
-from phalanx.tools import ToolContext, ToolResult, call_tool
-from phalanx.workspace import ToolError, Workspace
 
 TEAM = {"A": "architect", "B": "coder", "C": "coder", "D": "tester", "E": "reviewer"}
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import phalanx
 from phalanx import AgentSpec, Plan, Task
+from phalanx.agents.context import estimate_tokens
 from phalanx.comms import overhead_from_events
-from phalanx.context import estimate_tokens
 from phalanx.cost import Usage
 from phalanx.journal import Journal
 from phalanx.providers.base import Completion, ToolCall

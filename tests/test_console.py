@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import io
 
-from phalanx.console import LineLog
 from phalanx.events import Alert, RetryScheduled, RunStarted, ScaleDecision, TaskSucceeded
+from phalanx.status.console import LineLog
 
 
 def _log(*events: object) -> list[str]:

@@ -128,7 +128,7 @@ def test_flaky_agent_trips_its_breaker_others_finish_and_a_probe_closes_it(
         providers={"sim": {"latency": {"ms": 1000}}},
         policy="round_robin",
         breaker=BreakerConfig(window=10, threshold=0.5, min_volume=4, cooldown=10),
-        retry=phalanx.plan.RetryConfig(base_seconds=0.1, cap_seconds=1),
+        retry=phalanx.plan.model.RetryConfig(base_seconds=0.1, cap_seconds=1),
     )
     flaky = Flaky(heals_at=30.0)
     breaker_hooks: list[dict[str, Any]] = []
@@ -166,7 +166,7 @@ def test_the_run_says_plainly_when_every_agent_of_a_role_is_paused(state: Path) 
         ],
         tasks=[Task(id=f"r{i}", prompt="x", role="reviewer", max_attempts=8) for i in range(6)],  # type: ignore[arg-type]
         breaker=BreakerConfig(window=10, threshold=0.5, min_volume=3, cooldown=5),
-        retry=phalanx.plan.RetryConfig(base_seconds=0.1, cap_seconds=1),
+        retry=phalanx.plan.model.RetryConfig(base_seconds=0.1, cap_seconds=1),
     )
     result = run_virtual(phalanx.run(plan, custom_providers={"flaky": Flaky(heals_at=40.0)}))
     alerts = [a["message"] for a in _events(state, result.run_id, "alert")]
@@ -355,7 +355,7 @@ def _routed_plan() -> Plan:
         tasks=[Task(id=f"t{i}", prompt="x") for i in range(30)],  # type: ignore[arg-type]
         providers={"sim": {"latency": {"ms": 100}}},
         policy="llm",
-        router=phalanx.plan.RouterConfig(provider="router"),
+        router=phalanx.plan.model.RouterConfig(provider="router"),
     )
 
 
@@ -416,7 +416,7 @@ def test_a_stuck_attempt_is_reassigned_after_its_lease(state: Path, thaw_at: flo
         agents=AgentSpec(provider="freezer").clone(3),
         tasks=[Task(id="x", prompt="x"), *[Task(id=f"t{i}", prompt="y") for i in range(40)]],  # type: ignore[arg-type]
         limits=phalanx.Limits(lease_seconds=5.0),
-        retry=phalanx.plan.RetryConfig(base_seconds=0.1, cap_seconds=0.2),
+        retry=phalanx.plan.model.RetryConfig(base_seconds=0.1, cap_seconds=0.2),
     )
     freezer = Freezer(thaw_at)
     result = run_virtual(phalanx.run(plan, custom_providers={"freezer": freezer}))

@@ -19,14 +19,14 @@ import pytest
 import yaml
 
 import phalanx
-from phalanx import evals
-from phalanx.cli import main
+from phalanx.cli.main import main
 from phalanx.cost import Usage
-from phalanx.evals import evaluate, evaluate_sync, load_cases, percentile, wilson_interval
+from phalanx.evals import runner as evals
+from phalanx.evals.runner import evaluate, evaluate_sync, load_cases, percentile, wilson_interval
 from phalanx.exceptions import PlanError, UsageError
 from phalanx.journal import Journal
-from phalanx.library import EvalRecord, Library
 from phalanx.plan import load_plan
+from phalanx.plan.library import EvalRecord, Library
 from phalanx.providers.base import Completion, CompletionRequest, ToolCall
 from phalanx.testing import ScriptedProvider, run_virtual
 
@@ -497,7 +497,7 @@ def test_eval_from_the_command_line_with_the_sim_provider(
 
 
 def _save(tmp_path: Path, library: Library, name: str, style: str) -> str:
-    from phalanx.library import from_plan
+    from phalanx.plan.file import from_plan
 
     plan = write(
         tmp_path / f"{name}-{style}.yaml",
@@ -602,7 +602,7 @@ def test_a_spec_without_an_eval_is_held_and_the_run_says_no_eval(
 
 
 def test_a_resumed_plan_keeps_the_saved_agents_score(tmp_path: Path, library: Library) -> None:
-    from phalanx._planfile import plan_to_dict
+    from phalanx.plan.file import plan_to_dict
 
     ref = _save(tmp_path, library, "kept", "json")
     saved = library.get(ref)

@@ -21,10 +21,10 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from phalanx.cli import main
+from phalanx.cli.main import main
 from phalanx.exceptions import PlanError
 from phalanx.plan import Plan, load_plan
-from phalanx.templates import TEMPLATES
+from phalanx.plan.templates import TEMPLATES
 
 MAX_LINE = 300
 

@@ -19,9 +19,7 @@ from typing import Any, TypeVar
 import pytest
 
 from conftest import wait_dead
-from phalanx.events import Alert, AttemptFinished
-from phalanx.exceptions import PlanError
-from phalanx.hooks import (
+from phalanx.agents.hooks import (
     HOOK_POINTS,
     CommandHook,
     HookFailure,
@@ -33,6 +31,8 @@ from phalanx.hooks import (
     from_config,
     payload,
 )
+from phalanx.events import Alert, AttemptFinished
+from phalanx.exceptions import PlanError
 
 T = TypeVar("T")
 

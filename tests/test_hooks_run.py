@@ -11,8 +11,8 @@ from typing import Any
 import phalanx
 from conftest import sim_plan, write_plan
 from phalanx import Plan
-from phalanx.cli import main
-from phalanx.hooks import Hooks
+from phalanx.agents.hooks import Hooks
+from phalanx.cli.main import main
 
 
 class Recorder(Hooks):

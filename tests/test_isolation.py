@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
+from phalanx.agents.isolation import MergeReport, cleanup, finish, merge, prepare, render_changes
 from phalanx.exceptions import UsageError
-from phalanx.isolation import MergeReport, cleanup, finish, merge, prepare, render_changes
 
 SHARED = "line one\nline two\nline three\nline four\n"
 needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
@@ -408,7 +408,7 @@ def test_missing_git(tmp_path: Path, root: Path, monkeypatch: pytest.MonkeyPatch
 def test_git_vanishing_after_the_check_is_still_one_line(
     repo: Path, root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("phalanx.isolation.shutil.which", lambda name: "/usr/bin/git")
+    monkeypatch.setattr("phalanx.agents.isolation.shutil.which", lambda name: "/usr/bin/git")
     empty_bin = tmp_path / "bin"
     empty_bin.mkdir()
     monkeypatch.setenv("PATH", str(empty_bin))
@@ -421,7 +421,7 @@ def test_git_timeout_is_one_line(repo: Path, root: Path, monkeypatch: pytest.Mon
     def hang(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
         raise subprocess.TimeoutExpired(cmd=argv, timeout=kwargs["timeout"])
 
-    monkeypatch.setattr("phalanx.isolation.subprocess.run", hang)
+    monkeypatch.setattr("phalanx.agents.isolation.subprocess.run", hang)
     with pytest.raises(UsageError) as err:
         prepare(repo, "r1", ["a"], root)
     assert "`git rev-parse --show-toplevel` took more than 120s" in one_line(err)
@@ -442,7 +442,7 @@ def test_a_merge_that_times_out_is_undone(
             raise subprocess.TimeoutExpired(cmd=argv, timeout=kwargs["timeout"])
         return done
 
-    monkeypatch.setattr("phalanx.isolation.subprocess.run", slow_merge)
+    monkeypatch.setattr("phalanx.agents.isolation.subprocess.run", slow_merge)
     with pytest.raises(UsageError, match="took more than") as err:
         merge(root)
     one_line(err)

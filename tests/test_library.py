@@ -17,10 +17,10 @@ import pytest
 import yaml
 
 import phalanx
-from phalanx.cli import main
+from phalanx.cli.main import main
 from phalanx.exceptions import PlanError, UsageError
-from phalanx.library import EvalRecord, Library, parse_ref, project_dir, user_dir
 from phalanx.plan import load_plan
+from phalanx.plan.library import EvalRecord, Library, parse_ref, project_dir, user_dir
 
 pytestmark = pytest.mark.usefixtures("library")  # conftest: a library of its own
 

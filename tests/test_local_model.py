@@ -258,7 +258,7 @@ def test_missing_llama_cpp_is_a_clear_usage_error(monkeypatch: pytest.MonkeyPatc
 def test_grammars_keep_the_tiny_model_inside_table_and_tts(state: Path) -> None:
     """Constrained decoding for `table` and `tts` on the local model: valid on the first try."""
     from phalanx import AgentSpec, Plan, Task
-    from phalanx.styles import parse_output
+    from phalanx.agents.styles import parse_output
 
     plan = Plan.build(
         agents=[

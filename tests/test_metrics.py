@@ -34,7 +34,8 @@ from phalanx.events import (
     TaskSucceeded,
 )
 from phalanx.journal import Journal
-from phalanx.metrics import (
+from phalanx.status.fold import Snapshot, StatusTracker
+from phalanx.status.metrics import (
     Metrics,
     compute_metrics,
     metrics_from_journal,
@@ -42,7 +43,6 @@ from phalanx.metrics import (
     prometheus_text,
     with_baseline,
 )
-from phalanx.status import Snapshot, StatusTracker
 from phalanx.testing import run_virtual
 
 T0 = 1000.0

@@ -10,7 +10,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import phalanx
 from conftest import sim_plan
-from phalanx.otel import OTelSink
+from phalanx.status.otel import OTelSink
 
 
 def test_one_span_per_attempt(state: Path) -> None:

@@ -13,8 +13,8 @@ import pytest
 
 from conftest import sim_plan
 from phalanx import AgentSpec, Limits, Plan, PlanError, Task, decompose_project, load_plan
-from phalanx._planfile import plan_to_dict
 from phalanx.ids import TaskId
+from phalanx.plan.file import plan_to_dict
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "feature-team.yaml"
 

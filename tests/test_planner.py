@@ -16,8 +16,9 @@ from jsonschema import Draft202012Validator
 
 import phalanx
 from phalanx import ErrorClass, ProviderError, UsageError
-from phalanx.agents import ROLES
-from phalanx.planner import (
+from phalanx.agents.spec import ROLES
+from phalanx.agents.styles import parse_output
+from phalanx.plan.planner import (
     ADDED_AGENT_STYLE,
     EXAMPLE,
     OUTLINE_SCHEMA,
@@ -30,7 +31,6 @@ from phalanx.planner import (
     write_plan,
 )
 from phalanx.providers.base import Completion, CompletionRequest
-from phalanx.styles import parse_output
 from phalanx.testing import ScriptedProvider
 
 GOAL = "build a todo web app"
@@ -297,7 +297,7 @@ def test_outline_can_be_asked_of_any_model() -> None:
 
 
 def test_plan_yaml_has_a_header_and_loads_back(tmp_path: Path) -> None:
-    from phalanx.planner import plan_data
+    from phalanx.plan.planner import plan_data
 
     data = plan_data(VALID, name="todo", provider="sim")
     text = plan_yaml(
@@ -347,7 +347,7 @@ def test_an_unwritable_path_is_one_line(tmp_path: Path) -> None:
 
 
 def test_local_planner_options_default_and_can_be_overridden() -> None:
-    from phalanx.planner import _planner
+    from phalanx.plan.planner import _planner
 
     model, owned = _planner("local:smollm2", None, None, 7)
     assert owned

@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
-from phalanx.agents import AgentSpec
+from phalanx.agents.spec import AgentSpec
+from phalanx.agents.tools import ToolContext, ToolResult
+from phalanx.agents.workspace import Workspace
 from phalanx.comms.tools import COMMS_TOOLS
 from phalanx.cost import Usage
 from phalanx.events import ToolCalled
@@ -20,8 +22,6 @@ from phalanx.providers import ProviderRecipe
 from phalanx.providers.base import Completion, CompletionRequest, ToolCall
 from phalanx.runtime.executor import AgentRunner, Attempt
 from phalanx.runtime.remote import AgentBlueprint, HostCore, blueprint_of
-from phalanx.tools import ToolContext, ToolResult
-from phalanx.workspace import Workspace
 
 
 def _attempt(task_id: str = "t1", agent: str = "Ada", aid: int = 1) -> Attempt:

@@ -32,8 +32,8 @@ from phalanx.events import (
 )
 from phalanx.exceptions import UsageError
 from phalanx.journal import Journal
-from phalanx.metrics import Metrics, metrics_from_journal
-from phalanx.report import (
+from phalanx.status.metrics import Metrics, metrics_from_journal
+from phalanx.status.report import (
     EXCERPT,
     OUTCOME_COLOURS,
     render_html,

@@ -14,8 +14,8 @@ from phalanx.cost import Usage
 from phalanx.exceptions import ErrorClass, ProviderError
 from phalanx.journal import Journal
 from phalanx.providers.base import Completion, CompletionRequest
-from phalanx.report import render_report
-from phalanx.web import create_app
+from phalanx.status.report import render_report
+from phalanx.status.web import create_app
 
 CANARY = "sk-ant-CANARY-5e1f0c9a7b3d2e4f"
 

@@ -15,9 +15,8 @@ from typing import Any
 
 import pytest
 
-from phalanx import styles
-from phalanx.exceptions import UsageError
-from phalanx.styles import (
+from phalanx.agents import styles
+from phalanx.agents.styles import (
     CONCISE_MAX_WORDS,
     STYLES,
     TTS_UNAVAILABLE_NOTE,
@@ -36,6 +35,7 @@ from phalanx.styles import (
     style_from_config,
     style_names,
 )
+from phalanx.exceptions import UsageError
 
 BUILTIN = ["concise", "html", "json", "markdown", "table", "text", "tts", "ultra_concise", "yaml"]
 

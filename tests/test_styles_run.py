@@ -13,7 +13,7 @@ import pytest
 
 import phalanx
 from phalanx import AgentSpec, Plan, PlanError, Task
-from phalanx.styles import BUILTIN_STYLES, TTS_UNAVAILABLE_NOTE
+from phalanx.agents.styles import BUILTIN_STYLES, TTS_UNAVAILABLE_NOTE
 from phalanx.testing import ScriptedProvider
 
 SAMPLES = {  # style: (invalid, valid)

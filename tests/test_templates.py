@@ -19,13 +19,13 @@ import pytest
 import yaml
 
 import phalanx
-from phalanx.cli import main
+from phalanx.cli.main import main
 from phalanx.events import AttemptFinished, AttemptStarted
 from phalanx.journal import Journal
-from phalanx.metrics import metrics_from_journal
 from phalanx.plan import Plan
-from phalanx.report import render_report
-from phalanx.templates import MAX_FILES, TEMPLATES, render_template, task_slug
+from phalanx.plan.templates import MAX_FILES, TEMPLATES, render_template, task_slug
+from phalanx.status.metrics import metrics_from_journal
+from phalanx.status.report import render_report
 from phalanx.testing import run_virtual
 
 TASK_SECONDS = 0.1

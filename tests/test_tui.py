@@ -9,8 +9,8 @@ from rich.console import Console
 
 import phalanx
 from conftest import sim_plan
-from phalanx.status import fold
-from phalanx.tui import LiveStatus, render_rich
+from phalanx.status.fold import fold
+from phalanx.status.tui import LiveStatus, render_rich
 from test_status import _events
 
 

@@ -24,8 +24,8 @@ import phalanx
 from conftest import sim_plan, write_plan
 from phalanx.exceptions import UsageError
 from phalanx.journal import Journal
-from phalanx.status import fold, render_text, swarm_lines
-from phalanx.web import (
+from phalanx.status.fold import fold, render_text, swarm_lines
+from phalanx.status.web import (
     DashboardThread,
     RunView,
     check_bind,
@@ -335,7 +335,7 @@ def test_metrics(client: TestClient, finished: Path, monkeypatch: pytest.MonkeyP
     r = client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
     assert 'phalanx_tasks{run="r1",state="succeeded"} 30' in r.text
-    monkeypatch.setitem(sys.modules, "phalanx.metrics", None)  # as if it did not exist
+    monkeypatch.setitem(sys.modules, "phalanx.status.metrics", None)  # as if it did not exist
     journal = Journal(finished / "journal.sqlite")
     try:
         text = metrics_text(journal, "r1")

@@ -36,9 +36,7 @@ from typing import Any, Literal
 import pytest
 
 from conftest import wait_dead
-from phalanx.exceptions import UsageError
-from phalanx.providers.base import ToolDef
-from phalanx.tools import (
+from phalanx.agents.tools import (
     BUILTIN_TOOLS,
     SHELL_METACHARACTERS,
     ToolContext,
@@ -49,7 +47,9 @@ from phalanx.tools import (
     tool,
     validate_arguments,
 )
-from phalanx.workspace import ToolError, Workspace
+from phalanx.agents.workspace import ToolError, Workspace
+from phalanx.exceptions import UsageError
+from phalanx.providers.base import ToolDef
 
 SECRET = "TOP-SECRET-CONTENT"
 PWNED = "PWNED"

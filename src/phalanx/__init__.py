@@ -9,7 +9,7 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .agents import ROLES, AgentSpec, Role
+from .agents.spec import ROLES, AgentSpec, Role
 from .api import RunResult, TaskResult, resume, run, run_sync
 from .cost import Usage
 from .exceptions import (
@@ -22,8 +22,9 @@ from .exceptions import (
     UsageError,
 )
 from .patterns import AgentPipeline, AgentSwarm, Pipeline, Swarm, Team
-from .plan import Limits, Plan, Task, decompose_project, load_plan
-from .status import Snapshot, StatusTracker, fold, render_text
+from .plan.file import load_plan
+from .plan.model import Limits, Plan, Task, decompose_project
+from .status.fold import Snapshot, StatusTracker, fold, render_text
 
 __all__ = [
     "ROLES",

@@ -17,26 +17,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ._planfile import plan_to_dict
-from .agents import AgentSpec
+from .agents.context import load_context
+from .agents.hooks import from_config
+from .agents.spec import AgentSpec
+from .agents.styles import TTS_UNAVAILABLE_NOTE, extension, register_style, render_tts
+from .agents.tools import BUILTIN_TOOLS, ToolContext, ToolSpec
+from .agents.workspace import Workspace
 from .comms import COMMS_TOOLS, Comms
-from .context import load_context
 from .cost import Usage, price_for
 from .events import Alert, Event, EventSink, MessageSent
-from .exceptions import PhalanxError, PlanError, UsageError
-from .hooks import from_config
+from .exceptions import BudgetExhausted, PhalanxError, PlanError, UsageError
 from .journal import Journal
-from .plan import Plan, load_plan
+from .plan.file import load_plan, plan_to_dict
+from .plan.model import Plan
 from .providers import Provider, ProviderRecipe, is_simulated, resolve_provider, split_provider
 from .runtime.engine import Engine, LocalEngine
 from .runtime.executor import AgentRunner
 from .runtime.governor import Gate, RateGovernor
 from .runtime.orchestrator import Orchestrator, Prior, RunGate, TaskRecord
 from .runtime.router import LLMPolicy
-from .status import Snapshot, StatusTracker
-from .styles import TTS_UNAVAILABLE_NOTE, extension, register_style, render_tts
-from .tools import BUILTIN_TOOLS, ToolContext, ToolSpec
-from .workspace import Workspace
+from .status.fold import Snapshot, StatusTracker, fmt_cost, fmt_duration
 
 __all__ = ["RunResult", "TaskResult", "resume", "run", "run_sync", "state_dir"]
 
@@ -91,10 +91,18 @@ class RunResult:
         """0 all succeeded, 1 some task failed or was skipped, 130 interrupted."""
         return {"succeeded": 0, "interrupted": 130}.get(self.status, 1)
 
-    def summary(self) -> str:
-        from .console import render_summary
+    def raise_for_status(self) -> RunResult:
+        """This result when the run succeeded; else :class:`BudgetExhausted` (a limit
+        stopped it) or :class:`PhalanxError` naming the status and reason. Results kept."""
+        if self.status == "succeeded":
+            return self
+        reason = self.snapshot.reason or f"{self.unfinished} task(s) not finished"
+        if self.status == "budget_exhausted":
+            raise BudgetExhausted(f"run {self.run_id}: {reason}")
+        raise PhalanxError(f"run {self.run_id} {self.status}: {reason}")
 
-        return render_summary(self)
+    def summary(self) -> str:
+        return _render_summary(self)
 
 
 def state_dir(path: str | os.PathLike[str] | None = None) -> Path:
@@ -265,7 +273,7 @@ def _agent_workspaces(
     if plan.isolation != "worktree":
         shared = Workspace(workspace, create=True)
         return dict.fromkeys(names, shared)
-    from . import isolation
+    from .agents import isolation
 
     paths = isolation.prepare(workspace, run_id, names, _worktrees(journal, run_id))
     return {n: Workspace(p) for n, p in paths.items()}
@@ -282,7 +290,7 @@ def _finish_isolation(
     user's decision: ``phalanx merge RUN_ID``)."""
     if plan.isolation != "worktree":
         return None
-    from . import isolation
+    from .agents import isolation
 
     root = _worktrees(journal, run_id)
     changed: dict[str, list[str]] | None = None
@@ -303,8 +311,8 @@ def _finish_isolation(
 
 def merge_run(run_id: str, *, state: str | os.PathLike[str] | None = None) -> Any:
     """Merge every agent branch of a ``isolation: worktree`` run into the workspace repo;
-    returns an :class:`phalanx.isolation.MergeReport` (conflicts listed, none left open)."""
-    from . import isolation
+    returns an :class:`phalanx.agents.isolation.MergeReport` (conflicts listed, none left open)."""
+    from .agents import isolation
 
     journal = Journal(state_dir(state) / "journal.sqlite")
     rec = journal.get_run(run_id)
@@ -643,3 +651,41 @@ def sync(make: Callable[[], Awaitable[T]]) -> T:
         return await make()
 
     return asyncio.run(main())
+
+
+def _render_summary(r: RunResult) -> str:
+    """The end-of-run summary the CLI prints (and ``RunResult.summary()`` returns)."""
+    s = r.snapshot
+    c = s.counts
+    sim = " · SIMULATED (sim provider)" if r.simulated else ""
+    u = s.usage
+    lines = [
+        f"run {r.run_id} {r.status} in {fmt_duration(s.elapsed)} ({s.elapsed:.2f}s){sim}",
+        f"  tasks: {c.get('succeeded', 0)} succeeded, {c.get('failed', 0)} failed, "
+        f"{c.get('skipped', 0)} skipped"
+        + (f", {r.unfinished} not finished" if r.unfinished else "")
+        + f" (of {s.total})",
+        f"  attempts: {s.attempts} ({s.failed_attempts} failed) · tokens: "
+        f"{u.input_tokens:,} in / {u.output_tokens:,} out · cost: {fmt_cost(u, r.simulated)}",
+    ]
+    if r.status in ("budget_exhausted", "error"):
+        lines.append(f"  why: {s.reason}")
+    elif r.status == "interrupted" and not s.reason.startswith("interrupted"):
+        lines.append(f"  why: {s.reason.split(': resume with')[0]}")  # e.g. the cluster is gone
+    if s.speedup is not None and s.busy_seconds > 0:
+        lines.append(
+            f"  speedup: {s.speedup:.1f}x over the sum of task times "
+            f"({s.busy_seconds:.2f}s of work in {s.elapsed:.2f}s)"
+        )
+    if r.changes is not None:
+        lines.append("  changed files (each agent on its own branch):")
+        lines += [
+            f"    {agent}: {', '.join(files) or 'nothing'}" for agent, files in r.changes.items()
+        ]
+        lines.append(f"  merge them with: phalanx merge {r.run_id}")
+    lines += [f"  note: {n}" for n in r.notes]
+    lines.append(f"  outputs: {r.outputs_dir}/")
+    lines.append(f"  journal: {r.journal_path} · details: phalanx status {r.run_id}")
+    if r.status == "interrupted":
+        lines.append(f"  resume with: phalanx resume {r.run_id}")
+    return "\n".join(lines)

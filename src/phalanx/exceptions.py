@@ -4,9 +4,15 @@
 
     PhalanxError
     ├── UsageError            a user can fix it: bad flag, unknown run id, missing key (exit 2)
-    │   └── PlanError         a plan file or Plan object is invalid (names file, field, line)
+    │   ├── PlanError         a plan file or Plan object is invalid (names file, field, line)
+    │   └── PlannerError      the planner's model gave no valid plan, or failed
     ├── ProviderError         a model call failed; ``error_class`` says how (see ErrorClass)
-    ├── BudgetExhausted       a run limit (USD, tokens, wall time) was reached
+    ├── ToolError             a tool refused or failed; the model is told ``code: message``
+    │   └── CommsError        a message or shared-context operation was refused
+    ├── StyleError            an answer does not fit its output style (also a ValueError)
+    ├── TTSRenderError        espeak-ng is installed but failed to render the audio
+    ├── VetoTask              raised by a Python ``before_task`` hook: do not run this task
+    ├── BudgetExhausted       a run limit was reached (``RunResult.raise_for_status()``)
     └── JournalError          the SQLite journal cannot be opened or is inconsistent
 
 Every error a user can cause is a ``UsageError`` whose ``str()`` is one line, printed by the
@@ -19,12 +25,18 @@ from enum import StrEnum
 
 __all__ = [
     "BudgetExhausted",
+    "CommsError",
     "ErrorClass",
     "JournalError",
     "PhalanxError",
     "PlanError",
+    "PlannerError",
     "ProviderError",
+    "StyleError",
+    "TTSRenderError",
+    "ToolError",
     "UsageError",
+    "VetoTask",
 ]
 
 
@@ -133,8 +145,64 @@ class ProviderError(PhalanxError):
 
 
 class BudgetExhausted(PhalanxError):
-    """A run limit was reached; new work stops, finished results are kept."""
+    """A run limit was reached; new work stopped, finished results were kept. A run ends
+    ``budget_exhausted`` without raising; :meth:`phalanx.RunResult.raise_for_status` raises
+    this for callers that want an exception."""
 
 
 class JournalError(PhalanxError):
     """The journal cannot be used (unreadable file, unknown run, schema mismatch)."""
+
+
+class PlannerError(UsageError):
+    """The planner gave no valid plan, or its model failed. ``str()`` is one line."""
+
+
+class ToolError(PhalanxError):
+    """A tool refused or failed, in a way the model should be told about.
+
+    ``code`` is a stable word (``path_outside_workspace``, ``not_found``, ``not_a_file``,
+    ``not_a_directory``, ``not_text``, ``too_large``, ``edit_no_match``, ``edit_ambiguous``,
+    ``command_not_allowed``, ``shell_metacharacters``, ``timeout``, ``bad_arguments``,
+    ``permission_denied``, ``io_error``); ``message`` is one line. ``detail`` is optional
+    extra text for the model (e.g. a timed-out command's partial output).
+    ``str(err)`` is ``"{code}: {message}"``.
+    """
+
+    def __init__(self, code: str, message: str, *, detail: str = "") -> None:
+        self.code = code
+        line = " ".join(message.split())
+        self.message = line if len(line) <= 400 else line[:397] + "..."
+        self.detail = detail
+        super().__init__(f"{code}: {self.message}")
+
+
+class CommsError(ToolError):
+    """A send or a shared-context operation was refused. ``code`` is one of
+    ``messaging_disabled``, ``not_allowed``, ``unknown_agent``, ``too_many_recipients``,
+    ``too_long``, ``version_conflict``, ``bad_arguments``.
+
+    It is a :class:`ToolError`: through
+    :func:`~phalanx.agents.tools.call_tool` it reaches the model as ``"error: code: message"``.
+    """
+
+
+class StyleError(PhalanxError, ValueError):
+    """An answer does not fit its style. ``str()`` is one line: ``"{path}: {message}"``."""
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        self.message = " ".join(message.split())
+        super().__init__(f"{path}: {self.message}")
+
+
+class TTSRenderError(PhalanxError):
+    """``espeak-ng`` is installed but failed to render the audio."""
+
+
+class VetoTask(PhalanxError):
+    """Raised by a Python ``before_task`` hook: do not run this task."""
+
+    def __init__(self, reason: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason

@@ -14,10 +14,10 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .agents import AgentSpec, assign_names
+from .agents.spec import AgentSpec, assign_names
 from .api import RunResult, run, sync
 from .ids import AgentName, TaskId
-from .plan import Limits, Plan, Task
+from .plan.model import Limits, Plan, Task
 
 __all__ = ["AgentPipeline", "AgentSwarm", "Pipeline", "Swarm", "Team"]
 
@@ -127,7 +127,7 @@ class Swarm(_Runnable):
     ``roles``); ``distribute_work`` assigns task i to agent i % size (round-robin), and idle
     agents still steal from busy ones.
 
-    ``spec`` may name a saved agent (``"reviewer@2"``, see :mod:`phalanx.library`). With
+    ``spec`` may name a saved agent (``"reviewer@2"``, see :mod:`phalanx.plan.library`). With
     ``min_eval_score`` the swarm "scales only if performance is good": it starts with
     ``start_agents`` agents per role (default 1) and the autoscaler grows it towards ``size``
     only when the spec's last eval pass rate reaches the score; otherwise the run's
@@ -153,7 +153,7 @@ class Swarm(_Runnable):
         self.prices: dict[str, Any] = {}
         saved_providers: dict[str, Any] = {}
         if isinstance(spec, str):
-            from .library import load
+            from .plan.library import load
 
             saved = load(spec)
             spec = saved.agent_spec()

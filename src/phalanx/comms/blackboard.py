@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ..context import estimate_tokens
+from ..agents.context import estimate_tokens
 from ..events import ContextRead, ContextWritten, Event
 from .bus import CommsError
 

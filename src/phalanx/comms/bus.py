@@ -6,7 +6,7 @@ its prompt. Messages are queued per recipient and delivered by :meth:`MessageBus
 into the agent's next prompt (:func:`render_inbox`). Every send is kept in
 :attr:`MessageBus.communication_log` and emitted as one
 :class:`~phalanx.events.MessageSent`, whose ``tokens`` are the text's estimated tokens
-(:func:`~phalanx.context.estimate_tokens`) times the number of recipients: each recipient
+(:func:`~phalanx.agents.context.estimate_tokens`) times the number of recipients: each recipient
 pays to read it; the sender's cost of writing it is already in its own output tokens.
 
 A :class:`MessagePolicy` bounds the fan-out, so "everyone talks to everyone" can be switched
@@ -24,10 +24,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from ..context import estimate_tokens
+from ..agents.context import estimate_tokens
 from ..events import Event, MessageSent
-from ..exceptions import UsageError
-from ..workspace import ToolError
+from ..exceptions import CommsError, UsageError
+from ..plan.config import MessagePolicy
 
 __all__ = [
     "CommsError",
@@ -39,16 +39,6 @@ __all__ = [
 ]
 
 MessageKind = Literal["broadcast", "direct"]
-
-
-class CommsError(ToolError):
-    """A send or a shared-context operation was refused. ``code`` is one of
-    ``messaging_disabled``, ``not_allowed``, ``unknown_agent``, ``too_many_recipients``,
-    ``too_long``, ``version_conflict``, ``bad_arguments``.
-
-    It is a :class:`~phalanx.workspace.ToolError` (so a :class:`~phalanx.exceptions.PhalanxError`):
-    through :func:`~phalanx.tools.call_tool` it reaches the model as ``"error: code: message"``.
-    """
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,29 +53,6 @@ class Message:
     task_id: str
     ts: float
     tokens: int
-
-
-@dataclass(frozen=True, kw_only=True)
-class MessagePolicy:
-    """What agents may send.
-
-    ``enabled``: messaging at all. ``broadcast_roles``: the roles that may broadcast (``None``:
-    every role; an empty set: nobody). ``allow_direct``: whether direct (mesh) messages are
-    allowed. ``max_recipients``: the most recipients one message may reach (a broadcast to
-    more agents is refused, not cut). ``max_chars``: the longest message text.
-    """
-
-    enabled: bool = True
-    broadcast_roles: frozenset[str] | None = None
-    max_recipients: int | None = None
-    max_chars: int = 4000
-    allow_direct: bool = True
-
-    def __post_init__(self) -> None:
-        if self.max_recipients is not None and self.max_recipients < 1:
-            raise UsageError("message policy: max_recipients must be at least 1")
-        if self.max_chars < 1:
-            raise UsageError("message policy: max_chars must be at least 1")
 
 
 def _no_event(event: Event) -> None:

@@ -1,11 +1,11 @@
 """The communication tools: how an agent sends messages and uses the shared context.
 
-Each reads :attr:`ToolContext.agent <phalanx.tools.ToolContext.agent>` (who calls) and
-:attr:`ToolContext.comms <phalanx.tools.ToolContext.comms>` (the run's
+Each reads :attr:`ToolContext.agent <phalanx.agents.tools.ToolContext.agent>` (who calls) and
+:attr:`ToolContext.comms <phalanx.agents.tools.ToolContext.comms>` (the run's
 :class:`~phalanx.comms.Comms`; ``None`` -> ``error: messaging_disabled: ...``). Messages and
 writes are logged under the agent's current task (:meth:`~phalanx.comms.Comms.task_of`).
 Results are short text for the model; a refusal (:class:`~phalanx.comms.bus.CommsError`)
-comes back through :func:`~phalanx.tools.call_tool` as ``"error: code: message"``.
+comes back through :func:`~phalanx.agents.tools.call_tool` as ``"error: code: message"``.
 
 The tools are coroutines, so they run on the run's event loop, never in a worker thread:
 the bus and the board need no locks.
@@ -21,12 +21,12 @@ import dataclasses
 import json
 from typing import TYPE_CHECKING, Any, cast
 
-from ..tools import ToolContext, ToolSpec, tool
+from ..agents.tools import ToolContext, ToolSpec, tool
 from .blackboard import SharedContext
 from .bus import CommsError
 
 if TYPE_CHECKING:
-    from . import Comms
+    from .hub import Comms
 
 __all__ = ["COMMS_TOOLS", "decode_value"]
 
@@ -151,5 +151,5 @@ COMMS_TOOLS: dict[str, ToolSpec] = {
         tool(name="context_query")(_context_query),
     )
 }
-"""The communication tools by name; each needs a :class:`~phalanx.tools.ToolContext` whose
+"""The communication tools by name; each needs a :class:`~phalanx.agents.tools.ToolContext` whose
 ``comms`` is the run's :class:`~phalanx.comms.Comms` and whose ``agent`` is the caller."""

@@ -99,7 +99,7 @@ class LocalModelProvider:
         try:
             self.opts = LocalOptions.model_validate(dict(options or {}))
         except ValidationError as exc:
-            from .._planfile import describe_error
+            from .._util import describe_error
 
             err = exc.errors()[0]
             where = ".".join(str(p) for p in err["loc"])

@@ -100,7 +100,7 @@ class SimProvider:
         try:
             opts = SimOptions.model_validate(dict(options or {}))
         except ValidationError as exc:
-            from .._planfile import describe_error
+            from .._util import describe_error
 
             err = exc.errors()[0]
             where = ".".join(str(p) for p in err["loc"] if not str(p)[:1].isupper())

@@ -11,34 +11,13 @@ caller passes the time, so tests drive it with any clock.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
 from typing import Literal
+
+from ..plan.config import BreakerConfig
 
 __all__ = ["BreakerConfig", "CircuitBreaker", "State"]
 
 State = Literal["closed", "open", "half_open"]
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class BreakerConfig:
-    window: int = 20  # attempts remembered
-    threshold: float = 0.5  # error rate that opens the breaker
-    min_volume: int = 5  # attempts needed in the window before it may open
-    cooldown: float = 30.0  # seconds open before a half-open probe
-    enabled: bool = True
-    # A provider's breaker is for outages (a revoked key, a dead endpoint), not for one bad
-    # agent: it looks at more attempts and needs a higher error rate.
-    provider_window: int = 50
-    provider_threshold: float = 0.9
-
-    def for_provider(self) -> BreakerConfig:
-        return BreakerConfig(
-            window=self.provider_window,
-            threshold=self.provider_threshold,
-            min_volume=max(self.min_volume, 10),
-            cooldown=self.cooldown,
-            enabled=self.enabled,
-        )
 
 
 class CircuitBreaker:

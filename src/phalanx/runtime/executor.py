@@ -14,16 +14,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..agents import AgentSpec
+from ..agents.spec import AgentSpec
+from ..agents.styles import StyleError, get_style, parse_output, repair_prompt
+from ..agents.tools import ToolContext, ToolResult, ToolSpec, call_tool
 from ..cost import ZERO, Price, Usage
 from ..events import OutputRejected, ToolCalled
 from ..exceptions import ErrorClass, ProviderError
-from ..plan import Task
+from ..plan.model import Task
 from ..providers import ProviderRecipe
 from ..providers.base import Completion, CompletionRequest, Message, Provider, ToolDef
 from ..redaction import redact
-from ..styles import StyleError, get_style, parse_output, repair_prompt
-from ..tools import ToolContext, ToolResult, ToolSpec, call_tool
 from .governor import Gate
 
 __all__ = ["AgentRunner", "Attempt", "Outcome", "Upstream", "build_request"]

@@ -11,24 +11,15 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from ..cost import Usage
 from ..events import Event
+from ..plan.config import RateLimit
 
 __all__ = ["Gate", "RateGovernor", "RateLimit"]
 
 WINDOW = 60.0
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class RateLimit:
-    rpm: int | None = None  # requests per minute
-    tpm: int | None = None  # tokens per minute (estimated before a call, settled after)
-    # seconds added to the 60 s window: requests released exactly 60 s apart can arrive
-    # less than 60 s apart (network jitter) and meet in one of the server's windows
-    margin: float = 0.0
 
 
 # Conservative defaults for the hosted APIs (their lowest paid tiers); a plan's

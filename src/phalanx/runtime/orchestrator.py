@@ -15,7 +15,8 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..agents import AgentSpec, _name_candidates
+from ..agents.hooks import HookOutcome, HookRunner, from_config, payload
+from ..agents.spec import AgentSpec, _name_candidates
 from ..cost import ZERO, Usage
 from ..events import (
     AgentInfo,
@@ -41,9 +42,8 @@ from ..events import (
     TaskSucceeded,
 )
 from ..exceptions import ErrorClass
-from ..hooks import HookOutcome, HookRunner, from_config, payload
 from ..ids import AgentName, TaskId
-from ..plan import Plan, Task
+from ..plan.model import Plan, Task
 from .breaker import CircuitBreaker
 from .engine import Engine, EngineLost
 from .executor import AgentRunner, Attempt, Outcome, Upstream

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ..plan import Task
+from ..plan.model import Task
 
 __all__ = [
     "AgentSlot",

@@ -28,11 +28,11 @@ from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..agents.tools import call_tool
 from ..comms.tools import COMMS_TOOLS
 from ..events import AgentPlaced
 from ..exceptions import ErrorClass, UsageError
-from ..plan import EngineConfig
-from ..tools import call_tool
+from ..plan.model import EngineConfig
 from .engine import EngineLost, OnOutcome
 from .executor import AgentRunner, Attempt, Outcome
 from .governor import Gate

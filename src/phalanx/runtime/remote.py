@@ -25,15 +25,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..agents import AgentSpec
+from ..agents.spec import AgentSpec
+from ..agents.styles import BUILTIN_STYLES, STYLES, Style, register_style
+from ..agents.tools import ToolContext, ToolResult, ToolSpec
+from ..agents.workspace import ToolError, Workspace
 from ..cost import Price, Usage
 from ..events import Event
 from ..exceptions import ErrorClass
 from ..providers import Provider, ProviderRecipe
 from ..redaction import redact
-from ..styles import BUILTIN_STYLES, STYLES, Style, register_style
-from ..tools import ToolContext, ToolResult, ToolSpec
-from ..workspace import ToolError, Workspace
 from .executor import AgentRunner, Attempt, Outcome
 from .governor import Gate
 

@@ -13,7 +13,7 @@ import asyncio
 import json
 from collections.abc import Sequence
 
-from ..plan import RouterConfig, Task
+from ..plan.model import RouterConfig, Task
 from ..providers.base import CompletionRequest, Message, Provider
 from .governor import Gate
 from .policies import AgentSlot, BestFit, fit_score

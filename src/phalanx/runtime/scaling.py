@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..agents import AgentSpec
+from ..agents.spec import AgentSpec
+from ..plan.config import AutoscaleConfig
 
 __all__ = [
     "AutoscaleConfig",
@@ -64,15 +65,6 @@ def scale_vertically(
 def hybrid_scale(spec: AgentSpec, count: int, **improvements: Any) -> list[AgentSpec]:
     """Optimise one spec, then clone it: the strategy's "perfect one, then replicate"."""
     return scale_vertically(spec, **improvements).clone(count)
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class AutoscaleConfig:
-    start_agents: int = 1  # per role, at the start
-    interval: float = 5.0  # seconds between decisions
-    min_gain: float = 0.5  # an added agent must bring this share of an agent's throughput
-    retire_after: float = 30.0  # idle seconds before an agent is retired
-    max_step: int | None = None  # at most this many agents added at once (None: double)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

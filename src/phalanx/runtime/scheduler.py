@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from ..ids import TaskId
-from ..plan import Plan, Task
+from ..plan.model import Plan, Task
 from .policies import AgentSlot, FreeAgents, Policy
 
 __all__ = ["DagState", "ReadyQueue", "assign"]

@@ -11,9 +11,9 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from .agents import ROLES
-from .cost import ZERO, Usage
-from .events import (
+from ..agents.spec import ROLES
+from ..cost import ZERO, Usage
+from ..events import (
     AgentJoined,
     AgentPlaced,
     AgentRetired,

@@ -1,6 +1,6 @@
 """OpenTelemetry: one span per attempt, as an event sink (optional extra ``otel``).
 
-    from phalanx.otel import OTelSink
+    from phalanx.status.otel import OTelSink
     phalanx.run_sync(plan, sinks=[OTelSink()])      # spans go to your configured exporter
 
 Each span is named ``phalanx.attempt``, starts and ends at the attempt's times, and carries
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .events import AttemptFinished, AttemptStarted, Event, RunStarted
-from .exceptions import UsageError
+from ..events import AttemptFinished, AttemptStarted, Event, RunStarted
+from ..exceptions import UsageError
 
 __all__ = ["OTelSink"]
 

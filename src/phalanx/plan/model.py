@@ -9,21 +9,18 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .agents import CATEGORIES, AgentSpec, Category, assign_names
-from .cost import Price
+from ..agents.spec import CATEGORIES, AgentSpec, Category, assign_names
+from ..cost import Price
 
 if TYPE_CHECKING:
-    from .styles import Style
-from .comms.bus import MessagePolicy
-from .exceptions import PlanError, UsageError
-from .ids import AgentName, TaskId
-from .runtime.breaker import BreakerConfig
-from .runtime.governor import RateLimit
-from .runtime.scaling import AutoscaleConfig
+    from ..agents.styles import Style
+from ..exceptions import PlanError, UsageError
+from ..ids import AgentName, TaskId
+from .config import AutoscaleConfig, BreakerConfig, MessagePolicy, RateLimit
 
 __all__ = [
     "POLICIES",
@@ -34,12 +31,17 @@ __all__ = [
     "RetryConfig",
     "Task",
     "decompose_project",
-    "load_plan",
 ]
 
 POLICIES = ("round_robin", "least_loaded", "best_fit", "llm")
 MAX_AGENTS = 100_000
 TASK_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+# The plan-file layer above this module (phalanx.plan.file) registers its parser here when
+# phalanx.plan is imported (always before any of its modules), so Plan.from_dict works
+# without this module importing the layer that imports it.
+_PARSER: list[Callable[..., Plan]] = []
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -79,7 +81,7 @@ class Limits:
     comm_overhead_warning: float = 0.25  # alert when communication tokens / work tokens pass it
     lease_seconds: float | None = None  # an attempt without a result by then is reassigned
     # the autoscaler clones a role beyond start_agents only if its spec's last eval pass rate
-    # (phalanx.library) is at least this; a spec with no eval is held too (docs/eval.md)
+    # (phalanx.plan.library) is at least this; a spec with no eval is held too (docs/eval.md)
     min_eval_score: float | None = None
 
 
@@ -209,9 +211,9 @@ class Plan:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str | None = None) -> Plan:
-        from ._planfile import plan_from_data
-
-        return plan_from_data(data, source=source)
+        """A plan from plan-file data (what YAML gives), validated like a file."""
+        assert _PARSER, "phalanx.plan.file registers the parser when phalanx.plan is imported"
+        return _PARSER[0](data, source=source)
 
     # -- queries ---------------------------------------------------------------------------
     @property
@@ -438,7 +440,7 @@ class Plan:
 
     def own_styles(self) -> list[Style]:
         """The plan's ``styles:`` as Style objects (a bad one is a PlanError)."""
-        from .styles import BUILTIN_STYLES, style_from_config
+        from ..agents.styles import BUILTIN_STYLES, style_from_config
 
         out = []
         for name, config in self.styles.items():
@@ -451,7 +453,7 @@ class Plan:
         return out
 
     def _validate_styles(self) -> None:
-        from .styles import STYLES
+        from ..agents.styles import STYLES
 
         known = set(STYLES) | {s.name for s in self.own_styles()}
         where = [(f"agents[{i}].style", a.style) for i, a in enumerate(self.agents)]
@@ -463,7 +465,7 @@ class Plan:
                 )
 
     def _validate_hooks(self) -> None:
-        from .hooks import from_config
+        from ..agents.hooks import from_config
 
         from_config(list(self.hooks), where="hooks", file=self.source)
         if self.raw is not None:
@@ -587,13 +589,6 @@ def _find_cycle(needs: Mapping[TaskId, Sequence[TaskId]]) -> list[TaskId]:
         node = next(n for n in sorted(needs[node]) if n in needs)
     cycle = path[index[node] :]
     return [*cycle, node]
-
-
-def load_plan(path: str) -> Plan:
-    """Read and validate a YAML plan file; every problem is one :class:`PlanError` line."""
-    from ._planfile import load_plan_file
-
-    return load_plan_file(path)
 
 
 def decompose_project(plan: Plan) -> dict[str, list[Task]]:

@@ -45,7 +45,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .exceptions import PhalanxError, UsageError
+from ..exceptions import ToolError, UsageError
 
 __all__ = [
     "Listing",
@@ -66,25 +66,6 @@ _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _OUTSIDE = "path_outside_workspace"
-
-
-class ToolError(PhalanxError):
-    """A tool refused or failed, in a way the model should be told about.
-
-    ``code`` is a stable word (``path_outside_workspace``, ``not_found``, ``not_a_file``,
-    ``not_a_directory``, ``not_text``, ``too_large``, ``edit_no_match``, ``edit_ambiguous``,
-    ``command_not_allowed``, ``shell_metacharacters``, ``timeout``, ``bad_arguments``,
-    ``permission_denied``, ``io_error``); ``message`` is one line. ``detail`` is optional
-    extra text for the model (e.g. a timed-out command's partial output).
-    ``str(err)`` is ``"{code}: {message}"``.
-    """
-
-    def __init__(self, code: str, message: str, *, detail: str = "") -> None:
-        self.code = code
-        line = " ".join(message.split())
-        self.message = line if len(line) <= 400 else line[:397] + "..."
-        self.detail = detail
-        super().__init__(f"{code}: {self.message}")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -17,13 +17,13 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from . import __version__
-from .api import RunResult, resume, run, state_dir
-from .console import LineLog
-from .exceptions import PhalanxError, UsageError, one_line
-from .journal import Journal
-from .plan import POLICIES
-from .status import StatusTracker, render_text
+from .. import __version__
+from ..api import RunResult, resume, run, state_dir
+from ..exceptions import PhalanxError, UsageError, one_line
+from ..journal import Journal
+from ..plan.model import POLICIES
+from ..status.console import LineLog
+from ..status.fold import StatusTracker, render_text
 
 __all__ = ["main"]
 
@@ -226,14 +226,14 @@ def _progress_sinks(args: argparse.Namespace) -> list[Any]:
     if args.quiet:
         return []
     if not args.no_tui and sys.stdout.isatty():
-        from .tui import LiveStatus
+        from ..status.tui import LiveStatus
 
         return [LiveStatus()]
     return [LineLog()]
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    from .planner import DEFAULT_PLANNER, plan_text, write_plan
+    from ..plan.planner import DEFAULT_PLANNER, plan_text, write_plan
 
     provider = args.provider or DEFAULT_PLANNER
     if args.output:
@@ -244,7 +244,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from .report import render_report
+    from ..status.report import render_report
 
     journal = Journal(state_dir(args.state_dir) / "journal.sqlite")
     rec = journal.get_run(args.run_id) if args.run_id else journal.latest_run()
@@ -265,7 +265,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
-    from .web import serve
+    from ..status.web import serve
 
     def ready(url: str) -> None:
         print(f"dashboard: {url}", flush=True)
@@ -299,7 +299,7 @@ def _engine_args(p: argparse.ArgumentParser) -> None:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     if args.web:
-        from .web import DashboardThread
+        from ..status.web import DashboardThread
 
         with DashboardThread(state_dir(args.state_dir), run_id=args.run_id) as url:
             print(f"dashboard: {url}", flush=True)
@@ -348,7 +348,7 @@ def _cmd_resume(args: argparse.Namespace) -> int:
 
 
 def _cmd_merge(args: argparse.Namespace) -> int:
-    from .api import merge_run
+    from ..api import merge_run
 
     report = merge_run(args.run_id, state=args.state_dir)
     print(report.render())
@@ -458,7 +458,7 @@ def _copy_example(name: str, dest: Path) -> int:
 
 
 def _add_template_commands(sub: Any) -> None:
-    from .templates import TEMPLATES
+    from ..plan.templates import TEMPLATES
 
     names = "; ".join(f"{k}: {v}" for k, v in TEMPLATES.items())
     it = sub.add_parser("init", help="write an editable plan from a template or an example")
@@ -488,8 +488,8 @@ def _add_template_commands(sub: Any) -> None:
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
-    from .plan import load_plan
-    from .templates import init_template
+    from ..plan.file import load_plan
+    from ..plan.templates import init_template
 
     if args.example:
         return _copy_example(args.example, Path(args.dir))
@@ -511,7 +511,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
 
 
 def _cmd_roles(args: argparse.Namespace) -> int:
-    from .agents import ROLES
+    from ..agents.spec import ROLES
 
     width = max(len(r) for r in ROLES) + 2
     print(f"{'ROLE':<{width}}{'CATEGORIES':<16}DESCRIPTION")
@@ -523,7 +523,7 @@ def _cmd_roles(args: argparse.Namespace) -> int:
 
 def _sequential_plan(args: argparse.Namespace) -> Any:
     """``run --sequential``: the plan on one agent, in dependency order."""
-    from .plan import load_plan
+    from ..plan.file import load_plan
 
     if args.agents is not None:
         raise UsageError("--sequential runs on one agent: drop --agents")
@@ -593,7 +593,7 @@ def _add_eval_commands(sub: Any) -> None:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from .evals import EvalReport, evaluate
+    from ..evals.runner import EvalReport, evaluate
 
     sinks = [] if args.json else _progress_sinks(args)
     coro = evaluate(
@@ -636,12 +636,12 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _cmd_agents(args: argparse.Namespace) -> int:
-    from .library import Library
+    from ..plan.library import Library
 
     lib = Library()
     scope: Any = "user" if getattr(args, "user", False) else None
     if args.action == "save":
-        from .library import from_plan
+        from ..plan.file import from_plan
 
         spec, styles, providers, prices = from_plan(args.source)
         saved, new = lib.save(

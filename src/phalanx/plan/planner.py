@@ -4,7 +4,7 @@
 their dependencies and roles, and for the agents (role, output style, count), as JSON
 constrained by :data:`PLAN_SCHEMA`, a compact subset of the plan format. The answer is
 turned into plan-file data (:func:`plan_data`) and validated by the plan schema itself
-(:func:`phalanx._planfile.plan_from_data`). An answer that is not valid (not JSON, outside
+(:func:`phalanx.plan.file.plan_from_data`). An answer that is not valid (not JSON, outside
 the schema, an unknown dependency, a cycle, a duplicate id, a task that needs itself, cut
 off at the token limit) is re-asked with its one-line error, up to ``max_reasks`` times;
 then :class:`PlannerError` names the last error. A failing model is a one-line
@@ -31,6 +31,7 @@ was generated; :func:`write_plan` asks the planner and writes that file.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as _dt
 import json
 import re
@@ -40,11 +41,10 @@ from typing import Any
 
 import yaml
 
-from .agents import ROLES
-from .api import sync
-from .exceptions import PlanError, ProviderError, UsageError
-from .plan import Plan
-from .providers import (
+from ..agents.spec import ROLES
+from ..agents.styles import BUILTIN_STYLES, StyleError, parse_output
+from ..exceptions import PlanError, PlannerError, ProviderError, UsageError
+from ..providers import (
     Completion,
     CompletionRequest,
     Message,
@@ -52,7 +52,7 @@ from .providers import (
     resolve_provider,
     split_provider,
 )
-from .styles import BUILTIN_STYLES, StyleError, parse_output
+from .model import Plan
 
 __all__ = [
     "ADDED_AGENT_STYLE",
@@ -226,10 +226,6 @@ EXAMPLE: dict[str, Any] = {  # shown to the planner; fits both schemas
 }
 
 
-class PlannerError(UsageError):
-    """The planner gave no valid plan, or its model failed. ``str()`` is one line."""
-
-
 # --- the question ---------------------------------------------------------------------------
 
 
@@ -374,7 +370,7 @@ def _check(completion: Completion, plan_kw: Mapping[str, Any]) -> tuple[dict[str
         raise ValueError(str(exc)) from None
     data = plan_data(answer, **plan_kw)
     _check_prompts(data["tasks"])
-    from ._planfile import plan_from_data
+    from .file import plan_from_data
 
     try:
         return data, plan_from_data(data, source="planner answer")
@@ -510,7 +506,7 @@ async def decompose_async(
 
 def decompose(goal: str, **kwargs: Any) -> Plan:
     """:func:`decompose_async` for code without an event loop (same keywords)."""
-    return sync(lambda: decompose_async(goal, **kwargs))
+    return asyncio.run(decompose_async(goal, **kwargs))
 
 
 # --- the file -------------------------------------------------------------------------------
@@ -566,7 +562,7 @@ def plan_yaml(
 def plan_text(goal: str, **kwargs: Any) -> str:
     """Decompose ``goal`` (keywords as for :func:`decompose_async`) and return the plan file's
     text (:func:`plan_yaml`), for code without an event loop."""
-    data, _ = sync(lambda: decompose_data_async(goal, **kwargs))
+    data, _ = asyncio.run(decompose_data_async(goal, **kwargs))
     return plan_yaml(data, goal=goal, provider=str(kwargs.get("provider", DEFAULT_PLANNER)))
 
 

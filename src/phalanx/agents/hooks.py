@@ -54,8 +54,8 @@ from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any, Literal, get_args
 
-from .events import Alert, Event, event_to_dict
-from .exceptions import PlanError
+from ..events import Alert, Event, event_to_dict
+from ..exceptions import PlanError, VetoTask
 
 __all__ = [
     "HOOK_POINTS",
@@ -100,14 +100,6 @@ class Veto:
     """Returned by a Python ``before_task`` hook: do not run this task."""
 
     reason: str = ""
-
-
-class VetoTask(Exception):
-    """Raised by a Python ``before_task`` hook: do not run this task."""
-
-    def __init__(self, reason: str = "") -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 @dataclass(frozen=True, kw_only=True)

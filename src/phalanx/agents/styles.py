@@ -32,7 +32,7 @@ from typing import Any
 import yaml
 from yaml.constructor import ConstructorError
 
-from .exceptions import PhalanxError, UsageError
+from ..exceptions import StyleError, TTSRenderError, UsageError
 
 __all__ = [
     "BUILTIN_STYLES",
@@ -63,19 +63,6 @@ TTS_TIMEOUT_S = 120.0
 TTS_UNAVAILABLE_NOTE = (
     "espeak-ng is not installed: no audio rendered; install it with apt-get install espeak-ng"
 )
-
-
-class StyleError(ValueError):
-    """An answer does not fit its style. ``str()`` is one line: ``"{path}: {message}"``."""
-
-    def __init__(self, path: str, message: str) -> None:
-        self.path = path
-        self.message = " ".join(message.split())
-        super().__init__(f"{path}: {self.message}")
-
-
-class TTSRenderError(PhalanxError):
-    """``espeak-ng`` is installed but failed to render the audio."""
 
 
 @dataclass(frozen=True, kw_only=True)

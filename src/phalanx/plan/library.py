@@ -10,7 +10,7 @@ saved once it does well, evaluated (``phalanx eval``), and referenced by plans a
 
 Layout: ``NAME/VERSION.yaml`` is the spec (written once, read-only: a version never changes),
 ``NAME/VERSION.evals.jsonl`` its eval history (one JSON line per eval, appended by
-:func:`phalanx.evals.evaluate`), and ``NAME/VERSION.removed`` marks a removed version, so its
+:func:`phalanx.evals.runner.evaluate`), and ``NAME/VERSION.removed`` marks a removed version, so its
 number is never given to another spec. ``NAME`` alone means the latest version.
 """
 
@@ -30,10 +30,11 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from ._planfile import PriceModel
-from .agents import AgentSpec
-from .cost import Price
-from .exceptions import PlanError, UsageError
+from .._util import describe_error
+from ..agents.spec import AgentSpec
+from ..cost import Price
+from ..exceptions import PlanError, UsageError
+from .schema import AgentModel, PriceModel
 
 __all__ = [
     "PROJECT_ENV",
@@ -230,8 +231,6 @@ class SavedAgent:
 
 
 def _spec_from_dict(data: Mapping[str, Any], where: str) -> AgentSpec:
-    from ._planfile import AgentModel, describe_error
-
     try:
         model = AgentModel.model_validate(dict(data))
     except ValidationError as exc:
@@ -422,42 +421,3 @@ def _render(saved: SavedAgent) -> str:
 def load(ref: str) -> SavedAgent:
     """The saved agent ``NAME`` or ``NAME@VERSION`` from the default folders."""
     return Library().get(ref)
-
-
-# -- saving from a plan --------------------------------------------------------------------------
-
-
-def from_plan(source: str) -> tuple[AgentSpec, dict[str, Any], dict[str, Any], dict[str, Price]]:
-    """``PLAN.yaml:ROLE`` (or ``PLAN.yaml:AGENT_NAME``): the agent spec of that plan, with the
-    plan's own style it uses, its provider's options and price. Errors are one line."""
-    from .plan import load_plan
-
-    path, sep, who = source.rpartition(":")
-    if not sep or not path or not who:
-        raise UsageError(f"{source!r}: expected PLAN.yaml:ROLE (a plan file and a role in it)")
-    plan = load_plan(path)
-    named = [a for a in plan.agents if a.name == who]
-    chosen = named or [a for a in plan.agents if a.role == who]
-    if not chosen:
-        roles = ", ".join(sorted({a.role for a in plan.agents}))
-        raise UsageError(f"{path}: no agent with role or name {who!r} (roles: {roles})")
-    distinct: list[dict[str, Any]] = []
-    for a in chosen:
-        d = spec_to_dict(dataclasses.replace(a, provider=a.provider or plan.provider))
-        if d not in distinct:
-            distinct.append(d)
-    if len(distinct) > 1:
-        names = ", ".join(sorted(a.name or "" for a in chosen))
-        raise UsageError(
-            f"{path}: {len(distinct)} different specs have role {who!r} ({names}); "
-            "name one agent instead: PLAN.yaml:NAME"
-        )
-    spec = dataclasses.replace(chosen[0], provider=chosen[0].provider or plan.provider)
-    styles = {k: dict(v) for k, v in plan.styles.items() if k == spec.style}
-    providers: dict[str, Any] = {}
-    prices: dict[str, Price] = {}
-    if spec.provider:
-        kind = spec.provider.partition(":")[0]
-        providers = {k: dict(v) for k, v in plan.providers.items() if k in (spec.provider, kind)}
-        prices = {k: v for k, v in plan.prices.items() if spec.provider.startswith(k)}
-    return spec, styles, providers, prices

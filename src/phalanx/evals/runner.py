@@ -28,7 +28,7 @@ has its own agent and its own copy of the fixture (the agent's file tools and it
 check is a task that needs the case's task, pinned to a judge agent that answers
 ``{"verdict": "pass"|"fail", "reason": ...}``. Then the checks are scored, and the report
 (``eval.json``, ``eval.md``) is written beside the run's outputs. A saved agent's results
-are appended to its eval history in the library (:mod:`phalanx.library`), which is what
+are appended to its eval history in the library (:mod:`phalanx.plan.library`), which is what
 ``limits.min_eval_score`` reads.
 
 Statistics, per spec: pass rate = case runs whose task succeeded and passed every check,
@@ -63,19 +63,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ._planfile import (
-    CommandsModel,
-    PriceModel,
-    RateLimitModel,
-    _loc_str,
-    describe_error,
-    read_yaml,
-)
-from .agents import AgentSpec, assign_names
-from .api import RunResult, new_run_id, run, state_dir, sync
-from .context import load_context
-from .cost import ZERO, Price, Usage
-from .events import (
+from .._util import describe_error
+from ..agents.context import load_context
+from ..agents.spec import AgentSpec, assign_names
+from ..agents.styles import StyleError, get_style, parse_json, parse_output
+from ..agents.tools import BUILTIN_TOOLS, ToolContext, ToolSpec, scrub_env
+from ..agents.workspace import Workspace
+from ..api import RunResult, new_run_id, run, state_dir, sync
+from ..cost import ZERO, Price, Usage
+from ..events import (
     Alert,
     AttemptStarted,
     EventSink,
@@ -85,16 +81,15 @@ from .events import (
     TaskSkipped,
     TaskSucceeded,
 )
-from .exceptions import PlanError, UsageError
-from .ids import TaskId
-from .journal import Journal
-from .library import EvalRecord, Library, SavedAgent, from_plan
-from .plan import Commands, Limits, Plan, Task
-from .providers import Provider
-from .runtime.governor import RateLimit
-from .styles import StyleError, get_style, parse_json, parse_output
-from .tools import BUILTIN_TOOLS, ToolContext, ToolSpec, scrub_env
-from .workspace import Workspace
+from ..exceptions import PlanError, UsageError
+from ..ids import TaskId
+from ..journal import Journal
+from ..plan.config import RateLimit
+from ..plan.file import _loc_str, from_plan, read_yaml
+from ..plan.library import EvalRecord, Library, SavedAgent
+from ..plan.model import Commands, Limits, Plan, Task
+from ..plan.schema import CommandsModel, PriceModel, RateLimitModel
+from ..providers import Provider
 
 __all__ = [
     "CHECK_KINDS",

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .exceptions import UsageError
+from ..exceptions import UsageError
 
 __all__ = [
     "BASE_FILE",

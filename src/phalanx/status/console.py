@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from typing import TYPE_CHECKING, TextIO
+from typing import TextIO
 
-from .events import (
+from ..events import (
     Alert,
     Event,
     RetryScheduled,
@@ -16,12 +16,8 @@ from .events import (
     TaskSkipped,
     TaskSucceeded,
 )
-from .status import fmt_cost, fmt_duration
 
-if TYPE_CHECKING:
-    from .api import RunResult
-
-__all__ = ["LineLog", "render_summary"]
+__all__ = ["LineLog"]
 
 
 class LineLog:
@@ -67,40 +63,3 @@ class LineLog:
     def _print(self, line: str) -> None:
         with contextlib.suppress(OSError, ValueError):  # a closed pipe never stops a run
             print(line, file=self.stream, flush=True)
-
-
-def render_summary(r: RunResult) -> str:
-    s = r.snapshot
-    c = s.counts
-    sim = " · SIMULATED (sim provider)" if r.simulated else ""
-    u = s.usage
-    lines = [
-        f"run {r.run_id} {r.status} in {fmt_duration(s.elapsed)} ({s.elapsed:.2f}s){sim}",
-        f"  tasks: {c.get('succeeded', 0)} succeeded, {c.get('failed', 0)} failed, "
-        f"{c.get('skipped', 0)} skipped"
-        + (f", {r.unfinished} not finished" if r.unfinished else "")
-        + f" (of {s.total})",
-        f"  attempts: {s.attempts} ({s.failed_attempts} failed) · tokens: "
-        f"{u.input_tokens:,} in / {u.output_tokens:,} out · cost: {fmt_cost(u, r.simulated)}",
-    ]
-    if r.status in ("budget_exhausted", "error"):
-        lines.append(f"  why: {s.reason}")
-    elif r.status == "interrupted" and not s.reason.startswith("interrupted"):
-        lines.append(f"  why: {s.reason.split(': resume with')[0]}")  # e.g. the cluster is gone
-    if s.speedup is not None and s.busy_seconds > 0:
-        lines.append(
-            f"  speedup: {s.speedup:.1f}x over the sum of task times "
-            f"({s.busy_seconds:.2f}s of work in {s.elapsed:.2f}s)"
-        )
-    if r.changes is not None:
-        lines.append("  changed files (each agent on its own branch):")
-        lines += [
-            f"    {agent}: {', '.join(files) or 'nothing'}" for agent, files in r.changes.items()
-        ]
-        lines.append(f"  merge them with: phalanx merge {r.run_id}")
-    lines += [f"  note: {n}" for n in r.notes]
-    lines.append(f"  outputs: {r.outputs_dir}/")
-    lines.append(f"  journal: {r.journal_path} · details: phalanx status {r.run_id}")
-    if r.status == "interrupted":
-        lines.append(f"  resume with: phalanx resume {r.run_id}")
-    return "\n".join(lines)

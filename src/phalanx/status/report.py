@@ -4,7 +4,7 @@ The HTML page needs nothing outside itself (no scripts, fonts, images or stylesh
 fetch): its plots are inline SVG drawn here — a Gantt timeline of agents x time with every
 attempt as a bar coloured by outcome, tasks done over time, cost by agent and the task
 latency distribution — followed by the metrics (run, roles, agents; see
-:mod:`phalanx.metrics`), the task table and the alerts. Time on the plots is the run's
+:mod:`phalanx.status.metrics`), the task table and the alerts. Time on the plots is the run's
 active time: the gaps between the sessions of a resumed run are cut out (dashed lines mark
 where a session starts).
 
@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from .events import (
+from ..events import (
     AgentJoined,
     Alert,
     AttemptFinished,
@@ -32,13 +32,13 @@ from .events import (
     TaskSkipped,
     TaskSucceeded,
 )
-from .exceptions import UsageError
+from ..exceptions import UsageError
+from ..redaction import redact
+from .fold import fmt_duration
 from .metrics import BACKPRESSURE, Figures, Metrics, compute_metrics
-from .redaction import redact
-from .status import fmt_duration
 
 if TYPE_CHECKING:
-    from .journal import Journal
+    from ..journal import Journal
 
 __all__ = [
     "OUTCOME_COLOURS",

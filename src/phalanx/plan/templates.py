@@ -31,8 +31,8 @@ from typing import Any
 
 import yaml
 
-from .agents import AgentSpec, assign_names
-from .exceptions import UsageError
+from ..agents.spec import AgentSpec, assign_names
+from ..exceptions import UsageError
 
 __all__ = [
     "MAX_FILES",
@@ -167,7 +167,8 @@ def _check_options(name: str, target: Path | None, inputs: Path | None) -> None:
 
 def _validate(text: str, source: str) -> None:
     """The generated text must be a valid plan (a failure here is a bug in a template)."""
-    from ._planfile import PlanLoader, plan_from_data
+    from .file import plan_from_data
+    from .schema import PlanLoader
 
     plan_from_data(yaml.load(text, Loader=PlanLoader), source=source)
 

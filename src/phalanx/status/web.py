@@ -51,11 +51,11 @@ from starlette.responses import (
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .events import AttemptFinished, AttemptStarted, Event, RunFinished, RunStarted
-from .exceptions import UsageError
-from .journal import Journal, RunRecord
-from .redaction import RedactingFilter, redact, register
-from .status import (
+from ..events import AttemptFinished, AttemptStarted, Event, RunFinished, RunStarted
+from ..exceptions import UsageError
+from ..journal import Journal, RunRecord
+from ..redaction import RedactingFilter, redact, register
+from .fold import (
     AgentStatus,
     Snapshot,
     StatusTracker,
@@ -347,7 +347,7 @@ class RunView:
 
 # -- JSON ------------------------------------------------------------------------------------
 def team_line(a: AgentStatus) -> str:
-    """A level-2 line, exactly as :func:`phalanx.status.render_text` writes it."""
+    """A level-2 line, exactly as :func:`phalanx.status.fold.render_text` writes it."""
     what = a.task_title or ("idle" if a.state == "idle" else a.state)
     ctx = f" · context {a.context_tokens:,} tokens" if a.context_tokens else ""
     p = agent_progress(a)
@@ -658,8 +658,8 @@ def _label(value: str) -> str:
 
 
 def fallback_metrics(s: Snapshot) -> str:
-    """A minimal Prometheus exposition from the snapshot (until phalanx.metrics exists)."""
-    run = f'run="{_label(s.run_id)}"'  # the labels phalanx.metrics uses
+    """A minimal Prometheus exposition from the snapshot (until phalanx.status.metrics exists)."""
+    run = f'run="{_label(s.run_id)}"'  # the labels phalanx.status.metrics uses
     out = ["# HELP phalanx_tasks Tasks of the run by state.", "# TYPE phalanx_tasks gauge"]
     for state in ("queued", "running", "retrying", "succeeded", "failed", "skipped"):
         out.append(f'phalanx_tasks{{{run},state="{state}"}} {s.counts.get(state, 0)}')
@@ -683,11 +683,11 @@ def fallback_metrics(s: Snapshot) -> str:
 
 
 def metrics_text(journal: Journal, run_id: str) -> str:
-    """Prometheus text for a run: ``phalanx.metrics`` when present, else the fallback."""
+    """Prometheus text for a run: ``phalanx.status.metrics`` when present, else the fallback."""
     try:
-        mod = importlib.import_module("phalanx.metrics")
+        mod = importlib.import_module("phalanx.status.metrics")
     except ModuleNotFoundError as exc:
-        if exc.name != "phalanx.metrics":
+        if exc.name != "phalanx.status.metrics":
             raise
         mod = None
     if mod is not None and hasattr(mod, "prometheus_text"):

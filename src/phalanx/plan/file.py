@@ -7,303 +7,28 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ValidationError
 
-from .agents import AgentSpec, Category
-from .comms.bus import MessagePolicy
-from .cost import Price
-from .exceptions import PlanError, UsageError
-from .ids import AgentName, TaskId
-from .plan import Commands, EngineConfig, Limits, Plan, RetryConfig, RouterConfig, Task
-from .runtime.breaker import BreakerConfig
-from .runtime.governor import RateLimit
-from .runtime.scaling import AutoscaleConfig
-
-_STRICT = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
-
-
-class PlanLoader(yaml.SafeLoader):
-    """YAML 1.2 booleans: only true/false. (YAML 1.1 reads ``on:``, ``yes``, ``no``, ``off``
-    as booleans, which would turn a hook's ``on: before_task`` into ``True: before_task``.)"""
-
-
-PlanLoader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-PlanLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:bool",
-    re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-    list("tTfF"),
+from .._util import describe_error
+from ..agents.spec import AgentSpec
+from ..cost import Price
+from ..exceptions import PlanError, UsageError
+from ..ids import AgentName
+from .config import AutoscaleConfig, BreakerConfig, MessagePolicy, RateLimit
+from .library import Library, spec_to_dict
+from .model import _PARSER, Commands, Limits, Plan, RetryConfig, RouterConfig
+from .schema import (
+    _SAVED_AGENT_KEYS,
+    AgentModel,
+    MessagingModel,
+    PlanLoader,
+    PlanModel,
 )
-
-
-def _str_list(v: Any) -> Any:
-    return [v] if isinstance(v, str) else v
-
-
-_SAVED_AGENT_KEYS = frozenset({"agent", "count", "name", "names"})
-
-
-class AgentModel(BaseModel):
-    model_config = _STRICT
-
-    role: str = "generalist"
-    count: int = Field(default=1, ge=1, le=100_000)
-    name: str | None = None
-    names: list[str] | None = None
-    skills: list[str] = []
-    categories: list[Category] = []
-    style: str = "text"
-    provider: str | None = None
-    system: str = ""
-    context: list[str | dict[str, str]] = []
-    context_max_tokens: int = Field(default=4000, ge=1, le=1_000_000)
-    tools: list[str] = []
-    max_turns: int = Field(default=8, ge=1, le=1000)
-    subscribe: list[str] = []
-    hooks: list[Any] = []
-    agent: str | None = None  # a saved agent, NAME or NAME@VERSION (phalanx.library)
-    eval_score: float | None = Field(default=None, ge=0, le=1)  # its last eval pass rate
-
-    _as_list = field_validator("skills", "context", "tools", "names", mode="before")(_str_list)
-
-    def _names(self) -> list[str | None]:
-        if self.name is not None and self.names is not None:
-            raise ValueError("give either 'name' or 'names', not both")
-        names: list[str | None] = list(self.names or ([self.name] if self.name else []))
-        if len(names) > self.count:
-            raise ValueError(f"{len(names)} names given for count {self.count}")
-        return names + [None] * (self.count - len(names))
-
-    def specs(self, where: str = "agents[0]", file: str | None = None) -> list[AgentSpec]:
-        from .hooks import from_config
-
-        from_config(list(self.hooks), where=f"{where}.hooks", file=file)
-        names = self._names()
-        options = {} if self.eval_score is None else {"eval_score": self.eval_score}
-        return [
-            AgentSpec(
-                role=self.role,
-                name=AgentName(n) if n else None,
-                skills=frozenset(self.skills),
-                categories=frozenset(self.categories),
-                style=self.style,
-                provider=self.provider,
-                system_prompt=self.system,
-                context=tuple(self.context),
-                context_max_tokens=self.context_max_tokens,
-                tools=tuple(self.tools),
-                max_turns=self.max_turns,
-                subscribe=tuple(self.subscribe),
-                hooks=tuple(self.hooks),
-                options=dict(options),
-            )
-            for n in names
-        ]
-
-    def saved(self, where: str, file: str | None) -> tuple[list[AgentSpec], Any]:
-        """The specs of an ``agent: NAME@VERSION`` entry, and the saved agent (its styles,
-        provider options and prices go into the plan). Only count and names may be added."""
-        from .library import Library
-
-        ref = str(self.agent)
-        extra = sorted(self.model_fields_set - _SAVED_AGENT_KEYS)
-        if extra:
-            raise PlanError(
-                f"cannot be set beside 'agent: {ref}' (a saved agent is used as saved)",
-                file=file,
-                field=f"{where}.{extra[0]}",
-            )
-        try:
-            saved = Library().get(ref)
-        except UsageError as exc:
-            raise PlanError(str(exc), file=file, field=f"{where}.agent") from None
-        names = self._names()
-        base = saved.agent_spec()
-        return [dataclasses.replace(base, name=AgentName(n) if n else None) for n in names], saved
-
-
-class TaskModel(BaseModel):
-    model_config = _STRICT
-
-    id: str
-    prompt: str
-    category: Category = "other"
-    title: str = ""
-    needs: list[str] = []
-    role: str | None = None
-    skills: list[str] = []
-    priority: int = 0
-    max_attempts: int = Field(default=3, ge=1, le=100)
-    style: str | None = None
-    timeout: float | None = Field(default=None, gt=0)
-    max_turns: int | None = Field(default=None, ge=1, le=1000)
-    agent: str | None = None
-
-    _as_list = field_validator("needs", "skills", mode="before")(_str_list)
-
-    @field_validator("id", mode="before")
-    @classmethod
-    def _id_as_str(cls, v: Any) -> Any:
-        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
-
-    def task(self) -> Task:
-        return Task(
-            id=TaskId(self.id),
-            prompt=self.prompt,
-            category=self.category,
-            title=self.title,
-            needs=tuple(TaskId(n) for n in self.needs),
-            role=self.role,
-            skills=frozenset(self.skills),
-            priority=self.priority,
-            max_attempts=self.max_attempts,
-            style=self.style,
-            timeout=self.timeout,
-            max_turns=self.max_turns,
-            agent=self.agent,
-        )
-
-
-class RateLimitModel(BaseModel):
-    model_config = _STRICT
-
-    rpm: int | None = Field(default=None, ge=1)
-    tpm: int | None = Field(default=None, ge=1)
-    margin: float = Field(default=0.0, ge=0, le=60)
-
-
-class PriceModel(BaseModel):
-    model_config = _STRICT
-
-    input: float = Field(ge=0)
-    output: float = Field(ge=0)
-    cache_read: float | None = Field(default=None, ge=0)
-    cache_write: float | None = Field(default=None, ge=0)
-
-
-class CommandsModel(BaseModel):
-    model_config = _STRICT
-
-    allow: list[str] = []
-    timeout: float = Field(default=60.0, gt=0)
-
-
-class BreakerModel(BaseModel):
-    model_config = _STRICT
-
-    window: int = Field(default=20, ge=1)
-    threshold: float = Field(default=0.5, gt=0, le=1)
-    min_volume: int = Field(default=5, ge=1)
-    cooldown: float = Field(default=30.0, ge=0)
-    enabled: bool = True
-    provider_window: int = Field(default=50, ge=1)
-    provider_threshold: float = Field(default=0.9, gt=0, le=1)
-
-
-class AutoscaleModel(BaseModel):
-    model_config = _STRICT
-
-    start_agents: int = Field(default=1, ge=0)
-    interval: float = Field(default=5.0, gt=0)
-    min_gain: float = Field(default=0.5, ge=0)
-    retire_after: float = Field(default=30.0, ge=0)
-    max_step: int | None = Field(default=None, ge=1)
-
-
-class MessagingModel(BaseModel):
-    model_config = _STRICT
-
-    enabled: bool = True
-    broadcast_roles: list[str] | None = None
-    max_recipients: int | None = Field(default=None, ge=1)
-    max_chars: int = Field(default=4000, ge=1)
-    allow_direct: bool = True
-
-
-class RouterModel(BaseModel):
-    model_config = _STRICT
-
-    provider: str | None = None
-    timeout: float = Field(default=10.0, gt=0)
-    concurrency: int = Field(default=4, ge=1)
-
-
-class LimitsModel(BaseModel):
-    model_config = _STRICT
-
-    work_stealing: bool = True
-    comm_overhead_warning: float = Field(default=0.25, gt=0)
-    lease_seconds: float | None = Field(default=None, gt=0)
-    start_agents: int | None = Field(default=None, ge=0)
-    min_eval_score: float | None = Field(default=None, ge=0, le=1)
-    rate_limits: dict[str, RateLimitModel] = {}
-    max_agents: int | None = Field(default=None, ge=1)
-    max_usd: float | None = Field(default=None, gt=0)
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_wall_seconds: float | None = Field(default=None, gt=0)
-
-
-def _engine_kind(value: Any) -> Any:
-    """``engine: ray`` is short for ``engine: {kind: ray}``."""
-    return {"kind": value} if isinstance(value, str) else value
-
-
-class EngineModel(BaseModel):
-    model_config = _STRICT
-
-    kind: Literal["local", "ray"] = "local"
-    address: str | None = None
-    hosts: int | None = Field(default=None, ge=1)
-    agents_per_host: int | None = Field(default=None, ge=1)
-    host_cpus: float = Field(default=1.0, ge=0)
-    roles: dict[str, dict[str, float]] = {}
-    max_restarts: int = Field(default=3, ge=0)
-    num_cpus: int | None = Field(default=None, ge=1)
-
-    def config(self) -> EngineConfig:
-        return EngineConfig(**{**self.model_dump(), "roles": dict(self.roles)})
-
-
-class RetryModel(BaseModel):
-    model_config = _STRICT
-
-    base_seconds: float = Field(default=0.5, ge=0)
-    cap_seconds: float = Field(default=30.0, ge=0)
-
-
-class PlanModel(BaseModel):
-    model_config = _STRICT
-
-    name: str = "plan"
-    description: str = ""
-    policy: Literal["round_robin", "least_loaded", "best_fit", "llm"] = "best_fit"
-    provider: str | None = None
-    providers: dict[str, dict[str, Any]] = {}
-    prices: dict[str, PriceModel] = {}
-    limits: LimitsModel = LimitsModel()
-    retry: RetryModel = RetryModel()
-    hooks: list[Any] = []
-    workspace: str | None = None
-    commands: CommandsModel = CommandsModel()
-    isolation: Literal["none", "worktree"] = "none"
-    styles: dict[str, dict[str, Any]] = {}
-    breaker: BreakerModel = BreakerModel()
-    autoscale: AutoscaleModel | None = None
-    messaging: MessagingModel = MessagingModel()
-    router: RouterModel = RouterModel()
-    engine: EngineModel = EngineModel()
-    agents: list[AgentModel] = Field(min_length=1)
-    tasks: list[TaskModel] = Field(min_length=1)
-
-    _engine = field_validator("engine", mode="before")(_engine_kind)
 
 
 def _loc_str(loc: tuple[int | str, ...]) -> str:
@@ -312,24 +37,6 @@ def _loc_str(loc: tuple[int | str, ...]) -> str:
         name = _key_name(str(part))
         out += f"[{part}]" if isinstance(part, int) else (f".{name}" if out else name)
     return out
-
-
-def describe_error(err: Mapping[str, Any]) -> str:
-    """One pydantic error as a short, human phrase."""
-    kind, msg, value = err["type"], err["msg"], err.get("input")
-    if kind == "extra_forbidden":
-        return "unknown key"
-    if kind == "missing":
-        return "required field is missing"
-    if kind == "literal_error":
-        return f"{msg}, got {value!r}"
-    if kind.endswith("_type") or kind.endswith("_parsing"):
-        shown = repr(value)
-        shown = shown if len(shown) <= 60 else shown[:57] + "..."
-        return f"{msg[0].lower()}{msg[1:]}, got {shown}"
-    if kind == "value_error":
-        return str(msg).removeprefix("Value error, ")
-    return f"{msg[0].lower()}{msg[1:]}"
 
 
 def _node_line(root: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
@@ -460,7 +167,7 @@ def plan_from_data(
         for i, a in enumerate(model.agents):
             try:
                 if a.agent is not None:
-                    specs, entry = a.saved(f"agents[{i}]", where)
+                    specs, entry = saved_agent(a, f"agents[{i}]", where)
                     agents.extend(specs)
                     saved.append((f"agents[{i}].agent", entry))
                 else:
@@ -568,7 +275,8 @@ def read_yaml(path: str | os.PathLike[str], what: str = "plan file") -> tuple[An
     return data, line_of
 
 
-def load_plan_file(path: str | Path) -> Plan:
+def load_plan(path: str | os.PathLike[str]) -> Plan:
+    """Read and validate a YAML plan file; every problem is one :class:`PlanError` line."""
     data, line_of = read_yaml(path)
     return plan_from_data(data, source=str(path), line_of=line_of)
 
@@ -666,3 +374,63 @@ def _policy(m: MessagingModel) -> MessagePolicy:
         max_chars=m.max_chars,
         allow_direct=m.allow_direct,
     )
+
+
+def saved_agent(self: AgentModel, where: str, file: str | None) -> tuple[list[AgentSpec], Any]:
+    """The specs of an ``agent: NAME@VERSION`` entry, and the saved agent (its styles,
+    provider options and prices go into the plan). Only count and names may be added."""
+    ref = str(self.agent)
+    extra = sorted(self.model_fields_set - _SAVED_AGENT_KEYS)
+    if extra:
+        raise PlanError(
+            f"cannot be set beside 'agent: {ref}' (a saved agent is used as saved)",
+            file=file,
+            field=f"{where}.{extra[0]}",
+        )
+    try:
+        saved = Library().get(ref)
+    except UsageError as exc:
+        raise PlanError(str(exc), file=file, field=f"{where}.agent") from None
+    names = self._names()
+    base = saved.agent_spec()
+    return [dataclasses.replace(base, name=AgentName(n) if n else None) for n in names], saved
+
+
+# -- saving an agent from a plan (phalanx agents save PLAN:ROLE) ----------------------
+
+
+def from_plan(source: str) -> tuple[AgentSpec, dict[str, Any], dict[str, Any], dict[str, Price]]:
+    """``PLAN.yaml:ROLE`` (or ``PLAN.yaml:AGENT_NAME``): the agent spec of that plan, with the
+    plan's own style it uses, its provider's options and price. Errors are one line."""
+    path, sep, who = source.rpartition(":")
+    if not sep or not path or not who:
+        raise UsageError(f"{source!r}: expected PLAN.yaml:ROLE (a plan file and a role in it)")
+    plan = load_plan(path)
+    named = [a for a in plan.agents if a.name == who]
+    chosen = named or [a for a in plan.agents if a.role == who]
+    if not chosen:
+        roles = ", ".join(sorted({a.role for a in plan.agents}))
+        raise UsageError(f"{path}: no agent with role or name {who!r} (roles: {roles})")
+    distinct: list[dict[str, Any]] = []
+    for a in chosen:
+        d = spec_to_dict(dataclasses.replace(a, provider=a.provider or plan.provider))
+        if d not in distinct:
+            distinct.append(d)
+    if len(distinct) > 1:
+        names = ", ".join(sorted(a.name or "" for a in chosen))
+        raise UsageError(
+            f"{path}: {len(distinct)} different specs have role {who!r} ({names}); "
+            "name one agent instead: PLAN.yaml:NAME"
+        )
+    spec = dataclasses.replace(chosen[0], provider=chosen[0].provider or plan.provider)
+    styles = {k: dict(v) for k, v in plan.styles.items() if k == spec.style}
+    providers: dict[str, Any] = {}
+    prices: dict[str, Price] = {}
+    if spec.provider:
+        kind = spec.provider.partition(":")[0]
+        providers = {k: dict(v) for k, v in plan.providers.items() if k in (spec.provider, kind)}
+        prices = {k: v for k, v in plan.prices.items() if spec.provider.startswith(k)}
+    return spec, styles, providers, prices
+
+
+_PARSER.append(plan_from_data)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .exceptions import PlanError
+from ..exceptions import PlanError
 from .workspace import ToolError, Workspace
 
 __all__ = ["ContextBundle", "estimate_tokens", "load_context"]

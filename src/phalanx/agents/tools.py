@@ -22,13 +22,13 @@ and ``X | None`` (not required). A parameter with a default is not required.
 
 :func:`call_tool` is the one way a tool runs: it validates the model's arguments against
 the schema, runs the function (sync ones in a thread), and always returns a
-:class:`ToolResult`, never raises: a :class:`~phalanx.workspace.ToolError` becomes
+:class:`ToolResult`, never raises: a :class:`~phalanx.agents.workspace.ToolError` becomes
 ``"error: code: message"`` and any other exception ``tool_crashed``, so a tool can never
 crash a run. Every result is cut to ``max_output`` characters, and the values of secret
 environment variables (see :func:`scrub_env`) are replaced by ``[redacted]``.
 
 The built-ins (:data:`BUILTIN_TOOLS`): ``read_file``, ``write_file``, ``edit_file``,
-``list_files``, ``search`` (all inside the :class:`~phalanx.workspace.Workspace` sandbox) and
+``list_files``, ``search`` (all inside the :class:`~phalanx.agents.workspace.Workspace` sandbox) and
 ``run_command``. ``run_command`` runs no shell: ``argv[0]`` must be exactly one of the plan's
 allowed commands (a bare name is looked up on ``PATH``, never inside the workspace; a path
 such as ``/usr/bin/rm`` or ``./x`` only if allowed as written), and an argument holding any
@@ -56,8 +56,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints, overload
 
-from .exceptions import UsageError
-from .providers.base import ToolDef
+from ..exceptions import UsageError
+from ..providers.base import ToolDef
 from .workspace import ToolError, Workspace
 
 __all__ = [

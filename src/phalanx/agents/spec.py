@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .ids import AgentName
+from ..ids import AgentName
 
 __all__ = [
     "CATEGORIES",
@@ -97,7 +97,7 @@ class AgentSpec:
     style: str = "text"
     provider: str | None = None
     system_prompt: str = ""
-    context: tuple[Any, ...] = ()  # text, {text:}, {file:}, {glob:} (see phalanx.context)
+    context: tuple[Any, ...] = ()  # text, {text:}, {file:}, {glob:} (see phalanx.agents.context)
     context_max_tokens: int = 4000
     tools: tuple[str, ...] = ()  # built-in tool names, or names of tools given to run()
     max_turns: int = 8  # model calls per attempt (tool rounds and style re-asks)

@@ -49,8 +49,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from .cost import ZERO, Usage
-from .events import (
+from ..cost import ZERO, Usage
+from ..events import (
     AgentJoined,
     AgentRetired,
     AttemptFinished,
@@ -63,7 +63,7 @@ from .events import (
 )
 
 if TYPE_CHECKING:
-    from .journal import Journal
+    from ..journal import Journal
 
 __all__ = [
     "BACKPRESSURE",

@@ -16,8 +16,8 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from .events import Event, RunFinished
-from .status import (
+from ..events import Event, RunFinished
+from .fold import (
     Snapshot,
     StatusTracker,
     agent_line,

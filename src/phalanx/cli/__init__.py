@@ -1,0 +1,11 @@
+"""The ``phalanx`` command line (``main`` builds the parser and runs the commands)."""
+
+from __future__ import annotations
+
+from .main import (
+    main,
+)
+
+__all__ = [
+    "main",
+]

@@ -1,0 +1,25 @@
+"""Visibility: every view is a fold of the journal's events.
+
+- ``fold``: the status snapshot and its text (the three levels);
+- ``console`` (line log), ``tui`` (live terminal view), ``web`` (dashboard);
+- ``metrics`` (throughput, latency, cost, Prometheus text), ``report`` (HTML, md, json);
+- ``otel``: OpenTelemetry spans.
+"""
+
+from __future__ import annotations
+
+from .fold import (
+    AgentStatus,
+    Snapshot,
+    StatusTracker,
+    fold,
+    render_text,
+)
+
+__all__ = [
+    "AgentStatus",
+    "Snapshot",
+    "StatusTracker",
+    "fold",
+    "render_text",
+]
