@@ -2,10 +2,31 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import math
+import os
+import signal
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["describe_error"]
+__all__ = ["describe_error", "kill_group", "percentile"]
+
+
+def kill_group(pid: int) -> None:
+    """SIGKILL a whole process group (its leader started with ``start_new_session``);
+    a group already gone, or not ours, is no error."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The nearest-rank ``q``-th percentile (0 < q <= 100): the smallest value with at
+    least ``q``% of the values at or below it. ``None`` for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
 
 
 def describe_error(err: Mapping[str, Any]) -> str:

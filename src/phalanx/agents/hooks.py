@@ -47,13 +47,13 @@ import json
 import os
 import re
 import shlex
-import signal
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any, Literal, get_args
 
+from .._util import kill_group
 from ..events import Alert, Event, event_to_dict
 from ..exceptions import PlanError, VetoTask
 
@@ -523,15 +523,9 @@ async def _exit_code(proc: asyncio.subprocess.Process) -> int:
         waiter.cancel()
 
 
-def _killpg(proc: asyncio.subprocess.Process) -> None:
-    """SIGKILL the process's whole group (it leads one: ``start_new_session``)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-
-
 async def _reap(proc: asyncio.subprocess.Process, pumps: asyncio.Future[Any]) -> None:
     """Kill what is left of the group, wait for the process, let the pipe readers finish."""
-    _killpg(proc)
+    kill_group(proc.pid)
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(proc.wait(), 5.0)
     await asyncio.wait((pumps,), timeout=1.0)  # EOF comes at once: every writer is dead

@@ -42,20 +42,19 @@ child that starts a session of its own escapes the group; containing that needs 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import json
 import math
 import os
 import re
 import shutil
-import signal
 import types
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints, overload
 
+from .._util import kill_group
 from ..exceptions import UsageError
 from ..providers.base import ToolDef
 from .workspace import ToolError, Workspace
@@ -694,11 +693,11 @@ async def _run_process(
     collector = asyncio.create_task(_collect(stream, capture))
     try:
         code = await _wait(proc, timeout)
-        _kill_group(proc.pid)  # nothing the command started outlives it
+        kill_group(proc.pid)  # nothing the command started outlives it
         await asyncio.wait({collector}, timeout=2.0)
         return code
     finally:
-        _kill_group(proc.pid)
+        kill_group(proc.pid)
         collector.cancel()
         transport.close()
         if proc.returncode is None:  # cancelled: reap what was just killed
@@ -715,7 +714,7 @@ async def _open_stream(fd: int, pid: int) -> tuple[asyncio.StreamReader, asyncio
         )
     except BaseException:
         pipe.close()
-        _kill_group(pid)
+        kill_group(pid)
         raise
     return stream, transport
 
@@ -729,14 +728,9 @@ async def _wait(proc: asyncio.subprocess.Process, timeout: float) -> int | None:
     try:
         return await asyncio.wait_for(proc.wait(), timeout)
     except TimeoutError:
-        _kill_group(proc.pid)
+        kill_group(proc.pid)
         await proc.wait()
         return None
-
-
-def _kill_group(pgid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):  # already gone
-        os.killpg(pgid, signal.SIGKILL)
 
 
 # ------------------------------------------------------------------------ registry

@@ -43,7 +43,6 @@ dollar of cost per case run (per 1,000 tokens when a cost is unknown or zero).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import functools
 import inspect
@@ -52,7 +51,6 @@ import math
 import os
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -63,7 +61,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .._util import describe_error
+from .._util import describe_error, kill_group, percentile
 from ..agents.context import load_context
 from ..agents.spec import AgentSpec, assign_names
 from ..agents.styles import StyleError, get_style, parse_json, parse_output
@@ -781,16 +779,6 @@ def wilson_interval(passed: int, n: int, z: float = Z95) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def percentile(values: Sequence[float], q: float) -> float | None:
-    """The nearest-rank ``q``-th percentile: the smallest value with at least ``q``% of the
-    values at or below it. ``None`` for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
-
-
 def compare(variants: Sequence[VariantReport]) -> Comparison | None:
     """The winner on quality per dollar: the highest pass rate per dollar of cost per case
     run; per 1,000 tokens when some cost is unknown or zero. Ties go to the higher pass
@@ -1095,11 +1083,11 @@ def _run_command(argv: Sequence[str], cwd: Path, timeout: float) -> tuple[bool, 
         try:
             code = proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            _killpg(proc.pid)
+            kill_group(proc.pid)
             proc.wait()
             return False, f"did not finish within {timeout:g}s (killed)"
         finally:
-            _killpg(proc.pid)
+            kill_group(proc.pid)
         out.seek(0, os.SEEK_END)
         out.seek(max(0, out.tell() - _OUTPUT_TAIL))
         tail = out.read().decode("utf-8", "replace")
@@ -1107,11 +1095,6 @@ def _run_command(argv: Sequence[str], cwd: Path, timeout: float) -> tuple[bool, 
         return True, "exit 0"
     last = next((line.strip() for line in reversed(tail.splitlines()) if line.strip()), "")
     return False, f"exit {code}" + (f": {last[:200]}" if last else "")
-
-
-def _killpg(pid: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, signal.SIGKILL)
 
 
 def _structured(output: str, style: str) -> Any:

@@ -32,11 +32,11 @@ import json
 import os
 import re
 import shutil
-import signal
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from .._util import kill_group
 from ..cost import Usage
 from ..exceptions import ErrorClass, ProviderError, UsageError
 from .base import Completion, CompletionRequest
@@ -321,12 +321,6 @@ async def _feed_stdin(stream: asyncio.StreamWriter, data: bytes) -> None:
         stream.close()
 
 
-def _killpg(proc: asyncio.subprocess.Process) -> None:
-    """SIGKILL the process's whole group (it leads one: ``start_new_session``)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-
-
 async def _settle(tasks: list[asyncio.Task[None]], proc: asyncio.subprocess.Process) -> None:
     """Let the pipe readers reach EOF (briefly), then stop them and close the transport."""
     pending = [t for t in tasks if not t.done()]
@@ -418,7 +412,7 @@ class ClaudeCodeProvider:
             raise
         finally:
             self._running.discard(proc)
-        _killpg(proc)  # whatever it left running in its group (background tool processes)
+        kill_group(proc.pid)  # whatever it left running in its group (background tool processes)
         await _settle(tasks, proc)
         return self._completion(events, rc, stderr_tail)
 
@@ -426,7 +420,7 @@ class ClaudeCodeProvider:
         """Kill every process group still running and reap the processes."""
         procs = list(self._running)
         for proc in procs:
-            _killpg(proc)
+            kill_group(proc.pid)
         for proc in procs:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(proc.wait(), 5.0)
@@ -508,7 +502,7 @@ class ClaudeCodeProvider:
                 if not waiter.done():
                     await asyncio.wait((waiter,), timeout=self.exit_grace)
                     if not waiter.done():
-                        _killpg(proc)
+                        kill_group(proc.pid)
                 return await waiter
         finally:
             seen.cancel()
@@ -517,7 +511,7 @@ class ClaudeCodeProvider:
     async def _kill(
         self, proc: asyncio.subprocess.Process, tasks: list[asyncio.Task[None]]
     ) -> None:
-        _killpg(proc)
+        kill_group(proc.pid)
         # SIGKILL cannot be ignored; the wait is bounded all the same, and a second
         # cancellation while reaping must not hide the first.
         with contextlib.suppress(TimeoutError, asyncio.CancelledError):

@@ -49,6 +49,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from .._util import percentile
 from ..cost import ZERO, Usage
 from ..events import (
     AgentJoined,
@@ -84,13 +85,6 @@ _HOUR = 3600.0
 
 
 # -- small statistics ---------------------------------------------------------------------
-def percentile(samples: Sequence[float], p: float) -> float | None:
-    """The nearest-rank ``p``-th percentile (0 < p <= 100); ``None`` without samples."""
-    if not samples:
-        return None
-    ordered = sorted(samples)
-    rank = max(1, math.ceil(p / 100 * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
