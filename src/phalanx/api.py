@@ -17,30 +17,33 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .agents.context import load_context
 from .agents.hooks import from_config
-from .agents.spec import AgentSpec
 from .agents.styles import TTS_UNAVAILABLE_NOTE, extension, register_style, render_tts
-from .agents.tools import BUILTIN_TOOLS, ToolContext, ToolSpec
-from .agents.workspace import Workspace
+from .agents.tools import BUILTIN_TOOLS, ToolSpec
 from .comms import COMMS_TOOLS, Comms
 from .cost import Usage, price_for
-from .events import Alert, Event, EventSink, MessageSent
+from .events import Event, EventSink, MessageSent
 from .exceptions import BudgetExhausted, PhalanxError, PlanError, UsageError
 from .journal import Journal
 from .plan.file import load_plan, plan_to_dict
-from .plan.model import Plan
-from .providers import Provider, ProviderRecipe, is_simulated, resolve_provider, split_provider
+from .plan.model import DEFAULT_PROVIDER, Plan
+from .providers import Provider, is_simulated, resolve_provider
+from .runtime.assembly import (
+    RunnerFactory,
+    agent_workspaces,
+    finish_isolation,
+    run_workspace,
+    state_dir_of,
+    worktrees_dir,
+)
 from .runtime.engine import Engine, LocalEngine
-from .runtime.executor import AgentRunner
-from .runtime.governor import Gate, RateGovernor
+from .runtime.governor import RateGovernor
 from .runtime.orchestrator import Orchestrator, Prior, RunGate, TaskRecord
 from .runtime.router import LLMPolicy
 from .status.fold import Snapshot, StatusTracker, fmt_cost, fmt_duration
 
 __all__ = ["RunResult", "TaskResult", "resume", "run", "run_sync", "state_dir"]
 
-DEFAULT_PROVIDER = "local:smollm2"
 T = TypeVar("T")
 
 
@@ -194,121 +197,6 @@ def _provider_field(plan: Plan, name: str) -> str:
     return "provider"
 
 
-class _RunnerFactory:
-    """Builds an agent's executor: its provider, tools in its workspace, its context.
-    Used for the plan's agents and for those the autoscaler adds."""
-
-    def __init__(
-        self,
-        plan: Plan,
-        providers: Mapping[str, Provider],
-        gate: Gate,
-        workspaces: Mapping[str, Workspace],
-        tools: Mapping[str, ToolSpec],
-        comms: Comms | None = None,
-        *,
-        seed: int = 0,
-        custom: frozenset[str] = frozenset(),
-    ) -> None:
-        self.plan, self.providers, self.gate, self.comms = plan, providers, gate, comms
-        self.workspaces, self.tools = workspaces, tools
-        self.seed, self.custom = seed, custom  # custom providers travel as objects
-        self.default_workspace = next(iter(workspaces.values()))
-
-    def __call__(self, a: AgentSpec) -> AgentRunner:
-        plan = self.plan
-        workspace = self.workspaces.get(a.name or "", self.default_workspace)
-        ctx = ToolContext(
-            workspace=workspace,
-            allowed_commands=frozenset(plan.commands.allow),
-            command_timeout=plan.commands.timeout,
-            agent=a.name or "",
-            comms=self.comms,
-        )
-        name = a.provider or plan.provider or DEFAULT_PROVIDER
-        try:
-            bundle = load_context(
-                a.context,
-                workspace,
-                max_tokens=a.context_max_tokens,
-                where=f"context of agent {a.name}",
-            )
-        except PlanError as exc:
-            raise PlanError(exc.detail, file=plan.source, field=exc.field) from None
-        return AgentRunner(
-            a,
-            self.providers[name],
-            split_provider(name)[1],
-            gate=self.gate,
-            key=name,
-            price=price_for(name, plan.prices),
-            tools={t: _tool(plan, self.tools, t, a.name or "") for t in a.tools},
-            tool_context=ctx,
-            context=bundle.text,
-            context_tokens=bundle.tokens,
-            max_turns=a.max_turns,
-            comms=self.comms,
-            recipe=None
-            if name in self.custom
-            else ProviderRecipe(name=name, options=self.plan.providers, seed=self.seed),
-        )
-
-
-def _tool(plan: Plan, tools: Mapping[str, ToolSpec], name: str, agent: str) -> ToolSpec:
-    if name not in tools:
-        raise PlanError(
-            f"unknown tool {name!r} for agent {agent} (known: {', '.join(sorted(tools))})",
-            file=plan.source,
-            field="agents.tools",
-        )
-    return tools[name]
-
-
-def _agent_workspaces(
-    plan: Plan, run_id: str, workspace: Path, journal: Journal
-) -> dict[str, Workspace]:
-    """Every agent's sandbox: the run's workspace, or with ``isolation: worktree`` a git
-    worktree of it on a branch of its own."""
-    names = [a.name or "" for a in plan.agents]
-    if plan.isolation != "worktree":
-        shared = Workspace(workspace, create=True)
-        return dict.fromkeys(names, shared)
-    from .agents import isolation
-
-    paths = isolation.prepare(workspace, run_id, names, _worktrees(journal, run_id))
-    return {n: Workspace(p) for n, p in paths.items()}
-
-
-def _worktrees(journal: Journal, run_id: str) -> Path:
-    return state_dir_of(journal) / "runs" / run_id / "worktrees"
-
-
-def _finish_isolation(
-    plan: Plan, run_id: str, journal: Journal, orch: Orchestrator
-) -> dict[str, list[str]] | None:
-    """Commit each agent's worktree on its branch and say what changed (merging stays the
-    user's decision: ``phalanx merge RUN_ID``)."""
-    if plan.isolation != "worktree":
-        return None
-    from .agents import isolation
-
-    root = _worktrees(journal, run_id)
-    changed: dict[str, list[str]] | None = None
-    try:
-        changed = isolation.finish(root)
-        isolation.cleanup(root)
-        message = (
-            isolation.render_changes(changed).replace("\n", "; ")
-            + f" · merge with: phalanx merge {run_id}"
-        )
-    except UsageError as exc:
-        message = str(exc)
-    journal.append(
-        run_id, orch.prior.session, Alert(ts=time.time(), kind="isolation", message=message)
-    )
-    return changed
-
-
 def merge_run(run_id: str, *, state: str | os.PathLike[str] | None = None) -> Any:
     """Merge every agent branch of a ``isolation: worktree`` run into the workspace repo;
     returns an :class:`phalanx.agents.isolation.MergeReport` (conflicts listed, none left open)."""
@@ -317,25 +205,10 @@ def merge_run(run_id: str, *, state: str | os.PathLike[str] | None = None) -> An
     journal = Journal(state_dir(state) / "journal.sqlite")
     rec = journal.get_run(run_id)
     journal.close()
-    root = _worktrees(journal, rec.run_id)
+    root = worktrees_dir(journal, rec.run_id)
     if not (root / isolation.BASE_FILE).exists():
         raise UsageError(f"run {rec.run_id} did not use isolation: worktree")
     return isolation.merge(root)
-
-
-def _workspace(plan: Plan, run_dir: Path, override: str | os.PathLike[str] | None) -> Path:
-    """The agents' sandbox: the argument, the plan's ``workspace`` (relative to the plan
-    file), or a fresh folder beside the run's outputs."""
-    if override is not None:
-        return Path(override).resolve()
-    if plan.workspace:
-        base = (
-            Path(plan.source).resolve().parent
-            if plan.source and Path(plan.source).is_file()
-            else Path.cwd()
-        )
-        return (base / plan.workspace).resolve()
-    return (run_dir / "workspace").resolve()
 
 
 def _check_budgets(plan: Plan, providers: Mapping[str, Provider]) -> None:
@@ -390,7 +263,7 @@ async def run(
     journal = Journal(state_dir(state) / "journal.sqlite")
     rid = run_id or new_run_id()
     simulated = any(is_simulated(n) for n in providers)
-    ws = _workspace(p, state_dir_of(journal) / "runs" / rid, workspace)
+    ws = run_workspace(p, state_dir_of(journal) / "runs" / rid, workspace)
     journal.create_run(
         run_id=rid,
         plan_name=p.name,
@@ -463,7 +336,7 @@ async def resume(
         tools=tools,
         workspace=Path(
             rec.options.get("workspace")
-            or _workspace(plan, state_dir_of(journal) / "runs" / rec.run_id, None)
+            or run_workspace(plan, state_dir_of(journal) / "runs" / rec.run_id, None)
         ),
         engine=None if isinstance(engine, str) else engine,
         custom=frozenset(custom_providers or {}),
@@ -494,46 +367,34 @@ async def _execute(
     if prior.session > 1:  # the status of a resumed run folds its whole history
         for _, ev in journal.read_events(run_id):
             tracker.emit(ev)
+        prior = dataclasses.replace(prior, spent=tracker.usage)
     simulated = any(p.simulated for p in providers.values())
     gate = RunGate(RateGovernor(plan.limits.rate_limits))
-    if prior.session > 1:
-        prior = dataclasses.replace(prior, spent=tracker.usage)
-    orch: Orchestrator | None = None
-
-    def emit(event: Event) -> None:
-        if orch is None:
-            return
-        if isinstance(event, MessageSent):
-            orch.message_sent(event)
-        else:
-            orch.emit(event)
-
+    late = _LateOrchestrator()
     comms = Comms(
         {a.name or "": a.role for a in plan.agents},
         plan.messaging,
-        clock=lambda: orch.now() if orch is not None else time.time(),
-        emit=emit,
+        clock=late.now,
+        emit=late.emit,
     )
-    factory = _RunnerFactory(
+    factory = RunnerFactory(
         plan,
         providers,
         gate,
-        _agent_workspaces(plan, run_id, workspace, journal),
+        agent_workspaces(plan, run_id, workspace, journal),
         {**BUILTIN_TOOLS, **COMMS_TOOLS, **{t.name: t for t in tools}},
         comms,
         seed=seed,
         custom=custom,
     )
-    orch = Orchestrator(
+    orch = late.orch = Orchestrator(
         plan,
         run_id=run_id,
         engine=engine or _engine_for(plan),
         runners={a.name or "": factory(a) for a in plan.agents},
         runner_factory=factory,
         comms=comms,
-        router=LLMPolicy(providers[_router_name(plan)], plan.router, gate, key=_router_name(plan))
-        if plan.policy == "llm"
-        else None,
+        router=_router(plan, providers, gate),
         sinks=[
             _JournalSink(journal, run_id, prior.session),
             tracker,
@@ -546,23 +407,10 @@ async def _execute(
         checkpoint=journal.flush_if_full,
         hooks=from_config([*plan.hooks, *hooks], where="hooks", file=plan.source),
     )
-    changes: dict[str, list[str]] | None = None
-    notes: list[str] = []
-    flusher = asyncio.get_running_loop().create_task(_flush_every(journal, flush_interval))
     outputs = state_dir_of(journal) / "runs" / run_id / "outputs"
-    try:
-        await orch.run()
-    finally:
-        flusher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await flusher
-        changes = _finish_isolation(plan, run_id, journal, orch)
-        journal.flush()
-        notes = _write_outputs(outputs, plan, orch.records)
-        journal.close()
-        for provider in providers.values():
-            with contextlib.suppress(Exception):
-                await provider.aclose()
+    changes, notes = await _drive_to_end(
+        orch, plan, run_id, journal, providers, outputs, flush_interval
+    )
     return RunResult(
         run_id=run_id,
         status=orch.status,
@@ -576,16 +424,65 @@ async def _execute(
     )
 
 
+class _LateOrchestrator:
+    """The run's messages and blackboard are built before the orchestrator they report to:
+    until it exists their events go nowhere and their clock is the wall clock."""
+
+    orch: Orchestrator | None = None
+
+    def now(self) -> float:
+        return self.orch.now() if self.orch is not None else time.time()
+
+    def emit(self, event: Event) -> None:
+        if self.orch is None:
+            return
+        if isinstance(event, MessageSent):
+            self.orch.message_sent(event)
+        else:
+            self.orch.emit(event)
+
+
+def _router(plan: Plan, providers: Mapping[str, Provider], gate: RunGate) -> LLMPolicy | None:
+    if plan.policy != "llm":
+        return None
+    name = _router_name(plan)
+    return LLMPolicy(providers[name], plan.router, gate, key=name)
+
+
+async def _drive_to_end(
+    orch: Orchestrator,
+    plan: Plan,
+    run_id: str,
+    journal: Journal,
+    providers: Mapping[str, Provider],
+    outputs: Path,
+    flush_interval: float,
+) -> tuple[dict[str, list[str]] | None, list[str]]:
+    """Run the orchestrator; whatever happens, flush the journal, write the outputs, close
+    the providers. Returns the isolation's changed files and the notes for the summary."""
+    flusher = asyncio.get_running_loop().create_task(_flush_every(journal, flush_interval))
+    try:
+        await orch.run()
+    finally:
+        flusher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await flusher
+        changes = finish_isolation(plan, run_id, journal, orch)
+        journal.flush()
+        notes = _write_outputs(outputs, plan, orch.records)
+        journal.close()
+        for provider in providers.values():
+            with contextlib.suppress(Exception):
+                await provider.aclose()
+    return changes, notes
+
+
 def _engine_for(plan: Plan) -> Engine:
     if plan.engine.kind == "ray":
         from .runtime.ray_engine import RayEngine
 
         return RayEngine(plan.engine)
     return LocalEngine()
-
-
-def state_dir_of(journal: Journal) -> Path:
-    return journal.path.parent
 
 
 async def _flush_every(journal: Journal, interval: float) -> None:

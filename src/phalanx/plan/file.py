@@ -21,7 +21,7 @@ from ..exceptions import PlanError, UsageError
 from ..ids import AgentName
 from .config import AutoscaleConfig, BreakerConfig, MessagePolicy, RateLimit
 from .library import Library, spec_to_dict
-from .model import _PARSER, Commands, Limits, Plan, RetryConfig, RouterConfig
+from .model import _PARSER, Commands, Limits, Plan, RetryConfig, RouterConfig, Task
 from .schema import (
     _SAVED_AGENT_KEYS,
     AgentModel,
@@ -140,7 +140,7 @@ def plan_from_data(
     data: Any,
     *,
     source: str | None = None,
-    line_of: Callable[[tuple[int | str, ...], bool], int | None] | None = None,
+    line_of: LineOf | None = None,
 ) -> Plan:
     """Validate parsed plan data into a :class:`Plan`, raising one :class:`PlanError`."""
     where = source or "plan"
@@ -150,8 +150,22 @@ def plan_from_data(
             file=where,
             line=1,
         )
+    model = _validated(data, where, line_of)
     try:
-        model = PlanModel.model_validate(data)
+        agents, saved = _agent_specs(model, where, line_of)
+        return _build(model, agents, saved, where, data)
+    except PlanError as exc:
+        if exc.line is None and line_of and exc.field:
+            loc = _field_to_loc(exc.field)
+            line = line_of(loc, False)
+            raise PlanError(exc.detail, file=where, field=exc.field, line=line) from None
+        raise
+
+
+def _validated(data: Mapping[str, Any], where: str, line_of: LineOf | None) -> PlanModel:
+    """The plan data checked by the schema; the first problem as one PlanError line."""
+    try:
+        return PlanModel.model_validate(data)
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = tuple(err["loc"])
@@ -161,59 +175,68 @@ def plan_from_data(
         raise PlanError(
             describe_error(err) + suffix, file=where, field=_loc_str(loc), line=line
         ) from None
-    try:
-        agents = []
-        saved: list[tuple[str, Any]] = []  # (where, SavedAgent) of agent: NAME@VERSION entries
-        for i, a in enumerate(model.agents):
-            try:
-                if a.agent is not None:
-                    specs, entry = saved_agent(a, f"agents[{i}]", where)
-                    agents.extend(specs)
-                    saved.append((f"agents[{i}].agent", entry))
-                else:
-                    agents.extend(a.specs(f"agents[{i}]", where))
-            except ValueError as exc:
-                raise PlanError(
-                    str(exc),
-                    file=where,
-                    field=f"agents[{i}]",
-                    line=line_of((("agents", i)), False) if line_of else None,
-                ) from None
-        styles, providers, prices = _with_saved(model, saved, where)
-        return Plan.build(
-            name=model.name,
-            agents=agents,
-            tasks=[t.task() for t in model.tasks],
-            limits=Limits(
-                **model.limits.model_dump(exclude={"rate_limits"}),
-                rate_limits={
-                    k: RateLimit(**v.model_dump()) for k, v in model.limits.rate_limits.items()
-                },
-            ),
-            prices=prices,
-            hooks=model.hooks,
-            workspace=model.workspace,
-            commands=Commands(allow=tuple(model.commands.allow), timeout=model.commands.timeout),
-            isolation=model.isolation,
-            styles=styles,
-            breaker=BreakerConfig(**model.breaker.model_dump()),
-            autoscale=AutoscaleConfig(**model.autoscale.model_dump()) if model.autoscale else None,
-            messaging=_policy(model.messaging),
-            router=RouterConfig(**model.router.model_dump()),
-            engine=model.engine.config(),
-            retry=RetryConfig(**model.retry.model_dump()),
-            policy=model.policy,
-            provider=model.provider,
-            providers=providers,
-            source=where,
-            raw=dict(data),
-        )
-    except PlanError as exc:
-        if exc.line is None and line_of and exc.field:
-            loc = _field_to_loc(exc.field)
-            line = line_of(loc, False)
-            raise PlanError(exc.detail, file=where, field=exc.field, line=line) from None
-        raise
+
+
+def _agent_specs(
+    model: PlanModel, where: str, line_of: LineOf | None
+) -> tuple[list[AgentSpec], list[tuple[str, Any]]]:
+    """Every agent spec of the plan, and the saved agents (``agent: NAME@VERSION``) used."""
+    agents: list[AgentSpec] = []
+    saved: list[tuple[str, Any]] = []  # (where, SavedAgent) of agent: NAME@VERSION entries
+    for i, a in enumerate(model.agents):
+        try:
+            if a.agent is not None:
+                specs, entry = saved_agent(a, f"agents[{i}]", where)
+                agents.extend(specs)
+                saved.append((f"agents[{i}].agent", entry))
+            else:
+                agents.extend(a.specs(f"agents[{i}]", where))
+        except ValueError as exc:
+            raise PlanError(
+                str(exc),
+                file=where,
+                field=f"agents[{i}]",
+                line=line_of((("agents", i)), False) if line_of else None,
+            ) from None
+    return agents, saved
+
+
+def _build(
+    model: PlanModel,
+    agents: list[AgentSpec],
+    saved: list[tuple[str, Any]],
+    where: str,
+    data: Mapping[str, Any],
+) -> Plan:
+    styles, providers, prices = _with_saved(model, saved, where)
+    return Plan.build(
+        name=model.name,
+        agents=agents,
+        tasks=[t.task() for t in model.tasks],
+        limits=Limits(
+            **model.limits.model_dump(exclude={"rate_limits"}),
+            rate_limits={
+                k: RateLimit(**v.model_dump()) for k, v in model.limits.rate_limits.items()
+            },
+        ),
+        prices=prices,
+        hooks=model.hooks,
+        workspace=model.workspace,
+        commands=Commands(allow=tuple(model.commands.allow), timeout=model.commands.timeout),
+        isolation=model.isolation,
+        styles=styles,
+        breaker=BreakerConfig(**model.breaker.model_dump()),
+        autoscale=AutoscaleConfig(**model.autoscale.model_dump()) if model.autoscale else None,
+        messaging=_policy(model.messaging),
+        router=RouterConfig(**model.router.model_dump()),
+        engine=model.engine.config(),
+        retry=RetryConfig(**model.retry.model_dump()),
+        policy=model.policy,
+        provider=model.provider,
+        providers=providers,
+        source=where,
+        raw=dict(data),
+    )
 
 
 def _with_saved(
@@ -313,43 +336,45 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
             else None,
         },
         "retry": vars_of(plan.retry),
-        "agents": [
-            {
-                "role": a.role,
-                "name": a.name,
-                "skills": sorted(a.skills),
-                "categories": sorted(a.categories),
-                "style": a.style,
-                "provider": a.provider,
-                "system": a.system_prompt,
-                "context": list(a.context),
-                "context_max_tokens": a.context_max_tokens,
-                "tools": list(a.tools),
-                "max_turns": a.max_turns,
-                "subscribe": list(a.subscribe),
-                "hooks": [h for h in a.hooks if isinstance(h, dict | str)],
-                **_eval_score(a),
-            }
-            for a in plan.agents
-        ],
-        "tasks": [
-            {
-                "id": t.id,
-                "prompt": t.prompt,
-                "category": t.category,
-                "title": t.title,
-                "needs": list(t.needs),
-                "role": t.role,
-                "skills": sorted(t.skills),
-                "priority": t.priority,
-                "max_attempts": t.max_attempts,
-                "style": t.style,
-                "timeout": t.timeout,
-                "max_turns": t.max_turns,
-                "agent": t.agent,
-            }
-            for t in plan.tasks
-        ],
+        "agents": [_agent_to_dict(a) for a in plan.agents],
+        "tasks": [_task_to_dict(t) for t in plan.tasks],
+    }
+
+
+def _agent_to_dict(a: AgentSpec) -> dict[str, Any]:
+    return {
+        "role": a.role,
+        "name": a.name,
+        "skills": sorted(a.skills),
+        "categories": sorted(a.categories),
+        "style": a.style,
+        "provider": a.provider,
+        "system": a.system_prompt,
+        "context": list(a.context),
+        "context_max_tokens": a.context_max_tokens,
+        "tools": list(a.tools),
+        "max_turns": a.max_turns,
+        "subscribe": list(a.subscribe),
+        "hooks": [h for h in a.hooks if isinstance(h, dict | str)],
+        **_eval_score(a),
+    }
+
+
+def _task_to_dict(t: Task) -> dict[str, Any]:
+    return {
+        "id": t.id,
+        "prompt": t.prompt,
+        "category": t.category,
+        "title": t.title,
+        "needs": list(t.needs),
+        "role": t.role,
+        "skills": sorted(t.skills),
+        "priority": t.priority,
+        "max_attempts": t.max_attempts,
+        "style": t.style,
+        "timeout": t.timeout,
+        "max_turns": t.max_turns,
+        "agent": t.agent,
     }
 
 

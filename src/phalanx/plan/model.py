@@ -23,6 +23,7 @@ from ..ids import AgentName, TaskId
 from .config import AutoscaleConfig, BreakerConfig, MessagePolicy, RateLimit
 
 __all__ = [
+    "DEFAULT_PROVIDER",
     "POLICIES",
     "Commands",
     "EngineConfig",
@@ -33,6 +34,7 @@ __all__ = [
     "decompose_project",
 ]
 
+DEFAULT_PROVIDER = "local:smollm2"  # the embedded model: a plan runs with nothing else
 POLICIES = ("round_robin", "least_loaded", "best_fit", "llm")
 MAX_AGENTS = 100_000
 TASK_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")

@@ -338,7 +338,36 @@ def _migration(opts: _Options) -> _Spec:
     exclude = [opts.plan_dir / PLAN_FILE] if opts.plan_dir is not None else []
     files = list_files(opts.target, exclude=exclude)
     slugs = _unique_slugs(files)
-    n = opts.agents
+    migrate, tests = _per_file_tasks(files, slugs)
+    return _Spec(
+        name="migration",
+        description=f"Migrate the {len(files)} files under {opts.target.name or opts.target}.",
+        about="The codebase-migration case study: an analyzer maps the code, a planner "
+        "designs the path, migrators change one file each, testers verify each migrated "
+        "file as soon as it is done (per-file tests, so testing overlaps migrating), and a "
+        "documenter updates the docs once every test passed. The five roles are the case "
+        "study's; migrators and testers are cloned (count) because per-file work is where "
+        "the parallelism is: set count: 1 for the literal five-agent team.",
+        brief="Migration goal (edit me): port the code to the current major version of "
+        "its language and libraries, keeping behaviour unchanged.",
+        brief_note="The goal, shared by every agent as context: edit it once here.",
+        workspace=_relative(opts.target, opts.plan_dir),
+        notes=[
+            f"Generated from {len(files)} files of the target directory (hidden and "
+            "binary files skipped); re-run `phalanx init` to regenerate after it changes.",
+            "Agents only read files (read_file, list_files, search): add edit_file or "
+            "write_file to an agent's tools to let it change them (with `isolation: "
+            "worktree` each agent works on its own git branch).",
+        ],
+        agents=_migration_agents(opts.agents),
+        tasks=_migration_tasks(files, migrate, tests),
+    )
+
+
+def _per_file_tasks(
+    files: Sequence[PurePosixPath], slugs: Sequence[str]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """One migrate task and one test task per file (tests follow their own file)."""
     migrate = [
         {
             "id": f"migrate-{s}",
@@ -362,89 +391,77 @@ def _migration(opts: _Options) -> _Spec:
         }
         for f, s in zip(files, slugs, strict=True)
     ]
-    return _Spec(
-        name="migration",
-        description=f"Migrate the {len(files)} files under {opts.target.name or opts.target}.",
-        about="The codebase-migration case study: an analyzer maps the code, a planner "
-        "designs the path, migrators change one file each, testers verify each migrated "
-        "file as soon as it is done (per-file tests, so testing overlaps migrating), and a "
-        "documenter updates the docs once every test passed. The five roles are the case "
-        "study's; migrators and testers are cloned (count) because per-file work is where "
-        "the parallelism is: set count: 1 for the literal five-agent team.",
-        brief="Migration goal (edit me): port the code to the current major version of "
-        "its language and libraries, keeping behaviour unchanged.",
-        brief_note="The goal, shared by every agent as context: edit it once here.",
-        workspace=_relative(opts.target, opts.plan_dir),
-        notes=[
-            f"Generated from {len(files)} files of the target directory (hidden and "
-            "binary files skipped); re-run `phalanx init` to regenerate after it changes.",
-            "Agents only read files (read_file, list_files, search): add edit_file or "
-            "write_file to an agent's tools to let it change them (with `isolation: "
-            "worktree` each agent works on its own git branch).",
-        ],
-        agents=[
-            (
-                "Maps modules and dependencies.",
+    return migrate, tests
+
+
+def _migration_agents(n: int) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (
+            "Maps modules and dependencies.",
+            {
+                "role": "analyzer",
+                "style": "yaml",
+                "tools": ["list_files", "read_file", "search"],
+            },
+        ),
+        (
+            "Designs the migration path from the analysis.",
+            {"role": "planner", "style": "markdown"},
+        ),
+        (
+            "Execute the changes, one file per task.",
+            {"role": "migrator", "count": n, "style": "concise", "tools": ["read_file"]},
+        ),
+        (
+            "Verify each migrated file.",
+            {"role": "tester", "count": n, "style": "table", "tools": ["read_file"]},
+        ),
+        ("Updates the documentation at the end.", {"role": "documenter", "style": "markdown"}),
+    ]
+
+
+def _migration_tasks(
+    files: Sequence[PurePosixPath], migrate: list[dict[str, Any]], tests: list[dict[str, Any]]
+) -> list[tuple[str, list[dict[str, Any]]]]:
+    return [
+        (
+            "Analysis and plan: everything else builds on them.",
+            [
                 {
+                    "id": "analyze",
+                    "title": "map the code",
+                    "category": "research",
                     "role": "analyzer",
-                    "style": "yaml",
-                    "tools": ["list_files", "read_file", "search"],
+                    "prompt": _analyze_prompt(files),
                 },
-            ),
-            (
-                "Designs the migration path from the analysis.",
-                {"role": "planner", "style": "markdown"},
-            ),
-            (
-                "Execute the changes, one file per task.",
-                {"role": "migrator", "count": n, "style": "concise", "tools": ["read_file"]},
-            ),
-            (
-                "Verify each migrated file.",
-                {"role": "tester", "count": n, "style": "table", "tools": ["read_file"]},
-            ),
-            ("Updates the documentation at the end.", {"role": "documenter", "style": "markdown"}),
-        ],
-        tasks=[
-            (
-                "Analysis and plan: everything else builds on them.",
-                [
-                    {
-                        "id": "analyze",
-                        "title": "map the code",
-                        "category": "research",
-                        "role": "analyzer",
-                        "prompt": _analyze_prompt(files),
-                    },
-                    {
-                        "id": "plan-migration",
-                        "title": "design the migration path",
-                        "category": "architecture",
-                        "role": "planner",
-                        "needs": ["analyze"],
-                        "prompt": "Design the migration path from the analysis: the order of the "
-                        "files, the risks, and the steps for each file.",
-                    },
-                ],
-            ),
-            ("One migration task per file (they run in parallel on the migrators).", migrate),
-            ("One test task per file, each as soon as its file is migrated.", tests),
-            (
-                "The documentation, once every file is migrated and tested.",
-                [
-                    {
-                        "id": "document",
-                        "title": "update the docs",
-                        "category": "documentation",
-                        "role": "documenter",
-                        "needs": [t["id"] for t in tests],
-                        "prompt": "Update the documentation: what changed, module by module, and "
-                        "what users of the code must do.",
-                    },
-                ],
-            ),
-        ],
-    )
+                {
+                    "id": "plan-migration",
+                    "title": "design the migration path",
+                    "category": "architecture",
+                    "role": "planner",
+                    "needs": ["analyze"],
+                    "prompt": "Design the migration path from the analysis: the order of the "
+                    "files, the risks, and the steps for each file.",
+                },
+            ],
+        ),
+        ("One migration task per file (they run in parallel on the migrators).", migrate),
+        ("One test task per file, each as soon as its file is migrated.", tests),
+        (
+            "The documentation, once every file is migrated and tested.",
+            [
+                {
+                    "id": "document",
+                    "title": "update the docs",
+                    "category": "documentation",
+                    "role": "documenter",
+                    "needs": [t["id"] for t in tests],
+                    "prompt": "Update the documentation: what changed, module by module, and "
+                    "what users of the code must do.",
+                },
+            ],
+        ),
+    ]
 
 
 def _analyze_prompt(files: Sequence[PurePosixPath], shown: int = 60) -> str:

@@ -1,0 +1,519 @@
+"""What each ``phalanx`` command does (``main`` dispatches to these)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from ..api import RunResult, resume, run, state_dir
+from ..exceptions import UsageError
+from ..journal import Journal
+from ..status.console import LineLog
+from ..status.fold import StatusTracker, render_text
+
+__all__ = ["COMMANDS", "EXIT_INTERRUPTED"]
+
+EXIT_INTERRUPTED = 130
+
+
+def _drive(coro: Coroutine[Any, Any, RunResult]) -> RunResult | None:
+    """Run a run to its end. SIGINT/SIGTERM cancel it cleanly: the journal is flushed and the
+    run stays resumable."""
+
+    async def main() -> RunResult:
+        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        assert task is not None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, task.cancel)
+        return await coro
+
+    try:
+        return asyncio.run(main())
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        return None
+
+
+def _finish(result: RunResult | None, run_id: str | None) -> int:
+    if result is None:
+        print(f"\ninterrupted: resume with 'phalanx resume {run_id or 'RUN_ID'}'", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(result.summary())
+    return result.exit_code
+
+
+class _RunIdSpy:
+    """Remembers the run id from the first event (for the interrupted message)."""
+
+    def __init__(self) -> None:
+        self.run_id: str | None = None
+
+    def emit(self, event: Any) -> None:
+        if self.run_id is None:
+            self.run_id = getattr(event, "run_id", None)
+
+
+def _progress_sinks(args: argparse.Namespace) -> list[Any]:
+    """Live three-level view on a terminal, one line per task change otherwise."""
+    if args.quiet:
+        return []
+    if not args.no_tui and sys.stdout.isatty():
+        from ..status.tui import LiveStatus
+
+        return [LiveStatus()]
+    return [LineLog()]
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from ..plan.planner import DEFAULT_PLANNER, plan_text, write_plan
+
+    provider = args.provider or DEFAULT_PLANNER
+    if args.output:
+        print(f"wrote {write_plan(args.goal, args.output, provider=provider, seed=args.seed)}")
+    else:
+        print(plan_text(args.goal, provider=provider, seed=args.seed), end="")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from ..status.report import render_report
+
+    journal = Journal(state_dir(args.state_dir) / "journal.sqlite")
+    rec = journal.get_run(args.run_id) if args.run_id else journal.latest_run()
+    text = render_report(journal, rec.run_id, args.format, baseline=args.baseline)
+    if args.output == "-":
+        print(text)
+        return 0
+    ext = {"html": "html", "md": "md", "json": "json"}[args.format]
+    path = (
+        Path(args.output)
+        if args.output
+        else (state_dir(args.state_dir) / "runs" / rec.run_id / f"report.{ext}")
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    print(f"report: {path}")
+    return 0
+
+
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    from ..status.web import serve
+
+    def ready(url: str) -> None:
+        print(f"dashboard: {url}", flush=True)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(
+            serve(
+                state_dir(args.state_dir),
+                host=args.host,
+                port=args.port,
+                token=args.token,
+                run_id=args.run_id,
+                ready=ready,
+            )
+        )
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    if args.web:
+        from ..status.web import DashboardThread
+
+        with DashboardThread(state_dir(args.state_dir), run_id=args.run_id) as url:
+            print(f"dashboard: {url}", flush=True)
+            return _run_plan(args)
+    return _run_plan(args)
+
+
+def _run_plan(args: argparse.Namespace) -> int:
+    spy = _RunIdSpy()
+    sinks: list[Any] = [spy, *_progress_sinks(args)]
+    result = _drive(
+        run(
+            _sequential_plan(args) if args.sequential else args.plan,
+            agents=args.agents,
+            policy=args.policy,
+            provider=args.provider,
+            seed=args.seed,
+            state=args.state_dir,
+            run_id=args.run_id,
+            sinks=sinks,
+            engine=args.engine,
+            address=args.address,
+        )
+    )
+    code = _finish(result, spy.run_id)
+    if args.sequential and result is not None:
+        print(
+            f"  sequential baseline: compare a parallel run of the plan with "
+            f"'phalanx report RUN_ID --baseline {result.run_id}'"
+        )
+    return code
+
+
+def _cmd_resume(args: argparse.Namespace) -> int:
+    sinks = _progress_sinks(args)
+    result = _drive(
+        resume(
+            args.run_id,
+            state=args.state_dir,
+            sinks=sinks,
+            engine=args.engine,
+            address=args.address,
+        )
+    )
+    return _finish(result, args.run_id)
+
+
+def _cmd_merge(args: argparse.Namespace) -> int:
+    from ..api import merge_run
+
+    report = merge_run(args.run_id, state=args.state_dir)
+    print(report.render())
+    return 0 if report.ok else 1
+
+
+def _cmd_runs(args: argparse.Namespace) -> int:
+    journal = Journal(state_dir(args.state_dir) / "journal.sqlite")
+    rows = journal.list_runs()
+    if args.json:
+        print(json.dumps(journal.run_summaries(), indent=2))
+        return 0
+    if not rows:
+        print(f"no runs yet in {journal.path}")
+        return 0
+    print(
+        f"{'RUN':<22} {'PLAN':<20} {'STATUS':<12} {'TASKS':>6} {'DONE':>6} {'FAILED':>6}  STARTED"
+    )
+    for r, counts in rows:
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created_at))
+        sim = " (sim)" if r.simulated else ""
+        print(
+            f"{r.run_id:<22} {r.plan_name[:20]:<20} {r.status:<12} {r.task_count:>6} "
+            f"{counts.get('succeeded', 0):>6} {counts.get('failed', 0):>6}  {started}{sim}"
+        )
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    journal = Journal(state_dir(args.state_dir) / "journal.sqlite")
+    rec = journal.get_run(args.run_id) if args.run_id else journal.latest_run()
+    tracker, seq = StatusTracker(), 0
+    while True:
+        for n, ev in journal.read_events(rec.run_id, after=seq):
+            tracker.emit(ev)
+            seq = n
+        snap = tracker.snapshot(now=time.time())
+        if args.json:
+            print(json.dumps(_snapshot_json(snap), indent=2))
+        else:
+            if args.watch:
+                print("\x1b[2J\x1b[H", end="")
+            print(render_text(snap))
+        if not args.watch or snap.finished is not None:
+            return 0
+        try:
+            time.sleep(max(0.1, args.interval))
+        except KeyboardInterrupt:
+            return 0
+
+
+def _snapshot_json(s: Any) -> dict[str, Any]:
+    return {
+        "run_id": s.run_id,
+        "plan": s.plan,
+        "status": s.status,
+        "simulated": s.simulated,
+        "counts": s.counts,
+        "total": s.total,
+        "progress": s.progress,
+        "eta_seconds": s.eta_seconds,
+        "elapsed": s.elapsed,
+        "usage": s.usage.to_dict(),
+        "attempts": s.attempts,
+        "failed_attempts": s.failed_attempts,
+        "agents": [
+            {
+                "name": a.name,
+                "role": a.role,
+                "state": a.state,
+                "task": a.task_id,
+                "done": a.done,
+                "assigned": a.assigned,
+                "failures": a.failures,
+            }
+            for a in s.agents
+        ],
+        "alerts": s.alerts,
+    }
+
+
+# -- templates, roles and the sequential baseline ------------------------------------------
+def _copy_example(name: str, dest: Path) -> int:
+    """``phalanx init --example NAME DIR``: the examples ship inside the package."""
+    import shutil
+    from importlib.resources import as_file, files
+
+    root = files("phalanx") / "examples"
+    names = sorted(p.name.removesuffix(".yaml") for p in root.iterdir() if p.name[0] != "_")
+    if name == "list" or name not in names:
+        if name != "list":
+            raise UsageError(f"no example named {name!r}: one of {', '.join(names)}")
+        print("\n".join(names))
+        return 0
+    entry = root / name if (root / name).is_dir() else root / f"{name}.yaml"
+    target = dest / entry.name
+    if target.exists():
+        raise UsageError(f"{target} exists: choose another DIR or remove it")
+    dest.mkdir(parents=True, exist_ok=True)
+    with as_file(entry) as src:
+        if src.is_dir():
+            shutil.copytree(src, target, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copyfile(src, target)
+    print(f"wrote {target}")
+    return 0
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    from ..plan.file import load_plan
+    from ..plan.templates import init_template
+
+    if args.example:
+        return _copy_example(args.example, Path(args.dir))
+    path = init_template(
+        args.template,
+        Path(args.dir),
+        target=Path(args.target) if args.target else None,
+        inputs=Path(args.inputs) if args.inputs else None,
+        agents=args.agents,
+        provider=args.provider,
+    )
+    plan = load_plan(str(path))
+    print(
+        f"wrote {path}: template {args.template} · {len(plan.tasks)} tasks · "
+        f"{len(plan.agents)} agents · provider {plan.provider}"
+    )
+    print(f"  run it: phalanx run {path}   (simulated: add --provider sim)")
+    return 0
+
+
+def _cmd_roles(args: argparse.Namespace) -> int:
+    from ..agents.spec import ROLES
+
+    width = max(len(r) for r in ROLES) + 2
+    print(f"{'ROLE':<{width}}{'CATEGORIES':<16}DESCRIPTION")
+    for role in ROLES.values():
+        cats = ",".join(sorted(role.categories)) or "any"
+        print(f"{role.name:<{width}}{cats:<16}{role.description}")
+    return 0
+
+
+def _sequential_plan(args: argparse.Namespace) -> Any:
+    """``run --sequential``: the plan on one agent, in dependency order."""
+    from ..plan.file import load_plan
+
+    if args.agents is not None:
+        raise UsageError("--sequential runs on one agent: drop --agents")
+    return load_plan(args.plan).sequential()
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from ..evals.runner import EvalReport, evaluate
+
+    sinks = [] if args.json else _progress_sinks(args)
+    coro = evaluate(
+        [args.spec, *args.vs],
+        args.cases,
+        repeat=args.repeat,
+        provider=args.provider,
+        seed=args.seed,
+        state=args.state_dir,
+        run_id=args.run_id,
+        sinks=sinks,
+        record=not args.no_record,
+    )
+
+    async def main() -> EvalReport:
+        task = asyncio.current_task()
+        assert task is not None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(sig, task.cancel)
+        return await coro
+
+    try:
+        report = asyncio.run(main())
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("\ninterrupted: the eval was not scored; run it again", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(report.render_text())
+        print(f"report: {report.markdown_path} · json: {report.json_path}")
+        print(f"  the run: phalanx report {report.run_id} · phalanx dashboard {report.run_id}")
+        if report.recorded:
+            print(f"  recorded in the library: {', '.join(report.recorded)}")
+    floor = args.fail_under
+    low = [v.label for v in report.variants if floor is not None and v.pass_rate < floor]
+    if low:
+        print(f"phalanx: below --fail-under {floor:g}: {', '.join(low)}", file=sys.stderr)
+    return 1 if low or not report.complete else 0
+
+
+def _cmd_agents(args: argparse.Namespace) -> int:
+    from ..plan.library import Library
+
+    lib = Library()
+    scope: Any = "user" if getattr(args, "user", False) else None
+    if args.action == "save":
+        from ..plan.file import from_plan
+
+        spec, styles, providers, prices = from_plan(args.source)
+        saved, new = lib.save(
+            args.name,
+            spec,
+            styles=styles,
+            providers=providers,
+            prices=prices,
+            source=args.source,
+            scope="user" if args.user else "project",
+        )
+        if new:
+            print(f"saved {saved.ref} in {saved.path} (from {args.source})")
+        else:
+            print(f"unchanged: {args.source} is the same spec as {saved.ref} ({saved.path})")
+        return 0
+    if args.action == "list":
+        return _agents_list(lib, args.json)
+    if args.action == "show":
+        return _agents_show(lib.get(args.ref, scope=scope), lib, args.json)
+    found = lib.get(args.ref, scope=scope)
+    removed = lib.remove(args.ref, every=args.all, scope=found.scope)
+    shown = ", ".join(f"{found.name}@{v}" for v in removed)
+    print(f"removed {shown} and its eval history ({found.scope}); the numbers are not reused")
+    return 0
+
+
+def _last_eval(rec: Any) -> str:
+    if rec is None:
+        return "no eval"
+    when = time.strftime("%Y-%m-%d", time.localtime(rec.at))
+    return (
+        f"{100 * rec.pass_rate:.1f}% [{100 * rec.ci_low:.1f}–{100 * rec.ci_high:.1f}] "
+        f"n={rec.n} {rec.cases} {when}"
+    )
+
+
+def _agents_list(lib: Any, as_json: bool) -> int:
+    agents = lib.list_agents()
+    if as_json:
+        data = []
+        for a in agents:
+            last = a.last_eval()
+            data.append(
+                {
+                    "name": a.name,
+                    "latest": a.version,
+                    "versions": lib.versions(a.name, a.scope),
+                    "scope": a.scope,
+                    "path": str(a.path),
+                    "spec": a.document()["spec"],
+                    "last_eval": None if last is None else last.to_dict(),
+                }
+            )
+        print(json.dumps(data, indent=2))
+        return 0
+    if not agents:
+        print(f"no saved agents in {lib.project} or {lib.user}")
+        print("  save one: phalanx agents save NAME --from PLAN.yaml:ROLE")
+        return 0
+    head = ("NAME", "LATEST", "VERSIONS", "SCOPE", "ROLE", "STYLE", "PROVIDER", "LAST EVAL")
+    rows = [head]
+    for a in agents:
+        versions = lib.versions(a.name, a.scope)
+        rows.append(
+            (
+                a.name,
+                f"@{a.version}",
+                ",".join(map(str, versions)),
+                a.scope,
+                a.spec.role,
+                a.spec.style,
+                a.spec.provider or "(run's default)",
+                _last_eval(a.last_eval()),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    return 0
+
+
+def _agents_show(a: Any, lib: Any, as_json: bool) -> int:
+    import yaml
+
+    history = a.history()
+    if as_json:
+        doc = {**a.document(), "scope": a.scope, "path": str(a.path)}
+        doc["evals"] = [h.to_dict() for h in history]
+        print(json.dumps(doc, indent=2))
+        return 0
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(a.saved_at))
+    versions = ", ".join(map(str, lib.versions(a.name, a.scope)))
+    origin = f" from {a.source}" if a.source else ""
+    print(f"{a.ref} · {a.scope}: {a.path} · saved {when}{origin}")
+    print(f"versions: {versions} (a saved version never changes)")
+    doc = a.document()
+    shown = {k: doc[k] for k in ("spec", "styles", "providers", "prices") if doc[k]}
+    print(yaml.safe_dump(shown, sort_keys=False, allow_unicode=True).rstrip())
+    if not history:
+        print(f"evals: none yet (run: phalanx eval {a.ref} CASES.yaml)")
+        return 0
+    print("evals:")
+    head = ("DATE", "CASES", "PASS", "95% CI", "N", "STYLE OK", "COST", "P50", "P95", "RUN")
+    rows = [head]
+    for h in history:
+        rows.append(
+            (
+                time.strftime("%Y-%m-%d %H:%M", time.localtime(h.at)),
+                h.cases,
+                f"{100 * h.pass_rate:.1f}%",
+                f"{100 * h.ci_low:.1f}–{100 * h.ci_high:.1f}%",
+                str(h.n),
+                "-" if h.style_validity is None else f"{100 * h.style_validity:.1f}%",
+                "n/a" if h.cost_usd is None else f"${h.cost_usd:.4f}",
+                "-" if h.p50_seconds is None else f"{h.p50_seconds:.2f}s",
+                "-" if h.p95_seconds is None else f"{h.p95_seconds:.2f}s",
+                h.run_id + (" (sim)" if h.simulated else ""),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    for r in rows:
+        print("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    return 0
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "plan": _cmd_plan,
+    "report": _cmd_report,
+    "dashboard": _cmd_dashboard,
+    "merge": _cmd_merge,
+    "run": _cmd_run,
+    "resume": _cmd_resume,
+    "runs": _cmd_runs,
+    "status": _cmd_status,
+    "init": _cmd_init,
+    "roles": _cmd_roles,
+    "eval": _cmd_eval,
+    "agents": _cmd_agents,
+}
