@@ -1,0 +1,442 @@
+"""The five plan templates (feature, migration, research, swarm, pipeline), each a builder
+of a template spec from the ``phalanx init`` options."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import PurePosixPath
+from typing import Any
+
+from ..agents.spec import AgentSpec, assign_names
+from ..exceptions import UsageError
+from .inputs import (
+    PLAN_FILE,
+    TemplateOptions,
+    TemplateSpec,
+    list_files,
+    read_lines,
+    relative_to_plan,
+    unique_slugs,
+)
+
+__all__ = ["BUILDERS"]
+
+# (id, title, category, role, needs, style or None, prompt)
+_FEATURE_TASKS: tuple[tuple[str, str, str, str, tuple[str, ...], str | None, str], ...] = (
+    ("design-api", "design the API", "architecture", "designer", (), None,
+     "Design the HTTP API of the feature: endpoints, payloads, errors."),
+    ("design-data", "design the data model", "architecture", "designer", (), None,
+     "Design the data model and storage the feature needs."),
+    ("implement-api", "implement the API", "implementation", "implementer", ("design-api",),
+     None, "Implement the API handlers as designed."),
+    ("write-tests", "write the test plan", "testing", "validator", ("design-api",), "table",
+     "Write the test plan for the API as a table: case, input, expected result."),
+    ("implement-storage", "implement storage", "implementation", "implementer",
+     ("design-data",), None, "Implement the storage layer for the data model."),
+    ("document", "document the feature", "documentation", "designer",
+     ("design-api", "design-data"), "markdown",
+     "Write the user-facing documentation of the feature."),
+    ("validate", "validate the feature", "testing", "validator",
+     ("implement-api", "implement-storage", "write-tests"), None,
+     "Check the implementation against the test plan; report the results."),
+)  # fmt: skip
+
+
+def _feature_task(
+    row: tuple[str, str, str, str, tuple[str, ...], str | None, str],
+) -> dict[str, Any]:
+    tid, title, category, role, needs, style, prompt = row
+    task: dict[str, Any] = {"id": tid, "title": title, "category": category, "role": role}
+    if needs:
+        task["needs"] = list(needs)
+    if style is not None:
+        task["style"] = style
+    task["prompt"] = prompt
+    return task
+
+
+def _feature(opts: TemplateOptions) -> TemplateSpec:
+    tasks = {row[0]: _feature_task(row) for row in _FEATURE_TASKS}
+    groups = (
+        ("Design first: the implementer and the validator start from the designs.",
+         ["design-api", "design-data"]),
+        ("Then in parallel: code, a test plan written from the design, documentation.",
+         ["implement-api", "write-tests", "implement-storage", "document"]),
+        ("Last, the validation report over everything built (HTML, the validator's style).",
+         ["validate"]),
+    )  # fmt: skip
+    return TemplateSpec(
+        name="feature-team",
+        description="The strategy's feature-development case study on a sample feature.",
+        about="The feature-development case study: a designer (YAML), an implementer "
+        "(concise) and a validator (table and HTML reports) take one feature through a "
+        "small DAG. Replace the sample feature (password reset) in the brief and prompts.",
+        brief="Feature: password reset by e-mail for a web application's user accounts "
+        "(single-use links that expire after 30 minutes).",
+        brief_note="The feature, shared by every agent as context: edit it once here.",
+        agents=[
+            (
+                "Designs the API and the data model; YAML keeps designs structured.",
+                {"role": "designer", "style": "yaml", "skills": ["api-design"]},
+            ),
+            (
+                "Writes the code, tersely.",
+                {"role": "implementer", "style": "concise", "skills": ["coding"]},
+            ),
+            (
+                "Tests: a test plan as a table, the validation report as HTML.",
+                {"role": "validator", "style": "html", "skills": ["testing"]},
+            ),
+        ],
+        tasks=[(note, [tasks[t] for t in ids]) for note, ids in groups],
+    )
+
+
+def _migration(opts: TemplateOptions) -> TemplateSpec:
+    assert opts.target is not None
+    if not opts.target.is_dir():
+        raise UsageError(
+            f"the migration target {opts.target} is not a directory (give it with --target DIR)"
+        )
+    exclude = [opts.plan_dir / PLAN_FILE] if opts.plan_dir is not None else []
+    files = list_files(opts.target, exclude=exclude)
+    slugs = unique_slugs(files)
+    migrate, tests = _per_file_tasks(files, slugs)
+    return TemplateSpec(
+        name="migration",
+        description=f"Migrate the {len(files)} files under {opts.target.name or opts.target}.",
+        about="The codebase-migration case study: an analyzer maps the code, a planner "
+        "designs the path, migrators change one file each, testers verify each migrated "
+        "file as soon as it is done (per-file tests, so testing overlaps migrating), and a "
+        "documenter updates the docs once every test passed. The five roles are the case "
+        "study's; migrators and testers are cloned (count) because per-file work is where "
+        "the parallelism is: set count: 1 for the literal five-agent team.",
+        brief="Migration goal (edit me): port the code to the current major version of "
+        "its language and libraries, keeping behaviour unchanged.",
+        brief_note="The goal, shared by every agent as context: edit it once here.",
+        workspace=relative_to_plan(opts.target, opts.plan_dir),
+        notes=[
+            f"Generated from {len(files)} files of the target directory (hidden and "
+            "binary files skipped); re-run `phalanx init` to regenerate after it changes.",
+            "Agents only read files (read_file, list_files, search): add edit_file or "
+            "write_file to an agent's tools to let it change them (with `isolation: "
+            "worktree` each agent works on its own git branch).",
+        ],
+        agents=_migration_agents(opts.agents),
+        tasks=_migration_tasks(files, migrate, tests),
+    )
+
+
+def _per_file_tasks(
+    files: Sequence[PurePosixPath], slugs: Sequence[str]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """One migrate task and one test task per file (tests follow their own file)."""
+    migrate = [
+        {
+            "id": f"migrate-{s}",
+            "title": f"migrate {f}",
+            "category": "implementation",
+            "role": "migrator",
+            "needs": ["plan-migration"],
+            "prompt": f"Migrate `{f}` following the migration plan. Read it first (read_file); "
+            "answer with the changes to make.",
+        }
+        for f, s in zip(files, slugs, strict=True)
+    ]
+    tests = [
+        {
+            "id": f"test-{s}",
+            "title": f"test {f}",
+            "category": "testing",
+            "role": "tester",
+            "needs": [f"migrate-{s}"],
+            "prompt": f"Verify the migration of `{f}`: list each check and its result.",
+        }
+        for f, s in zip(files, slugs, strict=True)
+    ]
+    return migrate, tests
+
+
+def _migration_agents(n: int) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (
+            "Maps modules and dependencies.",
+            {
+                "role": "analyzer",
+                "style": "yaml",
+                "tools": ["list_files", "read_file", "search"],
+            },
+        ),
+        (
+            "Designs the migration path from the analysis.",
+            {"role": "planner", "style": "markdown"},
+        ),
+        (
+            "Execute the changes, one file per task.",
+            {"role": "migrator", "count": n, "style": "concise", "tools": ["read_file"]},
+        ),
+        (
+            "Verify each migrated file.",
+            {"role": "tester", "count": n, "style": "table", "tools": ["read_file"]},
+        ),
+        ("Updates the documentation at the end.", {"role": "documenter", "style": "markdown"}),
+    ]
+
+
+def _migration_tasks(
+    files: Sequence[PurePosixPath], migrate: list[dict[str, Any]], tests: list[dict[str, Any]]
+) -> list[tuple[str, list[dict[str, Any]]]]:
+    return [
+        (
+            "Analysis and plan: everything else builds on them.",
+            [
+                {
+                    "id": "analyze",
+                    "title": "map the code",
+                    "category": "research",
+                    "role": "analyzer",
+                    "prompt": _analyze_prompt(files),
+                },
+                {
+                    "id": "plan-migration",
+                    "title": "design the migration path",
+                    "category": "architecture",
+                    "role": "planner",
+                    "needs": ["analyze"],
+                    "prompt": "Design the migration path from the analysis: the order of the "
+                    "files, the risks, and the steps for each file.",
+                },
+            ],
+        ),
+        ("One migration task per file (they run in parallel on the migrators).", migrate),
+        ("One test task per file, each as soon as its file is migrated.", tests),
+        (
+            "The documentation, once every file is migrated and tested.",
+            [
+                {
+                    "id": "document",
+                    "title": "update the docs",
+                    "category": "documentation",
+                    "role": "documenter",
+                    "needs": [t["id"] for t in tests],
+                    "prompt": "Update the documentation: what changed, module by module, and "
+                    "what users of the code must do.",
+                },
+            ],
+        ),
+    ]
+
+
+def _analyze_prompt(files: Sequence[PurePosixPath], shown: int = 60) -> str:
+    listing = ", ".join(str(f) for f in files[:shown])
+    more = f" and {len(files) - shown} more" if len(files) > shown else ""
+    return (
+        f"Map the {len(files)} files to migrate and their dependencies (what imports what, "
+        f"what must change first): {listing}{more}."
+    )
+
+
+_ANGLES = (
+    "the options that exist and how they compare",
+    "operational cost, failure modes and how each option is run in production",
+    "what teams that adopted each option report in practice",
+    "security and compliance concerns",
+    "the effort of moving from what we have today",
+    "performance and scaling limits",
+)
+
+
+def _research(opts: TemplateOptions) -> TemplateSpec:
+    questions = (
+        read_lines(opts.inputs)
+        if opts.inputs is not None
+        else [f"Research {_ANGLES[i % len(_ANGLES)]}." for i in range(opts.agents)]
+    )
+    width = len(str(len(questions)))
+    ids = [f"research-{i + 1:0{width}d}" for i in range(len(questions))]
+    return TemplateSpec(
+        name="research",
+        description=f"{len(questions)} sub-questions researched in parallel, then synthesised.",
+        about="Researchers take one sub-question each, in parallel; the synthesiser, which "
+        "needs all of them, combines their findings into one answer. Edit the question in "
+        "the brief and the sub-questions in the tasks (or pass --inputs FILE to `phalanx "
+        "init`: one sub-question per line).",
+        brief="Question (edit me): which background-job system should our Python web service use?",
+        brief_note="The question, shared by every agent as context: edit it once here.",
+        agents=[
+            (
+                "Researchers, in parallel; YAML keeps findings comparable.",
+                {"role": "researcher", "count": opts.agents, "style": "yaml"},
+            ),
+            (
+                "Combines every finding into one answer.",
+                {"role": "synthesiser", "style": "markdown"},
+            ),
+        ],
+        tasks=[
+            (
+                "One task per sub-question.",
+                [
+                    {
+                        "id": tid,
+                        "title": _title(q),
+                        "category": "research",
+                        "role": "researcher",
+                        "prompt": q,
+                    }
+                    for tid, q in zip(ids, questions, strict=True)
+                ],
+            ),
+            (
+                "The synthesis needs every finding.",
+                [
+                    {
+                        "id": "synthesise",
+                        "title": "synthesise the findings",
+                        "category": "documentation",
+                        "role": "synthesiser",
+                        "needs": ids,
+                        "prompt": "Combine the findings into one answer to the question: the "
+                        "recommendation, the reasons, and what is still uncertain.",
+                    },
+                ],
+            ),
+        ],
+    )
+
+
+def _swarm(opts: TemplateOptions) -> TemplateSpec:
+    names = _worker_names(opts.agents)
+    items, workspace, what = _swarm_items(opts)
+    width = len(str(len(items)))
+    tasks = [
+        {
+            "id": f"item-{i + 1:0{width}d}",
+            "title": _title(title),
+            "category": "other",
+            "agent": names[i % len(names)],
+            "prompt": prompt,
+        }
+        for i, (title, prompt) in enumerate(items)
+    ]
+    return TemplateSpec(
+        name="swarm",
+        description=f"{len(items)} work items over {len(names)} like agents.",
+        about="A swarm: like agents share a batch of work items, dealt round-robin (each "
+        "task names its agent); an agent that runs out of work steals from the busiest "
+        f"queue. The items are {what}.",
+        workspace=workspace,
+        agents=[
+            (
+                "Like agents with explicit names (the tasks refer to them).",
+                {
+                    "role": "worker",
+                    "count": len(names),
+                    "names": names,
+                    "style": "concise",
+                    **({"tools": ["read_file"]} if workspace is not None else {}),
+                },
+            ),
+        ],
+        tasks=[("One task per work item, agents assigned round-robin.", tasks)],
+    )
+
+
+def _worker_names(n: int) -> list[str]:
+    """``n`` memorable names, as a run would give them (Cipher, Nova, ...)."""
+    return [a.name or "" for a in assign_names(AgentSpec(role="worker").clone(n))]
+
+
+def _swarm_items(opts: TemplateOptions) -> tuple[list[tuple[str, str]], str | None, str]:
+    """(title, prompt) per work item, the workspace (for files), and what the items are."""
+    src = opts.inputs
+    if src is None:
+        n = 2 * opts.agents
+        items = [
+            (f"item {i + 1}", f"Work item {i + 1} (edit me): describe the work here.")
+            for i in range(n)
+        ]
+        return items, None, "placeholders: pass --inputs FILE_OR_DIR to `phalanx init`"
+    if src.is_dir():
+        exclude = [opts.plan_dir / PLAN_FILE] if opts.plan_dir is not None else []
+        files = list_files(src, exclude=exclude)
+        items = [
+            (
+                str(f),
+                f"Review `{f}` (read_file) and summarise what it does and any problem you see.",
+            )
+            for f in files
+        ]
+        return items, relative_to_plan(src, opts.plan_dir), f"the files under {src}"
+    lines = read_lines(src)
+    return [(line, line) for line in lines], None, f"the lines of {src} (each line is a prompt)"
+
+
+_STAGES = (
+    (
+        "analyze",
+        "analyzer",
+        "yaml",
+        "research",
+        "Analyze the requirements: users, constraints, risks.",
+    ),
+    (
+        "design",
+        "architect",
+        "html",
+        "architecture",
+        "Design the system: components, interfaces, data.",
+    ),
+    ("implement", "coder", "concise", "implementation", "Implement the design."),
+    ("test", "tester", "table", "testing", "Test the implementation: case, expected, result."),
+    (
+        "deploy",
+        "deployer",
+        "tts",
+        "other",
+        "Say how it is deployed and rolled out, as a short spoken briefing.",
+    ),
+)
+
+
+def _pipeline(opts: TemplateOptions) -> TemplateSpec:
+    tasks = [
+        {
+            "id": stage,
+            "title": stage,
+            "category": category,
+            "role": role,
+            **({"needs": [_STAGES[i - 1][0]]} if i else {}),
+            "prompt": prompt,
+        }
+        for i, (stage, role, _, category, prompt) in enumerate(_STAGES)
+    ]
+    return TemplateSpec(
+        name="pipeline",
+        description="Five stages, each handing its result to the next.",
+        about="The strategy's AgentPipeline: analyze -> design -> implement -> test -> "
+        "deploy, one specialised agent per stage, each stage receiving the results before "
+        "it. A chain has no parallelism of its own (its speedup over --sequential is 1x): "
+        "it buys specialisation; add tasks beside a stage to run them in parallel.",
+        brief="The work (edit me): a URL-shortening web service with click statistics.",
+        brief_note="What the pipeline builds, shared by every agent as context.",
+        agents=[
+            (f"Stage {stage}: {style} output.", {"role": role, "style": style})
+            for stage, role, style, _, _ in _STAGES
+        ],
+        tasks=[("The stages, each needing the one before.", tasks)],
+    )
+
+
+def _title(text: str, limit: int = 60) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+BUILDERS: dict[str, Callable[[TemplateOptions], TemplateSpec]] = {
+    "feature": _feature,
+    "migration": _migration,
+    "research": _research,
+    "swarm": _swarm,
+    "pipeline": _pipeline,
+}
