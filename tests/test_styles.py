@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from phalanx.agents import styles
+from phalanx.agents import speech, styles
 from phalanx.agents.styles import (
     CONCISE_MAX_WORDS,
     STYLES,
@@ -486,7 +486,7 @@ def test_number_words() -> None:
     cases = {0: "zero", 13: "thirteen", 40: "forty", 99: "ninety-nine", 105: "one hundred five"}
     cases[2_000_021] = "two million twenty-one"
     for n, words in cases.items():
-        assert styles.number_words(n) == words
+        assert speech.number_words(n) == words
 
 
 # --- rendering tts audio ------------------------------------------------------------------
