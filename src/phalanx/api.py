@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import os
 import secrets
+import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -141,11 +142,8 @@ class _SafeSink:
             self.sink.emit(event)
         except Exception as exc:
             self.broken = True
-            import sys
-
-            print(
-                f"phalanx: event sink {self.sink!r} failed and was detached: {exc!r}",
-                file=sys.stderr,
+            sys.stderr.write(
+                f"phalanx: event sink {self.sink!r} failed and was detached: {exc!r}\n"
             )
 
 

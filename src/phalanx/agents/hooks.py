@@ -435,7 +435,7 @@ class CommandHook:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            cwd=os.path.expanduser(self.cwd) if self.cwd else None,
+            cwd=_expand(self.cwd),
             env=_scrubbed_env(),
             start_new_session=True,
         )
@@ -689,3 +689,8 @@ def from_config(
     if isinstance(items, str | bytes) or not isinstance(items, Sequence):
         raise PlanError("expected a list of hooks", field=where, file=file)
     return HookRunner(items, timeout=timeout, where=where, file=file)
+
+
+def _expand(cwd: str | None) -> str | None:
+    """A hook's working directory with ``~`` expanded (no file system access)."""
+    return os.path.expanduser(cwd) if cwd else None

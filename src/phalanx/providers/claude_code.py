@@ -239,34 +239,44 @@ class _Events:
         self.errors: list[str] = []
 
     def feed(self, line: bytes) -> None:
-        line = line.strip()
-        if not line.startswith(b"{"):
-            return
-        try:
-            event = json.loads(line)
-        except ValueError:
-            return
-        if not isinstance(event, dict):
+        event = _json_object(line)
+        if event is None:
             return
         kind = event.get("type")
         if kind == "result":
             self.result = event
             self.result_seen.set()
         elif kind == "assistant":
-            message = event.get("message")
-            if isinstance(message, dict):
-                if isinstance(message.get("model"), str):
-                    self.model = message["model"]
-                text = _text_of(message.get("content"))
-                if text:
-                    self.last_text = text
-                if isinstance(event.get("error"), str):
-                    self.errors.append(event["error"])
+            self._assistant(event)
         elif kind == "system" and event.get("subtype") == "init":
             if isinstance(event.get("model"), str):
                 self.model = event["model"]
         elif kind == "error" or (kind == "system" and event.get("subtype") == "error"):
             self.errors.append(json.dumps(event.get("error") or event.get("message") or event))
+
+    def _assistant(self, event: dict[str, Any]) -> None:
+        message = event.get("message")
+        if not isinstance(message, dict):
+            return
+        if isinstance(message.get("model"), str):
+            self.model = message["model"]
+        text = _text_of(message.get("content"))
+        if text:
+            self.last_text = text
+        if isinstance(event.get("error"), str):
+            self.errors.append(event["error"])
+
+
+def _json_object(line: bytes) -> dict[str, Any] | None:
+    """One stream-json line as an object; anything else (blank, not JSON) is None."""
+    line = line.strip()
+    if not line.startswith(b"{"):
+        return None
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None
+    return event if isinstance(event, dict) else None
 
 
 def _text_of(content: Any) -> str:

@@ -209,7 +209,8 @@ class RayEngine:
                 need[key] = need.get(key, 0.0) + amount * len(per_host)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + ROOM_GRACE_SECONDS
-        while self._shortfall(need) and loop.time() < deadline:
+        # the cluster's free resources are Ray's state, not ours: nothing to wait on but a poll
+        while self._shortfall(need) and loop.time() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.1)
         if self._shortfall(need):
             raise UsageError(

@@ -8,8 +8,9 @@ same snapshot feeds ``phalanx status``, the live terminal view and the web dashb
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..agents.spec import ROLES
 from ..cost import ZERO, Usage
@@ -143,58 +144,67 @@ class StatusTracker:
     # -- folding ---------------------------------------------------------------------------
     def emit(self, e: Event) -> None:
         self.last_ts = max(self.last_ts, e.ts)
-        if isinstance(e, AttemptStarted):
-            self._attempt_started(e)
-        elif isinstance(e, AttemptFinished):
-            self._attempt_finished(e)
-        elif isinstance(e, TaskSucceeded):
-            self._set(e.task_id, "succeeded")
-            self._completions.append(e.ts)
-        elif isinstance(e, TaskFailed):
-            self._set(e.task_id, "failed")
-            self._completions.append(e.ts)
-            self._alert(f"task {e.task_id} failed: {e.error_class}")
-        elif isinstance(e, TaskSkipped):
-            self._set(e.task_id, "skipped")
-        elif isinstance(e, RetryScheduled):
-            self._set(e.task_id, "retrying")
-        elif isinstance(e, AgentWaiting):
-            a = self.agents.get(e.agent)
-            if a is not None and a.task_id == e.task_id:
-                a.waiting_until, a.waiting_for = e.until, f"{e.reason} ({e.key})"
-            self._alert(f"rate limit: waiting on {e.key}")
-        elif isinstance(e, Alert):
-            self._alert(f"{e.kind}: {e.message}")
-        elif isinstance(e, ToolCalled):
-            agent = self.agents.get(e.agent)
-            if agent is not None and agent.task_id == e.task_id:
-                agent.turn = max(agent.turn, e.turn)
-        elif isinstance(e, BreakerChanged):
-            for a in self.agents.values():
-                if (e.scope == "agent" and a.name == e.key) or (
-                    e.scope == "provider" and a.provider == e.key
-                ):
-                    a.paused = e.state == "open"
-        elif isinstance(e, AgentJoined):
-            info = e.agent
-            self.agents[info.name] = AgentStatus(
-                name=info.name, role=info.role, provider=info.provider, since=e.ts
-            )
-        elif isinstance(e, AgentRetired):
-            if e.agent in self.agents:
-                self.agents[e.agent].state = "retired"
-        elif isinstance(e, AgentPlaced):
-            if e.agent in self.agents:
-                self.agents[e.agent].node = e.node[:8]
-        elif isinstance(e, RunStarted):
-            self._run_started(e)
-        elif isinstance(e, RunFinished):
-            self.status = e.status
-            self.finished = e.ts
-            self.reason = e.reason
-            for a in self.agents.values():
-                if a.state == "running":
-                    a.state, a.task_id, a.task_title = "idle", None, ""
+        fold = _FOLDS.get(type(e))
+        if fold is not None:
+            fold(self, e)
+
+    def _task_succeeded(self, e: TaskSucceeded) -> None:
+        self._set(e.task_id, "succeeded")
+        self._completions.append(e.ts)
+
+    def _task_failed(self, e: TaskFailed) -> None:
+        self._set(e.task_id, "failed")
+        self._completions.append(e.ts)
+        self._alert(f"task {e.task_id} failed: {e.error_class}")
+
+    def _task_skipped(self, e: TaskSkipped) -> None:
+        self._set(e.task_id, "skipped")
+
+    def _retry_scheduled(self, e: RetryScheduled) -> None:
+        self._set(e.task_id, "retrying")
+
+    def _agent_waiting(self, e: AgentWaiting) -> None:
+        a = self.agents.get(e.agent)
+        if a is not None and a.task_id == e.task_id:
+            a.waiting_until, a.waiting_for = e.until, f"{e.reason} ({e.key})"
+        self._alert(f"rate limit: waiting on {e.key}")
+
+    def _alert_event(self, e: Alert) -> None:
+        self._alert(f"{e.kind}: {e.message}")
+
+    def _tool_called(self, e: ToolCalled) -> None:
+        agent = self.agents.get(e.agent)
+        if agent is not None and agent.task_id == e.task_id:
+            agent.turn = max(agent.turn, e.turn)
+
+    def _breaker_changed(self, e: BreakerChanged) -> None:
+        for a in self.agents.values():
+            if (e.scope == "agent" and a.name == e.key) or (
+                e.scope == "provider" and a.provider == e.key
+            ):
+                a.paused = e.state == "open"
+
+    def _agent_joined(self, e: AgentJoined) -> None:
+        info = e.agent
+        self.agents[info.name] = AgentStatus(
+            name=info.name, role=info.role, provider=info.provider, since=e.ts
+        )
+
+    def _agent_retired(self, e: AgentRetired) -> None:
+        if e.agent in self.agents:
+            self.agents[e.agent].state = "retired"
+
+    def _agent_placed(self, e: AgentPlaced) -> None:
+        if e.agent in self.agents:
+            self.agents[e.agent].node = e.node[:8]
+
+    def _run_finished(self, e: RunFinished) -> None:
+        self.status = e.status
+        self.finished = e.ts
+        self.reason = e.reason
+        for a in self.agents.values():
+            if a.state == "running":
+                a.state, a.task_id, a.task_title = "idle", None, ""
 
     def _alert(self, text: str) -> None:
         if not self.alerts or self.alerts[-1] != text:
@@ -332,6 +342,26 @@ class StatusTracker:
             if t.state in ("queued", "running", "retrying"):
                 best = max(best, _chain(tid, deps, self.tasks, memo))
         return best
+
+
+# what each event does to the status (events of other types change nothing)
+_FOLDS: dict[type[Event], Callable[[StatusTracker, Any], None]] = {
+    AttemptStarted: StatusTracker._attempt_started,
+    AttemptFinished: StatusTracker._attempt_finished,
+    TaskSucceeded: StatusTracker._task_succeeded,
+    TaskFailed: StatusTracker._task_failed,
+    TaskSkipped: StatusTracker._task_skipped,
+    RetryScheduled: StatusTracker._retry_scheduled,
+    AgentWaiting: StatusTracker._agent_waiting,
+    Alert: StatusTracker._alert_event,
+    ToolCalled: StatusTracker._tool_called,
+    BreakerChanged: StatusTracker._breaker_changed,
+    AgentJoined: StatusTracker._agent_joined,
+    AgentRetired: StatusTracker._agent_retired,
+    AgentPlaced: StatusTracker._agent_placed,
+    RunStarted: StatusTracker._run_started,
+    RunFinished: StatusTracker._run_finished,
+}
 
 
 def _chain(
