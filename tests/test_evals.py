@@ -21,8 +21,8 @@ import yaml
 import phalanx
 from phalanx.cli.main import main
 from phalanx.cost import Usage
+from phalanx.evals import evaluate, evaluate_sync, load_cases, percentile, wilson_interval
 from phalanx.evals import runner as evals
-from phalanx.evals.runner import evaluate, evaluate_sync, load_cases, percentile, wilson_interval
 from phalanx.exceptions import PlanError, UsageError
 from phalanx.journal import Journal
 from phalanx.plan import load_plan
