@@ -120,12 +120,16 @@ class AgentSpec:
 
     # -- the strategy's "vertical scaling" verbs: each returns a new spec -----------------
     def set_output_style(self, style: str) -> AgentSpec:
+        """The strategy's ``set_output_style``: this spec answering in ``style``."""
         return dataclasses.replace(self, style=style)
 
     def configure_context(self, *context: Any) -> AgentSpec:
+        """The strategy's ``configure_context``: this spec with more specialised context
+        (text, files, globs)."""
         return dataclasses.replace(self, context=self.context + tuple(context))
 
     def add_hooks(self, *hooks: Any) -> AgentSpec:
+        """The strategy's ``add_hooks``: this spec with more hooks around its tasks."""
         return dataclasses.replace(self, hooks=self.hooks + tuple(hooks))
 
     def add_tools(self, *tools: str) -> AgentSpec:

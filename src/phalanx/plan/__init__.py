@@ -20,6 +20,7 @@ from .model import (
     Plan,
     RetryConfig,
     Task,
+    assign_agents,
     decompose_project,
 )
 
@@ -35,6 +36,7 @@ __all__ = [
     "RateLimit",
     "RetryConfig",
     "Task",
+    "assign_agents",
     "decompose_project",
     "load_plan",
     "plan_from_data",

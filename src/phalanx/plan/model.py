@@ -31,6 +31,7 @@ __all__ = [
     "Plan",
     "RetryConfig",
     "Task",
+    "assign_agents",
     "decompose_project",
 ]
 
@@ -591,6 +592,16 @@ def _find_cycle(needs: Mapping[TaskId, Sequence[TaskId]]) -> list[TaskId]:
         node = next(n for n in sorted(needs[node]) if n in needs)
     cycle = path[index[node] :]
     return [*cycle, node]
+
+
+def assign_agents(plan: Plan) -> dict[str, list[str]]:
+    """The strategy's ``assign_agents``: per category of the plan's tasks, the agents
+    specialised for it (by role or declared speciality); the scheduler spreads each
+    category's tasks over these at run time."""
+    out: dict[str, list[str]] = {}
+    for category in plan.by_category():
+        out[category] = [a.name or a.role for a in plan.agents if category in a.specialities]
+    return out
 
 
 def decompose_project(plan: Plan) -> dict[str, list[Task]]:

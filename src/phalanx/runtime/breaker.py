@@ -15,9 +15,16 @@ from typing import Literal
 
 from ..plan.config import BreakerConfig
 
-__all__ = ["BreakerConfig", "CircuitBreaker", "State"]
+__all__ = ["BreakerConfig", "CircuitBreaker", "State", "circuit_breaker"]
 
 State = Literal["closed", "open", "half_open"]
+
+
+def circuit_breaker(config: BreakerConfig | None = None) -> CircuitBreaker:
+    """The strategy's ``circuit_breaker``: a breaker that opens (pausing its agent or
+    provider, whose queued tasks go to others, with an alert) when the error rate over the
+    last ``window`` attempts reaches ``threshold``, and probes again after ``cooldown``."""
+    return CircuitBreaker(config)
 
 
 class CircuitBreaker:

@@ -27,9 +27,11 @@ __all__ = [
     "LeastLoaded",
     "Policy",
     "RoundRobin",
+    "balance_load",
     "can_serve",
     "fit_score",
     "make_policy",
+    "match_task_to_agent",
     "pick_victim",
 ]
 
@@ -78,6 +80,20 @@ def pick_victim(thief: AgentSlot, agents: Sequence[AgentSlot]) -> tuple[AgentSlo
         if task is not None:
             best = (victim, task)
     return best
+
+
+# The strategy's balance_load (move a queued task from an overloaded agent to an idle one)
+# is work stealing: an idle agent takes from the most loaded queue it can serve.
+balance_load = pick_victim
+
+
+def match_task_to_agent(task: Task, agents: Sequence[AgentSlot]) -> AgentSlot | None:
+    """The strategy's ``match_task_to_agent``: of the agents that can serve ``task``, the
+    one with the highest :func:`fit_score` (the least loaded on a tie); None if none can."""
+    able = [a for a in agents if can_serve(a, task.role, task.skills)]
+    if not able:
+        return None
+    return max(able, key=lambda a: (fit_score(task, a), [-x for x in _load_key(a)]))
 
 
 def fit_score(task: Task, agent: AgentSlot) -> int:

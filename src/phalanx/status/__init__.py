@@ -13,6 +13,7 @@ from .fold import (
     Snapshot,
     StatusTracker,
     fold,
+    render_swarm_status,
     render_text,
 )
 
@@ -21,5 +22,6 @@ __all__ = [
     "Snapshot",
     "StatusTracker",
     "fold",
+    "render_swarm_status",
     "render_text",
 ]

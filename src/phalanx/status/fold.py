@@ -493,6 +493,11 @@ def render_text(s: Snapshot, *, max_agents: int = 40) -> str:
     return "\n".join(out)
 
 
+def render_swarm_status(s: Snapshot) -> str:
+    """The strategy's ``render_swarm_status``: level 3 as text (see :func:`swarm_lines`)."""
+    return "\n".join(swarm_lines(s))
+
+
 def swarm_lines(s: Snapshot) -> list[str]:
     """Level 3: active/capacity per role, task counts, progress, ETA, tokens, cost, alerts."""
     out = []
