@@ -7,9 +7,9 @@ import math
 import os
 import signal
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
-__all__ = ["describe_error", "kill_group", "percentile"]
+__all__ = ["describe_error", "kill_group", "one_line", "percentile"]
 
 
 def kill_group(pid: int) -> None:
@@ -45,3 +45,34 @@ def describe_error(err: Mapping[str, Any]) -> str:
     if kind == "value_error":
         return str(msg).removeprefix("Value error, ")
     return f"{msg[0].lower()}{msg[1:]}"
+
+
+def one_line(
+    text: str,
+    limit: int | None = None,
+    *,
+    keep: Literal["head", "tail", "ends"] = "head",
+    mark: str = "…",
+    escape: bool = False,
+) -> str:
+    """``text`` on one line, at most ``limit`` characters.
+
+    Runs of whitespace (line breaks too) become one space; with ``escape``, line breaks and
+    other control characters are escaped instead (``\\n``), so a value shows as it is. A
+    longer text is cut keeping its ``head``, its ``tail`` or both ``ends``, ``mark`` where
+    the cut is.
+    """
+    if escape:
+        if not text.isprintable():
+            text = text.encode("unicode_escape", "backslashreplace").decode("ascii")
+    else:
+        text = " ".join(text.split())
+    if limit is None or len(text) <= limit:
+        return text
+    room = limit - len(mark)
+    if keep == "head":
+        return text[:room] + mark
+    if keep == "tail":
+        return mark + text[len(text) - room :]
+    half = room // 2
+    return text[:half] + mark + text[len(text) - (room - half) :]

@@ -23,6 +23,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from ._util import one_line as _one_line
+
 __all__ = [
     "BudgetExhausted",
     "CommsError",
@@ -86,12 +88,7 @@ class UsageError(PhalanxError):
 def one_line(text: str, limit: int) -> str:
     """``text`` printable on one line (line breaks and control characters escaped) and at
     most ``limit`` characters (cut in the middle, so both ends stay readable)."""
-    if not text.isprintable():
-        text = text.encode("unicode_escape", "backslashreplace").decode("ascii")
-    if len(text) > limit:
-        half = (limit - 1) // 2
-        text = text[:half] + "…" + text[len(text) - (limit - 1 - half) :]
-    return text
+    return _one_line(text, limit, keep="ends", escape=True)
 
 
 class PlanError(UsageError):

@@ -53,7 +53,7 @@ from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Any, Literal, get_args
 
-from .._util import kill_group
+from .._util import kill_group, one_line
 from ..events import Alert, Event, event_to_dict
 from ..exceptions import PlanError, VetoTask
 
@@ -191,15 +191,12 @@ def _environ_secrets() -> list[str]:
     return sorted(values, key=len, reverse=True)
 
 
-def _one_line(text: str, limit: int, *, keep: Literal["head", "tail"] = "head") -> str:
+def _safe_line(text: str, limit: int, *, keep: Literal["head", "tail"] = "head") -> str:
     """One line, no escape codes, no environment secrets, at most ``limit`` characters."""
     text = _ANSI_RE.sub("", text)
     for value in _environ_secrets():
         text = text.replace(value, "***")
-    text = " ".join(_KEY_RE.sub(r"\1***", text).split())
-    if len(text) <= limit:
-        return text
-    return text[: limit - 1] + "…" if keep == "head" else "…" + text[-(limit - 1) :]
+    return one_line(_KEY_RE.sub(r"\1***", text), limit, keep=keep)
 
 
 def _scrubbed_env() -> dict[str, str]:
@@ -292,7 +289,7 @@ class _PythonHook:
     def _veto(self, reason: str) -> HookOutcome:
         if self.on != VETO_POINT:
             return _failed(self.on, self.name, f"cannot veto at {self.on} (only {VETO_POINT})")
-        reason = _one_line(str(reason), _REASON_CHARS) or f"vetoed by hook {self.name}"
+        reason = _safe_line(str(reason), _REASON_CHARS) or f"vetoed by hook {self.name}"
         return HookOutcome(veto=True, reason=reason)
 
 
@@ -301,7 +298,7 @@ def _describe(exc: BaseException) -> str:
     frames = traceback.extract_tb(exc.__traceback__)
     where = f" ({os.path.basename(frames[-1].filename)}:{frames[-1].lineno})" if frames else ""
     text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-    return _one_line(text, _MESSAGE_CHARS - len(where)) + where
+    return _safe_line(text, _MESSAGE_CHARS - len(where)) + where
 
 
 def _owner_name(obj: Any) -> str:
@@ -467,29 +464,29 @@ class CommandHook:
         if rc == 0:
             return _OK
         if rc == VETO_EXIT and self.on == VETO_POINT:
-            reason = _one_line(stderr.strip(), _REASON_CHARS)
+            reason = _safe_line(stderr.strip(), _REASON_CHARS)
             return HookOutcome(veto=True, reason=reason or f"vetoed by hook {self.name}")
         how = f"killed by signal {-rc}" if rc < 0 else f"exited with {rc}"
         if rc == VETO_EXIT:
             how += f" (only {VETO_POINT} can veto)"
-        tail = _one_line(stderr, _MESSAGE_CHARS - len(how) - 2, keep="tail")
+        tail = _safe_line(stderr, _MESSAGE_CHARS - len(how) - 2, keep="tail")
         return _failed(self.on, self.name, f"{how}: {tail}" if tail else how)
 
     def _timed_out(self, stderr: bytes) -> str:
         how = f"timed out after {self.timeout:g}s; process group killed"
-        tail = _one_line(stderr.decode("utf-8", "replace"), 200, keep="tail")
+        tail = _safe_line(stderr.decode("utf-8", "replace"), 200, keep="tail")
         return f"{how}: {tail}" if tail else how
 
     def _cannot_start(self, exc: OSError) -> str:
         where = f" in {self.cwd}" if self.cwd else ""
         why = exc.strerror or type(exc).__name__
-        return _one_line(f"cannot start {self.command[0]}{where}: {why}", _MESSAGE_CHARS)
+        return _safe_line(f"cannot start {self.command[0]}{where}: {why}", _MESSAGE_CHARS)
 
 
 def _command_name(argv: Sequence[str]) -> str:
     """``python3 check.py --strict``: the argv with absolute paths shortened to their names."""
     short = [os.path.basename(a) if a.startswith("/") and len(a) > 1 else a for a in argv]
-    return _one_line(shlex.join(short), 120)
+    return _safe_line(shlex.join(short), 120)
 
 
 async def _feed(stream: asyncio.StreamWriter, data: bytes) -> None:

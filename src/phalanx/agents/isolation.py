@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from .._util import one_line
 from ..exceptions import UsageError
 
 __all__ = [
@@ -180,7 +181,7 @@ def _git(
             f"isolation: `git {_verb(args)}` took more than {timeout:g}s in {cwd}"
         ) from None
     if check and proc.returncode != 0:
-        raise UsageError(f"isolation: `git {_verb(args)}` failed in {cwd}: {_one_line(proc)}")
+        raise UsageError(f"isolation: `git {_verb(args)}` failed in {cwd}: {_git_complaint(proc)}")
     return proc
 
 
@@ -192,13 +193,10 @@ def _verb(args: Sequence[str]) -> str:
     return " ".join(rest[:2])
 
 
-def _one_line(proc: subprocess.CompletedProcess[str], limit: int = 300) -> str:
+def _git_complaint(proc: subprocess.CompletedProcess[str], limit: int = 300) -> str:
     """git's complaint as one line: its non-empty output lines joined, cut at ``limit``."""
-    text = " ".join(line.strip() for line in (proc.stderr + "\n" + proc.stdout).splitlines())
-    text = " ".join(text.split())
-    if not text:
-        return f"exit status {proc.returncode}"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    text = one_line(proc.stderr + "\n" + proc.stdout)
+    return one_line(text, limit, mark="...") if text else f"exit status {proc.returncode}"
 
 
 def _no_git() -> str:
@@ -490,7 +488,7 @@ def _merge_one(run: _Run, agent: str) -> _Outcome:
     _undo_merge(run.repo)
     if files := tuple(_names(diff.stdout)):
         return _Outcome(kind="conflict", files=files)
-    return _Outcome(kind="failed", reason=_one_line(proc))
+    return _Outcome(kind="failed", reason=_git_complaint(proc))
 
 
 def _undo_merge(repo: Path) -> None:

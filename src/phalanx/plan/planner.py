@@ -41,6 +41,7 @@ from typing import Any
 
 import yaml
 
+from .._util import one_line as _one_line
 from ..agents.spec import ROLES
 from ..agents.styles import BUILTIN_STYLES, StyleError, parse_output
 from ..exceptions import PlanError, PlannerError, ProviderError, UsageError
@@ -319,10 +320,6 @@ def _agents(answer: Mapping[str, Any]) -> list[dict[str, Any]]:
     listed = {a["role"] for a in agents}
     agents += [{"role": r, "style": ADDED_AGENT_STYLE} for r in used if r not in listed]
     return agents
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
 
 
 def _task(t: Mapping[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from .._util import one_line as _one_line
 from ..exceptions import ErrorClass, UsageError
 from ..redaction import redact as _redact
 from ..redaction import register
@@ -140,8 +141,8 @@ def body_broke_off(exc: BaseException) -> bool:
 
 
 def one_line(text: str, limit: int = 300) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    """An error text on one line, at most ``limit`` characters (``...`` where cut)."""
+    return _one_line(text, limit, mark="...")
 
 
 def positive_int(value: Any, option: str) -> int | None:
