@@ -214,7 +214,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
             seq = n
         snap = tracker.snapshot(now=time.time())
         if args.json:
-            print(json.dumps(_snapshot_json(snap), indent=2))
+            print(json.dumps(snap.to_dict(), indent=2))
         else:
             if args.watch:
                 print("\x1b[2J\x1b[H", end="")
@@ -225,36 +225,6 @@ def _cmd_status(args: argparse.Namespace) -> int:
             time.sleep(max(0.1, args.interval))
         except KeyboardInterrupt:
             return 0
-
-
-def _snapshot_json(s: Any) -> dict[str, Any]:
-    return {
-        "run_id": s.run_id,
-        "plan": s.plan,
-        "status": s.status,
-        "simulated": s.simulated,
-        "counts": s.counts,
-        "total": s.total,
-        "progress": s.progress,
-        "eta_seconds": s.eta_seconds,
-        "elapsed": s.elapsed,
-        "usage": s.usage.to_dict(),
-        "attempts": s.attempts,
-        "failed_attempts": s.failed_attempts,
-        "agents": [
-            {
-                "name": a.name,
-                "role": a.role,
-                "state": a.state,
-                "task": a.task_id,
-                "done": a.done,
-                "assigned": a.assigned,
-                "failures": a.failures,
-            }
-            for a in s.agents
-        ],
-        "alerts": s.alerts,
-    }
 
 
 # -- templates, roles and the sequential baseline ------------------------------------------

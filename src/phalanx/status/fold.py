@@ -108,6 +108,41 @@ class Snapshot:
         """Sum of attempt service times over wall time: what running them one by one costs."""
         return self.busy_seconds / self.elapsed if self.elapsed > 0 else None
 
+    def to_dict(self) -> dict[str, Any]:
+        """The snapshot as JSON data (``status --json``; the dashboard adds its views)."""
+        return {
+            "run_id": self.run_id,
+            "plan": self.plan,
+            "status": self.status,
+            "reason": self.reason,
+            "simulated": self.simulated,
+            "session": self.session,
+            "started": self.started,
+            "now": self.now,
+            "finished": self.finished,
+            "elapsed": self.elapsed,
+            "counts": self.counts,
+            "total": self.total,
+            "progress": self.progress,
+            "eta_seconds": self.eta_seconds,
+            "usage": self.usage.to_dict(),
+            "attempts": self.attempts,
+            "failed_attempts": self.failed_attempts,
+            "alerts": list(self.alerts),
+            "agents": [
+                {
+                    "name": a.name,
+                    "role": a.role,
+                    "state": a.state,
+                    "task": a.task_id,
+                    "done": a.done,
+                    "assigned": a.assigned,
+                    "failures": a.failures,
+                }
+                for a in self.agents
+            ],
+        }
+
     def agents_by_role(self) -> dict[str, list[AgentStatus]]:
         out: dict[str, list[AgentStatus]] = {}
         for a in self.agents:
