@@ -52,18 +52,6 @@ def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     yield d
 
 
-@pytest.fixture(autouse=True)
-def _style_registry() -> Iterator[None]:
-    """A run registers its plan's own styles in the process-wide registry; put it back so
-    every test starts with the built-ins only."""
-    from phalanx.agents.styles import STYLES
-
-    saved = dict(STYLES)
-    yield
-    STYLES.clear()
-    STYLES.update(saved)
-
-
 @pytest.fixture
 def library(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     """A project and a user agent library of the test's own (never the real home)."""

@@ -13,7 +13,7 @@ import pytest
 
 import phalanx
 from phalanx import AgentSpec, Plan, PlanError, Task
-from phalanx.agents.styles import BUILTIN_STYLES, TTS_UNAVAILABLE_NOTE
+from phalanx.agents.styles import BUILTIN_STYLES, STYLES, TTS_UNAVAILABLE_NOTE
 from phalanx.testing import ScriptedProvider
 
 SAMPLES = {  # style: (invalid, valid)
@@ -71,6 +71,30 @@ def test_a_plan_defines_its_own_style(state: Path) -> None:
     assert result.status == "succeeded"
     assert "three short lines" in script.requests[0].messages[0].content
     assert result.snapshot.counts == {"succeeded": 1}
+
+
+def test_two_runs_keep_their_own_style_of_one_name(state: Path) -> None:
+    """A plan's styles belong to its run: the process-wide registry is untouched, and two
+    runs defining ``brief`` differently each prompt and parse with their own."""
+    before = dict(STYLES)
+    limits = {"short": 3, "long": 30}
+    results = {}
+    for kind, words in limits.items():
+        data = {
+            "provider": "scripted",
+            "styles": {"brief": {"instruction": f"At most {words} words.", "max_words": words}},
+            "agents": [{"role": "writer", "style": "brief"}],
+            "tasks": [{"id": "t", "prompt": "say it"}],
+        }
+        script = ScriptedProvider(["one two three four five six", "one two"])
+        results[kind] = phalanx.run_sync(
+            Plan.from_dict(data), custom_providers={"scripted": script}
+        )
+        assert f"At most {words} words." in script.requests[0].messages[0].content
+        assert dict(STYLES) == before  # nothing registered, nothing replaced
+    assert results["long"].tasks["t"].attempts == 1  # six words fit 30: no re-ask
+    assert results["long"].tasks["t"].output == "one two three four five six"
+    assert results["short"].tasks["t"].output == "one two"  # re-asked: six words > 3
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .agents.hooks import from_config
-from .agents.styles import TTS_UNAVAILABLE_NOTE, extension, register_style, render_tts
+from .agents.styles import TTS_UNAVAILABLE_NOTE, Styles, extension, render_tts
 from .agents.tools import BUILTIN_TOOLS, ToolSpec
 from .comms import COMMS_TOOLS, Comms
 from .cost import Usage, price_for
@@ -359,8 +359,7 @@ async def _execute(
     flush_interval: float,
 ) -> RunResult:
     _check_budgets(plan, providers)
-    for style in plan.own_styles():
-        register_style(style, replace=True)
+    styles = Styles(plan.own_styles())  # this run's: nothing process-wide changes
     tracker = StatusTracker()
     if prior.session > 1:  # the status of a resumed run folds its whole history
         for _, ev in journal.read_events(run_id):
@@ -384,6 +383,7 @@ async def _execute(
         comms,
         seed=seed,
         custom=custom,
+        styles=styles,
     )
     orch = late.orch = Orchestrator(
         plan,
@@ -493,6 +493,7 @@ def _write_outputs(outputs: Path, plan: Plan, records: Mapping[str, TaskRecord])
     """Each result as ``TASK_ID.<ext>``; ``tts`` results also as ``TASK_ID.wav`` when
     espeak-ng is installed. Returns notes for the summary."""
     styles: dict[str, str] = {a.name or "": a.style for a in plan.agents}
+    known = Styles(plan.own_styles())
     outputs.mkdir(parents=True, exist_ok=True)
     notes: list[str] = []
     for t in plan.tasks:
@@ -500,7 +501,7 @@ def _write_outputs(outputs: Path, plan: Plan, records: Mapping[str, TaskRecord])
         if rec.state != "succeeded":
             continue
         style = t.style or styles.get(rec.agent or "", "text")
-        target = outputs / f"{t.id}{extension(style)}"
+        target = outputs / f"{t.id}{extension(style, known)}"
         if style == "tts" and not (outputs / f"{t.id}.wav").exists():
             notes += _speak(rec.output, outputs / f"{t.id}.wav", notes)
         target.write_text(rec.output, encoding="utf-8")

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from typing import Any
@@ -49,6 +49,7 @@ __all__ = [
     "ULTRA_CONCISE_MAX_WORDS",
     "Style",
     "StyleError",
+    "Styles",
     "TTSRenderError",
     "extension",
     "get_style",
@@ -496,6 +497,7 @@ STYLES: dict[str, Style] = {
     )
 }
 BUILTIN_STYLES: frozenset[str] = frozenset(STYLES)
+_BUILTINS: dict[str, Style] = dict(STYLES)  # as shipped, whatever is registered later
 
 
 def register_style(style: Style, *, replace: bool = False) -> Style:
@@ -514,46 +516,83 @@ def style_names() -> list[str]:
     return sorted(STYLES)
 
 
-def get_style(name: str) -> Style:
+def get_style(name: str, styles: Mapping[str, Style] | None = None) -> Style:
+    """The style ``name`` of ``styles`` (a run's :class:`Styles`; default: this process's
+    registry). An unknown name is a ``UsageError`` listing the known ones."""
+    known = STYLES if styles is None else styles
     try:
-        return STYLES[name]
+        return known[name]
     except KeyError:
-        known = ", ".join(style_names())
-        raise UsageError(f"unknown output style {name!r}; known styles: {known}") from None
+        listed = ", ".join(sorted(known))
+        raise UsageError(f"unknown output style {name!r}; known styles: {listed}") from None
 
 
-def instruction(style: str) -> str:
+def instruction(style: str, styles: Mapping[str, Style] | None = None) -> str:
     """The prompt fragment for ``style`` ("" for an unknown style)."""
-    found = STYLES.get(style)
+    found = (STYLES if styles is None else styles).get(style)
     return found.instruction if found else ""
 
 
-def extension(style: str) -> str:
+def extension(style: str, styles: Mapping[str, Style] | None = None) -> str:
     """The file extension for ``style``'s outputs (".txt" for an unknown style)."""
-    found = STYLES.get(style)
+    found = (STYLES if styles is None else styles).get(style)
     return found.extension if found else ".txt"
 
 
-def parse_output(name: str, text: str, *, schema: Mapping[str, Any] | None = None) -> Any:
+def parse_output(
+    name: str,
+    text: str,
+    *,
+    schema: Mapping[str, Any] | None = None,
+    styles: Mapping[str, Style] | None = None,
+) -> Any:
     """Parse ``text`` in style ``name``; check it against ``schema`` (or the style's own
     schema). Raises :class:`StyleError` at the first problem, ``UsageError`` for an unknown
     style or an invalid schema."""
-    style = get_style(name)
+    style = get_style(name, styles)
     if schema is not None:
         style = dataclasses.replace(style, json_schema=schema)
     return style.validate(text)
 
 
-def repair_prompt(name: str, error: StyleError, *, schema: Mapping[str, Any] | None = None) -> str:
+def repair_prompt(
+    name: str,
+    error: StyleError,
+    *,
+    schema: Mapping[str, Any] | None = None,
+    styles: Mapping[str, Style] | None = None,
+) -> str:
     """The re-ask message after an invalid answer: what was wrong, where, and how to answer
     (quoting ``schema`` when the answer was checked against one given per task)."""
-    style = get_style(name)
+    style = get_style(name, styles)
     text = (
         f"Your previous answer is not valid {name} output. "
         f"The first problem is at {error.path}: {error.message}. "
         f"Answer again with the whole answer, fixed. {style.instruction}"
     )
     return f"{text} {_schema_sentence(schema)}" if schema is not None else text
+
+
+class Styles(Mapping[str, Style]):
+    """One run's styles: the built-ins, those registered in this process, and the plan's
+    own (which win over both). A run reads its styles here, so running a plan changes
+    nothing process-wide and two runs with different styles of one name do not meet."""
+
+    def __init__(self, own: Iterable[Style] = ()) -> None:
+        self._styles = {**STYLES, **{s.name: s for s in own}}
+
+    def __getitem__(self, name: str) -> Style:
+        return self._styles[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._styles)
+
+    def __len__(self) -> int:
+        return len(self._styles)
+
+    def custom(self) -> dict[str, Style]:
+        """The styles that are not the shipped built-ins (what a remote host is sent)."""
+        return {n: s for n, s in self._styles.items() if _BUILTINS.get(n) is not s}
 
 
 # --- styles from plan data ----------------------------------------------------------------

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .._util import kill_group
-from ..agents.styles import StyleError, get_style, parse_json, parse_output
+from ..agents.styles import Style, StyleError, get_style, parse_json, parse_output
 from ..agents.tools import scrub_env
 from ..api import TaskResult
 from ..exceptions import PlanError
@@ -200,6 +200,7 @@ def check_one(
     rejected: int,
     command: tuple[bool, str] | None,
     judge: TaskResult | None,
+    styles: Mapping[str, Style] | None = None,
 ) -> CheckResult:
     """``check`` on a case run's finished ``task``: answered in ``style``, ``latency``
     seconds from its first attempt's start to its end, its answer ``rejected`` (re-asked) so
@@ -231,7 +232,7 @@ def check_one(
         return verdict(check, task, judge)
     if task.state != "succeeded":
         return _result(check, False, f"no answer: the task {task.state}")
-    return _on_answer(check, task.output, style)
+    return _on_answer(check, task.output, style, styles)
 
 
 def _result(check: Check, ok: bool, detail: str = "") -> CheckResult:
@@ -248,7 +249,9 @@ def _style_valid(check: Check, task: TaskResult, style: str, rejected: int) -> C
     return _result(check, True)
 
 
-def _on_answer(check: Check, output: str, style: str) -> CheckResult:
+def _on_answer(
+    check: Check, output: str, style: str, styles: Mapping[str, Style] | None
+) -> CheckResult:
     """A check that reads the answer: contains, regex, json_schema."""
     if check.kind == "contains":
         missing = [n for n in check.needles if n.lower() not in output.lower()]
@@ -262,7 +265,7 @@ def _on_answer(check: Check, output: str, style: str) -> CheckResult:
         from jsonschema import exceptions, validators
 
         try:
-            value = _structured(output, style)
+            value = _structured(output, style, styles)
         except StyleError as exc:
             return _result(check, False, f"not JSON: {exc}")
         assert check.schema is not None
@@ -274,10 +277,10 @@ def _on_answer(check: Check, output: str, style: str) -> CheckResult:
     raise AssertionError(check.kind)  # pragma: no cover - parse_check admits no other kind
 
 
-def _structured(output: str, style: str) -> Any:
-    base = get_style(style)
+def _structured(output: str, style: str, styles: Mapping[str, Style] | None) -> Any:
+    base = get_style(style, styles)
     if base.structured:
-        return parse_output(style, output)
+        return parse_output(style, output, styles=styles)
     return parse_json(output)
 
 

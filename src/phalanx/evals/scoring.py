@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..agents.styles import Styles
 from ..api import RunResult, TaskResult
 from ..events import (
     AttemptStarted,
@@ -63,8 +64,9 @@ def read_timings(journal_path: Path, run_id: str) -> tuple[dict[str, Timing], fl
 async def score(build: Build, result: RunResult, timings: Mapping[str, Timing]) -> list[CaseRun]:
     """Every case run of ``build``, scored on ``result``, in the order of its slots."""
     commands = await _run_commands(build, result)
+    styles = Styles(build.plan.own_styles())  # the eval run's styles
     return [
-        _case_run(si, slot, result, timings.get(slot.task_id, Timing()), commands)
+        _case_run(si, slot, result, timings.get(slot.task_id, Timing()), commands, styles)
         for si, slot in enumerate(build.slots)
     ]
 
@@ -92,7 +94,12 @@ async def _run_commands(build: Build, result: RunResult) -> CommandOutcomes:
 
 
 def _case_run(
-    si: int, slot: Slot, result: RunResult, timing: Timing, commands: CommandOutcomes
+    si: int,
+    slot: Slot,
+    result: RunResult,
+    timing: Timing,
+    commands: CommandOutcomes,
+    styles: Styles,
 ) -> CaseRun:
     tr = result.tasks[slot.task_id]
     checks = tuple(
@@ -104,6 +111,7 @@ def _case_run(
             rejected=timing.rejected,
             command=commands.get((si, ci)),
             judge=_judge_task(slot, c, result),
+            styles=styles,
         )
         for ci, c in enumerate(slot.case.checks)
     )

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..agents.context import load_context
 from ..agents.spec import AgentSpec
+from ..agents.styles import Styles
 from ..agents.tools import ToolContext, ToolSpec
 from ..agents.workspace import Workspace
 from ..comms import Comms
@@ -50,8 +51,10 @@ class RunnerFactory:
         *,
         seed: int = 0,
         custom: frozenset[str] = frozenset(),
+        styles: Styles | None = None,
     ) -> None:
         self.plan, self.providers, self.gate, self.comms = plan, providers, gate, comms
+        self.styles = styles if styles is not None else Styles(plan.own_styles())
         self.workspaces, self.tools = workspaces, tools
         self.seed, self.custom = seed, custom  # custom providers travel as objects
         self.default_workspace = next(iter(workspaces.values()))
@@ -89,6 +92,7 @@ class RunnerFactory:
             context_tokens=bundle.tokens,
             max_turns=a.max_turns,
             comms=self.comms,
+            styles=self.styles,
             recipe=None
             if name in self.custom
             else ProviderRecipe(name=name, options=self.plan.providers, seed=self.seed),

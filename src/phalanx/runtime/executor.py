@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..agents.spec import AgentSpec
-from ..agents.styles import StyleError, get_style, parse_output, repair_prompt
+from ..agents.styles import Style, StyleError, get_style, parse_output, repair_prompt
 from ..agents.tools import ToolContext, ToolResult, ToolSpec, call_tool
 from ..cost import ZERO, Price, Usage
 from ..events import OutputRejected, ToolCalled
@@ -80,6 +80,7 @@ def build_request(
     context: str = "",
     tools: tuple[ToolDef, ...] = (),
     inbox: str = "",
+    styles: Mapping[str, Style] | None = None,
 ) -> CompletionRequest:
     """Prompt = role + system prompt + style + context, then the task and upstream results."""
     task = attempt.task
@@ -89,7 +90,7 @@ def build_request(
         system.append(f"Your job: {spec.description}.")
     if spec.system_prompt:
         system.append(spec.system_prompt)
-    system.append(get_style(style).instruction)
+    system.append(get_style(style, styles).instruction)
     if context:
         system.append("Context you work with:\n" + context)
     user = [task.prompt]
@@ -109,7 +110,7 @@ def build_request(
             Message(role="user", content="\n\n".join(user)),
         ),
         style=style,
-        json_schema=get_style(style).json_schema,
+        json_schema=get_style(style, styles).json_schema,
         tools=tools,
         run_id=attempt.run_id,
         task_id=task.id,
@@ -165,8 +166,10 @@ class AgentRunner:
         max_reasks: int = 2,
         comms: Any = None,
         recipe: ProviderRecipe | None = None,
+        styles: Mapping[str, Style] | None = None,
     ) -> None:
         self.spec = spec
+        self.styles = styles  # the run's styles (phalanx.agents.styles.Styles)
         self.provider = provider
         self.model = model
         self.gate = gate or Gate()
@@ -192,6 +195,7 @@ class AgentRunner:
             context=self.context,
             tools=self.tool_defs,
             inbox=self.inbox(attempt) if inbox is None else inbox,
+            styles=self.styles,
         )
         state = _Turns(messages=list(request.messages))
         try:
@@ -254,7 +258,7 @@ class AgentRunner:
                 continue
             text = redact(c.text)  # an answer that echoes a key does not store it
             try:
-                return text, parse_output(request.style, text)
+                return text, parse_output(request.style, text, styles=self.styles)
             except StyleError as err:
                 self._reask(attempt, request.style, text, err, state)
 
@@ -337,4 +341,6 @@ class AgentRunner:
             reask=state.reasks,
         )
         state.messages.append(Message(role="assistant", content=text))
-        state.messages.append(Message(role="user", content=repair_prompt(style, err)))
+        state.messages.append(
+            Message(role="user", content=repair_prompt(style, err, styles=self.styles))
+        )

@@ -252,7 +252,7 @@ class RayEngine:
                 host_id,
                 {n: self.blueprints[n] for n in names},
                 frozenset(self._governed),
-                custom_styles(),
+                custom_styles(self.runners.values()),
                 self._stopped,
             )
         )

@@ -21,12 +21,12 @@ import contextlib
 import dataclasses
 import itertools
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..agents.spec import AgentSpec
-from ..agents.styles import BUILTIN_STYLES, STYLES, Style, register_style
+from ..agents.styles import Style, Styles
 from ..agents.tools import ToolContext, ToolResult, ToolSpec
 from ..agents.workspace import ToolError, Workspace
 from ..cost import Price, Usage
@@ -90,9 +90,14 @@ def blueprint_of(runner: AgentRunner, driver_tools: frozenset[str]) -> AgentBlue
     )
 
 
-def custom_styles() -> dict[str, Style]:
-    """The styles registered on the driver beyond the built-in ones (a plan's own)."""
-    return {name: s for name, s in STYLES.items() if name not in BUILTIN_STYLES}
+def custom_styles(runners: Iterable[AgentRunner]) -> dict[str, Style]:
+    """The run's styles beyond the shipped built-ins (a plan's own, those registered on the
+    driver): what the hosts must be sent to parse and prompt the same way."""
+    out: dict[str, Style] = {}
+    for r in runners:
+        if isinstance(r.styles, Styles):
+            out.update(r.styles.custom())
+    return out
 
 
 class _HostGate(Gate):
@@ -153,8 +158,7 @@ class HostCore:
         self.host_id = host_id
         self.governed: set[str] = set(governed)
         self.stopped = stopped
-        for style in (styles or {}).values():
-            register_style(style, replace=True)
+        self.styles = Styles((styles or {}).values())  # this host's, never process-wide
         self.gate = _HostGate(self)
         self.providers: dict[str, Provider] = {}
         self.workspaces = _Workspaces()
@@ -196,6 +200,7 @@ class HostCore:
             context_tokens=bp.context_tokens,
             max_turns=bp.max_turns,
             max_reasks=bp.max_reasks,
+            styles=self.styles,
         )
         self.runners[name] = runner
 
