@@ -42,3 +42,23 @@ def test_no_shell_true_in_source() -> None:
     src = Path(phalanx.__file__).parent
     hits = [p for p in src.rglob("*.py") if "shell=True" in p.read_text()]
     assert hits == []
+
+
+def test_sync_facades_are_typed_like_their_coroutines() -> None:
+    import inspect
+    import typing
+
+    from phalanx.api import RunOptions, run, run_sync
+    from phalanx.evals import evaluate, evaluate_sync
+    from phalanx.plan.planner import PlannerOptions, decompose, decompose_async
+
+    for sync_fn, async_fn in [
+        (run_sync, run),
+        (evaluate_sync, evaluate),
+        (decompose, decompose_async),
+    ]:
+        assert inspect.signature(sync_fn) == inspect.signature(async_fn), sync_fn.__name__
+        assert not inspect.iscoroutinefunction(sync_fn)
+    for options, fn, first in [(RunOptions, run, 1), (PlannerOptions, decompose_async, 1)]:
+        keywords = list(inspect.signature(fn).parameters)[first:]
+        assert list(typing.get_type_hints(options)) == keywords, options.__name__

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import math
 import os
 import signal
-from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from typing import Any, Literal, ParamSpec, TypeVar
 
-__all__ = ["describe_error", "kill_group", "one_line", "percentile"]
+__all__ = ["blocking", "describe_error", "kill_group", "one_line", "percentile"]
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 def kill_group(pid: int) -> None:
@@ -76,3 +81,16 @@ def one_line(
         return mark + text[len(text) - room :]
     half = room // 2
     return text[:half] + mark + text[len(text) - (room - half) :]
+
+
+def blocking(fn: Callable[P, Coroutine[Any, Any, T]], name: str, doc: str) -> Callable[P, T]:
+    """The sync facade of the coroutine function ``fn``: the same (typed) parameters, run
+    to its end with ``asyncio.run``; one facade, never a hand-written twin."""
+
+    @functools.wraps(fn)
+    def facade(*args: P.args, **kwargs: P.kwargs) -> T:
+        return asyncio.run(fn(*args, **kwargs))
+
+    facade.__name__ = facade.__qualname__ = name
+    facade.__doc__ = doc
+    return facade

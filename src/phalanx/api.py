@@ -13,11 +13,12 @@ import os
 import secrets
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar
 
+from ._util import blocking
 from .agents.hooks import from_config
 from .agents.styles import TTS_UNAVAILABLE_NOTE, Styles, extension, render_tts
 from .agents.tools import BUILTIN_TOOLS, ToolSpec
@@ -535,18 +536,27 @@ def _task_results(plan: Plan, records: Mapping[str, TaskRecord]) -> dict[str, Ta
     }
 
 
-def run_sync(plan: Plan | str | os.PathLike[str], **kwargs: Any) -> RunResult:
-    """:func:`run` for code without an event loop."""
-    return sync(lambda: run(plan, **kwargs))
+run_sync = blocking(run, "run_sync", ":func:`run` for code without an event loop.")
 
 
-def sync(make: Callable[[], Awaitable[T]]) -> T:
-    """Run the coroutine ``make()`` returns to its end, from code without an event loop."""
+class RunOptions(TypedDict, total=False):
+    """The keywords of :func:`run` after the plan, for code that passes them on (the
+    patterns' ``run``/``run_sync``); a test keeps the two lists equal."""
 
-    async def main() -> T:
-        return await make()
-
-    return asyncio.run(main())
+    agents: int | None
+    policy: str | None
+    provider: str | None
+    seed: int
+    state: str | os.PathLike[str] | None
+    run_id: str | None
+    sinks: Sequence[EventSink]
+    hooks: Sequence[Any]
+    tools: Sequence[ToolSpec]
+    workspace: str | os.PathLike[str] | None
+    custom_providers: Mapping[str, Provider] | None
+    engine: Engine | str | None
+    address: str | None
+    flush_interval: float
 
 
 def _render_summary(r: RunResult) -> str:

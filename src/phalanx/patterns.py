@@ -9,13 +9,14 @@ is tasks routed by role, a swarm is like agents with a distribution policy.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Unpack
 
 from .agents.spec import AgentSpec, assign_names
-from .api import RunResult, run, sync
+from .api import RunOptions, RunResult, run
 from .ids import AgentName, TaskId
 from .plan.model import Limits, Plan, Task
 
@@ -32,11 +33,14 @@ class _Runnable:
     def plan(self, work: Any) -> Plan:
         raise NotImplementedError
 
-    async def run(self, work: Any, **kwargs: Any) -> RunResult:
-        return await run(self.plan(work), state=self.state, **kwargs)
+    async def run(self, work: Any, **kwargs: Unpack[RunOptions]) -> RunResult:
+        """Run this pattern on ``work``; keywords as for :func:`phalanx.run`."""
+        kwargs.setdefault("state", self.state)
+        return await run(self.plan(work), **kwargs)
 
-    def run_sync(self, work: Any, **kwargs: Any) -> RunResult:
-        return sync(lambda: self.run(work, **kwargs))
+    def run_sync(self, work: Any, **kwargs: Unpack[RunOptions]) -> RunResult:
+        """:meth:`run` for code without an event loop."""
+        return asyncio.run(self.run(work, **kwargs))
 
 
 class Pipeline(_Runnable):
@@ -80,7 +84,7 @@ class Pipeline(_Runnable):
             providers=self.providers,
         )
 
-    def execute(self, work: str, **kwargs: Any) -> dict[str, str]:
+    def execute(self, work: str, **kwargs: Unpack[RunOptions]) -> dict[str, str]:
         """The strategy's ``execute``: each stage's output, by stage."""
         result = self.run_sync(work, **kwargs)
         return {stage: result.tasks[stage].output for stage, _ in self.stages}

@@ -17,11 +17,11 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
+from .._util import blocking
 from ..agents.spec import AgentSpec
 from ..agents.tools import ToolSpec
-from ..api import RunResult, new_run_id, run, state_dir, sync
+from ..api import RunResult, new_run_id, run, state_dir
 from ..cost import ZERO
 from ..events import Alert, EventSink
 from ..exceptions import UsageError
@@ -216,10 +216,6 @@ def _write(report: EvalReport, result: RunResult) -> None:
         journal.close()
 
 
-def evaluate_sync(
-    specs: Sequence[str | AgentSpec | SavedAgent | Candidate],
-    cases: str | os.PathLike[str] | CaseFile,
-    **kwargs: Any,
-) -> EvalReport:
-    """:func:`evaluate` for code without an event loop."""
-    return sync(lambda: evaluate(specs, cases, **kwargs))
+evaluate_sync = blocking(
+    evaluate, "evaluate_sync", ":func:`evaluate` for code without an event loop."
+)

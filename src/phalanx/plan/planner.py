@@ -37,10 +37,11 @@ import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import yaml
 
+from .._util import blocking
 from .._util import one_line as _one_line
 from ..agents.spec import ROLES
 from ..agents.styles import BUILTIN_STYLES, StyleError, parse_output
@@ -501,9 +502,11 @@ async def decompose_async(
     return plan
 
 
-def decompose(goal: str, **kwargs: Any) -> Plan:
-    """:func:`decompose_async` for code without an event loop (same keywords)."""
-    return asyncio.run(decompose_async(goal, **kwargs))
+decompose = blocking(
+    decompose_async,
+    "decompose",
+    ":func:`decompose_async` for code without an event loop (same keywords).",
+)
 
 
 # --- the file -------------------------------------------------------------------------------
@@ -556,14 +559,26 @@ def plan_yaml(
     return _header(clean_goal(goal), provider, now or _dt.datetime.now()) + body
 
 
-def plan_text(goal: str, **kwargs: Any) -> str:
+class PlannerOptions(TypedDict, total=False):
+    """The keywords of :func:`decompose_async` after the goal (a test keeps them equal)."""
+
+    provider: str
+    providers: Mapping[str, Mapping[str, Any]] | None
+    custom_providers: Mapping[str, Provider] | None
+    max_reasks: int
+    seed: int
+    plan_provider: str | None
+    outline: bool | None
+
+
+def plan_text(goal: str, **kwargs: Unpack[PlannerOptions]) -> str:
     """Decompose ``goal`` (keywords as for :func:`decompose_async`) and return the plan file's
     text (:func:`plan_yaml`), for code without an event loop."""
     data, _ = asyncio.run(decompose_data_async(goal, **kwargs))
     return plan_yaml(data, goal=goal, provider=str(kwargs.get("provider", DEFAULT_PLANNER)))
 
 
-def write_plan(goal: str, path: str | Path, **kwargs: Any) -> Path:
+def write_plan(goal: str, path: str | Path, **kwargs: Unpack[PlannerOptions]) -> Path:
     """Decompose ``goal`` (keywords as for :func:`decompose_async`) and write the plan file
     to ``path``, only once the plan is valid; returns the path."""
     text = plan_text(goal, **kwargs)
