@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import phalanx
 
 EXPECTED = {
@@ -62,3 +64,24 @@ def test_sync_facades_are_typed_like_their_coroutines() -> None:
     for options, fn, first in [(RunOptions, run, 1), (PlannerOptions, decompose_async, 1)]:
         keywords = list(inspect.signature(fn).parameters)[first:]
         assert list(typing.get_type_hints(options)) == keywords, options.__name__
+
+
+def test_the_old_top_level_module_names_still_resolve() -> None:
+    import importlib
+
+    for old, new in phalanx._MOVED.items():
+        assert getattr(phalanx, old) is importlib.import_module(new), old
+    assert (
+        phalanx.styles.register_style
+        is importlib.import_module("phalanx.agents.styles").register_style
+    )
+    with pytest.raises(AttributeError):
+        _ = phalanx.no_such_module
+
+
+def test_old_names_load_lazily(tmp_path: Path) -> None:
+    code = "import sys, phalanx\nassert 'phalanx.status.web' not in sys.modules\n"
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr

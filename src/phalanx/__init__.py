@@ -7,6 +7,9 @@ side effects and imports no optional extra.
 
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
+
 __version__ = "0.1.0"
 
 from .agents.spec import ROLES, AgentSpec, Role
@@ -61,3 +64,30 @@ __all__ = [
 ]
 
 render_status = render_text
+
+# Modules that lived at the top level before the pillars became packages: the old dotted
+# names (``phalanx.styles.register_style``, ``@phalanx.tools.tool``) still resolve, loaded
+# on first use so that importing phalanx stays light.
+_MOVED = {
+    "styles": "phalanx.agents.styles",
+    "hooks": "phalanx.agents.hooks",
+    "context": "phalanx.agents.context",
+    "tools": "phalanx.agents.tools",
+    "workspace": "phalanx.agents.workspace",
+    "isolation": "phalanx.agents.isolation",
+    "library": "phalanx.plan.library",
+    "planner": "phalanx.plan.planner",
+    "templates": "phalanx.plan.templates",
+    "console": "phalanx.status.console",
+    "tui": "phalanx.status.tui",
+    "metrics": "phalanx.status.metrics",
+    "report": "phalanx.status.report",
+    "otel": "phalanx.status.otel",
+    "web": "phalanx.status.web",
+}
+
+
+def __getattr__(name: str) -> ModuleType:
+    if name in _MOVED:
+        return importlib.import_module(_MOVED[name])
+    raise AttributeError(f"module 'phalanx' has no attribute {name!r}")
