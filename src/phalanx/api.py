@@ -16,7 +16,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypedDict, TypeVar
+from typing import Any, TypedDict
 
 from ._util import blocking
 from .agents.hooks import from_config
@@ -45,8 +45,6 @@ from .runtime.router import LLMPolicy
 from .status.fold import Snapshot, StatusTracker, fmt_cost, fmt_duration
 
 __all__ = ["RunResult", "TaskResult", "resume", "run", "run_sync", "state_dir"]
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -360,7 +358,6 @@ async def _execute(
     flush_interval: float,
 ) -> RunResult:
     _check_budgets(plan, providers)
-    styles = Styles(plan.own_styles())  # this run's: nothing process-wide changes
     tracker = StatusTracker()
     if prior.session > 1:  # the status of a resumed run folds its whole history
         for _, ev in journal.read_events(run_id):
@@ -370,10 +367,7 @@ async def _execute(
     gate = RunGate(RateGovernor(plan.limits.rate_limits))
     late = _LateOrchestrator()
     comms = Comms(
-        {a.name or "": a.role for a in plan.agents},
-        plan.messaging,
-        clock=late.now,
-        emit=late.emit,
+        {a.name or "": a.role for a in plan.agents}, plan.messaging, clock=late.now, emit=late.emit
     )
     factory = RunnerFactory(
         plan,
@@ -384,8 +378,9 @@ async def _execute(
         comms,
         seed=seed,
         custom=custom,
-        styles=styles,
+        styles=Styles(plan.own_styles()),  # this run's: nothing process-wide changes
     )
+    all_sinks = [_JournalSink(journal, run_id, prior.session), tracker, *map(_SafeSink, sinks)]
     orch = late.orch = Orchestrator(
         plan,
         run_id=run_id,
@@ -394,11 +389,7 @@ async def _execute(
         runner_factory=factory,
         comms=comms,
         router=_router(plan, providers, gate),
-        sinks=[
-            _JournalSink(journal, run_id, prior.session),
-            tracker,
-            *(_SafeSink(s) for s in sinks),
-        ],
+        sinks=all_sinks,
         simulated=simulated,
         prior=prior,
         seed=seed,
@@ -410,17 +401,10 @@ async def _execute(
     changes, notes = await _drive_to_end(
         orch, plan, run_id, journal, providers, outputs, flush_interval
     )
-    return RunResult(
-        run_id=run_id,
-        status=orch.status,
-        tasks=_task_results(plan, orch.records),
-        snapshot=tracker.snapshot(),
-        simulated=simulated,
-        journal_path=journal.path,
-        outputs_dir=outputs,
-        changes=changes,
-        notes=tuple(notes),
-    )
+    tasks = _task_results(plan, orch.records)
+    return RunResult(run_id=run_id, status=orch.status, tasks=tasks, snapshot=tracker.snapshot(),
+                     simulated=simulated, journal_path=journal.path, outputs_dir=outputs,
+                     changes=changes, notes=tuple(notes))  # fmt: skip
 
 
 class _LateOrchestrator:
