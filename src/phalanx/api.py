@@ -380,7 +380,11 @@ async def _execute(
         custom=custom,
         styles=Styles(plan.own_styles()),  # this run's: nothing process-wide changes
     )
-    all_sinks = [_JournalSink(journal, run_id, prior.session), tracker, *map(_SafeSink, sinks)]
+    all_sinks: list[EventSink] = [
+        _JournalSink(journal, run_id, prior.session),
+        tracker,
+        *map(_SafeSink, sinks),
+    ]
     orch = late.orch = Orchestrator(
         plan,
         run_id=run_id,
