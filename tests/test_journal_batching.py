@@ -96,7 +96,11 @@ def _stream(seed: int, n_tasks: int = 40) -> list[Event]:
                     events.append(_finished(ts, i, aid, agent, ok=False, cls="server_error"))
                     events.append(
                         RetryScheduled(
-                            ts=ts, task_id=f"t{i}", attempt_no=no, delay=0.1, error_class="x"
+                            ts=ts,
+                            task_id=f"t{i}",
+                            attempt_no=no,
+                            delay=0.1,
+                            error_class="server_error",
                         )
                     )
                     if fate == "fail":
@@ -254,7 +258,7 @@ def _odd_events() -> list[Event]:
                 usage=rng.choice(
                     [Usage(), Usage(input_tokens=3, cost_usd=rng.choice([None, 0.1, float("nan")]))]
                 ),
-                error_class=rng.choice([None, "x"]),
+                error_class=rng.choice([None, "timeout"]),
                 error=rng.choice([None, "é"]),
                 status=rng.choice([None, 429, 1.5]),
                 retry_after=rng.choice([None, 2, 2.5]),

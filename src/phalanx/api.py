@@ -24,7 +24,7 @@ from .agents.styles import TTS_UNAVAILABLE_NOTE, Styles, extension, render_tts
 from .agents.tools import BUILTIN_TOOLS, ToolSpec
 from .comms import COMMS_TOOLS, Comms
 from .cost import Usage, price_for
-from .events import Event, EventSink, MessageSent
+from .events import Event, EventSink, MessageSent, RunStatus, TaskState
 from .exceptions import BudgetExhausted, PhalanxError, PlanError, UsageError
 from .journal import Journal
 from .plan.file import load_plan, plan_to_dict
@@ -50,7 +50,7 @@ __all__ = ["RunResult", "TaskResult", "resume", "run", "run_sync", "state_dir"]
 @dataclass(frozen=True, kw_only=True, slots=True)
 class TaskResult:
     id: str
-    state: str  # succeeded | failed | skipped | pending (a run that stopped early)
+    state: TaskState  # pending: a run that stopped before the task ran
     output: str
     agent: str | None
     attempts: int
@@ -66,7 +66,7 @@ class TaskResult:
 @dataclass(frozen=True, kw_only=True)
 class RunResult:
     run_id: str
-    status: str  # succeeded | failed | interrupted | error
+    status: RunStatus
     tasks: Mapping[str, TaskResult]
     snapshot: Snapshot
     simulated: bool

@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
 
 from .cost import ZERO, Usage
+from .exceptions import ErrorClass
 
 __all__ = [
     "AgentInfo",
     "AgentJoined",
     "AgentPlaced",
     "AgentRetired",
+    "AgentState",
     "AgentWaiting",
     "Alert",
     "AttemptFinished",
@@ -34,10 +36,12 @@ __all__ = [
     "RetryScheduled",
     "RunFinished",
     "RunStarted",
+    "RunStatus",
     "ScaleDecision",
     "TaskFailed",
     "TaskInfo",
     "TaskSkipped",
+    "TaskState",
     "TaskStolen",
     "TaskSucceeded",
     "ToolCalled",
@@ -47,6 +51,9 @@ __all__ = [
 ]
 
 RunStatus = Literal["running", "succeeded", "failed", "interrupted", "budget_exhausted", "error"]
+# a task in the runtime's records: pending until it is ready and dispatched
+TaskState = Literal["pending", "queued", "running", "retrying", "succeeded", "failed", "skipped"]
+AgentState = Literal["idle", "running", "waiting", "paused", "failed", "retired"]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -103,7 +110,7 @@ class AttemptFinished:
     ok: bool
     duration: float
     usage: Usage = ZERO
-    error_class: str | None = None
+    error_class: ErrorClass | None = None
     error: str | None = None
     status: int | None = None
     retry_after: float | None = None
@@ -117,7 +124,7 @@ class RetryScheduled:
     task_id: str
     attempt_no: int  # the attempt that failed
     delay: float
-    error_class: str
+    error_class: ErrorClass
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -137,7 +144,7 @@ class TaskFailed:
     type: Literal["task_failed"] = "task_failed"
     ts: float
     task_id: str
-    error_class: str
+    error_class: ErrorClass
     error: str
     attempts: int
     status: int | None = None
@@ -577,6 +584,8 @@ def event_from_dict(d: Mapping[str, Any]) -> Event:
         kw["done"] = tuple(kw.get("done", ()))
     elif cls is AttemptFinished:
         kw["usage"] = Usage.from_dict(kw.get("usage"))
+    if kw.get("error_class") is not None:
+        kw["error_class"] = ErrorClass(kw["error_class"])
     elif cls is AgentJoined:
         a = kw["agent"]
         kw["agent"] = AgentInfo(**{**a, "skills": tuple(a.get("skills", ()))})

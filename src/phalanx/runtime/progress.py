@@ -97,7 +97,7 @@ class Progress:
                 task_id=tid,
                 attempt_no=rec.attempts,
                 delay=delay,
-                error_class=cls.value,
+                error_class=cls,
             )
         )
 
@@ -110,7 +110,7 @@ class Progress:
             TaskFailed(
                 ts=self.now(),
                 task_id=tid,
-                error_class=o.error_class.value,
+                error_class=o.error_class,
                 error=f"{o.error} ({why})",
                 attempts=rec.attempts,
                 status=o.status,

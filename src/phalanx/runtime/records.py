@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ..cost import ZERO, Usage
-from ..events import AgentInfo, AttemptFinished, RunStarted, TaskInfo
+from ..events import AgentInfo, AttemptFinished, RunStarted, TaskInfo, TaskState
+from ..exceptions import ErrorClass
 from ..plan.model import Plan, Task
 from .executor import AgentRunner, Outcome, Upstream
 from .policies import AgentSlot
@@ -34,14 +35,14 @@ DEFAULT_PROVIDER = "local:smollm2"  # an agent's provider when neither it nor th
 class TaskRecord:
     """What the run knows of one task (for results and the summary)."""
 
-    state: str = "pending"
+    state: TaskState = "pending"
     output: str = ""
     agent: str | None = None
     attempt_id: int | None = None
     attempts: int = 0  # failed attempts so far (interrupted ones don't count)
     lost: int = 0  # attempts lost with their host (re-queued, not counted in attempts)
     usage: Usage = ZERO
-    error_class: str | None = None
+    error_class: str | None = None  # an ErrorClass value (journal rows carry strings)
     error: str | None = None
 
 
@@ -52,7 +53,7 @@ class Prior:
     session: int = 1
     max_attempt_id: int = 0
     outputs: Mapping[str, tuple[str, str, int]] = field(default_factory=dict)  # id->(out,agent,aid)
-    terminal: Mapping[str, tuple[str, str | None, str | None]] = field(default_factory=dict)
+    terminal: Mapping[str, tuple[TaskState, str | None, str | None]] = field(default_factory=dict)
     failed_attempts: Mapping[str, int] = field(default_factory=dict)
     spent: Usage = ZERO  # tokens and cost of every earlier attempt (budgets span sessions)
 
@@ -145,7 +146,7 @@ def attempt_finished(o: Outcome, ts: float, stale: bool) -> AttemptFinished:
         ok=o.ok,
         duration=o.duration,
         usage=o.usage,
-        error_class=o.error_class.value if o.error_class else None,
+        error_class=o.error_class,
         error=o.error,
         status=o.status,
         retry_after=o.retry_after,
@@ -165,6 +166,6 @@ def attempt_cancelled(
         agent=agent,
         ok=False,
         duration=0.0,
-        error_class="cancelled",
+        error_class=ErrorClass.CANCELLED,
         error=reason,
     )

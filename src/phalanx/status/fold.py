@@ -18,6 +18,7 @@ from ..events import (
     AgentJoined,
     AgentPlaced,
     AgentRetired,
+    AgentState,
     AgentWaiting,
     Alert,
     AttemptFinished,
@@ -27,8 +28,10 @@ from ..events import (
     RetryScheduled,
     RunFinished,
     RunStarted,
+    RunStatus,
     TaskFailed,
     TaskSkipped,
+    TaskState,
     TaskSucceeded,
     ToolCalled,
 )
@@ -49,7 +52,7 @@ class AgentStatus:
     name: str
     role: str
     provider: str
-    state: str = "idle"  # idle | running | waiting | paused | failed | retired
+    state: AgentState = "idle"
     task_id: str | None = None
     task_title: str = ""
     since: float = 0.0
@@ -72,7 +75,7 @@ class _Task:
     title: str
     category: str
     needs: tuple[str, ...]
-    state: str = "queued"  # queued | running | retrying | succeeded | failed | skipped
+    state: TaskState = "queued"
     agent: str | None = None
     attempts: int = 0
 
@@ -81,7 +84,7 @@ class _Task:
 class Snapshot:
     run_id: str
     plan: str
-    status: str
+    status: RunStatus
     simulated: bool
     started: float
     now: float
@@ -156,7 +159,7 @@ class StatusTracker:
     def __init__(self, eta_window: int = 50) -> None:
         self.run_id = ""
         self.plan = ""
-        self.status = "running"
+        self.status: RunStatus = "running"
         self.simulated = False
         self.session = 1
         self.started = 0.0
@@ -311,7 +314,7 @@ class StatusTracker:
             a.failures += 1
             a.assigned -= 1  # the task goes back to the queue
 
-    def _set(self, tid: str, state: str) -> None:
+    def _set(self, tid: str, state: TaskState) -> None:
         t = self.tasks.get(tid)
         if t is None or t.state == state:
             return
