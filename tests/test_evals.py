@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 import phalanx
-from phalanx.cli.main import main
+from phalanx.cli.app import main
 from phalanx.cost import Usage
 from phalanx.evals import evaluate, evaluate_sync, load_cases, percentile, wilson_interval
 from phalanx.evals import runner as evals

@@ -21,7 +21,7 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from phalanx.cli.main import main
+from phalanx.cli.app import main
 from phalanx.exceptions import PlanError
 from phalanx.plan import Plan, load_plan
 from phalanx.plan.templates import TEMPLATES

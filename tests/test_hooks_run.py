@@ -12,7 +12,7 @@ import phalanx
 from conftest import sim_plan, write_plan
 from phalanx import Plan
 from phalanx.agents.hooks import Hooks
-from phalanx.cli.main import main
+from phalanx.cli.app import main
 
 
 class Recorder(Hooks):

@@ -10,7 +10,7 @@ import pytest
 
 import phalanx
 from phalanx import AgentSpec, Plan, Task
-from phalanx.cli.main import main
+from phalanx.cli.app import main
 from phalanx.cost import Usage
 from phalanx.providers.base import Completion, ToolCall
 from phalanx.testing import ScriptedProvider

@@ -147,3 +147,17 @@ def test_the_checker_sees_cycles_and_function_level_imports() -> None:
     tree = ast.parse(src)
     found = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
     assert found and found[0].module == "agents.spec"
+
+
+def test_no_package_name_hides_one_of_its_modules() -> None:
+    """``from .x import x`` in a package's ``__init__`` makes ``pkg.x`` the function, not the
+    module (``phalanx.status.fold.render_text`` would fail): no exported name is a module's."""
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.walk_packages(phalanx.__path__, "phalanx."):
+        if not info.ispkg or ".examples" in info.name:
+            continue
+        pkg = importlib.import_module(info.name)
+        modules = {m.name for m in pkgutil.iter_modules(pkg.__path__)}
+        assert modules & set(getattr(pkg, "__all__", ())) == set(), info.name

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 import phalanx
-from phalanx.cli.main import main
+from phalanx.cli.app import main
 from phalanx.exceptions import PlanError, UsageError
 from phalanx.plan import load_plan
 from phalanx.plan.library import EvalRecord, Library, parse_ref, project_dir, user_dir

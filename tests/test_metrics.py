@@ -34,7 +34,6 @@ from phalanx.events import (
     TaskSucceeded,
 )
 from phalanx.journal import Journal
-from phalanx.status.fold import Snapshot, StatusTracker
 from phalanx.status.metrics import (
     Metrics,
     compute_metrics,
@@ -43,6 +42,7 @@ from phalanx.status.metrics import (
     prometheus_text,
     with_baseline,
 )
+from phalanx.status.snapshot import Snapshot, StatusTracker
 from phalanx.testing import run_virtual
 
 T0 = 1000.0

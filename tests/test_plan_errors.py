@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import sim_plan, write_plan
-from phalanx.cli.main import main
+from phalanx.cli.app import main
 from phalanx.exceptions import PlanError
 from phalanx.plan import load_plan
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from phalanx.cli.main import main
+from phalanx.cli.app import main
 
 
 def test_plan_with_a_model_that_cannot_plan_fails_clearly(

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 import phalanx
-import phalanx.status.fold
+import phalanx.status.snapshot
 from conftest import sim_plan
 from phalanx.events import AgentPlaced, Event, TaskSucceeded
 from phalanx.plan import Plan
@@ -103,7 +103,7 @@ def assert_exactly_once(state: Path, run_id: str, n: int) -> None:
 
 
 def test_importing_phalanx_never_imports_ray() -> None:
-    code = "import sys, phalanx, phalanx.api, phalanx.cli.main; print('ray' in sys.modules)"
+    code = "import sys, phalanx, phalanx.api, phalanx.cli.app; print('ray' in sys.modules)"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
@@ -131,7 +131,7 @@ def test_agents_spread_over_three_nodes(cluster: Any, state: Path) -> None:
     assert len(nodes_that_worked) == 3
     # the status shows where each agent runs
     assert {a.node for a in r.snapshot.agents} == {n[:8] for n in node_of.values()}
-    assert "| node " in phalanx.status.fold.render_text(r.snapshot)
+    assert "| node " in phalanx.status.snapshot.render_text(r.snapshot)
 
 
 def _lost_and_requeued(state: Path, run_id: str) -> int:

@@ -25,7 +25,7 @@ from phalanx.events import (
     event_to_dict,
 )
 from phalanx.journal import Journal
-from phalanx.status.fold import fold, render_text
+from phalanx.status.snapshot import fold, render_text
 
 AGENTS = (
     AgentInfo(name="Cipher", role="coder", provider="sim"),
@@ -169,7 +169,7 @@ def test_status_from_journal_matches_the_run(state: Path) -> None:
 
 
 def test_cli_status_prints_three_levels(state: Path, capsys: object) -> None:
-    from phalanx.cli.main import main
+    from phalanx.cli.app import main
 
     result = phalanx.run_sync(phalanx.Plan.from_dict(sim_plan(10, agents=2)))
     assert main(["status", result.run_id]) == 0
@@ -182,7 +182,7 @@ def test_cli_status_prints_three_levels(state: Path, capsys: object) -> None:
 
 def test_rate_limit_wait_shows_as_waiting_until_it_ends() -> None:
     from phalanx.events import AgentWaiting
-    from phalanx.status.fold import StatusTracker
+    from phalanx.status.snapshot import StatusTracker
 
     tracker = StatusTracker()
     for e in _events()[:3]:
@@ -209,7 +209,7 @@ def test_rate_limit_wait_shows_as_waiting_until_it_ends() -> None:
 
 
 def test_cli_report_writes_each_format(state: Path, capsys: object) -> None:
-    from phalanx.cli.main import main
+    from phalanx.cli.app import main
 
     result = phalanx.run_sync(phalanx.Plan.from_dict(sim_plan(12, agents=3, deps="layered")))
     assert main(["report", result.run_id]) == 0
@@ -277,7 +277,7 @@ Level 3 · swarm
 
 def test_current_task_turns_show_as_progress() -> None:
     from phalanx.events import ToolCalled
-    from phalanx.status.fold import StatusTracker, agent_progress
+    from phalanx.status.snapshot import StatusTracker, agent_progress
 
     tracker = StatusTracker()
     for e in _events()[:2]:

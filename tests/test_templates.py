@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 import phalanx
-from phalanx.cli.main import main
+from phalanx.cli.app import main
 from phalanx.events import AttemptFinished, AttemptStarted
 from phalanx.journal import Journal
 from phalanx.plan import Plan

@@ -9,7 +9,7 @@ from rich.console import Console
 
 import phalanx
 from conftest import sim_plan
-from phalanx.status.fold import fold
+from phalanx.status.snapshot import fold
 from phalanx.status.tui import LiveStatus, render_rich
 from test_status import _events
 

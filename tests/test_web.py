@@ -24,7 +24,7 @@ import phalanx
 from conftest import sim_plan, write_plan
 from phalanx.exceptions import UsageError
 from phalanx.journal import Journal
-from phalanx.status.fold import fold, render_text, swarm_lines
+from phalanx.status.snapshot import fold, render_text, swarm_lines
 from phalanx.status.web import (
     DashboardThread,
     RunView,

@@ -42,7 +42,7 @@ from .runtime.engine import Engine, LocalEngine
 from .runtime.governor import RateGovernor
 from .runtime.orchestrator import Orchestrator, Prior, RunGate, TaskRecord
 from .runtime.router import LLMPolicy
-from .status.fold import Snapshot, StatusTracker, fmt_cost, fmt_duration
+from .status.snapshot import Snapshot, StatusTracker, fmt_cost, fmt_duration
 
 __all__ = ["RunResult", "TaskResult", "resume", "run", "run_sync", "state_dir"]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .main import (
+from .app import (
     main,
 )
 

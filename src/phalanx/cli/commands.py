@@ -17,7 +17,7 @@ from ..api import RunResult, resume, run, state_dir
 from ..exceptions import UsageError
 from ..journal import Journal
 from ..status.console import LineLog
-from ..status.fold import StatusTracker, render_text
+from ..status.snapshot import StatusTracker, render_text
 
 __all__ = ["COMMANDS", "EXIT_INTERRUPTED"]
 

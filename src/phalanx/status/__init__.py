@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from .fold import (
+from .snapshot import (
     AgentStatus,
     Snapshot,
     StatusTracker,

@@ -22,7 +22,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ..exceptions import UsageError
 from ..redaction import redact
-from .fold import fmt_duration
 from .metrics import Figures, Metrics
 from .report_model import (
     EXCERPT,
@@ -37,6 +36,7 @@ from .report_model import (
     histogram,
     report_from_events,
 )
+from .snapshot import fmt_duration
 
 if TYPE_CHECKING:
     from ..journal import Journal

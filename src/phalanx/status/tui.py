@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..events import Event, RunFinished
-from .fold import (
+from .snapshot import (
     Snapshot,
     StatusTracker,
     agent_line,

@@ -18,7 +18,7 @@ from typing import Any
 from ...events import AttemptFinished, AttemptStarted, Event, RunFinished, RunStarted
 from ...journal import Journal, RunRecord
 from ...redaction import redact
-from ..fold import (
+from ..snapshot import (
     AgentStatus,
     Snapshot,
     StatusTracker,
@@ -144,7 +144,7 @@ def full_view(journal: Journal, run_id: str) -> RunView:
 
 # -- JSON ------------------------------------------------------------------------------------
 def team_line(a: AgentStatus) -> str:
-    """A level-2 line, exactly as :func:`phalanx.status.fold.render_text` writes it."""
+    """A level-2 line, exactly as :func:`phalanx.status.snapshot.render_text` writes it."""
     what = a.task_title or ("idle" if a.state == "idle" else a.state)
     ctx = f" · context {a.context_tokens:,} tokens" if a.context_tokens else ""
     p = agent_progress(a)
