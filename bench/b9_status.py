@@ -20,7 +20,7 @@ from rich.console import Console
 
 from phalanx import Plan
 from phalanx.events import Event
-from phalanx.status.fold import StatusTracker
+from phalanx.status.snapshot import StatusTracker
 from phalanx.status.tui import LiveStatus
 
 from .common import (

@@ -314,7 +314,7 @@ def breakdown(plan: Plan, what: str, baseline_cpu: float | None = None) -> str:
     import phalanx.runtime.executor as executor_module
     from phalanx.journal import Journal
     from phalanx.runtime.orchestrator import Orchestrator
-    from phalanx.status.fold import StatusTracker
+    from phalanx.status.snapshot import StatusTracker
 
     spent: dict[str, float] = {}
 
