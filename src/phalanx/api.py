@@ -358,11 +358,7 @@ async def _execute(
     flush_interval: float,
 ) -> RunResult:
     _check_budgets(plan, providers)
-    tracker = StatusTracker()
-    if prior.session > 1:  # the status of a resumed run folds its whole history
-        for _, ev in journal.read_events(run_id):
-            tracker.emit(ev)
-        prior = dataclasses.replace(prior, spent=tracker.usage)
+    tracker, prior = _status_so_far(journal, run_id, prior)
     simulated = any(p.simulated for p in providers.values())
     gate = RunGate(RateGovernor(plan.limits.rate_limits))
     late = _LateOrchestrator()
@@ -409,6 +405,17 @@ async def _execute(
     return RunResult(run_id=run_id, status=orch.status, tasks=tasks, snapshot=tracker.snapshot(),
                      simulated=simulated, journal_path=journal.path, outputs_dir=outputs,
                      changes=changes, notes=tuple(notes))  # fmt: skip
+
+
+def _status_so_far(journal: Journal, run_id: str, prior: Prior) -> tuple[StatusTracker, Prior]:
+    """The status fold to continue: a resumed run's folds its whole history (and its spend
+    so far counts against the budgets)."""
+    tracker = StatusTracker()
+    if prior.session > 1:
+        for _, ev in journal.read_events(run_id):
+            tracker.emit(ev)
+        prior = dataclasses.replace(prior, spent=tracker.usage)
+    return tracker, prior
 
 
 class _LateOrchestrator:
