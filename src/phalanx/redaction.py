@@ -1,10 +1,20 @@
 """Secrets never reach the journal, logs, outputs, reports or dashboards.
 
-Providers register the keys they use; values of environment variables whose names look
-secret (``*_API_KEY``, ``*_TOKEN``, ``*_SECRET``, ``*PASSWORD*``) are known too. ``redact``
-replaces every known secret, and anything shaped like an API key or a bearer token, with
-``[redacted]``. It is applied to provider errors, to every recorded error message and
-answer, and (through :class:`RedactingFilter`) to the SDKs' debug logs.
+Providers register the keys they use; the values of secret environment variables are
+known too. ``redact`` replaces every known secret, and anything shaped like an API key or a
+bearer token, with ``[redacted]``. It is applied to provider errors, to every recorded error
+message and answer, and (through :class:`RedactingFilter`) to the SDKs' debug logs.
+
+**The one secret rule** (:func:`is_secret`) decides, for redaction and for every child
+process alike (``run_command``, command hooks, eval ``command`` checks, the claude-code
+child), which environment variables are secret: a name that contains ``SECRET``,
+``PASSW``, ``PASSPHRASE``, ``CREDENTIAL``, ``PRIVATE_KEY``, ``API_KEY``/``APIKEY`` or
+``ACCESS_KEY``, or ends in a word ``KEY``, ``TOKEN``, ``AUTH``, ``COOKIE``, ``DSN``,
+``_PWD`` or ``_PASS`` (any case: ``STRIPE_KEY``, ``MYSQL_PWD``, ``SENTRY_DSN``; not the
+shell's ``PWD``); and any
+variable whose value is a URL with a password (``postgres://user:pw@host/db``), whatever
+its name. :func:`scrubbed_env` is the environment a child gets: without them, except the
+names it is explicitly given (``keep``).
 """
 
 from __future__ import annotations
@@ -12,18 +22,81 @@ from __future__ import annotations
 import logging
 import os
 import re
+from collections.abc import Iterable, Mapping
 
-__all__ = ["RedactingFilter", "install_log_filter", "looks_secret", "redact", "register"]
+__all__ = [
+    "RedactingFilter",
+    "install_log_filter",
+    "is_secret",
+    "is_secret_name",
+    "looks_secret",
+    "redact",
+    "register",
+    "scrubbed_env",
+    "secret_values",
+    "url_password",
+]
 
 MIN_LENGTH = 8  # shorter values are too likely to be ordinary words
-_SECRET_NAME = re.compile(r"(API_?KEY|TOKEN|SECRET|PASSWORD|PASSWD)", re.IGNORECASE)
+MIN_URL_PASSWORD = 4  # a URL's password is a password, however short
+_SECRET_NAME = re.compile(
+    r"SECRET|PASSW|PASSPHRASE|CREDENTIAL|PRIVATE_?KEY|API_?KEY|ACCESS_?KEY"
+    r"|(?:^|_)(?:KEY|TOKEN|AUTH|COOKIE|DSN)$|_(?:PWD|PASS)$",  # not PWD, the shell's cwd
+    re.IGNORECASE,
+)
+_URL_PASSWORD = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:([^/\s@]+)@")
 _KEYLIKE = re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}|(?<=Bearer )[^\s\"',;]+")
 _registered: set[str] = set()
 _LOGGERS = ("anthropic", "openai", "httpx", "httpx2", "httpcore", "httpcore2", "")
 
 
-def looks_secret(name: str) -> bool:
+def is_secret_name(name: str) -> bool:
+    """Whether a variable's name marks it as a secret (the rule in the module docstring)."""
     return bool(_SECRET_NAME.search(name))
+
+
+looks_secret = is_secret_name  # the name this module's users knew
+
+
+def url_password(value: str) -> str | None:
+    """The password of a URL such as ``postgres://user:pw@host/db`` (None for anything else)."""
+    m = _URL_PASSWORD.match(value) if "://" in value and "@" in value else None
+    return m.group(1) if m else None
+
+
+def is_secret(name: str, value: str) -> bool:
+    """The one rule: a secret name, or a value that is a URL with a password."""
+    return is_secret_name(name) or url_password(value) is not None
+
+
+def scrubbed_env(
+    env: Mapping[str, str] | None = None, *, keep: Iterable[str] = ()
+) -> dict[str, str]:
+    """The environment for a child process: ``env`` (default: this process's) without its
+    secrets, except the names in ``keep`` (what a plan passes through on purpose)."""
+    source = os.environ if env is None else env
+    kept = frozenset(keep)
+    return {k: v for k, v in source.items() if k in kept or not is_secret(k, v)}
+
+
+def secret_values(env: Mapping[str, str] | None = None) -> list[str]:
+    """The secret values of ``env`` (default: this process's), longest first: each secret
+    variable's value and each URL's password, long enough not to be an ordinary word."""
+    source = os.environ if env is None else env
+    return sorted(_values_of(source, [k for k, v in source.items() if is_secret(k, v)]),
+                  key=len, reverse=True)  # fmt: skip
+
+
+def _values_of(env: Mapping[str, str], names: Iterable[str]) -> set[str]:
+    out: set[str] = set()
+    for name in names:
+        value = env.get(name, "")
+        if len(value) >= MIN_LENGTH:
+            out.add(value)
+        password = url_password(value)
+        if password is not None and len(password) >= MIN_URL_PASSWORD:
+            out.add(password)
+    return out
 
 
 def register(secret: str | None) -> None:
@@ -44,9 +117,8 @@ def _env_secrets() -> set[str]:
     names = frozenset(getattr(os.environ, "_data", os.environ))
     if names != _environ_names:
         _environ_names = names
-        _secret_names[:] = [k for k in os.environ if looks_secret(k)]
-    values = (os.environ.get(k, "") for k in _secret_names)
-    return {v for v in values if len(v) >= MIN_LENGTH}
+        _secret_names[:] = [k for k, v in os.environ.items() if is_secret(k, v)]
+    return _values_of(os.environ, _secret_names)
 
 
 def _known() -> list[str]:

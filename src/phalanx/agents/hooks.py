@@ -56,6 +56,7 @@ from typing import Any, Literal, get_args
 from .._util import kill_group, one_line
 from ..events import Alert, Event, event_to_dict
 from ..exceptions import PlanError, VetoTask
+from ..redaction import scrubbed_env, secret_values
 
 __all__ = [
     "HOOK_POINTS",
@@ -182,26 +183,19 @@ def _require_point(point: str) -> None:
 
 _ANSI_RE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
 _KEY_RE = re.compile(r"\b(sk-ant-|sk-)[A-Za-z0-9_-]{8,}")
-_SECRET_NAME_RE = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH|COOKIE", re.IGNORECASE)
-_SCRUB_NAME_RE = re.compile(r"(?:^|_)(?:API_KEY|TOKEN|SECRET|PASSWORD)$", re.IGNORECASE)
-
-
-def _environ_secrets() -> list[str]:
-    values = (v for k, v in os.environ.items() if len(v) >= 8 and _SECRET_NAME_RE.search(k))
-    return sorted(values, key=len, reverse=True)
 
 
 def _safe_line(text: str, limit: int, *, keep: Literal["head", "tail"] = "head") -> str:
     """One line, no escape codes, no environment secrets, at most ``limit`` characters."""
     text = _ANSI_RE.sub("", text)
-    for value in _environ_secrets():
+    for value in secret_values():
         text = text.replace(value, "***")
     return one_line(_KEY_RE.sub(r"\1***", text), limit, keep=keep)
 
 
 def _scrubbed_env() -> dict[str, str]:
-    """The environment a command hook gets: without the variables that hold secrets."""
-    return {k: v for k, v in os.environ.items() if not _SCRUB_NAME_RE.search(k)}
+    """The environment a command hook gets: without secrets (the one rule)."""
+    return scrubbed_env()
 
 
 # -- Python hooks ----------------------------------------------------------------------------

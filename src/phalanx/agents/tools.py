@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from .._util import kill_group
+from ..redaction import is_secret_name, scrubbed_env, secret_values
 from .toolspec import (
     NAMED_PARAMETERS,
     ToolContext,
@@ -78,11 +79,6 @@ SHELL_METACHARACTERS = frozenset(";|&$`<>(){}\n\r\x00")
 """Characters refused in any ``run_command`` argument: ``; | & $ ` < > ( ) { }``, newline,
 carriage return and NUL."""
 
-_SECRET_SUFFIXES = ("_API_KEY", "_TOKEN", "_SECRET", "_PASSWORD", "_PASSWD", "_KEY")
-_SECRET_PARTS = ("SECRET", "API_KEY", "APIKEY", "PASSWORD", "PASSWD", "CREDENTIAL", "PRIVATE_KEY")
-_SECRET_NAMES = frozenset({"TOKEN", "KEY"})
-_MIN_REDACTED = 8  # shorter values ("1", "true") are not redacted from output
-
 
 # ------------------------------------------------------------------------ values
 
@@ -90,31 +86,15 @@ _MIN_REDACTED = 8  # shorter values ("1", "true") are not redacted from output
 # ------------------------------------------------------------------------ secrets
 
 
-def is_secret_name(name: str) -> bool:
-    """Whether an environment variable's name marks it as a secret: it ends with
-    ``_API_KEY``, ``_TOKEN``, ``_SECRET``, ``_PASSWORD``, ``_PASSWD`` or ``_KEY``, or contains
-    ``SECRET``, ``API_KEY``, ``APIKEY``, ``PASSWORD``, ``PASSWD``, ``CREDENTIAL`` or
-    ``PRIVATE_KEY`` (any case), or is ``TOKEN`` or ``KEY``."""
-    upper = name.upper()
-    return (
-        upper.endswith(_SECRET_SUFFIXES)
-        or any(part in upper for part in _SECRET_PARTS)
-        or upper in _SECRET_NAMES
-    )
-
-
 def scrub_env(env: Mapping[str, str]) -> dict[str, str]:
-    """A copy of ``env`` without the variables :func:`is_secret_name` marks as secrets."""
-    return {k: v for k, v in env.items() if not is_secret_name(k)}
+    """A copy of ``env`` without its secrets (:func:`phalanx.redaction.is_secret`)."""
+    return scrubbed_env(env)
 
 
 def _secret_values(ctx: ToolContext) -> list[str]:
-    envs: list[Mapping[str, str]] = [os.environ]
+    values = set(secret_values())
     if ctx.env is not None:
-        envs.append(ctx.env)
-    values = {
-        v for env in envs for k, v in env.items() if is_secret_name(k) and len(v) >= _MIN_REDACTED
-    }
+        values.update(secret_values(ctx.env))
     return sorted(values, key=len, reverse=True)
 
 

@@ -18,9 +18,9 @@ from typing import Any
 
 from .._util import kill_group
 from ..agents.styles import Style, StyleError, get_style, parse_json, parse_output
-from ..agents.tools import scrub_env
 from ..api import TaskResult
 from ..exceptions import PlanError
+from ..redaction import scrubbed_env
 
 CHECK_KINDS = (
     "contains",
@@ -311,7 +311,7 @@ def run_command(argv: Sequence[str], cwd: Path, timeout: float) -> tuple[bool, s
             proc = subprocess.Popen(
                 list(argv),
                 cwd=cwd,
-                env=scrub_env(os.environ),
+                env=scrubbed_env(),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,

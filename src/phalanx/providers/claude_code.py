@@ -17,7 +17,12 @@ Options (plan ``providers: {claude-code: {...}}``)::
     args: [--max-turns, "8"]  # extra argv, appended as is
     cwd: /path/to/workdir     # working directory (default: the current one)
     timeout: 1800             # seconds per call; the process group is killed after it
-    env: {VAR: value}         # added to the inherited environment (null removes a variable)
+    env: {VAR: value}         # set for the child (null removes a variable)
+
+The child gets this process's environment without its secrets (the one rule,
+:func:`phalanx.redaction.scrubbed_env`), except Claude Code's own credentials
+(:data:`OWN_KEYS`: ``ANTHROPIC_API_KEY``, ``ANTHROPIC_AUTH_TOKEN``,
+``CLAUDE_CODE_OAUTH_TOKEN``) and what ``env`` sets explicitly.
 
 A prompt too large for one argv entry (or one starting with ``-``) goes to ``claude -p`` on
 stdin instead.
@@ -39,6 +44,7 @@ from typing import Any
 from .._util import kill_group
 from ..cost import Usage
 from ..exceptions import ErrorClass, ProviderError, UsageError
+from ..redaction import scrubbed_env, secret_values
 from .base import Completion, CompletionRequest
 
 __all__ = ["ClaudeCodeProvider", "classify", "parse_retry_after"]
@@ -207,7 +213,7 @@ def _until_clock(
 _ANSI_RE = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[@-Z\\-_])")
 _CTRL_RE = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 _KEY_RE = re.compile(r"\b(sk-ant-|sk-)[A-Za-z0-9_-]{8,}")
-_SECRET_NAME_RE = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH|COOKIE", re.IGNORECASE)
+OWN_KEYS = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN")
 
 
 def _sanitise(text: str, secrets: Iterable[str], limit: int = _TAIL_CHARS) -> str:
@@ -462,10 +468,9 @@ class ClaudeCodeProvider:
         workspace = getattr(request, "workspace", None)  # an agent's own directory, when set
         return str(workspace) if workspace else self.cwd
 
-    def _environ(self) -> dict[str, str] | None:
-        if not self.env:
-            return None
-        env = dict(os.environ)
+    def _environ(self) -> dict[str, str]:
+        """The child's environment: no secrets but Claude Code's own key and ``env``."""
+        env = scrubbed_env(keep=OWN_KEYS)
         for key, value in self.env.items():
             if value is None:
                 env.pop(key, None)
@@ -475,8 +480,7 @@ class ClaudeCodeProvider:
 
     def _secrets(self) -> list[str]:
         values = [v for v in self.env.values() if v and len(v) >= 4]
-        values += [v for k, v in os.environ.items() if len(v) >= 8 and _SECRET_NAME_RE.search(k)]
-        return values
+        return values + secret_values()
 
     async def _spawn(
         self, argv: list[str], stdin_data: bytes | None, cwd: str | None
