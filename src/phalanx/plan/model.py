@@ -23,6 +23,7 @@ from ..ids import AgentName, TaskId
 from .config import AutoscaleConfig, BreakerConfig, MessagePolicy, RateLimit
 
 __all__ = [
+    "DEFAULT_MAX_PROMPT_TOKENS",
     "DEFAULT_PROVIDER",
     "POLICIES",
     "Commands",
@@ -38,6 +39,11 @@ __all__ = [
 DEFAULT_PROVIDER = "local:smollm2"  # the embedded model: a plan runs with nothing else
 POLICIES = ("round_robin", "least_loaded", "best_fit", "llm")
 MAX_AGENTS = 100_000
+# limits.max_prompt_tokens by default: 200,000 estimated tokens (about 4 characters a token),
+# the largest context window common to today's hosted models (Claude's standard window;
+# OpenAI's o-series); a prompt above it would be refused by most of them anyway. A plan on
+# a model with a larger window raises it; there is no "no limit" (docs/guarantees.md).
+DEFAULT_MAX_PROMPT_TOKENS = 200_000
 TASK_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -86,6 +92,17 @@ class Limits:
     # the autoscaler clones a role beyond start_agents only if its spec's last eval pass rate
     # (phalanx.plan.library) is at least this; a spec with no eval is held too (docs/eval.md)
     min_eval_score: float | None = None
+    # no model call is sent with a prompt estimated above this (messages, tool calls and tool
+    # definitions so far, ~4 characters a token); the attempt fails as context_length instead
+    max_prompt_tokens: int = DEFAULT_MAX_PROMPT_TOKENS
+
+    def __post_init__(self) -> None:
+        n = self.max_prompt_tokens
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise PlanError(
+                f"must be a positive whole number of tokens, got {n!r}",
+                field="limits.max_prompt_tokens",
+            )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

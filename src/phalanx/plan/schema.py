@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..agents.spec import AgentSpec, Category
 from ..ids import AgentName, TaskId
-from .model import EngineConfig, Task
+from .model import DEFAULT_MAX_PROMPT_TOKENS, EngineConfig, Task
 
 _STRICT = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
@@ -219,6 +219,7 @@ class LimitsModel(BaseModel):
     max_usd: float | None = Field(default=None, gt=0)
     max_tokens: int | None = Field(default=None, ge=1)
     max_wall_seconds: float | None = Field(default=None, gt=0)
+    max_prompt_tokens: int = Field(default=DEFAULT_MAX_PROMPT_TOKENS, ge=1, strict=True)
 
 
 def _engine_kind(value: Any) -> Any:

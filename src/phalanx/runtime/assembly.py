@@ -91,6 +91,7 @@ class RunnerFactory:
             context=bundle.text,
             context_tokens=bundle.tokens,
             max_turns=a.max_turns,
+            max_prompt_tokens=plan.limits.max_prompt_tokens,
             comms=self.comms,
             styles=self.styles,
             recipe=None

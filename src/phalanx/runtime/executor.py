@@ -1,9 +1,11 @@
 """Running one attempt of one task on one agent: the agent loop.
 
-Prompt assembly; then turns of: a rate permit, a model call (with its deadline), tool calls
-run in the workspace sandbox and fed back, until a final answer that parses in the agent's
-output style (an answer that does not is re-asked with the error). Usage is summed over
-turns. Engine-agnostic: the local engine and Ray hosts call it.
+Prompt assembly; then turns of: a size check, a rate permit, a model call (with its
+deadline), tool calls run in the workspace sandbox and fed back, until a final answer that
+parses in the agent's output style (an answer that does not is re-asked with the error).
+A request estimated above ``limits.max_prompt_tokens`` is never sent: the attempt fails as
+``context_length``. Usage is summed over turns. Engine-agnostic: the local engine and Ray
+hosts call it.
 """
 
 from __future__ import annotations
@@ -14,19 +16,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..agents.context import CHARS_PER_TOKEN
 from ..agents.spec import AgentSpec
 from ..agents.styles import Style, StyleError, get_style, parse_output, repair_prompt
 from ..agents.tools import ToolContext, ToolResult, ToolSpec, call_tool
 from ..cost import ZERO, Price, Usage
 from ..events import OutputRejected, ToolCalled
 from ..exceptions import ErrorClass, ProviderError
-from ..plan.model import Task
+from ..plan.model import DEFAULT_MAX_PROMPT_TOKENS, Task
 from ..providers import ProviderRecipe
 from ..providers.base import Completion, CompletionRequest, Message, Provider, ToolDef
 from ..redaction import redact
 from .governor import Gate
 
-__all__ = ["AgentRunner", "Attempt", "Outcome", "Upstream", "build_request"]
+__all__ = ["AgentRunner", "Attempt", "Outcome", "Upstream", "build_request", "prompt_tokens"]
 
 UPSTREAM_CHARS = 4000  # per upstream result handed to a downstream prompt
 _STOP_FAILURES = {
@@ -121,6 +124,18 @@ def build_request(
     )
 
 
+def prompt_tokens(request: CompletionRequest) -> int:
+    """A request's input, estimated as :func:`phalanx.agents.context.estimate_tokens` counts
+    (about 4 characters a token): every message, the tool calls of assistant turns and the
+    tool definitions sent with it."""
+    chars = request.prompt_chars
+    for m in request.messages:
+        chars += sum(len(c.name) + len(str(c.arguments)) for c in m.tool_calls)
+    for t in request.tools:
+        chars += len(t.name) + len(t.description) + len(str(t.parameters))
+    return (chars + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN
+
+
 class _Failed(Exception):
     """Ends an attempt's loop with a classified failure."""
 
@@ -167,6 +182,7 @@ class AgentRunner:
         comms: Any = None,
         recipe: ProviderRecipe | None = None,
         styles: Mapping[str, Style] | None = None,
+        max_prompt_tokens: int = DEFAULT_MAX_PROMPT_TOKENS,
     ) -> None:
         self.spec = spec
         self.styles = styles  # the run's styles (phalanx.agents.styles.Styles)
@@ -182,6 +198,7 @@ class AgentRunner:
         self.comms = comms  # phalanx.comms.Comms: messages and subscribed shared context
         self.max_turns = max_turns
         self.max_reasks = max_reasks
+        self.max_prompt_tokens = max_prompt_tokens  # the plan's limits.max_prompt_tokens
         self.recipe = recipe  # how a remote host rebuilds the provider (None: ship it)
         self.tool_defs = tuple(t.to_def() for t in self.tools.values())
 
@@ -265,6 +282,7 @@ class AgentRunner:
     async def _call(
         self, attempt: Attempt, request: CompletionRequest, state: _Turns
     ) -> Completion:
+        self._check_size(attempt, request, state)
         loop = asyncio.get_running_loop()
         estimate = request.prompt_chars // 4 + min(request.max_tokens, 256)
         ticket = await self.gate.acquire(
@@ -294,6 +312,19 @@ class AgentRunner:
         self.gate.spend(usage)
         state.usage = state.usage + usage
         return completion
+
+    def _check_size(self, attempt: Attempt, request: CompletionRequest, state: _Turns) -> None:
+        """Refuse a request above ``max_prompt_tokens`` before any permit or call: resending
+        it would fail the same way, so the failure (``context_length``) is not retried."""
+        tokens = prompt_tokens(request)
+        if tokens <= self.max_prompt_tokens:
+            return
+        turn = f" at model call {state.calls + 1}" if state.calls else ""
+        raise _Failed(
+            ErrorClass.CONTEXT_LENGTH,
+            f"prompt of task {attempt.task.id!r} is ~{tokens:,} tokens{turn}, "
+            f"over limits.max_prompt_tokens ({self.max_prompt_tokens:,})",
+        )
 
     async def _run_tools(self, attempt: Attempt, c: Completion, state: _Turns) -> None:
         state.messages.append(Message(role="assistant", content=c.text, tool_calls=c.tool_calls))

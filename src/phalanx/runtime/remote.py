@@ -32,6 +32,7 @@ from ..agents.workspace import ToolError, Workspace
 from ..cost import Price, Usage
 from ..events import Event
 from ..exceptions import ErrorClass
+from ..plan.model import DEFAULT_MAX_PROMPT_TOKENS
 from ..providers import Provider, ProviderRecipe
 from ..redaction import redact
 from .executor import AgentRunner, Attempt, Outcome
@@ -67,6 +68,7 @@ class AgentBlueprint:
     context_tokens: int = 0
     max_turns: int = 8
     max_reasks: int = 2
+    max_prompt_tokens: int = DEFAULT_MAX_PROMPT_TOKENS
 
 
 def blueprint_of(runner: AgentRunner, driver_tools: frozenset[str]) -> AgentBlueprint:
@@ -87,6 +89,7 @@ def blueprint_of(runner: AgentRunner, driver_tools: frozenset[str]) -> AgentBlue
         context_tokens=runner.context_tokens,
         max_turns=runner.max_turns,
         max_reasks=runner.max_reasks,
+        max_prompt_tokens=runner.max_prompt_tokens,
     )
 
 
@@ -200,6 +203,7 @@ class HostCore:
             context_tokens=bp.context_tokens,
             max_turns=bp.max_turns,
             max_reasks=bp.max_reasks,
+            max_prompt_tokens=bp.max_prompt_tokens,
             styles=self.styles,
         )
         self.runners[name] = runner
