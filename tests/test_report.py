@@ -471,3 +471,89 @@ def test_report_names_match_the_metric_columns() -> None:
     assert table is not None
     rows = table.group(1).count("<tr>")
     assert rows == 1 + 1 + 1 + 1  # header, run, one role, one agent
+
+
+# -- markdown escapes for markdown; a cost chart only where a cost is known ----------------
+def _plain_events(title: str, error: str, *, cost: float | None, simulated: bool) -> list[Any]:
+    agents = (AgentInfo(name="Ada", role="coder", provider="x"),)
+    tasks = (
+        TaskInfo(id="t1", title=title, category="other"),
+        TaskInfo(id="t2", title="second", category="other"),
+    )
+    usage = Usage(input_tokens=5, output_tokens=5, cost_usd=cost)
+    return [
+        RunStarted(
+            ts=10.0,
+            run_id="r-plain",
+            plan="p",
+            session=1,
+            policy="best_fit",
+            simulated=simulated,
+            agents=agents,
+            tasks=tasks,
+        ),
+        AttemptStarted(ts=10.0, task_id="t1", attempt_id=1, attempt_no=1, agent="Ada"),
+        AttemptFinished(
+            ts=11.0, task_id="t1", attempt_id=1, agent="Ada", ok=True, duration=1.0, usage=usage
+        ),
+        TaskSucceeded(ts=11.0, task_id="t1", attempt_id=1, agent="Ada"),
+        AttemptStarted(ts=11.0, task_id="t2", attempt_id=2, attempt_no=1, agent="Ada"),
+        AttemptFinished(
+            ts=12.0,
+            task_id="t2",
+            attempt_id=2,
+            agent="Ada",
+            ok=False,
+            duration=1.0,
+            error_class="other",
+            error=error,
+            usage=usage,
+        ),
+        TaskFailed(ts=12.0, task_id="t2", error_class="other", error=error, attempts=1),
+        RunFinished(ts=13.0, status="failed"),
+    ]
+
+
+def test_markdown_cells_are_escaped_for_markdown_not_for_html() -> None:
+    """Quotes and ampersands show as written (no ``&#x27;``); a pipe is escaped, a newline
+    joins the line; what Markdown would take for a tag or an entity is neutralised; the
+    HTML page stays HTML-escaped."""
+    title = 'don\'t say "ok" & <b>bold</b> | a\nsecond line'
+    error = r"can't open C:\tmp\|x &lt; 5 > 3"
+    report = report_from_events(_plain_events(title, error, cost=0.01, simulated=False))
+    md = render_markdown(report)
+    row = next(line for line in md.splitlines() if line.startswith("| t1 |"))
+    assert 'don\'t say "ok" & &lt;b>bold&lt;/b> \\| a second line' in row
+    for entity in ("&#x27;", "&#39;", "&quot;", "&amp; ", "&gt;"):
+        assert entity not in md, entity
+    assert "<b>" not in md
+    failed = next(line for line in md.splitlines() if line.startswith("| t2 |"))
+    # the backslash before the pipe is doubled, the pipe escaped: one cell, shown as written
+    assert r"can't open C:\tmp\\\|x &amp;lt; 5 > 3" in failed
+    assert failed.count(" | ") == 7  # eight cells: no pipe of the text splits the row
+    page = render_html(report)
+    assert "don&#x27;t say &quot;ok&quot; &amp; &lt;b&gt;bold&lt;/b&gt;" in page
+
+
+def test_the_cost_chart_is_left_out_when_no_agent_has_a_price(runs: Runs) -> None:
+    """An unpriced run (the sim without prices): one line says why, instead of a chart of
+    "unknown" rows; a priced run keeps its bars."""
+    page = render_report(runs.journal, runs.resumed, "html")
+    cost = check_html(page).svgs[2]
+    assert "rect" not in cost and cost.count("text") == 1  # no bars, no agent rows
+    n = len(_metrics(runs, runs.resumed).by_agent)
+    line = f"No cost chart: cost unknown (no price) for all {n} agents: "
+    line += "a simulated run (sim provider)."
+    assert f">{line}</text>" in page
+    assert "USD per agent" not in page
+    priced = render_report(runs.journal, runs.failed, "html")
+    assert "No cost chart" not in priced and "USD per agent" in priced
+
+
+def test_an_unpriced_model_says_so_in_the_cost_line() -> None:
+    events = _plain_events("one", "two", cost=None, simulated=False)
+    page = render_html(report_from_events(events))
+    assert "for the agent: no price is known for the models used (add prices to the plan)." in page
+    assert "SIMULATED" not in page
+    priced = render_html(report_from_events(_plain_events("a", "b", cost=0.5, simulated=False)))
+    assert "No cost chart" not in priced and "$1.0000" in priced

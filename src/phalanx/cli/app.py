@@ -1,11 +1,14 @@
 """The ``phalanx`` command.
 
 Exit codes: 0 all tasks succeeded · 1 some task failed or was skipped · 2 usage or plan error
-· 130 interrupted (the run stays resumable).
+· 130 interrupted (the run stays resumable) · 141 stdout was closed before the output was
+all written (``phalanx status | head -1``): the command stops quietly, with no traceback, as
+a tool killed by SIGPIPE would (128 + 13); the journal is unaffected.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
@@ -13,10 +16,26 @@ from ..exceptions import PhalanxError, UsageError, one_line
 from .commands import COMMANDS, EXIT_INTERRUPTED
 from .parser import EXIT_USAGE, build_parser
 
-__all__ = ["build_parser", "main"]
+__all__ = ["EXIT_BROKEN_PIPE", "build_parser", "main"]
+
+EXIT_BROKEN_PIPE = 141
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        try:
+            code = _dispatch(argv)
+        finally:  # also after --help: a closed pipe shows here, not in Python's last flush
+            sys.stdout.flush()
+    except BrokenPipeError:
+        if not _stdout_closed():
+            raise  # some other pipe: a bug to see, not a reader that went away
+        _discard_stdout()
+        return EXIT_BROKEN_PIPE
+    return code
+
+
+def _dispatch(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.command is None:
         build_parser().print_help()
@@ -31,3 +50,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe (or socket) whose reader has gone: polling it reports an
+    error. Where that cannot be asked, a broken pipe is taken to be stdout's."""
+    import select
+
+    try:
+        fd = sys.stdout.fileno()
+        poller = select.poll()
+    except (AttributeError, OSError, ValueError):
+        return True
+    poller.register(fd, select.POLLOUT)
+    return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poller.poll(0))
+
+
+def _discard_stdout() -> None:
+    """Points stdout at /dev/null, so the interpreter's final flush of what is still
+    buffered cannot raise again (and print 'Exception ignored ... BrokenPipeError')."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (AttributeError, OSError, ValueError):
+        pass

@@ -9,7 +9,7 @@ import json
 import signal
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Collection, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -84,19 +84,21 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    """Markdown and JSON print to stdout unless ``-o FILE``; HTML is written to a file
+    (``.phalanx/runs/RUN_ID/report.html`` unless ``-o``), since nobody reads it in a terminal.
+    ``-o -`` prints any format."""
     from ..status.report import render_report
 
     journal = Journal(state_dir(args.state_dir) / "journal.sqlite")
     rec = journal.get_run(args.run_id) if args.run_id else journal.latest_run()
     text = render_report(journal, rec.run_id, args.format, baseline=args.baseline)
-    if args.output == "-":
-        print(text)
+    if args.output == "-" or (args.output is None and args.format != "html"):
+        print(text, end="" if text.endswith("\n") else "\n")
         return 0
-    ext = {"html": "html", "md": "md", "json": "json"}[args.format]
     path = (
         Path(args.output)
         if args.output
-        else (state_dir(args.state_dir) / "runs" / rec.run_id / f"report.{ext}")
+        else (state_dir(args.state_dir) / "runs" / rec.run_id / "report.html")
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
@@ -191,17 +193,34 @@ def _cmd_runs(args: argparse.Namespace) -> int:
     if not rows:
         print(f"no runs yet in {journal.path}")
         return 0
-    print(
-        f"{'RUN':<22} {'PLAN':<20} {'STATUS':<12} {'TASKS':>6} {'DONE':>6} {'FAILED':>6}  STARTED"
-    )
+    table = [("RUN", "PLAN", "STATUS", "TASKS", "DONE", "FAILED", "STARTED")]
     for r, counts in rows:
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created_at))
-        sim = " (sim)" if r.simulated else ""
-        print(
-            f"{r.run_id:<22} {r.plan_name[:20]:<20} {r.status:<12} {r.task_count:>6} "
-            f"{counts.get('succeeded', 0):>6} {counts.get('failed', 0):>6}  {started}{sim}"
+        table.append(
+            (
+                r.run_id,
+                " ".join(r.plan_name.split()),  # whole (one line): the column fits it
+                r.status,
+                str(r.task_count),
+                str(counts.get("succeeded", 0)),
+                str(counts.get("failed", 0)),
+                started + (" (sim)" if r.simulated else ""),
+            )
         )
+    _print_columns(table, right={3, 4, 5})
     return 0
+
+
+def _print_columns(rows: Sequence[Sequence[str]], right: Collection[int] = ()) -> None:
+    """Rows as aligned columns, each as wide as its widest cell (no cell is cut);
+    columns in ``right`` are right-aligned."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        cells = [
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        ]
+        print("  ".join(cells).rstrip())
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

@@ -124,16 +124,28 @@ def _add_view_commands(sub: Any) -> None:
     db.add_argument("--port", type=int, default=0, help="port (default: a free one)")
     db.add_argument("--token", help="access token (required with a non-loopback --host)")
 
-    rp = sub.add_parser("report", help="a run's report: metrics, plots, tasks (html, md, json)")
+    rp = sub.add_parser(
+        "report",
+        help="a run's report: metrics, plots, tasks (html, md, json)",
+        description="A run's report. md and json print to stdout; html (a self-contained page "
+        "with plots) is written to .phalanx/runs/RUN_ID/report.html. -o FILE writes any "
+        "format to FILE, -o - prints any format.",
+    )
     rp.add_argument(
         "run_id", metavar="RUN_ID", nargs="?", help="run id or prefix (default: the latest run)"
     )
-    rp.add_argument("--format", choices=("html", "md", "json"), default="html")
+    rp.add_argument(
+        "--format",
+        choices=("html", "md", "json"),
+        default="html",
+        help="html (default): written to a file; md, json: printed to stdout",
+    )
     rp.add_argument(
         "-o",
         "--output",
         metavar="FILE",
-        help="write here (default: .phalanx/runs/RUN_ID/report.<format>; '-' for stdout)",
+        help="write the report to FILE ('-': stdout); default: md and json to stdout, "
+        "html to .phalanx/runs/RUN_ID/report.html",
     )
     rp.add_argument(
         "--baseline",

@@ -17,6 +17,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -172,9 +173,21 @@ def render_json(r: Report) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False, default=str)
 
 
+# what Markdown would read as markup rather than text: a tag, comment or autolink opening
+# (``<b``, ``</``, ``<!``, ``<?``) and a character reference (``&amp;``, ``&#39;``)
+_MD_MARKUP = re.compile(r"<(?=[A-Za-z/!?])|&(?=#?[A-Za-z0-9]+;)")
+_MD_PIPE = re.compile(r"(\\*)\|")
+
+
 def _md(text: object) -> str:
-    """A markdown table cell: escaped HTML, escaped pipes, one line."""
-    return html.escape(" ".join(redact(str(text)).split())).replace("|", "\\|")
+    """A Markdown table cell, shown as written: one line, pipes escaped, and only what
+    Markdown would read as raw HTML or a character reference neutralised (``<b`` becomes
+    ``&lt;b``); quotes, ``&`` and ``>`` stay as they are (no HTML escaping)."""
+    flat = " ".join(redact(str(text)).split())
+    flat = _MD_MARKUP.sub(lambda m: "&lt;" if m.group() == "<" else "&amp;", flat)
+    # a pipe splits the row unless escaped; backslashes before it are doubled, so that a
+    # backslash written before a pipe stays text and the pipe stays in its cell
+    return _MD_PIPE.sub(lambda m: m.group(1) * 2 + "\\|", flat)
 
 
 def _md_table(head: Sequence[str], rows: Iterable[Sequence[object]]) -> list[str]:
@@ -355,7 +368,28 @@ def _throughput(r: Report) -> str:
     return _svg("throughput", ybase + 28, label, body)
 
 
+def _cost_unknown(r: Report) -> str | None:
+    """Why no agent's cost is known, in one line; None when some agent's is (or there are
+    no agents): then the chart is drawn."""
+    agents = r.metrics.by_agent
+    if not agents or any(f.cost_usd is not None for f in agents.values()):
+        return None
+    why = (
+        "a simulated run (sim provider)"
+        if r.metrics.simulated
+        else "no price is known for the models used (add prices to the plan)"
+    )
+    n = len(agents)
+    who = "the agent" if n == 1 else f"all {n} agents"
+    return f"No cost chart: cost unknown (no price) for {who}: {why}."
+
+
 def _cost(r: Report) -> str:
+    reason = _cost_unknown(r)
+    if reason is not None:  # one line says why, instead of a row of "unknown" per agent
+        x0, x1, top = float(_LEFT), float(_W - _PAD), 10.0
+        body = [_axes(x0, top, x1, top + 24), _text(x0 + 8, top + 16, reason)]
+        return _svg("cost", top + 38, reason, body)
     figures = sorted(r.metrics.by_agent.items(), key=lambda kv: -(kv[1].cost_usd or 0.0))[:MAX_ROWS]
     row, top = 18, 10.0
     x0, x1 = float(_LEFT), float(_W - _PAD - 70)
@@ -424,6 +458,12 @@ def _figure(svg: str, caption: str) -> str:
     return f"<figure>{svg}<figcaption>{_e(caption)}</figcaption></figure>"
 
 
+def _cost_figure(r: Report) -> str:
+    if _cost_unknown(r) is not None:  # the plot is the one line that says why: no caption
+        return f"<figure>{_cost(r)}</figure>"
+    return _figure(_cost(r), "USD per agent; unknown when the model has no price.")
+
+
 def _task_table(r: Report) -> str:
     head = ["id", "title", "state", "agent", "attempts", "error class", "error", "output"]
     rows = []
@@ -453,7 +493,7 @@ def render_html(r: Report) -> str:
         "<h2>Throughput</h2>",
         _figure(_throughput(r), "Cumulative tasks done over active time."),
         "<h2>Cost by agent</h2>",
-        _figure(_cost(r), "USD per agent; unknown when the model has no price."),
+        _cost_figure(r),
         "<h2>Latency</h2>",
         _figure(_latency(r), "Task latency: first attempt start to success."),
         "<h2>Metrics</h2>",
