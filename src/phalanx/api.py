@@ -39,7 +39,7 @@ from .runtime.assembly import (
     worktrees_dir,
 )
 from .runtime.engine import Engine, LocalEngine
-from .runtime.governor import RateGovernor
+from .runtime.governor import RateGovernor, public_defaults
 from .runtime.orchestrator import Orchestrator, Prior, RunGate, TaskRecord
 from .runtime.router import LLMPolicy
 from .status.snapshot import Snapshot, StatusTracker, fmt_cost, fmt_duration
@@ -239,6 +239,7 @@ async def run(
     engine: Engine | str | None = None,
     address: str | None = None,
     flush_interval: float = 0.05,
+    base_url: str | None = None,
 ) -> RunResult:
     """Run a plan (a :class:`Plan` or a plan file) to the end; returns its :class:`RunResult`.
 
@@ -255,6 +256,7 @@ async def run(
         agents=agents,
         engine=engine if isinstance(engine, str) else None,
         address=address,
+        base_url=base_url,
     )
     providers = _providers(p, seed, flag=provider, given=custom_providers)
     journal = Journal(state_dir(state) / "journal.sqlite")
@@ -360,7 +362,7 @@ async def _execute(
     _check_budgets(plan, providers)
     tracker, prior = _status_so_far(journal, run_id, prior)
     simulated = any(p.simulated for p in providers.values())
-    gate = RunGate(RateGovernor(plan.limits.rate_limits))
+    gate = RunGate(RateGovernor(plan.limits.rate_limits, defaults=public_defaults(plan.providers)))
     late = _LateOrchestrator()
     comms = Comms(
         {a.name or "": a.role for a in plan.agents}, plan.messaging, clock=late.now, emit=late.emit
@@ -552,6 +554,7 @@ class RunOptions(TypedDict, total=False):
     engine: Engine | str | None
     address: str | None
     flush_interval: float
+    base_url: str | None
 
 
 def _render_summary(r: RunResult) -> str:

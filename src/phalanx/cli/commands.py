@@ -76,10 +76,15 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     from ..plan.planner import DEFAULT_PLANNER, plan_text, write_plan
 
     provider = args.provider or DEFAULT_PLANNER
+    kind = provider.partition(":")[0]
+    options = {kind: {"base_url": args.base_url}} if args.base_url else None
     if args.output:
-        print(f"wrote {write_plan(args.goal, args.output, provider=provider, seed=args.seed)}")
+        path = write_plan(
+            args.goal, args.output, provider=provider, seed=args.seed, providers=options
+        )
+        print(f"wrote {path}")
     else:
-        print(plan_text(args.goal, provider=provider, seed=args.seed), end="")
+        print(plan_text(args.goal, provider=provider, seed=args.seed, providers=options), end="")
     return 0
 
 
@@ -145,6 +150,7 @@ def _run_plan(args: argparse.Namespace) -> int:
             agents=args.agents,
             policy=args.policy,
             provider=args.provider,
+            base_url=args.base_url,
             seed=args.seed,
             state=args.state_dir,
             run_id=args.run_id,

@@ -96,6 +96,7 @@ def _add_run_commands(sub: Any) -> None:
         help="the baseline: the same tasks on one agent, in dependency order",
     )
     _engine_args(r)
+    _base_url_arg(r)
 
     rs = sub.add_parser("resume", help="continue an interrupted or crashed run")
     rs.add_argument("run_id", metavar="RUN_ID")
@@ -110,6 +111,7 @@ def _add_run_commands(sub: Any) -> None:
         "-o", "--output", metavar="FILE", help="write the plan here (default: print it)"
     )
     pl.add_argument("--seed", type=_int, default=0, metavar="S")
+    _base_url_arg(pl)
 
     mg = sub.add_parser("merge", help="merge the agent branches of an isolation: worktree run")
     mg.add_argument("run_id", metavar="RUN_ID")
@@ -163,6 +165,15 @@ def _add_view_commands(sub: Any) -> None:
     st.add_argument("--json", action="store_true", help="machine-readable output")
     st.add_argument("--watch", action="store_true", help="follow the run until it ends")
     st.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
+
+
+def _base_url_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--base-url",
+        metavar="URL",
+        help="the server of the provider (e.g. an OpenAI-compatible one: "
+        "http://127.0.0.1:8080/v1); default: the plan's, else OPENAI_BASE_URL/ANTHROPIC_BASE_URL",
+    )
 
 
 def _engine_args(p: argparse.ArgumentParser) -> None:

@@ -307,8 +307,9 @@ class Plan:
         agents: int | None = None,
         engine: str | None = None,
         address: str | None = None,
+        base_url: str | None = None,
     ) -> Plan:
-        plan = self
+        plan = self if base_url is None else self._with_base_url(base_url, provider)
         if engine is not None or address is not None:
             kind = engine or self.engine.kind
             if kind not in ENGINES:
@@ -340,6 +341,16 @@ class Plan:
                 agents=tuple(a.with_provider(provider) for a in plan.agents),
             )
         return plan
+
+    def _with_base_url(self, url: str, provider: str | None) -> Plan:
+        """``--base-url``: the server of the ``--provider`` (else the plan's) provider kind."""
+        name = provider or self.provider
+        if not name:
+            raise PlanError("--base-url needs a provider: give --provider", file=self.source)
+        kind = name.partition(":")[0]
+        providers = {k: dict(v) for k, v in self.providers.items()}
+        providers.setdefault(kind, {})["base_url"] = url
+        return dataclasses.replace(self, providers=providers)
 
     def sequential(self) -> Plan:
         """The same tasks on ONE agent, one at a time in dependency order: the baseline a

@@ -87,11 +87,12 @@ class OpenAIProvider:
         unknown = sorted(set(opts) - _OPTIONS)
         if unknown:
             raise UsageError(f"providers.{self.kind}: unknown option(s) {', '.join(unknown)}")
-        base_url = opts.get("base_url") or None
+        environ = env if env is not None else os.environ
+        base_url = opts.get("base_url") or (environ.get("OPENAI_BASE_URL") if compatible else None)
         if compatible and not base_url:
             raise UsageError(
-                f"{self.name} needs the server's address: set providers.{self.kind}.base_url "
-                "(e.g. http://127.0.0.1:8080/v1)"
+                f"{self.name} needs its server: --base-url URL, OPENAI_BASE_URL "
+                f"or providers.{self.kind}.base_url"
             )
         default_env = "OPENAI_COMPATIBLE_API_KEY" if compatible else "OPENAI_API_KEY"
         key_env = str(opts.get("api_key_env") or default_env)

@@ -9,6 +9,7 @@ Time is the event loop's clock, so a virtual-time loop drives it in tests.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -17,7 +18,7 @@ from ..cost import Usage
 from ..events import Event
 from ..plan.config import RateLimit
 
-__all__ = ["Gate", "RateGovernor", "RateLimit"]
+__all__ = ["Gate", "RateGovernor", "RateLimit", "public_defaults"]
 
 WINDOW = 60.0
 
@@ -28,6 +29,23 @@ DEFAULT_LIMITS: dict[str, RateLimit] = {
     "anthropic": RateLimit(rpm=50, tpm=40_000),
     "openai": RateLimit(rpm=500, tpm=200_000),
 }
+
+_BASE_URL_ENV = {"anthropic": "ANTHROPIC_BASE_URL", "openai": "OPENAI_BASE_URL"}
+
+
+def public_defaults(
+    providers: Mapping[str, Mapping[str, Any]], environ: Mapping[str, str] | None = None
+) -> dict[str, RateLimit]:
+    """The documented default limits, only for kinds that talk to the public endpoint: a
+    ``base_url`` (in the plan or the SDK's own variable) is a gateway or a local server
+    whose limits are not the public tier's, so none is invented for it."""
+    env = os.environ if environ is None else environ
+    return {
+        kind: limit
+        for kind, limit in DEFAULT_LIMITS.items()
+        if not (providers.get(kind) or {}).get("base_url") and not env.get(_BASE_URL_ENV[kind])
+    }
+
 
 OnWait = Callable[[str, str, str, float], None]  # (agent, task_id, key, seconds)
 
