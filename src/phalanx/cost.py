@@ -1,12 +1,20 @@
-"""Token usage and its cost. Unknown cost is ``None``, never a silent zero."""
+"""Token usage and its cost. Unknown cost is ``None``, never a silent zero.
+
+List prices of the hosted APIs (``anthropic:``, ``openai:``) come from the maintained
+``genai-prices`` package (its bundled snapshot, never fetched at run time), with tiered
+long-context prices applied per call; a plan's ``prices:`` override them, and a model
+neither knows has an unknown cost. Without ``genai-prices`` installed, the small table
+:data:`PRICES` below is used.
+"""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["PRICES", "Price", "Usage", "price_for"]
+__all__ = ["PRICES", "ListPrice", "Price", "Usage", "list_price", "price_for"]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -107,9 +115,81 @@ PRICES: dict[str, Price] = {
 
 
 def price_for(provider: str, overrides: Mapping[str, Price] | None = None) -> Price | None:
-    """The price of ``provider:model``, or None when unknown (cost then stays unknown)."""
-    table = {**PRICES, **(overrides or {})}
+    """The price of ``provider:model``: the plan's ``prices:`` (exact, then the longest
+    prefix), else the maintained list price, else the built-in table; None when unknown
+    (cost then stays unknown)."""
+    given = dict(overrides or {})
+    found = _lookup(provider, given)
+    if found is not None:
+        return found
+    return list_price(provider) or _lookup(provider, PRICES)
+
+
+def _lookup(provider: str, table: Mapping[str, Price]) -> Price | None:
     if provider in table:
         return table[provider]
     best = max((k for k in table if provider.startswith(k)), key=len, default=None)
     return table[best] if best is not None else None
+
+
+_LISTED = ("anthropic", "openai")  # the providers genai-prices knows by these ids
+
+
+@functools.lru_cache(maxsize=256)
+def list_price(provider: str) -> ListPrice | None:
+    """The maintained list price of ``anthropic:MODEL`` or ``openai:MODEL`` (None when the
+    package is not installed or does not know the model)."""
+    kind, _, model = provider.partition(":")
+    if kind not in _LISTED or not model:
+        return None
+    try:
+        rates = _model_price(kind, model)
+    except (ImportError, LookupError):  # the package is not installed, or not this model
+        return None
+    return ListPrice(
+        input=_rate(getattr(rates, "input_mtok", None)) or 0.0,
+        output=_rate(getattr(rates, "output_mtok", None)) or 0.0,
+        cache_read=_rate(getattr(rates, "cache_read_mtok", None)),
+        cache_write=_rate(getattr(rates, "cache_write_mtok", None)),
+        provider_id=kind,
+        model=model,
+    )
+
+
+def _rate(value: Any) -> float | None:
+    """A per-million rate as a float (a tiered price's base rate)."""
+    if value is None:
+        return None
+    return float(getattr(value, "base", value))
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ListPrice(Price):
+    """A list price from ``genai-prices``: the base rates for display, and :meth:`cost`
+    computed by the package per call, so a long-context tier is applied when a call
+    reaches it. Our ``input_tokens`` exclude cache tokens; the package counts them in."""
+
+    provider_id: str
+    model: str
+
+    def cost(self, u: Usage) -> float:
+        from genai_prices import Usage as ListedUsage
+
+        rates = _model_price(self.provider_id, self.model)
+        listed = ListedUsage(
+            input_tokens=u.input_tokens + u.cache_read_tokens + u.cache_write_tokens,
+            cache_read_tokens=u.cache_read_tokens,
+            cache_write_tokens=u.cache_write_tokens,
+            output_tokens=u.output_tokens,
+        )
+        return float(rates.calc_price(listed)["total_price"])
+
+
+@functools.lru_cache(maxsize=256)
+def _model_price(provider_id: str, model: str) -> Any:
+    from genai_prices import Usage as ListedUsage
+    from genai_prices import calc_price
+
+    return calc_price(
+        ListedUsage(input_tokens=1, output_tokens=1), model, provider_id=provider_id
+    ).model_price
