@@ -27,6 +27,7 @@ __all__ = [
     "AttemptFinished",
     "AttemptStarted",
     "BreakerChanged",
+    "CallRetried",
     "ContextRead",
     "ContextWritten",
     "Event",
@@ -186,6 +187,24 @@ class OutputRejected:
     style: str
     error: str
     reask: int  # 1 for the first re-ask
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CallRetried:
+    """A model call inside an attempt failed with a retryable class and is sent again, with
+    the same messages, after ``delay`` seconds (never less than its Retry-After): the turns
+    and tools before it are kept (``retry.call_attempts``)."""
+
+    type: Literal["call_retried"] = "call_retried"
+    ts: float
+    task_id: str
+    attempt_id: int
+    agent: str
+    turn: int  # the model call of the attempt that failed (1 is the first)
+    retry: int  # 1 for the call's first retry
+    error_class: ErrorClass
+    delay: float
+    status: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -350,6 +369,7 @@ Event = (
     | TaskSkipped
     | ToolCalled
     | OutputRejected
+    | CallRetried
     | BreakerChanged
     | TaskStolen
     | AgentJoined
@@ -376,6 +396,7 @@ _TYPES: dict[str, type[Any]] = {
         TaskSkipped,
         ToolCalled,
         OutputRejected,
+        CallRetried,
         BreakerChanged,
         TaskStolen,
         AgentJoined,

@@ -22,8 +22,12 @@ CLI without a traceback.
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from ._util import one_line as _one_line
+
+if TYPE_CHECKING:
+    from .cost import Usage
 
 __all__ = [
     "BudgetExhausted",
@@ -119,7 +123,9 @@ class PlanError(UsageError):
 
 
 class ProviderError(PhalanxError):
-    """A model call failed. ``error_class`` drives the retry decision."""
+    """A model call failed. ``error_class`` drives the retry decision. ``usage``: what the
+    failed call used, when the provider reported it (a stream cut after its usage arrived);
+    the executor charges it once, like a call that answered."""
 
     def __init__(
         self,
@@ -128,6 +134,7 @@ class ProviderError(PhalanxError):
         error_class: ErrorClass,
         status: int | None = None,
         retry_after: float | None = None,
+        usage: Usage | None = None,
     ) -> None:
         from .redaction import redact
 
@@ -135,6 +142,7 @@ class ProviderError(PhalanxError):
         self.error_class = error_class
         self.status = status
         self.retry_after = retry_after
+        self.usage = usage
 
     @property
     def retryable(self) -> bool:

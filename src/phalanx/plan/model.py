@@ -23,6 +23,7 @@ from ..ids import AgentName, TaskId
 from .config import AutoscaleConfig, BreakerConfig, MessagePolicy, RateLimit
 
 __all__ = [
+    "DEFAULT_CALL_ATTEMPTS",
     "DEFAULT_MAX_PROMPT_TOKENS",
     "DEFAULT_PROVIDER",
     "POLICIES",
@@ -44,6 +45,10 @@ MAX_AGENTS = 100_000
 # OpenAI's o-series); a prompt above it would be refused by most of them anyway. A plan on
 # a model with a larger window raises it; there is no "no limit" (docs/guarantees.md).
 DEFAULT_MAX_PROMPT_TOKENS = 200_000
+# retry.call_attempts by default: a model call after an attempt's first is tried 3 times
+# (the first and two retries, after ~0.25-0.5 s and ~0.5-1 s with the default backoff, or
+# the provider's Retry-After) before its attempt fails and is retried as a whole
+DEFAULT_CALL_ATTEMPTS = 3
 TASK_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -108,10 +113,26 @@ class Limits:
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RetryConfig:
     """Backoff between attempts: equal jitter in [d/2, d], d = min(cap, base * 2**(n-1)),
-    never shorter than a provider's Retry-After."""
+    never shorter than a provider's Retry-After.
+
+    ``call_attempts``: tries of one model call inside an attempt (the first included) when
+    it fails with a retryable class (429, 529, 5xx, timeout, connection, cut stream) after
+    the attempt's first call: the same messages are sent again after the same backoff, so
+    the turns and tools already done are kept. When they are spent the attempt fails and
+    is retried as a whole (``max_attempts``). A failure of an attempt's first call goes
+    straight to that attempt retry: nothing was done yet. 1 turns call retries off."""
 
     base_seconds: float = 0.5
     cap_seconds: float = 30.0
+    call_attempts: int = DEFAULT_CALL_ATTEMPTS
+
+    def __post_init__(self) -> None:
+        n = self.call_attempts
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise PlanError(
+                f"must be a positive whole number of tries, got {n!r}",
+                field="retry.call_attempts",
+            )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

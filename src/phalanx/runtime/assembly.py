@@ -92,6 +92,7 @@ class RunnerFactory:
             context_tokens=bundle.tokens,
             max_turns=a.max_turns,
             max_prompt_tokens=plan.limits.max_prompt_tokens,
+            retry=plan.retry,
             comms=self.comms,
             styles=self.styles,
             recipe=None

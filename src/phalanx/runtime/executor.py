@@ -4,14 +4,17 @@ Prompt assembly; then turns of: a size check, a rate permit, a model call (with 
 deadline), tool calls run in the workspace sandbox and fed back, until a final answer that
 parses in the agent's output style (an answer that does not is re-asked with the error).
 A request estimated above ``limits.max_prompt_tokens`` is never sent: the attempt fails as
-``context_length``. Usage is summed over turns. Engine-agnostic: the local engine and Ray
-hosts call it.
+``context_length``. A retryable failure of a model call after the attempt's first is retried
+there, with the same messages (``retry.call_attempts``), so the turns and tools before it
+are kept; each call retry is noted as ``CallRetried``. Usage is summed over the calls made,
+each charged once. Engine-agnostic: the local engine and Ray hosts call it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -21,13 +24,14 @@ from ..agents.spec import AgentSpec
 from ..agents.styles import Style, StyleError, get_style, parse_output, repair_prompt
 from ..agents.tools import ToolContext, ToolResult, ToolSpec, call_tool
 from ..cost import ZERO, Price, Usage
-from ..events import OutputRejected, ToolCalled
+from ..events import CallRetried, OutputRejected, ToolCalled
 from ..exceptions import ErrorClass, ProviderError
-from ..plan.model import DEFAULT_MAX_PROMPT_TOKENS, Task
+from ..plan.model import DEFAULT_MAX_PROMPT_TOKENS, RetryConfig, Task
 from ..providers import ProviderRecipe
 from ..providers.base import Completion, CompletionRequest, Message, Provider, ToolDef
 from ..redaction import redact
 from .governor import Gate
+from .retry import decide_retry
 
 __all__ = ["AgentRunner", "Attempt", "Outcome", "Upstream", "build_request", "prompt_tokens"]
 
@@ -145,9 +149,12 @@ class _Failed(Exception):
         message: str,
         status: int | None = None,
         retry_after: float | None = None,
+        *,
+        call_retryable: bool = False,
     ) -> None:
         super().__init__(message)
         self.cls, self.status, self.retry_after = cls, status, retry_after
+        self.call_retryable = call_retryable  # a failure of the call itself (provider, deadline)
 
 
 @dataclass(slots=True)
@@ -156,7 +163,7 @@ class _Turns:
 
     messages: list[Message]
     usage: Usage = ZERO
-    calls: int = 0
+    calls: int = 0  # model calls of the loop (turns); a call's retries are not more turns
     reasks: int = 0
     busy: float = 0.0
 
@@ -183,6 +190,8 @@ class AgentRunner:
         recipe: ProviderRecipe | None = None,
         styles: Mapping[str, Style] | None = None,
         max_prompt_tokens: int = DEFAULT_MAX_PROMPT_TOKENS,
+        retry: RetryConfig | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.spec = spec
         self.styles = styles  # the run's styles (phalanx.agents.styles.Styles)
@@ -199,6 +208,8 @@ class AgentRunner:
         self.max_turns = max_turns
         self.max_reasks = max_reasks
         self.max_prompt_tokens = max_prompt_tokens  # the plan's limits.max_prompt_tokens
+        self.retry = retry or RetryConfig()  # the plan's retry: call retries and their backoff
+        self.rng = rng  # the call retries' jitter (None: the random module's)
         self.recipe = recipe  # how a remote host rebuilds the provider (None: ship it)
         self.tool_defs = tuple(t.to_def() for t in self.tools.values())
 
@@ -282,7 +293,61 @@ class AgentRunner:
     async def _call(
         self, attempt: Attempt, request: CompletionRequest, state: _Turns
     ) -> Completion:
+        """One model call of the loop: sent, and after a retryable failure sent again with
+        the same messages while ``retry.call_attempts`` allows (never for the attempt's
+        first call: its failure costs nothing to retry as a whole attempt)."""
         self._check_size(attempt, request, state)
+        state.calls += 1
+        tries = self.retry.call_attempts if state.calls > 1 else 1
+        n = 1
+        while True:
+            try:
+                return await self._send(attempt, request, state)
+            except _Failed as failed:
+                delay = self._call_retry_delay(failed, n, tries)
+                if delay is None and n > 1:  # its retries are spent: the attempt fails
+                    message = f"{failed} (model call {state.calls}, {n} tries)"
+                    raise _Failed(failed.cls, message, failed.status, failed.retry_after) from None
+                if delay is None:
+                    raise
+                self.gate.note(
+                    CallRetried,
+                    task_id=attempt.task.id,
+                    attempt_id=attempt.attempt_id,
+                    agent=attempt.agent,
+                    turn=state.calls,
+                    retry=n,
+                    error_class=failed.cls,
+                    delay=delay,
+                    status=failed.status,
+                )
+            await asyncio.sleep(delay)
+            why = self.gate.stopped()
+            if why:
+                raise _Failed(ErrorClass.BUDGET, why)
+            n += 1
+
+    def _call_retry_delay(self, failed: _Failed, n: int, tries: int) -> float | None:
+        """Seconds before try ``n + 1`` of a call whose try ``n`` failed, or None: not
+        retryable, or its tries are spent. The attempts' backoff, never below Retry-After."""
+        if not failed.call_retryable:
+            return None
+        decision = decide_retry(
+            failed.cls,
+            attempt_no=n,
+            max_attempts=tries,
+            retry_after=failed.retry_after,
+            base=self.retry.base_seconds,
+            cap=self.retry.cap_seconds,
+            rng=self.rng,
+        )
+        return decision.delay if decision.retry else None
+
+    async def _send(
+        self, attempt: Attempt, request: CompletionRequest, state: _Turns
+    ) -> Completion:
+        """One request to the provider, through the gate: a permit, the call within the
+        task's deadline, its usage charged once (a failed call's too, when it has one)."""
         loop = asyncio.get_running_loop()
         estimate = request.prompt_chars // 4 + min(request.max_tokens, 256)
         ticket = await self.gate.acquire(
@@ -290,28 +355,37 @@ class AgentRunner:
         )
         timeout = attempt.task.timeout
         t0 = loop.time()
-        state.calls += 1
         try:
             async with asyncio.timeout(timeout):
                 completion = await self.provider.complete(request)
         except ProviderError as exc:
-            self.gate.settle(ticket, estimate)
+            self._charge(ticket, exc.usage, estimate, state)
             if exc.error_class is ErrorClass.RATE_LIMITED and exc.retry_after:
                 self.gate.pause(self.key, exc.retry_after)
-            raise _Failed(exc.error_class, str(exc), exc.status, exc.retry_after) from None
+            raise _Failed(
+                exc.error_class, str(exc), exc.status, exc.retry_after, call_retryable=True
+            ) from None
         except TimeoutError:
-            raise _Failed(ErrorClass.TIMEOUT, f"no answer within {timeout:g}s") from None
+            raise _Failed(
+                ErrorClass.TIMEOUT, f"no answer within {timeout:g}s", call_retryable=True
+            ) from None
         except Exception as exc:  # a bug in a provider: reported, not retried
             raise _Failed(ErrorClass.INTERNAL, f"{type(exc).__name__}: {exc}") from None
         finally:
             state.busy += loop.time() - t0
-        usage = completion.usage
+        self._charge(ticket, completion.usage, estimate, state)
+        return completion
+
+    def _charge(self, ticket: object, usage: Usage | None, estimate: int, state: _Turns) -> None:
+        """Settle a call's permit with its real tokens and count its usage, once."""
+        if usage is None:  # a failed call that reported nothing: the estimate stands
+            self.gate.settle(ticket, estimate)
+            return
         if usage.cost_usd is None and self.price is not None:
             usage = self.price.apply(usage)
         self.gate.settle(ticket, usage.total_tokens)
         self.gate.spend(usage)
         state.usage = state.usage + usage
-        return completion
 
     def _check_size(self, attempt: Attempt, request: CompletionRequest, state: _Turns) -> None:
         """Refuse a request above ``max_prompt_tokens`` before any permit or call: resending

@@ -7,9 +7,9 @@ the plan's options, and read their keys from the host's environment) and runs at
 
 The host talks back through an outbox of small messages that the driver collects:
 ``spend`` (usage as soon as a call ends, so budgets hold), ``note`` (events such as tool
-calls), ``settle``/``pause`` (the governor), ``acquire`` (a rate permit, for keys the
-driver governs) and ``tool`` (tools that must run on the driver: messages and the shared
-context). The driver answers ``acquire`` and ``tool`` with :meth:`HostCore.reply`.
+calls and call retries), ``settle``/``pause`` (the governor), ``acquire`` (a rate permit,
+for keys the driver governs) and ``tool`` (tools that must run on the driver: messages and
+the shared context). The driver answers ``acquire`` and ``tool`` with :meth:`HostCore.reply`.
 This module is plain asyncio: the Ray actor is a thin shell around :class:`HostCore`, and
 tests drive a core directly.
 """
@@ -32,7 +32,7 @@ from ..agents.workspace import ToolError, Workspace
 from ..cost import Price, Usage
 from ..events import Event
 from ..exceptions import ErrorClass
-from ..plan.model import DEFAULT_MAX_PROMPT_TOKENS
+from ..plan.model import DEFAULT_MAX_PROMPT_TOKENS, RetryConfig
 from ..providers import Provider, ProviderRecipe
 from ..redaction import redact
 from .executor import AgentRunner, Attempt, Outcome
@@ -69,6 +69,7 @@ class AgentBlueprint:
     max_turns: int = 8
     max_reasks: int = 2
     max_prompt_tokens: int = DEFAULT_MAX_PROMPT_TOKENS
+    retry: RetryConfig = field(default_factory=RetryConfig)  # the plan's: call retries
 
 
 def blueprint_of(runner: AgentRunner, driver_tools: frozenset[str]) -> AgentBlueprint:
@@ -90,6 +91,7 @@ def blueprint_of(runner: AgentRunner, driver_tools: frozenset[str]) -> AgentBlue
         max_turns=runner.max_turns,
         max_reasks=runner.max_reasks,
         max_prompt_tokens=runner.max_prompt_tokens,
+        retry=runner.retry,
     )
 
 
@@ -204,6 +206,7 @@ class HostCore:
             max_turns=bp.max_turns,
             max_reasks=bp.max_reasks,
             max_prompt_tokens=bp.max_prompt_tokens,
+            retry=bp.retry,
             styles=self.styles,
         )
         self.runners[name] = runner

@@ -8,6 +8,7 @@ from typing import TextIO
 
 from ..events import (
     Alert,
+    CallRetried,
     Event,
     RetryScheduled,
     RunStarted,
@@ -54,6 +55,11 @@ class LineLog:
             self._print(
                 f"[{t:7.2f}s] ↻ {e.task_id}  attempt {e.attempt_no} failed ({e.error_class}); "
                 f"retry in {e.delay:.2f}s"
+            )
+        elif isinstance(e, CallRetried):
+            self._print(
+                f"[{t:7.2f}s] ↻ {e.task_id}  model call {e.turn} failed ({e.error_class}); "
+                f"sent again in {e.delay:.2f}s, turns kept"
             )
         elif isinstance(e, Alert):
             self._print(f"[{t:7.2f}s] ! {e.kind}: {e.message}")

@@ -23,6 +23,8 @@ Definitions (times are seconds on the run's clock):
 - **utilisation**: busy time (the sum of attempt durations) over agent-seconds.
 - **error rate**: failed attempts that were not rate limited over finished attempts (cancelled
   ones excluded); **backpressure rate**: rate-limited attempts over the same.
+- **call retries**: model calls sent again inside their attempt after a retryable failure
+  (``CallRetried``): the turns before them were kept, not replayed (``retry.call_attempts``).
 - **communication overhead**: tokens of communication events over the tokens of attempts.
   Communication has no events yet; this is the hook: events whose ``type`` is one of
   :data:`COMMUNICATION_EVENTS` (``MessageSent``, ``ContextRead``, ``ContextWritten``, or
@@ -56,6 +58,7 @@ from ..events import (
     AgentRetired,
     AttemptFinished,
     AttemptStarted,
+    CallRetried,
     RunFinished,
     RunStarted,
     TaskFailed,
@@ -145,6 +148,7 @@ class Figures:
     task_latency: Latency
     attempt_latency: Latency
     task_latency_samples: tuple[float, ...] = field(default=(), repr=False, compare=False)
+    call_retries: int = 0  # model calls sent again inside their attempt
 
     @property
     def cost_usd(self) -> float | None:
@@ -193,6 +197,7 @@ class Figures:
             "failed_attempts": self.failed_attempts,
             "rate_limited_attempts": self.rate_limited_attempts,
             "cancelled_attempts": self.cancelled_attempts,
+            "call_retries": self.call_retries,
             "error_rate": self.error_rate,
             "backpressure_rate": self.backpressure_rate,
             "busy_seconds": self.busy_seconds,
@@ -282,6 +287,7 @@ class _Acc:
     failed: int = 0
     rate_limited: int = 0
     cancelled: int = 0
+    call_retries: int = 0
     busy: float = 0.0
     work: float = 0.0
     usage: Usage = ZERO
@@ -342,15 +348,23 @@ class _Fold:
             self._task_succeeded(e)
         elif isinstance(e, TaskFailed | TaskSkipped):
             self.states[e.task_id] = "failed" if isinstance(e, TaskFailed) else "skipped"
-        elif isinstance(e, AgentJoined):
+        elif isinstance(e, RunFinished):
+            self.status, self.finished = e.status, e.ts
+            self._close(e.ts)
+        else:
+            self._other(e)
+
+    def _other(self, e: object) -> None:
+        """Agents joining and leaving, call retries, communication."""
+        if isinstance(e, AgentJoined):
             self.roles[e.agent.name] = e.agent.role
             self._scopes(e.agent.name)
             self.present.setdefault(e.agent.name, e.ts)
         elif isinstance(e, AgentRetired):
             self._leave(e.agent, e.ts)
-        elif isinstance(e, RunFinished):
-            self.status, self.finished = e.status, e.ts
-            self._close(e.ts)
+        elif isinstance(e, CallRetried):
+            for acc in self._scopes(e.agent):
+                acc.call_retries += 1
         elif _get(e, "type") in COMMUNICATION_EVENTS:
             self._communication(e)
 
@@ -519,6 +533,7 @@ def _freeze(name: str, agents: int, wall: float, agent_seconds: float, acc: _Acc
         task_latency=Latency.of(acc.task_latencies),
         attempt_latency=Latency.of(acc.attempt_latencies),
         task_latency_samples=tuple(acc.task_latencies),
+        call_retries=acc.call_retries,
     )
 
 
@@ -588,6 +603,12 @@ _FIGURES: tuple[tuple[str, str, str, Any], ...] = (
         "counter",
         "Attempts stopped by rate limits (backpressure).",
         lambda f: f.rate_limited_attempts,
+    ),
+    (
+        "call_retries_total",
+        "counter",
+        "Model calls sent again inside their attempt (turns kept).",
+        lambda f: f.call_retries,
     ),
     (
         "error_ratio",

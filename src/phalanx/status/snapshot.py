@@ -24,6 +24,7 @@ from ..events import (
     AttemptFinished,
     AttemptStarted,
     BreakerChanged,
+    CallRetried,
     Event,
     RetryScheduled,
     RunFinished,
@@ -101,6 +102,7 @@ class Snapshot:
     session: int = 1
     finished: float | None = None
     reason: str = ""  # why the run ended (RunFinished.reason)
+    call_retries: int = 0  # model calls sent again inside their attempt (CallRetried)
 
     @property
     def elapsed(self) -> float:
@@ -131,6 +133,7 @@ class Snapshot:
             "usage": self.usage.to_dict(),
             "attempts": self.attempts,
             "failed_attempts": self.failed_attempts,
+            "call_retries": self.call_retries,
             "alerts": list(self.alerts),
             "agents": [
                 {
@@ -174,6 +177,7 @@ class StatusTracker:
         self.usage = ZERO
         self.attempts = 0
         self.failed_attempts = 0
+        self.call_retries = 0
         self.busy = 0.0
         self.alerts: list[str] = []
         self._completions: deque[float] = deque(maxlen=eta_window)
@@ -206,6 +210,15 @@ class StatusTracker:
         if a is not None and a.task_id == e.task_id:
             a.waiting_until, a.waiting_for = e.until, f"{e.reason} ({e.key})"
         self._alert(f"rate limit: waiting on {e.key}")
+
+    def _call_retried(self, e: CallRetried) -> None:
+        """The agent waits to send its model call again: shown on its line until then."""
+        self.call_retries += 1
+        a = self.agents.get(e.agent)
+        if a is not None and a.task_id == e.task_id:
+            a.waiting_until = e.ts + e.delay
+            a.waiting_for = f"retry of model call {e.turn} after {e.error_class}"
+        self._alert(f"call retry: {e.error_class} on {e.agent} (task {e.task_id}, call {e.turn})")
 
     def _alert_event(self, e: Alert) -> None:
         self._alert(f"{e.kind}: {e.message}")
@@ -347,6 +360,7 @@ class StatusTracker:
             alerts=list(self.alerts[-5:]),
             session=self.session,
             reason=self.reason,
+            call_retries=self.call_retries,
         )
 
     def _eta(self, now: float, remaining: int) -> float | None:
@@ -391,6 +405,7 @@ _FOLDS: dict[type[Event], Callable[[StatusTracker, Any], None]] = {
     TaskSkipped: StatusTracker._task_skipped,
     RetryScheduled: StatusTracker._retry_scheduled,
     AgentWaiting: StatusTracker._agent_waiting,
+    CallRetried: StatusTracker._call_retried,
     Alert: StatusTracker._alert_event,
     ToolCalled: StatusTracker._tool_called,
     BreakerChanged: StatusTracker._breaker_changed,
@@ -555,6 +570,8 @@ def swarm_lines(s: Snapshot) -> list[str]:
         f"elapsed {fmt_duration(s.elapsed)} · tokens {s.usage.total_tokens:,} · "
         f"cost {fmt_cost(s.usage, s.simulated)}"
     )
+    if s.call_retries:
+        out.append(f"Call retries: {s.call_retries} (model calls sent again, turns kept)")
     if s.alerts:
         out.append("Alerts: " + " | ".join(s.alerts))
     return out
