@@ -141,8 +141,8 @@ def test_a_killed_run_is_shown_stopped_and_resumes(
     tmp_path: Path, spawn: Callable[..., subprocess.Popen[bytes]]
 ) -> None:
     state = tmp_path / "state"
-    # 2 agents x 8 tasks x 2.5 s: about 10 s of work, so still running when killed
-    plan = write_plan(tmp_path / "plan.yaml", sim_plan(8, agents=2, latency_ms=2500))
+    # 2 agents x 12 tasks x 2.5 s: about 15 s of work, so still running when killed
+    plan = write_plan(tmp_path / "plan.yaml", sim_plan(12, agents=2, latency_ms=2500))
     proc = spawn(state, "run", str(plan), "--no-tui", "--run-id", RUN_ID)
     _wait_for(_started(state, proc), "an owned run with a first success", START_TIMEOUT)
 
@@ -187,10 +187,10 @@ def _views_say_stopped(state: Path) -> None:
 
     (run,) = (r for r in json.loads(_ok(state, "runs", "--json")) if r["run_id"] == RUN_ID)
     assert (run["status"], run["status_text"]) == ("stopped", HINT)
-    assert "running" not in run["states"] and sum(run["states"].values()) == 8
+    assert "running" not in run["states"] and sum(run["states"].values()) == 12
 
     text = _ok(state, "status", RUN_ID)
-    assert text.splitlines()[0].startswith(f"Run {RUN_ID} · plan sim-8 · {HINT}")
+    assert text.splitlines()[0].startswith(f"Run {RUN_ID} · plan sim-12 · {HINT}")
     assert "ETA" not in text and "| running" not in text
     assert " 0 running " in text and ": 0/2 active" in text
 
@@ -204,12 +204,12 @@ def _views_say_stopped(state: Path) -> None:
 def _views_say_succeeded(state: Path) -> None:
     (run,) = (r for r in json.loads(_ok(state, "runs", "--json")) if r["run_id"] == RUN_ID)
     assert (run["status"], run["status_text"], run["owner"]) == ("succeeded", "succeeded", None)
-    assert run["sessions"] == 2 and run["states"] == {"succeeded": 8}
+    assert run["sessions"] == 2 and run["states"] == {"succeeded": 12}
     snap = json.loads(_ok(state, "status", RUN_ID, "--json"))
-    assert (snap["status"], snap["counts"]) == ("succeeded", {"succeeded": 8})
+    assert (snap["status"], snap["counts"]) == ("succeeded", {"succeeded": 12})
     text = _ok(state, "status", RUN_ID)
-    assert "· plan sim-8 · succeeded" in text and "stopped" not in text
-    assert "Tasks: 8 done" in text
+    assert "· plan sim-12 · succeeded" in text and "stopped" not in text
+    assert "Tasks: 12 done" in text
 
 
 # -- the dashboard: run list and snapshot --------------------------------------------------------
