@@ -25,8 +25,8 @@ from .agents.tools import BUILTIN_TOOLS, ToolSpec
 from .comms import COMMS_TOOLS, Comms
 from .cost import Usage, price_for
 from .events import Event, EventSink, MessageSent, RunStatus, TaskState
-from .exceptions import BudgetExhausted, PhalanxError, PlanError, UsageError
-from .journal import Journal
+from .exceptions import BudgetExhausted, JournalError, PhalanxError, PlanError, UsageError
+from .journal import Journal, driven_by
 from .plan.file import load_plan, plan_to_dict
 from .plan.model import DEFAULT_PROVIDER, Plan
 from .providers import Provider, is_simulated, resolve_provider
@@ -42,6 +42,7 @@ from .runtime.engine import Engine, LocalEngine
 from .runtime.governor import RateGovernor, public_defaults
 from .runtime.orchestrator import Orchestrator, Prior, RunGate, TaskRecord
 from .runtime.router import LLMPolicy
+from .status.liveness import HEARTBEAT_EVERY, owner_alive, this_process
 from .status.snapshot import Snapshot, StatusTracker, fmt_cost, fmt_duration
 
 __all__ = ["RunResult", "TaskResult", "resume", "run", "run_sync", "state_dir"]
@@ -259,25 +260,16 @@ async def run(
         base_url=base_url,
     )
     providers = _providers(p, seed, flag=provider, given=custom_providers)
+    _check_budgets(p, providers)
     journal = Journal(state_dir(state) / "journal.sqlite")
     rid = run_id or new_run_id()
-    simulated = any(is_simulated(n) for n in providers)
-    ws = run_workspace(p, state_dir_of(journal) / "runs" / rid, workspace)
-    journal.create_run(
-        run_id=rid,
-        plan_name=p.name,
-        plan_source=p.source,
-        plan=plan_to_dict(p),
-        options={"seed": seed, "workspace": str(ws)},
-        simulated=simulated,
-        task_count=len(p.tasks),
-    )
+    ws = _create_run(journal, p, rid, providers, seed, workspace)
     return await _execute(
         p,
         rid,
         journal,
         providers,
-        Prior(session=journal.begin_session(rid)),
+        Prior(session=journal.begin_session(rid, this_process())),
         seed=seed,
         sinks=sinks,
         hooks=hooks,
@@ -287,6 +279,28 @@ async def run(
         custom=frozenset(custom_providers or {}),
         flush_interval=flush_interval,
     )
+
+
+def _create_run(
+    journal: Journal,
+    plan: Plan,
+    run_id: str,
+    providers: Mapping[str, Provider],
+    seed: int,
+    workspace: str | os.PathLike[str] | None,
+) -> Path:
+    """The new run's row in the journal; returns the agents' workspace."""
+    ws = run_workspace(plan, state_dir_of(journal) / "runs" / run_id, workspace)
+    journal.create_run(
+        run_id=run_id,
+        plan_name=plan.name,
+        plan_source=plan.source,
+        plan=plan_to_dict(plan),
+        options={"seed": seed, "workspace": str(ws)},
+        simulated=any(is_simulated(n) for n in providers),
+        task_count=len(plan.tasks),
+    )
+    return ws
 
 
 async def resume(
@@ -305,11 +319,16 @@ async def resume(
     (on the run's engine, or on ``engine``: a cluster that is gone need not come back)."""
     journal = Journal(state_dir(state) / "journal.sqlite")
     rec = journal.get_run(run_id)
+    if rec.owner is not None and owner_alive(rec.owner):  # before any provider is built
+        journal.close()
+        raise UsageError(driven_by(rec.run_id, rec.owner))
     plan = Plan.from_dict(rec.plan, source=rec.plan_source).with_overrides(
         engine=engine if isinstance(engine, str) else None, address=address
     )
     seed = int(rec.options.get("seed", 0))
     providers = _providers(plan, seed, given=custom_providers)
+    _check_budgets(plan, providers)
+    session = await _take_over(journal, rec.run_id, providers)
     results = journal.results(rec.run_id)
     terminal = {
         tid: (row["state"], row["error_class"], row["error"])
@@ -317,7 +336,7 @@ async def resume(
         if row["state"] in ("failed", "skipped")
     }
     prior = Prior(
-        session=journal.begin_session(rec.run_id),
+        session=session,
         max_attempt_id=journal.max_attempt_id(rec.run_id),
         outputs={k: (r.output, r.agent, r.attempt_id) for k, r in results.items()},
         terminal=terminal,
@@ -343,6 +362,20 @@ async def resume(
     )
 
 
+async def _take_over(journal: Journal, run_id: str, providers: Mapping[str, Provider]) -> int:
+    """Begin the run's next session as its owner; refused (one line naming the pid and host)
+    while the recorded owner lives. The check and the claim are one transaction, so of two
+    resumes racing for a dead run exactly one wins."""
+    try:
+        return journal.begin_session(run_id, this_process(), alive=owner_alive)
+    except UsageError:
+        journal.close()
+        for provider in providers.values():
+            with contextlib.suppress(Exception):
+                await provider.aclose()
+        raise
+
+
 async def _execute(
     plan: Plan,
     run_id: str,
@@ -359,9 +392,47 @@ async def _execute(
     custom: frozenset[str] = frozenset(),
     flush_interval: float,
 ) -> RunResult:
-    _check_budgets(plan, providers)
-    tracker, prior = _status_so_far(journal, run_id, prior)
-    simulated = any(p.simulated for p in providers.values())
+    """Drive the run, this process its owner since ``prior.session`` began: build its
+    orchestrator and run it to the end. A failure before it starts gives the run up."""
+    try:
+        tracker, prior = _status_so_far(journal, run_id, prior)
+        orch = _orchestrator(
+            plan, run_id, journal, providers, prior, [tracker, *map(_SafeSink, sinks)],
+            seed=seed, hooks=hooks, tools=tools, workspace=workspace, engine=engine,
+            custom=custom,
+        )  # fmt: skip
+    except BaseException:
+        with contextlib.suppress(Exception):
+            journal.release(run_id, prior.session)
+            journal.close()
+        raise
+    outputs = state_dir_of(journal) / "runs" / run_id / "outputs"
+    changes, notes = await _drive_to_end(
+        orch, plan, prior.session, journal, providers, outputs, flush_interval
+    )
+    tasks = _task_results(plan, orch.records)
+    return RunResult(run_id=run_id, status=orch.status, tasks=tasks, snapshot=tracker.snapshot(),
+                     simulated=orch.simulated, journal_path=journal.path, outputs_dir=outputs,
+                     changes=changes, notes=tuple(notes))  # fmt: skip
+
+
+def _orchestrator(
+    plan: Plan,
+    run_id: str,
+    journal: Journal,
+    providers: Mapping[str, Provider],
+    prior: Prior,
+    sinks: list[EventSink],
+    *,
+    seed: int,
+    hooks: Sequence[Any],
+    tools: Sequence[ToolSpec],
+    workspace: Path,
+    engine: Engine | None,
+    custom: frozenset[str],
+) -> Orchestrator:
+    """The run's orchestrator: its agents' runners, messages, router, hooks and sinks (the
+    journal's first)."""
     gate = RunGate(RateGovernor(plan.limits.rate_limits, defaults=public_defaults(plan.providers)))
     late = _LateOrchestrator()
     comms = Comms(
@@ -378,11 +449,6 @@ async def _execute(
         custom=custom,
         styles=Styles(plan.own_styles()),  # this run's: nothing process-wide changes
     )
-    all_sinks: list[EventSink] = [
-        _JournalSink(journal, run_id, prior.session),
-        tracker,
-        *map(_SafeSink, sinks),
-    ]
     orch = late.orch = Orchestrator(
         plan,
         run_id=run_id,
@@ -391,22 +457,15 @@ async def _execute(
         runner_factory=factory,
         comms=comms,
         router=_router(plan, providers, gate),
-        sinks=all_sinks,
-        simulated=simulated,
+        sinks=[_JournalSink(journal, run_id, prior.session), *sinks],
+        simulated=any(p.simulated for p in providers.values()),
         prior=prior,
         seed=seed,
         gate=gate,
         checkpoint=journal.flush_if_full,
         hooks=from_config([*plan.hooks, *hooks], where="hooks", file=plan.source),
     )
-    outputs = state_dir_of(journal) / "runs" / run_id / "outputs"
-    changes, notes = await _drive_to_end(
-        orch, plan, run_id, journal, providers, outputs, flush_interval
-    )
-    tasks = _task_results(plan, orch.records)
-    return RunResult(run_id=run_id, status=orch.status, tasks=tasks, snapshot=tracker.snapshot(),
-                     simulated=simulated, journal_path=journal.path, outputs_dir=outputs,
-                     changes=changes, notes=tuple(notes))  # fmt: skip
+    return orch
 
 
 def _status_so_far(journal: Journal, run_id: str, prior: Prior) -> tuple[StatusTracker, Prior]:
@@ -448,24 +507,33 @@ def _router(plan: Plan, providers: Mapping[str, Provider], gate: RunGate) -> LLM
 async def _drive_to_end(
     orch: Orchestrator,
     plan: Plan,
-    run_id: str,
+    session: int,
     journal: Journal,
     providers: Mapping[str, Provider],
     outputs: Path,
     flush_interval: float,
 ) -> tuple[dict[str, list[str]] | None, list[str]]:
-    """Run the orchestrator; whatever happens, flush the journal, write the outputs, close
-    the providers. Returns the isolation's changed files and the notes for the summary."""
-    flusher = asyncio.get_running_loop().create_task(_flush_every(journal, flush_interval))
+    """Run the orchestrator, with the journal flushed every ``flush_interval`` and the run's
+    heartbeat beside it; whatever happens, flush the journal, write the outputs, give up the
+    run's ownership, close the providers. Returns the isolation's changed files and the
+    notes for the summary."""
+    run_id = orch.run_id
+    loop = asyncio.get_running_loop()
+    background = [
+        loop.create_task(_flush_every(journal, flush_interval)),
+        loop.create_task(_heartbeat_every(journal, run_id, session, HEARTBEAT_EVERY)),
+    ]
     try:
         await orch.run()
     finally:
-        flusher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await flusher
+        for task in background:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         changes = finish_isolation(plan, run_id, journal, orch)
         journal.flush()
         notes = _write_outputs(outputs, plan, orch.records)
+        journal.release(run_id, session)
         journal.close()
         for provider in providers.values():
             with contextlib.suppress(Exception):
@@ -485,6 +553,15 @@ async def _flush_every(journal: Journal, interval: float) -> None:
     while True:
         await asyncio.sleep(interval)
         journal.flush()
+
+
+async def _heartbeat_every(journal: Journal, run_id: str, session: int, interval: float) -> None:
+    """The run's heartbeat: its owner is still driving it (one small update, off the
+    per-task path; a busy journal skips a beat rather than stopping the run)."""
+    while True:
+        await asyncio.sleep(interval)
+        with contextlib.suppress(JournalError):
+            journal.heartbeat(run_id, session)
 
 
 def _write_outputs(outputs: Path, plan: Plan, records: Mapping[str, TaskRecord]) -> list[str]:

@@ -14,7 +14,7 @@ import os
 import signal
 import sqlite3
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,9 +34,26 @@ from .events import (
 from .exceptions import JournalError, UsageError
 from .redaction import redact
 
-__all__ = ["Journal", "ResultRow", "RunRecord"]
+__all__ = ["Journal", "Owner", "ResultRow", "RunRecord"]
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
+# How a journal of an older schema becomes the current one: its statements, by version.
+_MIGRATIONS: dict[str, tuple[str, tuple[str, ...]]] = {
+    # 1 -> 2: a run records the process driving it (its owner) and that process's heartbeat
+    "1": (
+        "2",
+        tuple(
+            f"ALTER TABLE runs ADD COLUMN {column}"
+            for column in (
+                "owner_pid INTEGER",
+                "owner_host TEXT",
+                "owner_start TEXT",
+                "owner_session INTEGER",
+                "heartbeat_at REAL",
+            )
+        ),
+    ),
+}
 # Crash tests set this to kill the process right after its Nth commit (a commit boundary).
 _KILL_AFTER_COMMITS = int(os.environ.get("PHALANX_TEST_KILL_AFTER_COMMITS", "0") or 0)
 _SCHEMA = """
@@ -46,7 +63,9 @@ CREATE TABLE IF NOT EXISTS runs (
     plan_json TEXT NOT NULL, options_json TEXT NOT NULL, status TEXT NOT NULL,
     reason TEXT NOT NULL DEFAULT '', simulated INTEGER NOT NULL DEFAULT 0,
     sessions INTEGER NOT NULL DEFAULT 0, task_count INTEGER NOT NULL DEFAULT 0,
-    created_at REAL NOT NULL, updated_at REAL NOT NULL, finished_at REAL
+    created_at REAL NOT NULL, updated_at REAL NOT NULL, finished_at REAL,
+    owner_pid INTEGER, owner_host TEXT, owner_start TEXT, owner_session INTEGER,
+    heartbeat_at REAL
 );
 CREATE TABLE IF NOT EXISTS agents (
     run_id TEXT NOT NULL, name TEXT NOT NULL, role TEXT NOT NULL, provider TEXT NOT NULL,
@@ -83,6 +102,19 @@ CREATE INDEX IF NOT EXISTS events_by_run ON events (run_id, seq);
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class Owner:
+    """The process driving a run: its pid, host name and start (an opaque token, equal
+    only for the same process: a reused pid has another), the session it drives, and its
+    last heartbeat (wall-clock time)."""
+
+    pid: int
+    host: str
+    start: str | None = None
+    session: int = 0
+    heartbeat: float | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class RunRecord:
     run_id: str
     plan_name: str
@@ -97,6 +129,22 @@ class RunRecord:
     created_at: float
     updated_at: float
     finished_at: float | None
+    owner: Owner | None = None  # while a process drives it (released when it ends)
+
+
+_RUN_COLUMNS = (
+    "run_id, plan_name, plan_source, plan_json, options_json, status, reason, simulated,"
+    " sessions, task_count, created_at, updated_at, finished_at"
+)
+_OWNER_COLUMNS = "owner_pid, owner_host, owner_start, owner_session, heartbeat_at"
+_SELECT_RUNS = f"SELECT {_RUN_COLUMNS}, {_OWNER_COLUMNS} FROM runs"
+
+
+def _owner(r: Sequence[Any]) -> Owner | None:
+    """The owner from its five columns (none when no pid is recorded)."""
+    if r[0] is None:
+        return None
+    return Owner(pid=r[0], host=r[1] or "", start=r[2], session=r[3] or 0, heartbeat=r[4])
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -106,6 +154,14 @@ class ResultRow:
     agent: str
     output: str
     parsed: Any
+
+
+def driven_by(run_id: str, owner: Owner) -> str:
+    """The one line that refuses a run another live process drives."""
+    return (
+        f"run {run_id} is being driven by pid {owner.pid} on {owner.host or 'an unknown host'}"
+        f" (session {owner.session}): wait for it to end, or stop it, then resume"
+    )
 
 
 def _dumps(value: Any) -> str:
@@ -153,9 +209,16 @@ class Journal:
             row = self._db.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             if row is None:
                 self._db.execute("INSERT INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
-            elif row[0] != SCHEMA_VERSION:
+                return
+            version = row[0]
+            while version in _MIGRATIONS:  # an older journal: brought up to date, in place
+                version, statements = _MIGRATIONS[version]
+                for stmt in statements:
+                    self._db.execute(stmt)
+                self._db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (version,))
+            if version != SCHEMA_VERSION:
                 raise JournalError(
-                    f"{self.path}: journal schema {row[0]} is not {SCHEMA_VERSION}; "
+                    f"{self.path}: journal schema {version} is not {SCHEMA_VERSION}; "
                     "use a new --state-dir"
                 )
 
@@ -200,21 +263,75 @@ class Journal:
         except sqlite3.IntegrityError:
             raise UsageError(f"run {run_id!r} already exists in {self.path}") from None
 
-    def begin_session(self, run_id: str) -> int:
+    def begin_session(
+        self,
+        run_id: str,
+        owner: Owner | None = None,
+        *,
+        alive: Callable[[Owner], bool] | None = None,
+    ) -> int:
+        """Start the run's next session, driven by ``owner`` (recorded with the new session
+        number and a first heartbeat). With ``alive``, the recorded owner is asked first, in
+        the same transaction: while it lives the run is refused (:class:`UsageError`, one
+        line naming its pid and host), so two processes never drive one run."""
+        now = time.time()
         with self._tx():
+            if alive is not None:
+                self._refuse_if_driven(run_id, alive)
             self._db.execute(
                 "UPDATE runs SET sessions = sessions + 1, status = 'running', updated_at = ?,"
                 " finished_at = NULL WHERE run_id = ?",
-                (time.time(), run_id),
+                (now, run_id),
             )
             (n,) = self._db.execute(
                 "SELECT sessions FROM runs WHERE run_id = ?", (run_id,)
             ).fetchone()
+            if owner is not None:
+                self._db.execute(
+                    f"UPDATE runs SET ({_OWNER_COLUMNS}) = (?, ?, ?, ?, ?) WHERE run_id = ?",
+                    (owner.pid, owner.host, owner.start, n, now, run_id),
+                )
         return int(n)
+
+    def _refuse_if_driven(self, run_id: str, alive: Callable[[Owner], bool]) -> None:
+        row = self._db.execute(
+            f"SELECT {_OWNER_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        owner = _owner(row) if row is not None else None
+        if owner is not None and alive(owner):
+            raise UsageError(driven_by(run_id, owner))
+
+    def heartbeat(self, run_id: str, session: int) -> None:
+        """Say the run's owner (of ``session``) is still there; a no-op once another session
+        has taken the run over."""
+        try:
+            self._db.execute(
+                "UPDATE runs SET heartbeat_at = ? WHERE run_id = ? AND owner_session = ?",
+                (time.time(), run_id, session),
+            )
+        except sqlite3.Error as exc:
+            raise JournalError(f"{self.path}: heartbeat of run {run_id}: {exc}") from None
+
+    def release(self, run_id: str, session: int) -> None:
+        """The owner of ``session`` stops driving the run (its last heartbeat is kept)."""
+        self._db.execute(
+            "UPDATE runs SET owner_pid = NULL, owner_host = NULL, owner_start = NULL,"
+            " heartbeat_at = ? WHERE run_id = ? AND owner_session = ?",
+            (time.time(), run_id, session),
+        )
+
+    def run_state(self, run_id: str) -> tuple[str, Owner | None]:
+        """A run's status and owner only (cheap enough to ask four times a second)."""
+        row = self._db.execute(
+            f"SELECT status, {_OWNER_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        if row is None:
+            raise UsageError(f"no run {run_id!r} in {self.path} (see 'phalanx runs')")
+        return str(row[0]), _owner(row[1:])
 
     def get_run(self, run_id: str) -> RunRecord:
         rows = self._db.execute(
-            "SELECT * FROM runs WHERE run_id = ? OR run_id LIKE ? ORDER BY run_id",
+            f"{_SELECT_RUNS} WHERE run_id = ? OR run_id LIKE ? ORDER BY run_id",
             (run_id, run_id.replace("%", "") + "%"),
         ).fetchall()
         exact = [r for r in rows if r[0] == run_id]
@@ -227,32 +344,16 @@ class Journal:
         return self._record(rows[0])
 
     def latest_run(self) -> RunRecord:
-        row = self._db.execute("SELECT * FROM runs ORDER BY created_at DESC LIMIT 1").fetchone()
+        row = self._db.execute(f"{_SELECT_RUNS} ORDER BY created_at DESC LIMIT 1").fetchone()
         if row is None:
             raise UsageError(f"no runs yet in {self.path}")
         return self._record(row)
 
     def list_runs(self, limit: int = 50) -> list[tuple[RunRecord, dict[str, int]]]:
         rows = self._db.execute(
-            "SELECT * FROM runs ORDER BY created_at DESC LIMIT ?", (limit,)
+            f"{_SELECT_RUNS} ORDER BY created_at DESC LIMIT ?", (limit,)
         ).fetchall()
         return [(self._record(r), self.task_counts(r[0])) for r in rows]
-
-    def run_summaries(self, limit: int = 50) -> list[dict[str, Any]]:
-        """The newest runs as plain data (``phalanx runs --json``, the dashboard)."""
-        return [
-            {
-                "run_id": r.run_id,
-                "plan": r.plan_name,
-                "status": r.status,
-                "tasks": r.task_count,
-                "states": counts,
-                "created_at": r.created_at,
-                "simulated": r.simulated,
-                "sessions": r.sessions,
-            }
-            for r, counts in self.list_runs(limit)
-        ]
 
     def task_counts(self, run_id: str) -> dict[str, int]:
         return dict(
@@ -277,6 +378,7 @@ class Journal:
             created_at=r[10],
             updated_at=r[11],
             finished_at=r[12],
+            owner=_owner(r[13:18]),
         )
 
     # -- reading a run's state -------------------------------------------------------------

@@ -17,6 +17,7 @@ from ..api import RunResult, resume, run, state_dir
 from ..exceptions import UsageError
 from ..journal import Journal
 from ..status.console import LineLog
+from ..status.liveness import live_snapshot, run_summaries
 from ..status.snapshot import StatusTracker, render_text
 
 __all__ = ["COMMANDS", "EXIT_INTERRUPTED"]
@@ -192,25 +193,25 @@ def _cmd_merge(args: argparse.Namespace) -> int:
 
 def _cmd_runs(args: argparse.Namespace) -> int:
     journal = Journal(state_dir(args.state_dir) / "journal.sqlite")
-    rows = journal.list_runs()
+    runs = run_summaries(journal)
     if args.json:
-        print(json.dumps(journal.run_summaries(), indent=2))
+        print(json.dumps(runs, indent=2))
         return 0
-    if not rows:
+    if not runs:
         print(f"no runs yet in {journal.path}")
         return 0
     table = [("RUN", "PLAN", "STATUS", "TASKS", "DONE", "FAILED", "STARTED")]
-    for r, counts in rows:
-        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r.created_at))
+    for r in runs:
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created_at"]))
         table.append(
             (
-                r.run_id,
-                " ".join(r.plan_name.split()),  # whole (one line): the column fits it
-                r.status,
-                str(r.task_count),
-                str(counts.get("succeeded", 0)),
-                str(counts.get("failed", 0)),
-                started + (" (sim)" if r.simulated else ""),
+                r["run_id"],
+                " ".join(r["plan"].split()),  # whole (one line): the column fits it
+                r["status_text"],  # a stopped run's says how to resume it
+                str(r["tasks"]),
+                str(r["states"].get("succeeded", 0)),
+                str(r["states"].get("failed", 0)),
+                started + (" (sim)" if r["simulated"] else ""),
             )
         )
     _print_columns(table, right={3, 4, 5})
@@ -237,7 +238,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         for n, ev in journal.read_events(rec.run_id, after=seq):
             tracker.emit(ev)
             seq = n
-        snap = tracker.snapshot(now=time.time())
+        snap = live_snapshot(journal, tracker.snapshot(now=time.time()))
         if args.json:
             print(json.dumps(snap.to_dict(), indent=2))
         else:

@@ -3,7 +3,8 @@
 - ``fold``: the status snapshot and its text (the three levels);
 - ``console`` (line log), ``tui`` (live terminal view), ``web`` (dashboard);
 - ``metrics`` (throughput, latency, cost, Prometheus text), ``report`` (HTML, md, json);
-- ``otel``: OpenTelemetry spans.
+- ``otel``: OpenTelemetry spans;
+- ``liveness``: whether a running run's process is still there (an input to the views).
 """
 
 from __future__ import annotations

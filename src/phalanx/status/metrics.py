@@ -222,7 +222,7 @@ class Metrics:
 
     run_id: str
     plan: str
-    status: str  # the last RunFinished status, "running" when none
+    status: str  # the last RunFinished status, "running" when none ("stopped": process gone)
     simulated: bool
     sessions: int
     started: float | None
@@ -570,13 +570,19 @@ def with_baseline(metrics: Metrics, baseline: Metrics) -> Metrics:
 def metrics_from_journal(
     journal: Journal, run_id: str, *, baseline_run_id: str | None = None
 ) -> Metrics:
-    """The metrics of a journaled run (a run id prefix is accepted, as everywhere)."""
+    """The metrics of a journaled run (a run id prefix is accepted, as everywhere); a run
+    whose process is gone has status ``stopped``."""
+    from .liveness import STOPPED, process_gone
+
     rec = journal.get_run(run_id)
     baseline = None
     if baseline_run_id is not None:
         base = journal.get_run(baseline_run_id)
         baseline = compute_metrics(e for _, e in journal.read_events(base.run_id))
-    return compute_metrics((e for _, e in journal.read_events(rec.run_id)), baseline=baseline)
+    m = compute_metrics((e for _, e in journal.read_events(rec.run_id)), baseline=baseline)
+    if m.finished is None and process_gone(journal, rec.run_id) is not None:
+        m = dataclasses.replace(m, status=STOPPED)  # liveness, an input: the fold never says it
+    return m
 
 
 # -- Prometheus exposition ----------------------------------------------------------------

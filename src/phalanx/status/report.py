@@ -37,7 +37,7 @@ from .report_model import (
     histogram,
     report_from_events,
 )
-from .snapshot import fmt_duration
+from .snapshot import fmt_duration, status_text
 
 if TYPE_CHECKING:
     from ..journal import Journal
@@ -144,7 +144,11 @@ def _summary(r: Report) -> list[tuple[str, str]]:
     return [
         ("run", m.run_id or "–"),
         ("plan", m.plan or "–"),
-        ("status", m.status + (" · SIMULATED (sim provider)" if m.simulated else "")),
+        (
+            "status",
+            status_text(m.status, m.run_id)
+            + (" · SIMULATED (sim provider)" if m.simulated else ""),
+        ),
         ("sessions", str(m.sessions)),
         ("wall time", f"{_secs(m.wall_seconds)} (sum of session spans)"),
         ("tasks", f"{states} (of {m.tasks_total})"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from ..events import (
@@ -333,13 +333,24 @@ def build_report(journal: Journal, run_id: str, *, baseline: str | None = None) 
     if baseline is not None:
         base_id = journal.get_run(baseline).run_id
         base_metrics = compute_metrics(e for _, e in journal.read_events(base_id))
-    return report_from_events(
+    report = report_from_events(
         events,
         outputs=outputs,
         title=f"{rec.plan_name} · {rec.run_id}",
         baseline=base_metrics,
         baseline_run_id=base_id,
     )
+    return _with_liveness(journal, rec.run_id, report)
+
+
+def _with_liveness(journal: Journal, run_id: str, report: Report) -> Report:
+    """A run whose process is gone reports status ``stopped`` (liveness, from the journal)."""
+    from .liveness import STOPPED, process_gone
+
+    m = report.metrics
+    if m.finished is not None or process_gone(journal, run_id) is None:
+        return report
+    return replace(report, metrics=replace(m, status=STOPPED))
 
 
 def histogram(m: Metrics) -> list[tuple[float, float, int]]:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
 from ..agents.spec import ROLES
 from ..cost import ZERO, Usage
@@ -37,7 +37,20 @@ from ..events import (
     ToolCalled,
 )
 
-__all__ = ["AgentStatus", "Snapshot", "StatusTracker", "fold", "render_text"]
+__all__ = [
+    "STOPPED",
+    "AgentStatus",
+    "ShownStatus",
+    "Snapshot",
+    "StatusTracker",
+    "as_stopped",
+    "fold",
+    "render_text",
+    "status_text",
+]
+
+STOPPED: Literal["stopped"] = "stopped"  # running in the journal, but its process is gone
+ShownStatus = RunStatus | Literal["stopped"]
 
 _ICONS = {
     "research": "🔍",
@@ -85,7 +98,7 @@ class _Task:
 class Snapshot:
     run_id: str
     plan: str
-    status: RunStatus
+    status: ShownStatus  # "stopped" only from as_stopped: the fold never says it
     simulated: bool
     started: float
     now: float
@@ -120,6 +133,7 @@ class Snapshot:
             "plan": self.plan,
             "status": self.status,
             "reason": self.reason,
+            "status_text": status_text(self.status, self.run_id),
             "simulated": self.simulated,
             "session": self.session,
             "started": self.started,
@@ -465,6 +479,47 @@ def _copy(a: AgentStatus, now: float) -> AgentStatus:
     )
 
 
+def as_stopped(s: Snapshot, last_seen: float | None = None) -> Snapshot:
+    """``s`` as the views show a run whose process is gone (liveness says so; the fold
+    cannot know): status ``stopped``, no ETA, nothing running (what was running is queued,
+    as a resume re-runs it), its clock stopped at ``last_seen`` (its last heartbeat)."""
+    counts = dict(s.counts)
+    cut = counts.pop("running", 0) + counts.pop("retrying", 0)
+    if cut:
+        counts["queued"] = counts.get("queued", 0) + cut
+    now = s.now if last_seen is None else max(s.started, min(s.now, last_seen))
+    agents = [  # an agent's task cut short goes back to the queue, as a failed attempt's does
+        replace(
+            a,
+            state="idle",
+            task_id=None,
+            task_title="",
+            waiting_until=None,
+            turn=0,
+            assigned=max(a.done, a.assigned - 1),
+        )
+        if a.state in ("running", "waiting")
+        else a
+        for a in s.agents
+    ]
+    return replace(
+        s,
+        status=STOPPED,
+        reason="process gone",
+        eta_seconds=None,
+        counts=counts,
+        now=now,
+        agents=agents,
+    )
+
+
+def status_text(status: str, run_id: str) -> str:
+    """A run's status as a person reads it: a stopped run's says how to resume it."""
+    if status == STOPPED:
+        return f"stopped (process gone) — phalanx resume {run_id}"
+    return status
+
+
 def fold(events: Iterable[Event]) -> Snapshot:
     """The snapshot of a run from its events (a pure function)."""
     tracker = StatusTracker()
@@ -518,7 +573,7 @@ def agent_progress(a: AgentStatus) -> float:
 def render_text(s: Snapshot, *, max_agents: int = 40) -> str:
     """The three status levels as plain text."""
     out = [
-        f"Run {s.run_id} · plan {s.plan} · {s.status}"
+        f"Run {s.run_id} · plan {s.plan} · {status_text(s.status, s.run_id)}"
         + (" · SIMULATED (sim provider)" if s.simulated else ""),
         "",
         "Level 1 · agents",
@@ -565,8 +620,13 @@ def swarm_lines(s: Snapshot) -> list[str]:
         f"{c.get('queued', 0) + c.get('retrying', 0)} queued · {c.get('failed', 0)} failed · "
         f"{c.get('skipped', 0)} skipped (of {s.total})"
     )
+    eta = (
+        status_text(s.status, s.run_id)
+        if s.status == STOPPED
+        else f"ETA: {fmt_duration(s.eta_seconds)}"
+    )
     out.append(
-        f"Total progress: {s.progress * 100:.0f}% · ETA: {fmt_duration(s.eta_seconds)} · "
+        f"Total progress: {s.progress * 100:.0f}% · {eta} · "
         f"elapsed {fmt_duration(s.elapsed)} · tokens {s.usage.total_tokens:,} · "
         f"cost {fmt_cost(s.usage, s.simulated)}"
     )

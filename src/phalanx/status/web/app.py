@@ -40,6 +40,7 @@ from starlette.routing import Route
 from ...exceptions import UsageError
 from ...journal import Journal, RunRecord
 from ...redaction import register
+from ..liveness import run_summaries
 from .auth import LOOPBACK_HOSTS, Guard, to_cookie
 from .views import RunView, agent_detail, full_view, metrics_text, snapshot_json
 
@@ -113,7 +114,7 @@ class _Follower:
         changed = self.view.feed(self.journal) or switched
         if self.view.started is None:  # created, its first events not yet written
             return self._waiting(f"run {self.view.run_id} is starting")
-        live = self.view.tracker.finished is None
+        live = self.view.tracker.finished is None and self.view.gone is None
         if not (changed or self.reset or (live and now - self.sent >= TICK)):
             return None
         self.sent = now
@@ -198,7 +199,7 @@ def _api_snapshot(request: Request) -> Response:
 
 def _api_runs(request: Request) -> Response:
     with _journal(_settings(request)) as journal:
-        return JSONResponse(journal.run_summaries())
+        return JSONResponse(run_summaries(journal))
 
 
 def _api_agent(request: Request) -> Response:

@@ -18,14 +18,17 @@ from typing import Any
 from ...events import AttemptFinished, AttemptStarted, Event, RunFinished, RunStarted
 from ...journal import Journal, RunRecord
 from ...redaction import redact
+from ..liveness import process_gone
 from ..snapshot import (
     AgentStatus,
     Snapshot,
     StatusTracker,
     agent_line,
     agent_progress,
+    as_stopped,
     bar,
     fmt_cost,
+    status_text,
     swarm_lines,
 )
 
@@ -91,14 +94,18 @@ class RunView:
     dirty: set[int] = field(default_factory=set)
     seq: int = 0
     started: RunStarted | None = None
+    gone: float | None = None  # its process is gone: its last heartbeat (0.0: unknown)
 
     def feed(self, journal: Journal) -> bool:
-        """Read the events after the last one seen; True when there were any."""
-        before = self.seq
+        """Read the events after the last one seen, and ask whether the run's process is
+        still there; True when there were new events or that answer changed."""
+        before, was = self.seq, self.gone is not None
         for seq, event in journal.read_events(self.run_id, after=self.seq):
             self.emit(event)
             self.seq = seq
-        return self.seq != before
+        finished = self.tracker.finished is not None
+        self.gone = None if finished else process_gone(journal, self.run_id)
+        return self.seq != before or was != (self.gone is not None)
 
     def emit(self, e: Event) -> None:
         self.tracker.emit(e)
@@ -132,7 +139,9 @@ class RunView:
         return out
 
     def snapshot(self) -> Snapshot:
-        return self.tracker.snapshot(now=time.time())
+        """The fold now; a run whose process is gone as stopped (liveness is an input)."""
+        snap = self.tracker.snapshot(now=time.time())
+        return snap if self.gone is None else as_stopped(snap, self.gone or None)
 
 
 def full_view(journal: Journal, run_id: str) -> RunView:
@@ -153,7 +162,7 @@ def team_line(a: AgentStatus) -> str:
 
 def _title(s: Snapshot) -> str:
     sim = " · SIMULATED (sim provider)" if s.simulated else ""
-    return f"Run {s.run_id} · plan {s.plan} · {s.status}{sim}"
+    return f"Run {s.run_id} · plan {s.plan} · {status_text(s.status, s.run_id)}{sim}"
 
 
 def agent_json(a: AgentStatus, now: float) -> dict[str, Any]:
