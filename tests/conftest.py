@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import socket
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -135,3 +137,21 @@ def wait_dead(pids: list[int], within: float = 3.0) -> list[int]:
     while (still := [p for p in pids if alive(p)]) and time.monotonic() < deadline:
         time.sleep(0.02)
     return still
+
+
+def rows(state: Path, sql: str, *args: Any) -> list[sqlite3.Row]:
+    """Rows of a query on the journal in ``state``."""
+    db = sqlite3.connect(state / "journal.sqlite")
+    db.row_factory = sqlite3.Row
+    try:
+        return db.execute(sql, args).fetchall()
+    finally:
+        db.close()
+
+
+def events(state: Path, run_id: str, kind: str) -> list[dict[str, Any]]:
+    """The journaled events of one type of a run, in order, as dicts."""
+    found = rows(
+        state, "SELECT data FROM events WHERE run_id=? AND type=? ORDER BY seq", run_id, kind
+    )
+    return [json.loads(r["data"]) for r in found]

@@ -18,7 +18,6 @@ import asyncio
 import dataclasses
 import functools
 import json
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from typing import Any
 import pytest
 
 import phalanx
+from conftest import events, rows
 from phalanx import AgentSpec, Plan, Task
 from phalanx.agents.tools import BUILTIN_TOOLS, ToolContext, tool
 from phalanx.agents.workspace import Workspace
@@ -90,22 +90,6 @@ def fails(
         )
 
     return step
-
-
-def rows(state: Path, sql: str, *args: Any) -> list[sqlite3.Row]:
-    db = sqlite3.connect(state / "journal.sqlite")
-    db.row_factory = sqlite3.Row
-    try:
-        return db.execute(sql, args).fetchall()
-    finally:
-        db.close()
-
-
-def events(state: Path, run_id: str, kind: str) -> list[dict[str, Any]]:
-    found = rows(
-        state, "SELECT data FROM events WHERE run_id=? AND type=? ORDER BY seq", run_id, kind
-    )
-    return [json.loads(r["data"]) for r in found]
 
 
 def ticker() -> tuple[Any, list[int]]:

@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 import phalanx
+from conftest import events, rows
 from fakeserver import RETRYABLE_FAULTS, FakeProviderServer
 from phalanx import Plan
 
@@ -105,22 +106,6 @@ def plan_for(
             "tasks": tasks,
         }
     )
-
-
-def rows(state: Path, sql: str, *args: Any) -> list[sqlite3.Row]:
-    db = sqlite3.connect(state / "journal.sqlite")
-    db.row_factory = sqlite3.Row
-    try:
-        return db.execute(sql, args).fetchall()
-    finally:
-        db.close()
-
-
-def events(state: Path, run_id: str, kind: str) -> list[dict[str, Any]]:
-    found = rows(
-        state, "SELECT data FROM events WHERE run_id=? AND type=? ORDER BY seq", run_id, kind
-    )
-    return [json.loads(r["data"]) for r in found]
 
 
 # =========================================================================== the server
