@@ -142,9 +142,10 @@ class Progress:
 
 def bar_cells(p: Progress, width: int) -> list[int]:
     """Cells per state (:data:`STATES` order) adding up to ``width``: proportional by the
-    largest remainder, then every non-empty state gets at least one cell (taken from the
-    largest), so a failed or skipped task is never rounded away and the bar is all
-    "succeeded" only when every task succeeded. No tasks: all pending."""
+    largest remainder, then every non-empty state gets at least one cell, failed first
+    (taken from the largest, or from succeeded's last cell), so a failed or skipped task is
+    never rounded away and the bar is all "succeeded" only when every task succeeded. No
+    tasks: all pending."""
     counts = [p.count(s) for s in STATES]
     total = sum(counts)
     if not total or width <= 0:
@@ -154,10 +155,15 @@ def bar_cells(p: Progress, width: int) -> list[int]:
     by_remainder = sorted(range(len(STATES)), key=lambda i: exact[i] - cells[i], reverse=True)
     for i in by_remainder[: width - sum(cells)]:
         cells[i] += 1
-    for i, n in enumerate(counts):
-        if n and not cells[i]:
-            donor = max(range(len(cells)), key=lambda k: cells[k])
-            if cells[donor] > 1:
+    kept: set[int] = set()
+    for i in (1, 2, 3, 4, 5):  # failed first, then skipped, running, waiting, pending
+        if counts[i] and not cells[i]:
+            donors = [k for k in range(len(cells)) if cells[k] > 1]
+            donors = donors or [k for k in range(len(cells)) if cells[k] and k not in kept]
+            if donors:
+                donor = max(donors, key=lambda k: cells[k])
                 cells[donor] -= 1
                 cells[i] += 1
+        if counts[i]:
+            kept.add(i)
     return cells

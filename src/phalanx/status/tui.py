@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..events import Event, RunFinished
-from .progress import GLYPHS
+from .progress import GLYPHS, Progress
 from .snapshot import (
     Snapshot,
     StatusTracker,
@@ -26,7 +26,7 @@ from .snapshot import (
     agent_progress,
     progress_counts,
     swarm_lines,
-    team_title,
+    team_progress,
     title_line,
 )
 
@@ -66,8 +66,12 @@ def render_rich(s: Snapshot, *, max_agents: int = 24) -> Group:
     teams = Table.grid(padding=(0, 1))
     shown = 0
     for role, agents in s.agents_by_role().items():
-        head = team_title(role, agents, s.unheld.get(role))
-        teams.add_row(Text(head, style="bold red" if "failed" in head else "bold"), "", "")
+        p = team_progress(agents) + s.unheld.get(role, Progress())
+        head = Text(f"{role.capitalize()} team", style="bold red" if p.failed else "bold")
+        if p.troubled:  # its failures and skips first, its bar in the bar column
+            teams.add_row(head, styled_bar(p.bar()), Text(p.headline(), style="red"))
+        else:
+            teams.add_row(head, "", "")
         for a in agents:
             if shown >= max_agents:
                 break
