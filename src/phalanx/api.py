@@ -82,7 +82,13 @@ class RunResult:
 
     @property
     def wall_seconds(self) -> float:
+        """Active time: the sessions' spans, the downtime between them left out."""
         return self.snapshot.elapsed
+
+    @property
+    def calendar_seconds(self) -> float:
+        """Calendar time: the first session's start to the end, downtime included."""
+        return self.snapshot.calendar
 
     @property
     def unfinished(self) -> int:
@@ -637,13 +643,19 @@ class RunOptions(TypedDict, total=False):
 def _render_summary(r: RunResult) -> str:
     """The end-of-run summary the CLI prints (and ``RunResult.summary()`` returns)."""
     s = r.snapshot
-    c = s.counts
+    p = s.tasks
     sim = " · SIMULATED (sim provider)" if r.simulated else ""
     u = s.usage
+    took = f"{fmt_duration(s.elapsed)} ({s.elapsed:.2f}s)"
+    if s.resumed:  # e.g. "30s active (2m 00s calendar, 2 sessions)"
+        took = s.elapsed_text()
     lines = [
-        f"run {r.run_id} {r.status} in {fmt_duration(s.elapsed)} ({s.elapsed:.2f}s){sim}",
-        f"  tasks: {c.get('succeeded', 0)} succeeded, {c.get('failed', 0)} failed, "
-        f"{c.get('skipped', 0)} skipped"
+        f"run {r.run_id} {r.status} in {took}{sim}",
+        (
+            f"  tasks: {p.failed} failed, {p.skipped} skipped, {p.succeeded} succeeded"
+            if p.troubled
+            else f"  tasks: {p.succeeded} succeeded, 0 failed, 0 skipped"
+        )
         + (f", {r.unfinished} not finished" if r.unfinished else "")
         + f" (of {s.total})",
         f"  attempts: {s.attempts} ({s.failed_attempts} failed) · tokens: "
@@ -656,7 +668,8 @@ def _render_summary(r: RunResult) -> str:
     if s.speedup is not None and s.busy_seconds > 0:
         lines.append(
             f"  speedup: {s.speedup:.1f}x over the sum of task times "
-            f"({s.busy_seconds:.2f}s of work in {s.elapsed:.2f}s)"
+            f"({s.busy_seconds:.2f}s of work in {s.elapsed:.2f}s"
+            + (" active)" if s.resumed else ")")
         )
     if r.changes is not None:
         lines.append("  changed files (each agent on its own branch):")

@@ -7,8 +7,11 @@ speedup over a sequential run (:class:`Metrics`).
 
 Definitions (times are seconds on the run's clock):
 
-- **wall time**: the sum of the run's session spans (``RunStarted`` to ``RunFinished``, or to
-  the session's last event after a crash). The time between sessions does not count.
+- **wall time** (active time): the sum of the run's session spans (``RunStarted`` to
+  ``RunFinished``, or to the session's last event after a crash). The time between sessions
+  does not count: throughput, latency, speedup and scaling efficiency all use it.
+- **calendar time**: the first session's start to the last session's end, the downtime
+  between sessions included (shown next to the wall time when they differ).
 - **agent-seconds**: the time each agent was present (from a session's start or its
   ``AgentJoined`` to the session's end or its ``AgentRetired``), summed over agents.
 - **throughput**: succeeded tasks per hour of wall time (per agent or role: the tasks that it
@@ -243,6 +246,13 @@ class Metrics:
     baseline_agents: float | None = None
 
     @property
+    def calendar_seconds(self) -> float:
+        """The first session's start to the last session's end (downtime included)."""
+        if not self.session_spans:
+            return 0.0
+        return max(0.0, max(e for _, e in self.session_spans) - self.session_spans[0][0])
+
+    @property
     def agents(self) -> float:
         """Agents on average over the run (agent-seconds / wall time)."""
         return self.run.agent_seconds / self.wall_seconds if self.wall_seconds > 0 else 0.0
@@ -258,6 +268,8 @@ class Metrics:
             "started": self.started,
             "finished": self.finished,
             "wall_seconds": self.wall_seconds,
+            "active_seconds": self.wall_seconds,
+            "calendar_seconds": self.calendar_seconds,
             "agents": self.agents,
             "tasks_total": self.tasks_total,
             "task_states": dict(self.task_states),
@@ -646,7 +658,13 @@ _FIGURES: tuple[tuple[str, str, str, Any], ...] = (
     ),
 )
 _RUN_ONLY: tuple[tuple[str, str, str, Any], ...] = (
-    ("wall_seconds", "gauge", "Wall time (sum of session spans).", lambda m: m.wall_seconds),
+    ("wall_seconds", "gauge", "Active time (sum of session spans).", lambda m: m.wall_seconds),
+    (
+        "calendar_seconds",
+        "gauge",
+        "Calendar time (first start to last end, downtime between sessions included).",
+        lambda m: m.calendar_seconds,
+    ),
     ("sessions", "gauge", "Sessions (1 + resumes).", lambda m: m.sessions),
     ("speedup_ratio", "gauge", "Speedup over a sequential run.", lambda m: m.speedup),
     (

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from ..exceptions import UsageError
 from ..redaction import redact
 from .metrics import Figures, Metrics
+from .progress import Progress
 from .report_model import (
     EXCERPT,
     MAX_ROWS,
@@ -132,9 +133,21 @@ def _metric_rows(m: Metrics) -> list[list[str]]:
     return rows
 
 
+def _wall(m: Metrics) -> str:
+    """Active time, and the calendar time when a resume put downtime between sessions."""
+    calendar = m.calendar_seconds
+    if m.sessions > 1 and calendar - m.wall_seconds >= 0.5:
+        return (
+            f"{_secs(m.wall_seconds)} active ({_secs(calendar)} calendar, "
+            f"{m.sessions} sessions; the time between sessions does not count)"
+        )
+    return f"{_secs(m.wall_seconds)} active (sum of session spans)"
+
+
 def _summary(r: Report) -> list[tuple[str, str]]:
     m = r.metrics
-    states = ", ".join(f"{n} {s}" for s, n in sorted(m.task_states.items())) or "none"
+    p = Progress.of_counts(m.task_states)
+    states = f"{p.headline()} ({p.breakdown()})" if p.total else "none"
     basis = "measured against a baseline run" if m.speedup_basis == "measured" else "estimate"
     if m.speedup_basis == "measured" and r.baseline_run_id:
         basis = (
@@ -150,8 +163,8 @@ def _summary(r: Report) -> list[tuple[str, str]]:
             + (" · SIMULATED (sim provider)" if m.simulated else ""),
         ),
         ("sessions", str(m.sessions)),
-        ("wall time", f"{_secs(m.wall_seconds)} (sum of session spans)"),
-        ("tasks", f"{states} (of {m.tasks_total})"),
+        ("wall time", _wall(m)),
+        ("tasks", states),
         ("lost attempts", str(m.lost_attempts)),
         ("call retries", f"{m.run.call_retries} (model calls sent again, turns kept)"),
         ("speedup", f"{_num(m.speedup, 2)}x ({basis})"),
@@ -451,6 +464,8 @@ svg.plot{background:#fafafa;border:1px solid #ddd;display:block}
 svg text{fill:#333;font-family:inherit}
 .sim{color:#b71c1c;font-weight:bold}.wide{overflow-x:auto}
 .state-failed{color:#c62828}.state-skipped{color:#777}.state-succeeded{color:#2e7d32}
+.progress{display:flex;height:10px;background:#eee;border-radius:4px;overflow:hidden;max-width:720px}
+.seg{display:block;height:100%}.headline{font-weight:600;margin:4px 0}.headline.bad{color:#c62828}
 """
 
 
@@ -483,6 +498,27 @@ def _task_table(r: Report) -> str:
     return f'<table class="tasks"><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>{more}'
 
 
+_SEGMENT_COLOURS = {
+    "succeeded": OUTCOME_COLOURS["succeeded"],
+    "failed": OUTCOME_COLOURS["failed"],
+    "skipped": "#9e9e9e",
+    "running": OUTCOME_COLOURS["running"],
+    "waiting": "#ef6c00",
+    "pending": "#e0e0e0",
+}
+
+
+def _progress_html(p: Progress) -> str:
+    """The headline (failures named) over a bar with one segment per task state."""
+    cls = "headline bad" if p.failed else "headline"
+    segs = "".join(
+        f'<span class="seg seg-{s}" style="width:{n}%;background:{_SEGMENT_COLOURS[s]}" '
+        f'title="{p.count(s)} {s}"></span>'
+        for s, n in p.segments(100)
+    )
+    return f'<p class="{cls}">{_e(p.headline())}</p><div class="progress">{segs}</div>'
+
+
 def render_html(r: Report) -> str:
     m = r.metrics
     title = f"phalanx report · {r.title or m.run_id}"
@@ -493,6 +529,7 @@ def render_html(r: Report) -> str:
         '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{_e(title)}</h1>{sim}",
+        _progress_html(Progress.of_counts(m.task_states)),
         _table(["measure", "value"], _summary(r), "summary"),
         "<h2>Timeline</h2>",
         _figure(_gantt(r), "Attempts per agent over active time, coloured by outcome."),

@@ -21,6 +21,7 @@ from ..events import (
 )
 from ..redaction import redact
 from .metrics import BACKPRESSURE, Metrics, compute_metrics
+from .progress import Progress
 
 if TYPE_CHECKING:
     from ..journal import Journal
@@ -115,6 +116,7 @@ class Report:
             "status": m.status,
             "simulated": m.simulated,
             "metrics": m.to_dict(),
+            "progress": Progress.of_counts(m.task_states).to_dict(),
             "tasks": [_asdict(t) for t in self.tasks],
             "alerts": [_asdict(a) for a in self.alerts],
             "plots": {

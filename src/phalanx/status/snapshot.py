@@ -8,7 +8,7 @@ same snapshot feeds ``phalanx status``, the live terminal view and the web dashb
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -36,10 +36,12 @@ from ..events import (
     TaskSucceeded,
     ToolCalled,
 )
+from .progress import Progress
 
 __all__ = [
     "STOPPED",
     "AgentStatus",
+    "Progress",
     "ShownStatus",
     "Snapshot",
     "StatusTracker",
@@ -47,6 +49,10 @@ __all__ = [
     "fold",
     "render_text",
     "status_text",
+    "team_line",
+    "team_progress",
+    "team_title",
+    "title_line",
 ]
 
 STOPPED: Literal["stopped"] = "stopped"  # running in the journal, but its process is gone
@@ -82,6 +88,9 @@ class AgentStatus:
     turn: int = 0  # model calls made so far on the current task
     max_turns: int = 0
     node: str = ""  # where a remote engine hosts it (a short Ray node id)
+    tasks: Progress = field(
+        default_factory=Progress
+    )  # its tasks: running, or ended on its attempt (failed kept)
 
 
 @dataclass(slots=True)
@@ -116,14 +125,41 @@ class Snapshot:
     finished: float | None = None
     reason: str = ""  # why the run ended (RunFinished.reason)
     call_retries: int = 0  # model calls sent again inside their attempt (CallRetried)
+    tasks: Progress = field(default_factory=Progress)  # the progress model every view renders
+    active_before: float = 0.0  # active seconds of the sessions before this one
+    session_started: float = 0.0  # when this session started (its RunStarted)
+    # a team's tasks that no agent of it holds: the skipped ones of its categories
+    unheld: dict[str, Progress] = field(default_factory=dict)
 
     @property
     def elapsed(self) -> float:
-        return (self.finished or self.now) - self.started
+        """Active time: every session's span (start to its last event or RunFinished); the
+        downtime between sessions does not count."""
+        end = self.finished or self.now
+        return self.active_before + max(0.0, end - (self.session_started or self.started))
+
+    @property
+    def calendar(self) -> float:
+        """Calendar time: the first session's start to now (or the end), downtime included."""
+        return max(0.0, (self.finished or self.now) - self.started)
+
+    @property
+    def resumed(self) -> bool:
+        """More than one session, with time between them: active and calendar time differ."""
+        return self.session > 1 and self.calendar - self.elapsed >= 0.5
+
+    def elapsed_text(self) -> str:
+        """``30s`` or, after a resume, ``30s active (2m 00s calendar, 2 sessions)``."""
+        if not self.resumed:
+            return fmt_duration(self.elapsed)
+        return (
+            f"{fmt_duration(self.elapsed)} active ({fmt_duration(self.calendar)} calendar, "
+            f"{self.session} sessions)"
+        )
 
     @property
     def speedup(self) -> float | None:
-        """Sum of attempt service times over wall time: what running them one by one costs."""
+        """Sum of attempt service times over active time: what running them one by one costs."""
         return self.busy_seconds / self.elapsed if self.elapsed > 0 else None
 
     def to_dict(self) -> dict[str, Any]:
@@ -140,7 +176,10 @@ class Snapshot:
             "now": self.now,
             "finished": self.finished,
             "elapsed": self.elapsed,
+            "active_seconds": self.elapsed,
+            "calendar_seconds": self.calendar,
             "counts": self.counts,
+            "tasks": self.tasks.to_dict(),
             "total": self.total,
             "progress": self.progress,
             "eta_seconds": self.eta_seconds,
@@ -158,6 +197,7 @@ class Snapshot:
                     "done": a.done,
                     "assigned": a.assigned,
                     "failures": a.failures,
+                    "tasks": a.tasks.to_dict(),
                 }
                 for a in self.agents
             ],
@@ -184,6 +224,8 @@ class StatusTracker:
         self.reason = ""
         self.session_start = 0.0
         self.session_busy = 0.0
+        self.session_last = 0.0  # this session's last event so far
+        self.active_before = 0.0  # active seconds of the sessions before this one
         self.last_ts = 0.0
         self.agents: dict[str, AgentStatus] = {}
         self.tasks: dict[str, _Task] = {}
@@ -200,12 +242,17 @@ class StatusTracker:
     # -- folding ---------------------------------------------------------------------------
     def emit(self, e: Event) -> None:
         self.last_ts = max(self.last_ts, e.ts)
+        if not isinstance(e, RunStarted):
+            self.session_last = max(self.session_last, e.ts)
         fold = _FOLDS.get(type(e))
         if fold is not None:
             fold(self, e)
 
     def _task_succeeded(self, e: TaskSucceeded) -> None:
         self._set(e.task_id, "succeeded")
+        t = self.tasks.get(e.task_id)
+        if t is not None and e.agent:
+            t.agent = e.agent
         self._completions.append(e.ts)
 
     def _task_failed(self, e: TaskFailed) -> None:
@@ -277,7 +324,9 @@ class StatusTracker:
             del self.alerts[:-20]
 
     def _run_started(self, e: RunStarted) -> None:
-        self.session_start, self.session_busy = e.ts, 0.0
+        if self.started:  # the session before ended with its last event (or RunFinished)
+            self.active_before += max(0.0, self.session_last - self.session_start)
+        self.session_start, self.session_busy, self.session_last = e.ts, 0.0, e.ts
         self.run_id, self.plan, self.simulated, self.session = (
             e.run_id,
             e.plan,
@@ -354,6 +403,7 @@ class StatusTracker:
         now = self.finished or (now if now is not None else self.last_ts)
         total = len(self.tasks)
         terminal = sum(self.counts.get(s, 0) for s in ("succeeded", "failed", "skipped"))
+        mine = self.agent_tasks()
         return Snapshot(
             run_id=self.run_id,
             plan=self.plan,
@@ -362,7 +412,7 @@ class StatusTracker:
             started=self.started,
             now=now,
             finished=self.finished,
-            agents=[_copy(a, now) for a in self.agents.values()],
+            agents=[_copy(a, now, mine.get(a.name, Progress())) for a in self.agents.values()],
             counts={k: v for k, v in self.counts.items() if v},
             total=total,
             progress=terminal / total if total else 0.0,
@@ -375,7 +425,36 @@ class StatusTracker:
             session=self.session,
             reason=self.reason,
             call_retries=self.call_retries,
+            tasks=Progress.of_counts(self.counts),
+            active_before=self.active_before,
+            session_started=self.session_start,
+            unheld=self.unheld_by_role(),
         )
+
+    def agent_tasks(self) -> dict[str, Progress]:
+        """Each agent's tasks: the one it runs and those that ended on its attempt
+        (succeeded or failed: a failed task stays counted against its agent). A task whose
+        attempt failed and that waits for a retry is back in the queue, no one's."""
+        states: dict[str, list[str]] = {}
+        for t in self.tasks.values():
+            if t.agent is not None and t.state in ("running", "succeeded", "failed"):
+                states.setdefault(t.agent, []).append(t.state)
+        return {name: Progress.of_states(st) for name, st in states.items()}
+
+    def unheld_by_role(self) -> dict[str, Progress]:
+        """Skipped tasks (never run: no agent) counted against the team whose role's
+        categories take them, so that a team's counts keep them too."""
+        roles = list(dict.fromkeys(a.role for a in self.agents.values()))
+        out: dict[str, Progress] = {}
+        for t in self.tasks.values():
+            if t.state != "skipped" or t.agent is not None:
+                continue
+            role = next(
+                (r for r in roles if r in ROLES and t.category in ROLES[r].categories), None
+            )
+            if role is not None:
+                out[role] = out.get(role, Progress()) + Progress(skipped=1)
+        return out
 
     def _eta(self, now: float, remaining: int) -> float | None:
         """Remaining work over the parallelism observed, never below the remaining critical
@@ -450,7 +529,7 @@ def _chain(
     return memo[tid]
 
 
-def _copy(a: AgentStatus, now: float) -> AgentStatus:
+def _copy(a: AgentStatus, now: float, tasks: Progress) -> AgentStatus:
     state = a.state
     if state == "running" and a.waiting_until is not None and now < a.waiting_until:
         state = "waiting"
@@ -476,6 +555,7 @@ def _copy(a: AgentStatus, now: float) -> AgentStatus:
         turn=a.turn,
         max_turns=a.max_turns,
         node=a.node,
+        tasks=tasks,
     )
 
 
@@ -497,6 +577,7 @@ def as_stopped(s: Snapshot, last_seen: float | None = None) -> Snapshot:
             waiting_until=None,
             turn=0,
             assigned=max(a.done, a.assigned - 1),
+            tasks=replace(a.tasks, running=0),
         )
         if a.state in ("running", "waiting")
         else a
@@ -508,6 +589,7 @@ def as_stopped(s: Snapshot, last_seen: float | None = None) -> Snapshot:
         reason="process gone",
         eta_seconds=None,
         counts=counts,
+        tasks=Progress.of_counts(counts),
         now=now,
         agents=agents,
     )
@@ -560,24 +642,67 @@ def agent_line(a: AgentStatus, now: float) -> str:
     return line + (f" | node {a.node}" if a.node else "")
 
 
-def agent_progress(a: AgentStatus) -> float:
-    """Tasks done / assigned, plus the current task's share of its turns when known."""
-    if not a.assigned:
-        return 0.0
-    current = 0.0
+def _turn_share(a: AgentStatus) -> float:
+    """The current task's share of its turns used, when known (below 1 until it ends)."""
     if a.state in ("running", "waiting") and a.max_turns and a.turn:
-        current = min(a.turn / a.max_turns, 0.99)
-    return min(1.0, (a.done + current) / a.assigned)
+        return min(a.turn / a.max_turns, 0.99)
+    return 0.0
+
+
+def agent_progress(a: AgentStatus) -> float:
+    """The agent's tasks done (terminal) / its tasks, plus the current task's share of its
+    turns when known."""
+    if not a.tasks.total:
+        return 0.0
+    return min(1.0, (a.tasks.done + _turn_share(a)) / a.tasks.total)
+
+
+def agent_bar(a: AgentStatus, width: int = 10) -> str:
+    """An agent's bar from its :class:`Progress` (a failed task shows as ✗, never █)."""
+    return a.tasks.bar(width, running_share=_turn_share(a))
+
+
+def progress_counts(p: Progress, fraction: float) -> str:
+    """``100% (4/4)``; with failures or skips, the headline instead: ``4/4 done · 1 failed``."""
+    if p.troubled:
+        return p.headline()
+    return f"{fraction * 100:.0f}% ({p.done}/{p.total})"
+
+
+def team_progress(agents: Iterable[AgentStatus]) -> Progress:
+    """A team's tasks: the sum of its agents' (none dropped)."""
+    total = Progress()
+    for a in agents:
+        total = total + a.tasks
+    return total
+
+
+def team_title(role: str, agents: Sequence[AgentStatus], unheld: Progress | None = None) -> str:
+    """``Coder team:``, with its headline and bar when a task of it failed or was skipped
+    (``unheld``: its skipped tasks no agent ran)."""
+    p = team_progress(agents) + (unheld or Progress())
+    head = f"{role.capitalize()} team:"
+    return f"{head} {p.headline()} [{p.bar()}]" if p.troubled else head
+
+
+def team_line(a: AgentStatus) -> str:
+    """A level-2 line: the agent, what it does, its bar and counts."""
+    what = a.task_title or ("idle" if a.state == "idle" else a.state)
+    ctx = f" · context {a.context_tokens:,} tokens" if a.context_tokens else ""
+    counts = progress_counts(a.tasks, agent_progress(a))
+    return f"- {a.name}: {what} [{agent_bar(a)}] {counts}{ctx}"
+
+
+def title_line(s: Snapshot) -> str:
+    """The first line: run, plan, status, and the headline when a task failed or skipped."""
+    head = f" · {s.tasks.headline()}" if s.tasks.troubled else ""
+    sim = " · SIMULATED (sim provider)" if s.simulated else ""
+    return f"Run {s.run_id} · plan {s.plan} · {status_text(s.status, s.run_id)}{head}{sim}"
 
 
 def render_text(s: Snapshot, *, max_agents: int = 40) -> str:
     """The three status levels as plain text."""
-    out = [
-        f"Run {s.run_id} · plan {s.plan} · {status_text(s.status, s.run_id)}"
-        + (" · SIMULATED (sim provider)" if s.simulated else ""),
-        "",
-        "Level 1 · agents",
-    ]
+    out = [title_line(s), "", "Level 1 · agents"]
     for a in s.agents[:max_agents]:
         out.append("  " + agent_line(a, s.now))
     if len(s.agents) > max_agents:
@@ -585,17 +710,12 @@ def render_text(s: Snapshot, *, max_agents: int = 40) -> str:
     out += ["", "Level 2 · teams"]
     shown = 0
     for role, agents in s.agents_by_role().items():
-        out.append(f"  {role.capitalize()} team:")
+        out.append(f"  {team_title(role, agents, s.unheld.get(role))}")
         for a in agents:
             if shown >= max_agents:
                 break
             shown += 1
-            what = a.task_title or ("idle" if a.state == "idle" else a.state)
-            ctx = f" · context {a.context_tokens:,} tokens" if a.context_tokens else ""
-            out.append(
-                f"    - {a.name}: {what} [{bar(agent_progress(a))}] "
-                f"{agent_progress(a) * 100:.0f}% ({a.done}/{a.assigned}){ctx}"
-            )
+            out.append(f"    {team_line(a)}")
     out += ["", "Level 3 · swarm"]
     out += ["  " + line for line in swarm_lines(s)]
     return "\n".join(out)
@@ -614,20 +734,24 @@ def swarm_lines(s: Snapshot) -> list[str]:
         icon = next((_ICONS[c] for c in sorted(cats) if c in _ICONS), "🤖")
         active = sum(1 for a in agents if a.state in ("running", "waiting"))
         out.append(f"{icon} {role.capitalize()}: {active}/{len(agents)} active")
-    c = s.counts
-    out.append(
-        f"Tasks: {c.get('succeeded', 0)} done · {c.get('running', 0)} running · "
-        f"{c.get('queued', 0) + c.get('retrying', 0)} queued · {c.get('failed', 0)} failed · "
-        f"{c.get('skipped', 0)} skipped (of {s.total})"
-    )
+    p = s.tasks
+    if p.troubled:  # failures first, every count apart
+        out.append(f"Tasks: {p.breakdown()} (of {p.total})")
+        done = f"{p.headline()} [{p.bar(20)}]"
+    else:
+        out.append(
+            f"Tasks: {p.succeeded} done · {p.running} running · "
+            f"{p.waiting + p.pending} queued · 0 failed · 0 skipped (of {p.total})"
+        )
+        done = f"{p.fraction * 100:.0f}%"
     eta = (
         status_text(s.status, s.run_id)
         if s.status == STOPPED
         else f"ETA: {fmt_duration(s.eta_seconds)}"
     )
     out.append(
-        f"Total progress: {s.progress * 100:.0f}% · {eta} · "
-        f"elapsed {fmt_duration(s.elapsed)} · tokens {s.usage.total_tokens:,} · "
+        f"Total progress: {done} · {eta} · "
+        f"elapsed {s.elapsed_text()} · tokens {s.usage.total_tokens:,} · "
         f"cost {fmt_cost(s.usage, s.simulated)}"
     )
     if s.call_retries:

@@ -17,13 +17,17 @@ from rich.table import Table
 from rich.text import Text
 
 from ..events import Event, RunFinished
+from .progress import GLYPHS, Progress
 from .snapshot import (
     Snapshot,
     StatusTracker,
+    agent_bar,
     agent_line,
     agent_progress,
-    bar,
+    progress_counts,
     swarm_lines,
+    team_progress,
+    title_line,
 )
 
 __all__ = ["LiveStatus", "render_rich"]
@@ -32,13 +36,28 @@ _STATE_STYLE = {
     "running": "green", "waiting": "yellow", "idle": "dim", "paused": "red", "failed": "red",
     "retired": "dim",
 }  # fmt: skip
+# a bar's glyphs: succeeded green, failed red, skipped grey, running cyan, waiting/pending dim
+_GLYPH_STYLE = {
+    GLYPHS["succeeded"]: "green", GLYPHS["failed"]: "bold red", GLYPHS["skipped"]: "dim",
+    GLYPHS["running"]: "cyan", GLYPHS["pending"]: "dim",
+}  # fmt: skip
+
+
+_HEADLINES = ("Tasks:", "Total progress:")
+
+
+def styled_bar(text: str) -> Text:
+    """A bar's text (see :meth:`Progress.bar`) with each state in its colour."""
+    out = Text("[")
+    for ch in text:
+        out.append(ch, style=_GLYPH_STYLE.get(ch, ""))
+    out.append("]")
+    return out
 
 
 def render_rich(s: Snapshot, *, max_agents: int = 24) -> Group:
     """The three levels as rich renderables."""
-    title = f"phalanx · run {s.run_id} · plan {s.plan} · {s.status}"
-    if s.simulated:
-        title += " · SIMULATED"
+    title = "phalanx · " + title_line(s)
     level1 = Text()
     for a in s.agents[:max_agents]:
         level1.append(agent_line(a, s.now) + "\n", style=_STATE_STYLE.get(a.state, ""))
@@ -47,18 +66,26 @@ def render_rich(s: Snapshot, *, max_agents: int = 24) -> Group:
     teams = Table.grid(padding=(0, 1))
     shown = 0
     for role, agents in s.agents_by_role().items():
-        teams.add_row(Text(f"{role.capitalize()} team", style="bold"), "", "")
+        p = team_progress(agents) + s.unheld.get(role, Progress())
+        head = Text(f"{role.capitalize()} team", style="bold red" if p.failed else "bold")
+        if p.troubled:  # its failures and skips first, its bar in the bar column
+            teams.add_row(head, styled_bar(p.bar()), Text(p.headline(), style="red"))
+        else:
+            teams.add_row(head, "", "")
         for a in agents:
             if shown >= max_agents:
                 break
             shown += 1
-            p = agent_progress(a)
+            counts = progress_counts(a.tasks, agent_progress(a))
             teams.add_row(
                 f"  {a.name}: {a.task_title or a.state}",
-                Text(f"[{bar(p)}]", style="cyan"),
-                f"{p * 100:3.0f}% ({a.done}/{a.assigned})",
+                styled_bar(agent_bar(a)),
+                Text(counts, style="red" if a.tasks.failed else ""),
             )
-    swarm = Text("\n".join(swarm_lines(s)))
+    swarm = Text("\n").join(
+        Text(line, style="red" if s.tasks.failed and line.startswith(_HEADLINES) else "")
+        for line in swarm_lines(s)
+    )
     return Group(
         Panel(level1 or Text("no agents"), title=title, title_align="left"),
         Panel(teams, title="Teams", title_align="left"),

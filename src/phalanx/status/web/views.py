@@ -26,10 +26,12 @@ from ..snapshot import (
     agent_line,
     agent_progress,
     as_stopped,
-    bar,
     fmt_cost,
-    status_text,
     swarm_lines,
+    team_line,
+    team_progress,
+    team_title,
+    title_line,
 )
 
 __all__ = [
@@ -152,17 +154,6 @@ def full_view(journal: Journal, run_id: str) -> RunView:
 
 
 # -- JSON ------------------------------------------------------------------------------------
-def team_line(a: AgentStatus) -> str:
-    """A level-2 line, exactly as :func:`phalanx.status.snapshot.render_text` writes it."""
-    what = a.task_title or ("idle" if a.state == "idle" else a.state)
-    ctx = f" · context {a.context_tokens:,} tokens" if a.context_tokens else ""
-    p = agent_progress(a)
-    return f"- {a.name}: {what} [{bar(p)}] {p * 100:.0f}% ({a.done}/{a.assigned}){ctx}"
-
-
-def _title(s: Snapshot) -> str:
-    sim = " · SIMULATED (sim provider)" if s.simulated else ""
-    return f"Run {s.run_id} · plan {s.plan} · {status_text(s.status, s.run_id)}{sim}"
 
 
 def agent_json(a: AgentStatus, now: float) -> dict[str, Any]:
@@ -179,6 +170,7 @@ def agent_json(a: AgentStatus, now: float) -> dict[str, Any]:
         "assigned": a.assigned,
         "failures": a.failures,
         "progress": agent_progress(a),
+        "tasks": a.tasks.to_dict(),
         "busy_seconds": a.busy,
         "usage": a.usage.to_dict(),
         "context_tokens": a.context_tokens,
@@ -188,12 +180,14 @@ def agent_json(a: AgentStatus, now: float) -> dict[str, Any]:
 def _teams_json(s: Snapshot) -> list[dict[str, Any]]:
     teams = []
     for role, agents in s.agents_by_role().items():
-        done, assigned = sum(a.done for a in agents), sum(a.assigned for a in agents)
+        unheld = s.unheld.get(role)
+        p = team_progress(agents) + unheld if unheld else team_progress(agents)
         teams.append(
             {
                 "role": role,
-                "title": f"{role.capitalize()} team:",
-                "progress": done / assigned if assigned else 0.0,
+                "title": team_title(role, agents, unheld),
+                "progress": p.fraction,  # done (terminal) over its tasks
+                "tasks": p.to_dict(),  # the counts and the bar's segments
                 "lines": [team_line(a) for a in agents[:MAX_AGENT_LINES]],
             }
         )
@@ -207,7 +201,7 @@ def snapshot_json(
     attempt spans (all of them with ``reset``, else those changed since the last send)."""
     return {
         **s.to_dict(),
-        "title": _title(s),
+        "title": title_line(s),
         "cost": fmt_cost(s.usage, s.simulated),
         "agents": [agent_json(a, s.now) for a in s.agents[:MAX_AGENT_LINES]],
         "more_agents": max(0, len(s.agents) - MAX_AGENT_LINES),
