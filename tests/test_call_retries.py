@@ -52,10 +52,12 @@ from phalanx.providers.base import Completion, CompletionRequest, ToolCall
 from phalanx.runtime.executor import AgentRunner, Attempt
 from phalanx.runtime.governor import Gate
 from phalanx.runtime.remote import AgentBlueprint, HostCore, blueprint_of
-from phalanx.status.metrics import compute_metrics, metrics_from_journal, prometheus_text
+from phalanx.status.metrics import compute_metrics, metrics_from_journal
+from phalanx.status.prometheus import prometheus_text
 from phalanx.status.report import render_markdown
 from phalanx.status.report_model import build_report
-from phalanx.status.snapshot import StatusTracker, agent_line, fold, swarm_lines
+from phalanx.status.snapshot import StatusTracker, fold
+from phalanx.status.text import agent_line, swarm_lines
 from phalanx.testing import ScriptedProvider, run_virtual
 
 U = Usage(input_tokens=100, output_tokens=20)

@@ -26,7 +26,8 @@ from phalanx.status.metrics import compute_metrics
 from phalanx.status.progress import GLYPHS, Progress
 from phalanx.status.report import render_markdown
 from phalanx.status.report_model import report_from_events
-from phalanx.status.snapshot import Snapshot, fold, render_text
+from phalanx.status.snapshot import Snapshot, fold
+from phalanx.status.text import render_text
 from phalanx.status.tui import render_rich
 from phalanx.status.web.views import snapshot_json
 from test_status import AGENTS, TASKS, _events

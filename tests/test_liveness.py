@@ -36,7 +36,8 @@ from phalanx.status.liveness import (
     shown_status,
     this_process,
 )
-from phalanx.status.snapshot import StatusTracker, as_stopped, fold, render_text
+from phalanx.status.snapshot import StatusTracker, as_stopped, fold
+from phalanx.status.text import render_text
 from phalanx.status.web import create_app
 from test_status import _events
 

@@ -39,9 +39,9 @@ from phalanx.status.metrics import (
     compute_metrics,
     metrics_from_journal,
     percentile,
-    prometheus_text,
     with_baseline,
 )
+from phalanx.status.prometheus import prometheus_text
 from phalanx.status.snapshot import Snapshot, StatusTracker
 from phalanx.testing import run_virtual
 

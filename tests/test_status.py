@@ -25,7 +25,8 @@ from phalanx.events import (
     event_to_dict,
 )
 from phalanx.journal import Journal
-from phalanx.status.snapshot import fold, render_text
+from phalanx.status.snapshot import fold
+from phalanx.status.text import render_text
 
 AGENTS = (
     AgentInfo(name="Cipher", role="coder", provider="sim"),
@@ -277,7 +278,8 @@ Level 3 · swarm
 
 def test_current_task_turns_show_as_progress() -> None:
     from phalanx.events import ToolCalled
-    from phalanx.status.snapshot import StatusTracker, agent_progress
+    from phalanx.status.snapshot import StatusTracker
+    from phalanx.status.text import agent_progress
 
     tracker = StatusTracker()
     for e in _events()[:2]:

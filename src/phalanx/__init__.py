@@ -27,7 +27,8 @@ from .exceptions import (
 from .patterns import AgentPipeline, AgentSwarm, Pipeline, Swarm, Team
 from .plan.file import load_plan
 from .plan.model import Limits, Plan, Task, decompose_project
-from .status.snapshot import Snapshot, StatusTracker, fold, render_text
+from .status.snapshot import Snapshot, StatusTracker, fold
+from .status.text import render_text
 
 __all__ = [
     "ROLES",

@@ -43,7 +43,8 @@ from .runtime.governor import RateGovernor, public_defaults
 from .runtime.orchestrator import Orchestrator, Prior, RunGate, TaskRecord
 from .runtime.router import LLMPolicy
 from .status.liveness import HEARTBEAT_EVERY, owner_alive, this_process
-from .status.snapshot import Snapshot, StatusTracker, fmt_cost, fmt_duration
+from .status.snapshot import Snapshot, StatusTracker, fmt_duration
+from .status.text import fmt_cost
 
 __all__ = ["RunResult", "TaskResult", "resume", "run", "run_sync", "state_dir"]
 

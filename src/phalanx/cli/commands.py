@@ -18,7 +18,8 @@ from ..exceptions import UsageError
 from ..journal import Journal
 from ..status.console import LineLog
 from ..status.liveness import live_snapshot, run_summaries
-from ..status.snapshot import StatusTracker, render_text
+from ..status.snapshot import StatusTracker
+from ..status.text import render_text
 
 __all__ = ["COMMANDS", "EXIT_INTERRUPTED"]
 

@@ -9,14 +9,8 @@
 
 from __future__ import annotations
 
-from .snapshot import (
-    AgentStatus,
-    Snapshot,
-    StatusTracker,
-    fold,
-    render_swarm_status,
-    render_text,
-)
+from .snapshot import AgentStatus, Snapshot, StatusTracker, fold
+from .text import render_swarm_status, render_text
 
 __all__ = [
     "AgentStatus",

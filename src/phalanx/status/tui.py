@@ -18,9 +18,8 @@ from rich.text import Text
 
 from ..events import Event, RunFinished
 from .progress import GLYPHS, Progress
-from .snapshot import (
-    Snapshot,
-    StatusTracker,
+from .snapshot import Snapshot, StatusTracker
+from .text import (
     agent_bar,
     agent_line,
     agent_progress,

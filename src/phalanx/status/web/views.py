@@ -9,7 +9,6 @@ of ``/metrics``. Nothing here knows about HTTP.
 
 from __future__ import annotations
 
-import importlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -19,13 +18,12 @@ from ...events import AttemptFinished, AttemptStarted, Event, RunFinished, RunSt
 from ...journal import Journal, RunRecord
 from ...redaction import redact
 from ..liveness import process_gone
-from ..snapshot import (
-    AgentStatus,
-    Snapshot,
-    StatusTracker,
+from ..metrics import metrics_from_journal
+from ..prometheus import prometheus_text
+from ..snapshot import AgentStatus, Snapshot, StatusTracker, as_stopped
+from ..text import (
     agent_line,
     agent_progress,
-    as_stopped,
     fmt_cost,
     swarm_lines,
     team_line,
@@ -42,7 +40,6 @@ __all__ = [
     "agent_detail",
     "agent_json",
     "excerpt",
-    "fallback_metrics",
     "full_view",
     "metrics_text",
     "snapshot_json",
@@ -272,48 +269,6 @@ def _last_output(journal: Journal, run_id: str, spans: list[Span]) -> dict[str, 
 
 
 # -- /metrics ----------------------------------------------------------------------------------
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def fallback_metrics(s: Snapshot) -> str:
-    """A minimal Prometheus exposition from the snapshot, for when
-    ``phalanx.status.metrics`` cannot be imported (see :func:`metrics_text`)."""
-    run = f'run="{_label(s.run_id)}"'  # the labels phalanx.status.metrics uses
-    out = ["# HELP phalanx_tasks Tasks of the run by state.", "# TYPE phalanx_tasks gauge"]
-    for state in ("queued", "running", "retrying", "succeeded", "failed", "skipped"):
-        out.append(f'phalanx_tasks{{{run},state="{state}"}} {s.counts.get(state, 0)}')
-    agents: dict[str, int] = {}
-    for a in s.agents:
-        agents[a.state] = agents.get(a.state, 0) + 1
-    out += ["# HELP phalanx_agents Agents by state.", "# TYPE phalanx_agents gauge"]
-    out += [f'phalanx_agents{{{run},state="{_label(k)}"}} {v}' for k, v in sorted(agents.items())]
-    gauges = [
-        ("phalanx_tasks_total", "gauge", "Tasks in the run.", s.total),
-        ("phalanx_progress_ratio", "gauge", "Terminal tasks over all tasks.", s.progress),
-        ("phalanx_attempts_total", "counter", "Attempts started.", s.attempts),
-        ("phalanx_attempts_failed_total", "counter", "Attempts failed.", s.failed_attempts),
-        ("phalanx_tokens_total", "counter", "Tokens used.", s.usage.total_tokens),
-    ]
-    if s.usage.cost_usd is not None:
-        gauges.append(("phalanx_cost_usd_total", "counter", "Cost in USD.", s.usage.cost_usd))
-    for name, kind, help_text, value in gauges:
-        out += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name}{{{run}}} {value}"]
-    return "\n".join(out) + "\n"
-
-
 def metrics_text(journal: Journal, run_id: str) -> str:
-    """Prometheus text for a run: ``phalanx.status.metrics`` when present, else the fallback.
-
-    ``phalanx.status.metrics`` is a sibling module of this package and always importable
-    in an intact install, so the fallback runs only when that import is blocked (tests set
-    ``sys.modules["phalanx.status.metrics"] = None`` to exercise it)."""
-    try:
-        mod = importlib.import_module("phalanx.status.metrics")
-    except ModuleNotFoundError as exc:
-        if exc.name != "phalanx.status.metrics":
-            raise
-        mod = None
-    if mod is not None and hasattr(mod, "prometheus_text"):
-        return str(mod.prometheus_text(mod.metrics_from_journal(journal, run_id), run_id))
-    return fallback_metrics(full_view(journal, run_id).snapshot())
+    """The run's Prometheus text (the one writer: :mod:`phalanx.status.prometheus`)."""
+    return prometheus_text(metrics_from_journal(journal, run_id), run_id)
