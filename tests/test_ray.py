@@ -131,7 +131,7 @@ def test_agents_spread_over_three_nodes(cluster: Any, state: Path) -> None:
     assert len(nodes_that_worked) == 3
     # the status shows where each agent runs
     assert {a.node for a in r.snapshot.agents} == {n[:8] for n in node_of.values()}
-    assert "| node " in phalanx.status.snapshot.render_text(r.snapshot)
+    assert "| node " in phalanx.status.text.render_text(r.snapshot)
 
 
 def _lost_and_requeued(state: Path, run_id: str) -> int:
