@@ -88,8 +88,11 @@ def sandbox_warning(allow: tuple[str, ...] | list[str], sandbox: str) -> str | N
     return None
 
 
-def wrap(argv: list[str], executable: str, workspace: Path, *, network: bool) -> list[str]:
-    """The argv that runs ``argv`` (its program resolved to ``executable``) in the sandbox."""
+def wrap(
+    argv: list[str], executable: str, workspace: Path, *, network: bool, home: str | None
+) -> list[str]:
+    """The argv that runs ``argv`` (its program resolved to ``executable``) in the sandbox;
+    ``home`` is the command's ``$HOME`` (hidden, an empty one in its place)."""
     bwrap = bwrap_path()
     if bwrap is None:
         raise ToolError("sandbox_unavailable", INSTALL_HINT)
@@ -98,9 +101,9 @@ def wrap(argv: list[str], executable: str, workspace: Path, *, network: bool) ->
         *("--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"),
         *(("--share-net",) if network else ()),
         *("--tmpfs", "/tmp", "--proc", "/proc", "--dev", "/dev"),
-        *_private_home(root),
+        *_private_home(home),
         *_system(),
-        *_installations(executable, root),
+        *_installations(executable, root, home or "/"),
         *("--bind", root, root, "--chdir", root),
     ]
     return [bwrap, *options, "--", executable, *argv[1:]]
@@ -138,20 +141,19 @@ def _system() -> list[str]:
     return options
 
 
-def _private_home(root: str) -> list[str]:
+def _private_home(home: str | None) -> list[str]:
     """An empty, private home in place of the user's (programs expect one to exist)."""
-    home = os.environ.get("HOME", "")
-    if not os.path.isabs(home) or _under_system(home) or os.path.realpath(home) == "/":
+    if not home or not os.path.isabs(home) or _under_system(home) or os.path.realpath(home) == "/":
         return []
     return ["--tmpfs", os.path.realpath(home)]
 
 
-def _installations(executable: str, root: str) -> list[str]:
+def _installations(executable: str, root: str, home: str) -> list[str]:
     """Read-only binds for the program and its interpreter: each file of their symlink
     chains, and the installation it belongs to where that is safe to show."""
     seen: list[str] = []
     for path in _chain(executable) + _chain(_interpreter(executable)):
-        place = _installation(path, root)
+        place = _installation(path, root, home)
         if place and place not in seen and not _under_system(place):
             seen.append(place)
     return [arg for place in seen for arg in ("--ro-bind", place, place)]
@@ -182,7 +184,7 @@ def _interpreter(executable: str) -> str | None:
     return words[0] if words and os.path.isabs(words[0]) else None
 
 
-def _installation(path: str, root: str) -> str | None:
+def _installation(path: str, root: str, home: str) -> str | None:
     """The folder above ``bin`` (a virtualenv, a Python), else the file's folder, else the
     file; never one that holds the workspace or the home, nor a folder inside the
     workspace (it is bound already)."""
@@ -193,13 +195,13 @@ def _installation(path: str, root: str) -> str | None:
     for place in candidates:
         if _inside(place, root):
             return None
-        if not _shows_too_much(place, root):
+        if not _shows_too_much(place, root, home):
             return place
     return None
 
 
-def _shows_too_much(place: str, root: str) -> bool:
-    home = os.path.realpath(os.environ.get("HOME") or "/")
+def _shows_too_much(place: str, root: str, home: str) -> bool:
+    home = os.path.realpath(home)
     real = os.path.realpath(place)
     if any(_inside(x, p) for p in (place, real) for x in (root, home, "/tmp")):
         return True

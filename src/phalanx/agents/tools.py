@@ -260,7 +260,7 @@ async def _run_command(ctx: ToolContext, argv: list[str], timeout: float | None 
     executable = _resolve_executable(argv[0], env, ctx.workspace.root)
     limit = _timeout(timeout, ctx.command_timeout)
     capture = _Capture(ctx.max_output - 200)  # room for the exit code or error line
-    program = _sandboxed(ctx, argv, executable)
+    program = _sandboxed(ctx, argv, executable, env.get("HOME"))
     preexec = _limits(ctx, limit)
     code = await _run_process(program, env, ctx.workspace.root, limit, capture, preexec)
     if code is None:
@@ -274,14 +274,16 @@ async def _run_command(ctx: ToolContext, argv: list[str], timeout: float | None 
     return f"{output}{separator}[exit code {code}]"
 
 
-def _sandboxed(ctx: ToolContext, argv: list[str], executable: str) -> tuple[list[str], str]:
+def _sandboxed(
+    ctx: ToolContext, argv: list[str], executable: str, home: str | None
+) -> tuple[list[str], str]:
     """What to start, and the file to execute: ``argv`` inside bubblewrap, or as it is
     with ``sandbox: none``."""
     if ctx.sandbox == "none":
         return argv, executable
     if ctx.sandbox != "bwrap":
         raise ToolError("sandbox_unavailable", f"unknown sandbox {ctx.sandbox!r}")
-    wrapped = sandbox.wrap(argv, executable, ctx.workspace.root, network=ctx.network)
+    wrapped = sandbox.wrap(argv, executable, ctx.workspace.root, network=ctx.network, home=home)
     return wrapped, wrapped[0]
 
 
