@@ -35,6 +35,7 @@ from phalanx.agents import sandbox
 from phalanx.agents.tools import BUILTIN_TOOLS, ToolContext, ToolResult, call_tool
 from phalanx.agents.workspace import Workspace
 from phalanx.cost import Usage
+from phalanx.exceptions import PlanError
 from phalanx.plan import Commands
 from phalanx.providers.base import Completion, ToolCall
 from phalanx.testing import ScriptedProvider
@@ -515,3 +516,31 @@ def _alerts(state: Path, run_id: str) -> list[str]:
         "SELECT data FROM events WHERE run_id = ? AND type = 'alert' ORDER BY seq", (run_id,)
     )
     return [d["message"] for (raw,) in rows if (d := json.loads(raw))["kind"] == "sandbox"]
+
+
+PLAN = {
+    "agents": [{"role": "coder", "tools": ["run_command"]}],
+    "tasks": [{"id": "t", "prompt": "go"}],
+}
+
+
+def test_plan_commands_sandbox_fields_parse_and_round_trip() -> None:
+    from phalanx.plan.file import plan_from_data, plan_to_dict
+
+    default = plan_from_data({**PLAN, "commands": {"allow": ["make"]}}).commands
+    assert (default.sandbox, default.network, default.cpu, default.memory) == (
+        "bwrap",
+        False,
+        None,
+        4096,
+    )
+    given = {"allow": ["make"], "sandbox": "none", "network": True, "cpu": 30, "memory": 0}
+    plan = plan_from_data({**PLAN, "commands": given})
+    assert plan.commands == Commands(
+        allow=("make",), sandbox="none", network=True, cpu=30, memory=0
+    )
+    assert plan_from_data(plan_to_dict(plan)).commands == plan.commands
+    for bad in ({"sandbox": "docker"}, {"network": "maybe"}, {"memory": -1}, {"cpu": 0}):
+        with pytest.raises(PlanError) as caught:
+            plan_from_data({**PLAN, "commands": bad})
+        assert "commands" in str(caught.value) and "\n" not in str(caught.value)
