@@ -544,3 +544,21 @@ def test_plan_commands_sandbox_fields_parse_and_round_trip() -> None:
         with pytest.raises(PlanError) as caught:
             plan_from_data({**PLAN, "commands": bad})
         assert "commands" in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_the_program_installation_is_visible_read_only_and_nothing_beside_it(box: Box) -> None:
+    inst = box.tmp / "opt-tool"
+    (inst / "shims").mkdir(parents=True)
+    (inst / "share").mkdir()
+    (inst / "share" / "data.txt").write_text("tool-data")
+    prog = inst / "shims" / "tool"
+    prog.write_text(
+        box.fill(f"#!/bin/sh\ncat {inst}/share/data.txt {{outside}}\ntouch {inst}/share/new\n")
+    )
+    prog.chmod(0o755)
+    ctx = dataclasses.replace(box.ctx, allowed_commands=frozenset({str(prog)}))
+    before = snapshot(box.tmp, box.ws)
+    result = run(ctx, [str(prog)])
+    assert result.ok and "tool-data" in result.content, result.content
+    assert SECRETS[3] not in result.content and "Read-only file system" in result.content
+    assert snapshot(box.tmp, box.ws) == before

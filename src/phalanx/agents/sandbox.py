@@ -185,12 +185,13 @@ def _interpreter(executable: str) -> str | None:
 
 
 def _installation(path: str, root: str, home: str) -> str | None:
-    """The folder above ``bin`` (a virtualenv, a Python), else the file's folder, else the
+    """The folder above ``bin`` or ``shims`` (a virtualenv, a Python, pyenv), else the
+    file's folder, else the
     file; never one that holds the workspace or the home, nor a folder inside the
     workspace (it is bound already)."""
     folder = os.path.dirname(path)
     candidates = [folder, path]
-    if os.path.basename(folder) in ("bin", "sbin"):
+    if os.path.basename(folder) in ("bin", "sbin", "shims"):  # shims: pyenv, rbenv, ...
         candidates.insert(0, os.path.dirname(folder))
     for place in candidates:
         if _inside(place, root):
