@@ -401,7 +401,10 @@ import socket, sys
 try:
     s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=3)
     s.sendall(b"GET /python HTTP/1.0" + bytes([13, 10, 13, 10]))
-    print(s.recv(1000).decode())
+    reply = b""
+    while chunk := s.recv(1000):
+        reply += chunk
+    print(reply.decode())
 except OSError as exc:
     print("refused", type(exc).__name__)
 """
