@@ -34,13 +34,15 @@ venv: $(STAMP)
 
 # Debian packages the tests use: headless Chromium (dashboard and report tests, driven by
 # Playwright with executable_path=/usr/bin/chromium; no browser is ever downloaded) and
-# espeak-ng (tts audio). Installed only when missing.
+# espeak-ng (tts audio) and bubblewrap (bwrap: run_command's sandbox, tests/test_sandbox.py).
+# Installed only when missing.
 sysdeps:
-	@if ! command -v chromium >/dev/null 2>&1 || ! command -v espeak-ng >/dev/null 2>&1; then \
-		echo "installing chromium and espeak-ng with apt-get"; \
+	@if ! command -v chromium >/dev/null 2>&1 || ! command -v espeak-ng >/dev/null 2>&1 \
+		|| ! command -v bwrap >/dev/null 2>&1; then \
+		echo "installing chromium, espeak-ng and bubblewrap with apt-get"; \
 		$(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive \
 			apt-get install -y -q \
-			chromium chromium-driver espeak-ng; \
+			chromium chromium-driver espeak-ng bubblewrap; \
 	fi
 
 LINTED := src tests $(wildcard bench)

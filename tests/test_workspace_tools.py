@@ -852,9 +852,14 @@ time.sleep(600)
 """
 
 
+# The three tests below read the pids a command writes, so they run it unsandboxed (in a
+# sandbox those are pids of its own namespace); tests/test_sandbox.py shows the same for
+# sandboxed commands by looking for them on the host.
+
+
 def test_hanging_command_is_killed_with_its_children(tree: Tree) -> None:
     tree.workspace.write_text("hang.py", HANGS)
-    ctx = _ctx(tree, PY, timeout=1)
+    ctx = _ctx(tree, PY, timeout=1, sandbox="none")
     start = time.monotonic()
     result = run(ctx, [PY, "hang.py"], timeout=100)  # the model cannot raise the ceiling
     elapsed = time.monotonic() - start
@@ -871,14 +876,14 @@ def test_children_left_behind_are_killed_when_the_command_ends(tree: Tree) -> No
         "open('pids.txt', 'w').write(f'{c.pid}\\n')\n",
     )
     start = time.monotonic()
-    result = run(_ctx(tree, PY, timeout=30), [PY, "bg.py"])
+    result = run(_ctx(tree, PY, timeout=30, sandbox="none"), [PY, "bg.py"])
     assert result.content == "[exit code 0]" and time.monotonic() - start < 10
     assert wait_dead(_read_pids(tree.ws / "pids.txt"), within=10.0) == []
 
 
 def test_cancelled_command_is_killed_with_its_children(tree: Tree) -> None:
     tree.workspace.write_text("hang.py", HANGS)
-    ctx = _ctx(tree, PY, timeout=60)
+    ctx = _ctx(tree, PY, timeout=60, sandbox="none")
 
     async def scenario() -> None:
         task = asyncio.create_task(

@@ -52,6 +52,7 @@ from typing import Any
 
 from .._util import kill_group
 from ..redaction import is_secret_name, scrubbed_env, secret_values
+from . import sandbox
 from .toolspec import (
     NAMED_PARAMETERS,
     ToolContext,
@@ -259,7 +260,9 @@ async def _run_command(ctx: ToolContext, argv: list[str], timeout: float | None 
     executable = _resolve_executable(argv[0], env, ctx.workspace.root)
     limit = _timeout(timeout, ctx.command_timeout)
     capture = _Capture(ctx.max_output - 200)  # room for the exit code or error line
-    code = await _run_process(argv, executable, env, ctx.workspace.root, limit, capture)
+    program = _sandboxed(ctx, argv, executable, env.get("HOME"))
+    preexec = _limits(ctx, limit)
+    code = await _run_process(program, env, ctx.workspace.root, limit, capture, preexec)
     if code is None:
         raise ToolError(
             "timeout",
@@ -269,6 +272,24 @@ async def _run_command(ctx: ToolContext, argv: list[str], timeout: float | None 
     output = capture.text()
     separator = "\n" if output and not output.endswith("\n") else ""
     return f"{output}{separator}[exit code {code}]"
+
+
+def _sandboxed(
+    ctx: ToolContext, argv: list[str], executable: str, home: str | None
+) -> tuple[list[str], str]:
+    """What to start, and the file to execute: ``argv`` inside bubblewrap, or as it is
+    with ``sandbox: none``."""
+    if ctx.sandbox == "none":
+        return argv, executable
+    if ctx.sandbox != "bwrap":
+        raise ToolError("sandbox_unavailable", f"unknown sandbox {ctx.sandbox!r}")
+    wrapped = sandbox.wrap(argv, executable, ctx.workspace.root, network=ctx.network, home=home)
+    return wrapped, wrapped[0]
+
+
+def _limits(ctx: ToolContext, timeout: float) -> Callable[[], None]:
+    cpu = ctx.cpu_seconds if ctx.cpu_seconds is not None else timeout
+    return sandbox.limits(cpu, ctx.memory_mb)
 
 
 def _check_argv(argv: list[str], allowed: frozenset[str]) -> None:
@@ -350,17 +371,17 @@ class _Capture:
 
 
 async def _run_process(
-    argv: list[str],
-    executable: str,
+    program: tuple[list[str], str],
     env: dict[str, str],
     cwd: Path,
     timeout: float,
     capture: _Capture,
+    preexec: Callable[[], None],
 ) -> int | None:
     """Run ``argv``; the exit code, or ``None`` if it timed out. The output goes through a
     pipe asyncio does not own, so waiting ends when the program exits even if a child it
     left behind still holds the pipe; the group is killed either way."""
-    read_fd, write_fd = os.pipe()
+    (argv, executable), (read_fd, write_fd) = program, os.pipe()
     try:
         proc = await asyncio.create_subprocess_exec(
             argv[0],
@@ -372,6 +393,7 @@ async def _run_process(
             stdout=write_fd,
             stderr=write_fd,
             start_new_session=True,
+            preexec_fn=preexec,
         )
     except OSError as exc:
         os.close(read_fd)

@@ -63,11 +63,18 @@ class ToolContext:
     start from (scrubbed; default ``os.environ``); ``max_output`` caps a result's text.
     ``agent`` is the name of the agent the tools run for; ``comms`` is the run's
     communication hub (a :class:`phalanx.comms.Comms`, ``None`` when messaging is off),
-    read by the communication tools."""
+    read by the communication tools. ``sandbox`` is where commands run: ``"bwrap"``
+    (bubblewrap, see :mod:`phalanx.agents.sandbox`; the network only with ``network``) or
+    ``"none"``; ``cpu_seconds`` (default: the timeout) and ``memory_mb`` (0: no limit) cap
+    each process of a command."""
 
     workspace: Workspace
     allowed_commands: frozenset[str] = frozenset()
     command_timeout: float = 60.0
+    sandbox: str = "bwrap"
+    network: bool = False
+    cpu_seconds: float | None = None
+    memory_mb: int = 4096
     env: Mapping[str, str] | None = None
     max_output: int = 20_000
     agent: str = ""

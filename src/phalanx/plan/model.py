@@ -11,7 +11,7 @@ import dataclasses
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..agents.spec import CATEGORIES, AgentSpec, Category, assign_names
 from ..cost import Price
@@ -146,10 +146,17 @@ class RouterConfig:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Commands:
-    """What ``run_command`` may start: executables by name, and the longest it may run."""
+    """What ``run_command`` may start: executables by name, and the longest it may run;
+    where it runs (``sandbox``: bubblewrap, or ``none``), whether it may reach the network,
+    and the CPU seconds (default: the timeout) and memory (MiB, 0: no limit) each process
+    of a command may use."""
 
     allow: tuple[str, ...] = ()
     timeout: float = 60.0
+    sandbox: Literal["bwrap", "none"] = "bwrap"
+    network: bool = False
+    cpu: float | None = None
+    memory: int = 4096
 
 
 ENGINES = ("local", "ray")

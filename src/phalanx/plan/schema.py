@@ -164,6 +164,10 @@ class CommandsModel(BaseModel):
 
     allow: list[str] = []
     timeout: float = Field(default=60.0, gt=0)
+    sandbox: Literal["bwrap", "none"] = "bwrap"
+    network: bool = False
+    cpu: float | None = Field(default=None, gt=0)
+    memory: int = Field(default=4096, ge=0)
 
 
 class BreakerModel(BaseModel):

@@ -66,6 +66,10 @@ class RunnerFactory:
             workspace=workspace,
             allowed_commands=frozenset(plan.commands.allow),
             command_timeout=plan.commands.timeout,
+            sandbox=plan.commands.sandbox,
+            network=plan.commands.network,
+            cpu_seconds=plan.commands.cpu,
+            memory_mb=plan.commands.memory,
             agent=a.name or "",
             comms=self.comms,
         )

@@ -17,6 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from ..agents.hooks import HookRunner
+from ..agents.sandbox import sandbox_warning
 from ..agents.spec import AgentSpec
 from ..cost import Usage
 from ..events import (
@@ -202,6 +203,7 @@ class Orchestrator:
                 records=self.records,
             )
         )
+        self._warn_unsandboxed()
         if self.scaler is not None:
             self.scaler.schedule()
         if self.plan.limits.max_wall_seconds is not None:
@@ -209,6 +211,14 @@ class Orchestrator:
         self.budget.check()
         self.progress.skip_orphans()
         self.dispatcher.enqueue(self.dag.initially_ready())
+
+    def _warn_unsandboxed(self) -> None:
+        """A warning at the start when allowed commands will run outside bubblewrap (the
+        plan says ``sandbox: none``) or cannot run at all (``bwrap`` is missing)."""
+        commands = self.plan.commands
+        warning = sandbox_warning(commands.allow, commands.sandbox)
+        if warning is not None:
+            self.emit(Alert(ts=self.now(), kind="sandbox", message=warning))
 
     async def _finish(self) -> None:
         """Stop timers and the engine, raise the last alerts, fire the end hooks, and say

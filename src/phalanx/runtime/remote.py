@@ -64,6 +64,10 @@ class AgentBlueprint:
     workspace: str = ""
     allowed_commands: frozenset[str] = frozenset()
     command_timeout: float = 60.0
+    sandbox: str = "bwrap"
+    network: bool = False
+    cpu_seconds: float | None = None
+    memory_mb: int = 4096
     context: str = ""
     context_tokens: int = 0
     max_turns: int = 8
@@ -86,6 +90,7 @@ def blueprint_of(runner: AgentRunner, driver_tools: frozenset[str]) -> AgentBlue
         workspace=str(ctx.workspace.root) if ctx is not None else "",
         allowed_commands=ctx.allowed_commands if ctx is not None else frozenset(),
         command_timeout=ctx.command_timeout if ctx is not None else 60.0,
+        **_sandbox_of(ctx),
         context=runner.context,
         context_tokens=runner.context_tokens,
         max_turns=runner.max_turns,
@@ -93,6 +98,17 @@ def blueprint_of(runner: AgentRunner, driver_tools: frozenset[str]) -> AgentBlue
         max_prompt_tokens=runner.max_prompt_tokens,
         retry=runner.retry,
     )
+
+
+def _sandbox_of(ctx: ToolContext | None) -> dict[str, Any]:
+    if ctx is None:
+        return {}
+    return {
+        "sandbox": ctx.sandbox,
+        "network": ctx.network,
+        "cpu_seconds": ctx.cpu_seconds,
+        "memory_mb": ctx.memory_mb,
+    }
 
 
 def custom_styles(runners: Iterable[AgentRunner]) -> dict[str, Style]:
@@ -188,6 +204,10 @@ class HostCore:
             workspace=self.workspaces.get(bp.workspace),
             allowed_commands=bp.allowed_commands,
             command_timeout=bp.command_timeout,
+            sandbox=bp.sandbox,
+            network=bp.network,
+            cpu_seconds=bp.cpu_seconds,
+            memory_mb=bp.memory_mb,
             agent=name,
         )
         runner = AgentRunner(
