@@ -201,7 +201,8 @@ def _cmd_runs(args: argparse.Namespace) -> int:
     if not runs:
         print(f"no runs yet in {journal.path}")
         return 0
-    table = [("RUN", "PLAN", "STATUS", "TASKS", "DONE", "FAILED", "STARTED")]
+    # succeeded, failed and skipped apart: "done" would count failures as progress
+    table = [("RUN", "PLAN", "STATUS", "TASKS", "SUCCEEDED", "FAILED", "SKIPPED", "STARTED")]
     for r in runs:
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(r["created_at"]))
         table.append(
@@ -212,10 +213,11 @@ def _cmd_runs(args: argparse.Namespace) -> int:
                 str(r["tasks"]),
                 str(r["states"].get("succeeded", 0)),
                 str(r["states"].get("failed", 0)),
+                str(r["states"].get("skipped", 0)),
                 started + (" (sim)" if r["simulated"] else ""),
             )
         )
-    _print_columns(table, right={3, 4, 5})
+    _print_columns(table, right={3, 4, 5, 6})
     return 0
 
 
