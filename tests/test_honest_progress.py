@@ -20,7 +20,7 @@ from rich.console import Console
 
 import phalanx
 from conftest import sim_plan
-from phalanx.events import AttemptFinished, RunFinished, RunStarted, TaskFailed, TaskSkipped
+from phalanx.events import RunFinished, RunStarted
 from phalanx.journal import Journal
 from phalanx.status.metrics import compute_metrics
 from phalanx.status.progress import GLYPHS, Progress
@@ -30,7 +30,7 @@ from phalanx.status.snapshot import Snapshot, fold
 from phalanx.status.text import render_text
 from phalanx.status.tui import render_rich
 from phalanx.status.web.views import snapshot_json
-from test_status import AGENTS, TASKS, _events
+from test_status import AGENTS, TASKS, failed_events
 
 OK, BAD, SKIP = GLYPHS["succeeded"], GLYPHS["failed"], GLYPHS["skipped"]
 
@@ -59,24 +59,6 @@ def test_no_bar_is_all_green_over_a_failure(width: int) -> None:
 
 
 # -- a fixed run with a failure and two skips ------------------------------------------------
-def _failed_events() -> list[object]:
-    return [
-        *_events(),
-        AttemptFinished(
-            ts=103.0,
-            task_id="db",
-            attempt_id=3,
-            agent="Quantum",
-            ok=False,
-            duration=1.5,
-            error_class="auth",
-            error="401",
-        ),
-        TaskFailed(ts=103.0, task_id="db", error_class="auth", error="401", attempts=2),
-        TaskSkipped(ts=103.0, task_id="tests", upstream="db", reason="upstream"),
-        TaskSkipped(ts=103.0, task_id="docs", upstream="db", reason="upstream"),
-        RunFinished(ts=103.5, status="failed"),
-    ]
 
 
 GOLDEN_FAILED = """\
@@ -105,7 +87,7 @@ Level 3 · swarm
 
 def test_golden_text_render_with_a_failure_and_skips() -> None:
     """render_text does not depend on the width: one golden for every terminal."""
-    assert render_text(fold(_failed_events())) == GOLDEN_FAILED
+    assert render_text(fold(failed_events())) == GOLDEN_FAILED
 
 
 def _rich(s: Snapshot, width: int) -> str:
@@ -116,7 +98,7 @@ def _rich(s: Snapshot, width: int) -> str:
 
 @pytest.mark.parametrize("width", [80, 160])
 def test_live_view_leads_with_failures_at_80_and_160_columns(width: int) -> None:
-    text = _rich(fold(_failed_events()), width)
+    text = _rich(fold(failed_events()), width)
     lines = text.splitlines()
     assert all(len(line) <= width for line in lines)
     flat = " ".join(line.strip("│ ") for line in lines)  # wrapped lines joined again
@@ -138,7 +120,7 @@ def test_live_view_leads_with_failures_at_80_and_160_columns(width: int) -> None
 
 
 def test_json_and_dashboard_views_carry_the_same_model() -> None:
-    s = fold(_failed_events())
+    s = fold(failed_events())
     data = s.to_dict()
     assert data["tasks"]["headline"] == "4/4 done · 1 failed · 2 skipped"
     assert {k: data["tasks"][k] for k in ("succeeded", "failed", "skipped")} == {
@@ -157,7 +139,7 @@ def test_json_and_dashboard_views_carry_the_same_model() -> None:
 
 
 def test_report_leads_with_failures() -> None:
-    r = report_from_events(_failed_events())
+    r = report_from_events(failed_events())
     md = render_markdown(r)
     assert "**tasks**: 4/4 done · 1 failed · 2 skipped (1 failed · 2 skipped · 1 succeeded" in md
     assert r.to_dict()["progress"]["failed"] == 1
@@ -200,7 +182,7 @@ def test_a_run_with_failures_and_skips_never_looks_like_progress(state: Path) ->
 # -- active time vs calendar time across a resume --------------------------------------------
 def test_fold_counts_only_the_sessions_spans() -> None:
     """A 3.5 s session, then a 10 s session 100 s later: 13.5 s active, 113.5 s calendar."""
-    evs = _failed_events()[:-1]  # no RunFinished: the first session crashed at ts 103
+    evs = failed_events()[:-1]  # no RunFinished: the first session crashed at ts 103
     evs += [
         RunStarted(
             ts=203.0,

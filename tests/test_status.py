@@ -89,8 +89,9 @@ def test_fold_mid_run() -> None:
     assert s.eta_seconds is None  # not enough evidence yet
 
 
-def test_fold_failure_and_skip_and_finish() -> None:
-    evs = _events() + [
+def failed_events() -> list[Event]:
+    """The run of :func:`_events`, where ``db`` fails and ``tests`` and ``docs`` are skipped."""
+    return _events() + [
         AttemptFinished(
             ts=103.0,
             task_id="db",
@@ -106,6 +107,10 @@ def test_fold_failure_and_skip_and_finish() -> None:
         TaskSkipped(ts=103.0, task_id="docs", upstream="db", reason="upstream"),
         RunFinished(ts=103.5, status="failed"),
     ]
+
+
+def test_fold_failure_and_skip_and_finish() -> None:
+    evs = failed_events()
     s = fold(evs)
     assert s.counts == {"succeeded": 1, "failed": 1, "skipped": 2}
     assert s.progress == 1.0 and s.status == "failed"
