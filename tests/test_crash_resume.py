@@ -454,7 +454,8 @@ def test_layered_run_respects_dependency_order(tmp_path: Path, state: Path, spaw
 def test_status_watch_follows_a_live_run_from_another_process(tmp_path: Path) -> None:
     """`phalanx status RUN --watch` reads the journal while another process writes it."""
     state = tmp_path / "state"
-    plan = write_plan(tmp_path / "plan.yaml", sim_plan(60, agents=4, latency_ms=40))
+    # ~3 s of run: the watcher, a new process, starts well before the end even on a busy machine
+    plan = write_plan(tmp_path / "plan.yaml", sim_plan(60, agents=4, latency_ms=200))
     env = {**os.environ, "PHALANX_STATE_DIR": str(state)}
     cmd = [sys.executable, "-m", "phalanx"]
     runner = subprocess.Popen(
