@@ -2,13 +2,18 @@
 
 First make agents better (:class:`AgentSpec`: role, style, context, hooks, tools, model),
 then add more agents (:class:`Plan`, :func:`run`, :class:`Swarm`). Importing phalanx has no
-side effects and imports no optional extra.
+side effects and imports no optional extra. It logs to the ``phalanx`` logger, which has only a
+``NullHandler`` until the application (or ``phalanx -v``) gives it one; phalanx never touches
+the root logger.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 from types import ModuleType
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __version__ = "0.1.0"
 

@@ -43,6 +43,7 @@ from .runtime.governor import RateGovernor, public_defaults
 from .runtime.orchestrator import Orchestrator, Prior, RunGate, TaskRecord
 from .runtime.router import LLMPolicy
 from .status.liveness import HEARTBEAT_EVERY, owner_alive, this_process
+from .status.logsink import log_sinks
 from .status.snapshot import Snapshot, StatusTracker, fmt_duration
 from .status.text import fmt_cost
 
@@ -404,7 +405,7 @@ async def _execute(
     try:
         tracker, prior = _status_so_far(journal, run_id, prior)
         orch = _orchestrator(
-            plan, run_id, journal, providers, prior, [tracker, *map(_SafeSink, sinks)],
+            plan, run_id, journal, providers, prior, [tracker, *log_sinks(), *map(_SafeSink, sinks)],
             seed=seed, hooks=hooks, tools=tools, workspace=workspace, engine=engine,
             custom=custom,
         )  # fmt: skip

@@ -47,7 +47,7 @@ _SECRET_NAME = re.compile(
 _URL_PASSWORD = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:([^/\s@]+)@")
 _KEYLIKE = re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}|(?<=Bearer )[^\s\"',;]+")
 _registered: set[str] = set()
-_LOGGERS = ("anthropic", "openai", "httpx", "httpx2", "httpcore", "httpcore2", "")
+_LOGGERS = ("anthropic", "openai", "httpx", "httpx2", "httpcore", "httpcore2")
 
 
 def is_secret_name(name: str) -> bool:
@@ -152,7 +152,9 @@ class RedactingFilter(logging.Filter):
 
 
 def install_log_filter() -> None:
-    """Redact what the SDKs (and anything else) log through these loggers' handlers."""
+    """Redact what the SDKs log through their own loggers and handlers (``ANTHROPIC_LOG``,
+    ``OPENAI_LOG``). The root logger and its handlers are the application's: never touched;
+    the handlers ``phalanx -v`` adds carry the filter themselves."""
     for name in _LOGGERS:
         logger = logging.getLogger(name)
         for target in (logger, *logger.handlers):

@@ -1,7 +1,7 @@
 """The ``phalanx`` command.
 
 Exit codes: 0 all tasks succeeded · 1 some task failed or was skipped · 2 usage or plan error
-· 130 interrupted (the run stays resumable) · 141 stdout was closed before the output was
+· 130 interrupted by SIGINT and 143 by SIGTERM (the run stays resumable) · 141 stdout was closed before the output was
 all written (``phalanx status | head -1``): the command stops quietly, with no traceback, as
 a tool killed by SIGPIPE would (128 + 13); the journal is unaffected.
 """
@@ -40,6 +40,7 @@ def _dispatch(argv: Sequence[str] | None) -> int:
     if args.command is None:
         build_parser().print_help()
         return EXIT_USAGE
+    _setup_logging(args.verbose)
     try:
         return COMMANDS[args.command](args)
     except UsageError as exc:
@@ -50,6 +51,26 @@ def _dispatch(argv: Sequence[str] | None) -> int:
         return 1
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+
+
+def _setup_logging(verbose: int) -> None:
+    """``-v``: phalanx's INFO records on stderr; ``-vv``: DEBUG, and the SDKs' loggers too.
+    Each handler redacts; the root logger is left alone."""
+    if not verbose:
+        return
+    import logging
+
+    from ..redaction import RedactingFilter
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactingFilter())
+    level = logging.INFO if verbose == 1 else logging.DEBUG
+    names = ["phalanx"] + (["anthropic", "openai", "httpx", "httpx2"] if verbose > 1 else [])
+    for name in names:
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        logger.addHandler(handler)
 
 
 def _stdout_closed() -> bool:

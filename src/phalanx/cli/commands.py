@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Collection, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..api import RunResult, resume, run, state_dir
 from ..exceptions import UsageError
@@ -21,33 +21,42 @@ from ..status.liveness import live_snapshot, run_summaries
 from ..status.snapshot import StatusTracker
 from ..status.text import render_text
 
-__all__ = ["COMMANDS", "EXIT_INTERRUPTED"]
+__all__ = ["COMMANDS", "EXIT_INTERRUPTED", "EXIT_TERMINATED"]
 
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # 128 + SIGINT
+EXIT_TERMINATED = 143  # 128 + SIGTERM
+T = TypeVar("T")
 
 
-def _drive(coro: Coroutine[Any, Any, RunResult]) -> RunResult | None:
-    """Run a run to its end. SIGINT/SIGTERM cancel it cleanly: the journal is flushed and the
-    run stays resumable."""
+def _drive(coro: Coroutine[Any, Any, T]) -> T | int:
+    """Run ``coro`` to its end, or the exit code of the signal that stopped it: SIGINT (130)
+    and SIGTERM (143) cancel it cleanly, so a run's journal is flushed and it stays resumable.
+    """
+    caught: list[int] = []
 
-    async def main() -> RunResult:
+    async def main() -> T:
         task = asyncio.current_task()
         loop = asyncio.get_running_loop()
         assert task is not None
+
+        def stop(sig: int) -> None:
+            caught.append(sig)
+            task.cancel()
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, task.cancel)
+            loop.add_signal_handler(sig, stop, sig)
         return await coro
 
     try:
         return asyncio.run(main())
     except (KeyboardInterrupt, asyncio.CancelledError):
-        return None
+        return EXIT_TERMINATED if signal.SIGTERM in caught else EXIT_INTERRUPTED
 
 
-def _finish(result: RunResult | None, run_id: str | None) -> int:
-    if result is None:
+def _finish(result: RunResult | int, run_id: str | None) -> int:
+    if isinstance(result, int):
         print(f"\ninterrupted: resume with 'phalanx resume {run_id or 'RUN_ID'}'", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return result
     print(result.summary())
     return result.exit_code
 
@@ -162,7 +171,7 @@ def _run_plan(args: argparse.Namespace) -> int:
         )
     )
     code = _finish(result, spy.run_id)
-    if args.sequential and result is not None:
+    if args.sequential and not isinstance(result, int):
         print(
             f"  sequential baseline: compare a parallel run of the plan with "
             f"'phalanx report RUN_ID --baseline {result.run_id}'"
@@ -327,7 +336,7 @@ def _sequential_plan(args: argparse.Namespace) -> Any:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from ..evals.runner import EvalReport, evaluate
+    from ..evals.runner import evaluate
 
     sinks = [] if args.json else _progress_sinks(args)
     coro = evaluate(
@@ -342,18 +351,10 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         record=not args.no_record,
     )
 
-    async def main() -> EvalReport:
-        task = asyncio.current_task()
-        assert task is not None
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            asyncio.get_running_loop().add_signal_handler(sig, task.cancel)
-        return await coro
-
-    try:
-        report = asyncio.run(main())
-    except (KeyboardInterrupt, asyncio.CancelledError):
+    report = _drive(coro)
+    if isinstance(report, int):
         print("\ninterrupted: the eval was not scored; run it again", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return report
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:

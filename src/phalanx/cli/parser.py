@@ -63,6 +63,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_view_commands(sub)
     _add_template_commands(sub)
     _add_eval_commands(sub)
+    for parser in (p, *sub.choices.values()):  # before or after the command: -v run, run -v
+        parser.add_argument(
+            "--verbose",
+            "-v",
+            action="count",
+            default=0 if parser is p else argparse.SUPPRESS,
+            help="log to stderr: -v phalanx's INFO records, -vv DEBUG and the SDKs' own",
+        )
     return p
 
 
