@@ -56,8 +56,8 @@ class Proc:
 
     def __post_init__(self) -> None:
         for stream, sink, q in (
-            (self.popen.stdout, self.out, self.lines),
-            (self.popen.stderr, self.err, None),
+            (self.popen.stdout, self.out, None),
+            (self.popen.stderr, self.err, self.lines),  # progress: stderr,
         ):
             threading.Thread(target=self._drain, args=(stream, sink, q), daemon=True).start()
 
@@ -276,7 +276,7 @@ def assert_finished_consistently(j: Journal, state: Path, rid: str, n_tasks: int
         assert path.read_text(encoding="utf-8") == j.results[tid]["output"], tid
 
 
-def assert_prior_kept(before: Journal, after: Journal, resume_stdout: str) -> None:
+def assert_prior_kept(before: Journal, after: Journal, resume_progress: str) -> None:
     """What an earlier session finished is kept as is and not run again."""
     for tid, res in before.results.items():
         assert after.results[tid] == res, f"{tid}: its result changed on resume"
@@ -290,7 +290,7 @@ def assert_prior_kept(before: Journal, after: Journal, resume_stdout: str) -> No
     # Nor reported again as a fresh success by the resumed session.
     resumed_ok = {
         line.split("✓", 1)[1].split()[0]
-        for line in resume_stdout.splitlines()
+        for line in resume_progress.splitlines()
         if _is_task_line(line) and "✓" in line
     }
     assert not resumed_ok & set(before.results)
@@ -331,11 +331,11 @@ def test_sigkill_then_resume(
     all_ok = len(after.succeeded) == KILL_TASKS
     assert rc == (0 if all_ok else 1), res.stderr
     if faults is None:
-        assert rc == 0, res.stdout[-2000:]
+        assert rc == 0, res.stderr[-2000:]
     assert res.stderr == "", res.stderr
     assert after.run["sessions"] == before.run["sessions"] + 1
     assert_finished_consistently(after, state, rid, KILL_TASKS)
-    assert_prior_kept(before, after, res.stdout)
+    assert_prior_kept(before, after, res.stderr)
 
 
 def test_sigkill_of_the_resume_too(tmp_path: Path, state: Path, spawn: Any) -> None:
@@ -357,15 +357,15 @@ def test_sigkill_of_the_resume_too(tmp_path: Path, state: Path, spawn: Any) -> N
     second = read_journal(state, rid)
     assert second.integrity == "ok"
     assert set(second.results) == second.succeeded
-    assert_prior_kept(first, second, again.stdout)
+    assert_prior_kept(first, second, again.stderr)
 
     rc, res, _ = _resume(spawn, state, rid)
     after = read_journal(state, rid)
     assert rc == (0 if len(after.succeeded) == KILL_TASKS else 1), res.stderr
     assert after.run["sessions"] == 3
     assert_finished_consistently(after, state, rid, KILL_TASKS)
-    assert_prior_kept(second, after, res.stdout)
-    assert_prior_kept(first, after, res.stdout)
+    assert_prior_kept(second, after, res.stderr)
+    assert_prior_kept(first, after, res.stderr)
 
 
 # -- 2. Ctrl-C / SIGTERM: exit 130 / 143, resumable, resume finishes ------------------------------
@@ -382,7 +382,7 @@ def test_interrupt_then_resume(tmp_path: Path, state: Path, spawn: Any, sig: int
     proc.popen.send_signal(sig)
     rc = proc.wait(STOP_TIMEOUT)
     assert time.monotonic() - t0 < STOP_TIMEOUT
-    assert rc == (143 if sig == signal.SIGTERM else 130), (proc.stdout[-2000:], proc.stderr)
+    assert rc == (143 if sig == signal.SIGTERM else 130), proc.stderr[-2000:]
     assert f"phalanx resume {rid}" in proc.stderr, proc.stderr
 
     before = read_journal(state, rid)
@@ -391,7 +391,7 @@ def test_interrupt_then_resume(tmp_path: Path, state: Path, spawn: Any, sig: int
     assert 0 < len(before.results) < n
     # A clean stop flushed the journal: every success it reported is in it.
     reported = {
-        line.split("✓", 1)[1].split()[0] for line in proc.out if _is_task_line(line) and "✓" in line
+        line.split("✓", 1)[1].split()[0] for line in proc.err if _is_task_line(line) and "✓" in line
     }
     assert reported == set(before.results)
     # ... and wrote the outputs of the tasks done so far.
@@ -399,12 +399,12 @@ def test_interrupt_then_resume(tmp_path: Path, state: Path, spawn: Any, sig: int
     assert {p.name.split(".")[0] for p in outputs.iterdir()} == set(before.results)
 
     rc, res, _ = _resume(spawn, state, rid)
-    assert rc == 0, (res.stdout[-2000:], res.stderr)
+    assert rc == 0, res.stderr[-2000:]
     after = read_journal(state, rid)
     assert after.run["status"] == "succeeded"
     assert after.run["sessions"] == 2
     assert_finished_consistently(after, state, rid, n)
-    assert_prior_kept(before, after, res.stdout)
+    assert_prior_kept(before, after, res.stderr)
 
 
 # -- 3. resuming a finished run does nothing ------------------------------------------------
@@ -417,7 +417,7 @@ def test_resume_of_finished_run_runs_nothing(tmp_path: Path, state: Path, spawn:
     assert_finished_consistently(before, state, rid, n)
 
     rc, res, wall = _resume(spawn, state, rid)
-    assert rc == 0, (res.stdout[-2000:], res.stderr)
+    assert rc == 0, res.stderr[-2000:]
     assert wall < 15, f"resume of a finished run took {wall:.1f}s"
     after = read_journal(state, rid)
     assert after.attempts == before.attempts
@@ -425,8 +425,8 @@ def test_resume_of_finished_run_runs_nothing(tmp_path: Path, state: Path, spawn:
     assert after.run["status"] == "succeeded"
     assert after.run["sessions"] == 2
     assert_finished_consistently(after, state, rid, n)
-    assert_prior_kept(before, after, res.stdout)
-    assert not [line for line in res.out if _is_task_line(line)], res.stdout
+    assert_prior_kept(before, after, res.stderr)
+    assert not [line for line in res.out if _is_task_line(line)], res.stderr
 
 
 # -- 4. dependency order in an ordinary run -------------------------------------------------
@@ -442,7 +442,7 @@ def test_layered_run_respects_dependency_order(tmp_path: Path, state: Path, spaw
     assert any(row["needs"] for row in j.tasks.values())  # the check above had edges to check
     # The printed order agrees: no task is reported before its needs.
     order = [
-        line.split("✓", 1)[1].split()[0] for line in proc.out if _is_task_line(line) and "✓" in line
+        line.split("✓", 1)[1].split()[0] for line in proc.err if _is_task_line(line) and "✓" in line
     ]
     assert len(order) == n
     pos = {tid: i for i, tid in enumerate(order)}
@@ -514,11 +514,11 @@ def _crash_and_resume(
     assert before.integrity == "ok"
     assert set(before.results) == before.succeeded
     rc, res, _ = _resume(spawn, state, rid)
-    assert rc == 0, res.stderr or res.stdout[-2000:]
+    assert rc == 0, res.stderr[-2000:]
     after = read_journal(state, rid)
     assert len(after.succeeded) == CRASH_TASKS
     assert_finished_consistently(after, state, rid, CRASH_TASKS)
-    assert_prior_kept(before, after, res.stdout)
+    assert_prior_kept(before, after, res.stderr)
 
 
 @pytest.mark.slow
@@ -546,8 +546,8 @@ def test_sigkill_at_commit_boundaries(
     assert before.integrity == "ok"
     assert set(before.results) == before.succeeded
     rc, res, _ = _resume(spawn, state, rid)
-    assert rc == 0, res.stderr or res.stdout[-2000:]
+    assert rc == 0, res.stderr[-2000:]
     after = read_journal(state, rid)
     assert len(after.succeeded) == CRASH_TASKS
     assert_finished_consistently(after, state, rid, CRASH_TASKS)
-    assert_prior_kept(before, after, res.stdout)
+    assert_prior_kept(before, after, res.stderr)

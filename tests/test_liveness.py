@@ -172,7 +172,7 @@ def test_a_killed_run_is_shown_stopped_and_resumes(
 
     rc, out, err = _phalanx(state, "resume", RUN_ID, "--no-tui", timeout=RUN_TIMEOUT)
     assert rc == 0, (out, err)
-    assert f"run {RUN_ID} succeeded" in out
+    assert f"run {RUN_ID} succeeded" in err  # the summary is on stderr
     _views_say_succeeded(state)
 
 

@@ -313,7 +313,7 @@ def test_run_sequential_on_the_cli(
         ["run", path, "--sequential", "--provider", "sim", "-q", "--run-id", "seq"], capsys
     )
     assert code == 0, err
-    assert "--baseline seq" in out
+    assert "--baseline seq" in err  # the summary is on stderr
     journal = Journal(state / "journal.sqlite")
     started = [e for _, e in journal.read_events("seq") if isinstance(e, AttemptStarted)]
     assert {e.agent for e in started} == {"Solo"}

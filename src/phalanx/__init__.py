@@ -13,8 +13,6 @@ import importlib
 import logging
 from types import ModuleType
 
-logging.getLogger(__name__).addHandler(logging.NullHandler())
-
 __version__ = "0.1.0"
 
 from .agents.spec import ROLES, AgentSpec, Role
@@ -34,6 +32,8 @@ from .plan.file import load_plan
 from .plan.model import Limits, Plan, Task, decompose_project
 from .status.snapshot import Snapshot, StatusTracker, fold
 from .status.text import render_text
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "ROLES",

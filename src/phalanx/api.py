@@ -116,6 +116,35 @@ class RunResult:
     def summary(self) -> str:
         return _render_summary(self)
 
+    def to_dict(self) -> dict[str, Any]:
+        """The result as JSON-ready data (``phalanx run --json``): status, exit code, times,
+        usage, paths and each task's state, agent, attempts, usage, error and output file."""
+        return {
+            "run_id": self.run_id,
+            "status": self.status,
+            "exit_code": self.exit_code,
+            "simulated": self.simulated,
+            "active_seconds": round(self.wall_seconds, 3),
+            "calendar_seconds": round(self.calendar_seconds, 3),
+            "usage": self.usage.to_dict(),
+            "journal": str(self.journal_path),
+            "outputs_dir": str(self.outputs_dir),
+            "tasks": {tid: _task_dict(t, self.outputs_dir) for tid, t in self.tasks.items()},
+        }
+
+
+def _task_dict(t: TaskResult, outputs: Path) -> dict[str, Any]:
+    files = sorted(outputs.glob(f"{t.id}.*")) if t.ok else []
+    return {
+        "state": t.state,
+        "agent": t.agent,
+        "attempts": t.attempts,
+        "usage": t.usage.to_dict(),
+        "error_class": t.error_class,
+        "error": t.error,
+        "output_path": str(files[0]) if files else None,
+    }
+
 
 def state_dir(path: str | os.PathLike[str] | None = None) -> Path:
     """Where journals and outputs live: the argument, $PHALANX_STATE_DIR, or ./.phalanx."""
@@ -405,7 +434,8 @@ async def _execute(
     try:
         tracker, prior = _status_so_far(journal, run_id, prior)
         orch = _orchestrator(
-            plan, run_id, journal, providers, prior, [tracker, *log_sinks(), *map(_SafeSink, sinks)],
+            plan, run_id, journal, providers, prior,
+            [tracker, *log_sinks(), *map(_SafeSink, sinks)],
             seed=seed, hooks=hooks, tools=tools, workspace=workspace, engine=engine,
             custom=custom,
         )  # fmt: skip

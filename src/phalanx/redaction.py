@@ -152,10 +152,13 @@ class RedactingFilter(logging.Filter):
 
 
 def install_log_filter() -> None:
-    """Redact what the SDKs log through their own loggers and handlers (``ANTHROPIC_LOG``,
-    ``OPENAI_LOG``). The root logger and its handlers are the application's: never touched;
-    the handlers ``phalanx -v`` adds carry the filter themselves."""
-    for name in _LOGGERS:
+    """Redact what the SDKs log (``ANTHROPIC_LOG``/``OPENAI_LOG``=debug print headers): the
+    filter sits on each of their loggers, where the records are made, so it holds whichever
+    handler prints them (the SDKs' debug mode configures the root logger's). The root logger
+    and its handlers are the application's: never touched; ``phalanx -v``'s handlers carry
+    the filter themselves."""
+    loggers = logging.Logger.manager.loggerDict
+    for name in [n for n in loggers if n in _LOGGERS or n.partition(".")[0] in _LOGGERS]:
         logger = logging.getLogger(name)
         for target in (logger, *logger.handlers):
             if not any(isinstance(f, RedactingFilter) for f in target.filters):

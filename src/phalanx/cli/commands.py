@@ -53,11 +53,14 @@ def _drive(coro: Coroutine[Any, Any, T]) -> T | int:
         return EXIT_TERMINATED if signal.SIGTERM in caught else EXIT_INTERRUPTED
 
 
-def _finish(result: RunResult | int, run_id: str | None) -> int:
+def _finish(result: RunResult | int, run_id: str | None, *, as_json: bool = False) -> int:
+    """The summary on stderr, beside the progress (stdout is for results: ``--json``)."""
     if isinstance(result, int):
         print(f"\ninterrupted: resume with 'phalanx resume {run_id or 'RUN_ID'}'", file=sys.stderr)
         return result
-    print(result.summary())
+    print(result.summary(), file=sys.stderr)
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2))
     return result.exit_code
 
 
@@ -73,14 +76,17 @@ class _RunIdSpy:
 
 
 def _progress_sinks(args: argparse.Namespace) -> list[Any]:
-    """Live three-level view on a terminal, one line per task change otherwise."""
+    """Progress goes to stderr (stdout is for results): the live three-level view when stderr
+    is a terminal, one line per task change otherwise."""
     if args.quiet:
         return []
-    if not args.no_tui and sys.stdout.isatty():
+    if not getattr(args, "no_tui", True) and sys.stderr.isatty():
+        from rich.console import Console
+
         from ..status.tui import LiveStatus
 
-        return [LiveStatus()]
-    return [LineLog()]
+        return [LiveStatus(console=Console(stderr=True))]
+    return [LineLog(sys.stderr)]
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
@@ -147,7 +153,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from ..status.web import DashboardThread
 
         with DashboardThread(state_dir(args.state_dir), run_id=args.run_id) as url:
-            print(f"dashboard: {url}", flush=True)
+            print(f"dashboard: {url}", file=sys.stderr, flush=True)
             return _run_plan(args)
     return _run_plan(args)
 
@@ -170,11 +176,12 @@ def _run_plan(args: argparse.Namespace) -> int:
             address=args.address,
         )
     )
-    code = _finish(result, spy.run_id)
+    code = _finish(result, spy.run_id, as_json=args.json)
     if args.sequential and not isinstance(result, int):
         print(
             f"  sequential baseline: compare a parallel run of the plan with "
-            f"'phalanx report RUN_ID --baseline {result.run_id}'"
+            f"'phalanx report RUN_ID --baseline {result.run_id}'",
+            file=sys.stderr,
         )
     return code
 
@@ -190,7 +197,7 @@ def _cmd_resume(args: argparse.Namespace) -> int:
             address=args.address,
         )
     )
-    return _finish(result, args.run_id)
+    return _finish(result, args.run_id, as_json=args.json)
 
 
 def _cmd_merge(args: argparse.Namespace) -> int:
@@ -503,7 +510,16 @@ def _agents_show(a: Any, lib: Any, as_json: bool) -> int:
     return 0
 
 
+def _cmd_completion(args: argparse.Namespace) -> int:
+    from .completion import completion_script
+    from .parser import build_parser
+
+    print(completion_script(build_parser(), args.shell), end="")
+    return 0
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "completion": _cmd_completion,
     "plan": _cmd_plan,
     "report": _cmd_report,
     "dashboard": _cmd_dashboard,

@@ -63,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_view_commands(sub)
     _add_template_commands(sub)
     _add_eval_commands(sub)
+    cp = sub.add_parser(
+        "completion",
+        help='print a shell completion script: eval "$(phalanx completion bash)"',
+    )
+    cp.add_argument("shell", choices=("bash", "zsh"))
     for parser in (p, *sub.choices.values()):  # before or after the command: -v run, run -v
         parser.add_argument(
             "--verbose",
@@ -72,6 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
             help="log to stderr: -v phalanx's INFO records, -vv DEBUG and the SDKs' own",
         )
     return p
+
+
+def _json_result_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the result as JSON on stdout (progress and summary stay on stderr)",
+    )
 
 
 def _add_run_commands(sub: Any) -> None:
@@ -98,6 +111,7 @@ def _add_run_commands(sub: Any) -> None:
     r.add_argument("--quiet", "-q", action="store_true", help="no per-task lines")
     r.add_argument("--no-tui", action="store_true", help="plain lines even on a terminal")
     r.add_argument("--web", action="store_true", help="also serve the live web dashboard")
+    _json_result_arg(r)
     r.add_argument(
         "--sequential",
         action="store_true",
@@ -110,6 +124,7 @@ def _add_run_commands(sub: Any) -> None:
     rs.add_argument("run_id", metavar="RUN_ID")
     rs.add_argument("--quiet", "-q", action="store_true", help="no per-task lines")
     rs.add_argument("--no-tui", action="store_true", help="plain lines even on a terminal")
+    _json_result_arg(rs)
     _engine_args(rs)
 
     pl = sub.add_parser("plan", help="turn a goal into a plan file (a planner model decomposes it)")
