@@ -506,7 +506,7 @@ class StatusTracker:
         so the estimate grows while such a task goes on. A running task's time left is what
         the finished ones that outlasted its age ran longer (the mean of ``d - age`` over
         ``d > age``); one over every finished time has no evidence left: it counts 0 and
-        the ETA is a lower bound (or unknown when nothing else is left). Remaining work =
+        the ETA is a lower bound (unknown when only such tasks are left). Remaining work =
         queued tasks x the estimate + the running ones' time left, over the parallelism
         observed (busy agent-seconds this session / its elapsed time), never below the
         remaining critical path. Unknown (None) until 3 attempts have succeeded."""
@@ -529,7 +529,7 @@ class StatusTracker:
             return None, len(over)
         work = max(0, remaining - len(ages)) * mean + sum(left.values())
         eta = max(work / (busy / elapsed), self._critical_path_left(mean, left))
-        return (eta if eta >= 0.5 or not over else None), len(over)
+        return (None if len(over) == remaining else eta), len(over)
 
     def _critical_path_left(self, mean: float, left: dict[str, float]) -> float:
         """The longest chain of unfinished tasks, in seconds: a running task's time left,
