@@ -342,3 +342,51 @@ def test_cli_status_fits_the_terminal(
     monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
     assert main(["status", failed_run]) == 0
     assert any(len(line) > 80 for line in capsys.readouterr().out.splitlines())
+
+
+# -- the reason on the agent line ------------------------------------------------------------
+def test_the_agent_line_names_the_reason_redacted_and_cut_to_fit() -> None:
+    from phalanx.status.progress import failure_reason
+    from phalanx.status.text import agent_line
+
+    tracker = StatusTracker()
+    for e in events()[:5]:  # started; Quantum's attempt on "stream" is yet to come
+        tracker.emit(e)
+    secret = "sk-ant-api03-" + "x" * 24
+    tracker.emit(_start(8.0, "stream", 4, "Quantum"))
+    tracker.emit(
+        AttemptFinished(
+            ts=T0 + 25.7,
+            task_id="stream",
+            attempt_id=4,
+            agent="Quantum",
+            ok=False,
+            duration=17.7,
+            error_class="auth",
+            error=f"HTTP 401: invalid x-api-key {secret}\n(check the key)",
+        )
+    )
+    tracker.emit(
+        TaskFailed(
+            ts=T0 + 25.7,
+            task_id="stream",
+            error_class="auth",
+            error=f"HTTP 401: invalid x-api-key {secret}\n(check the key) (auth is not retryable)",
+            attempts=1,
+        )
+    )
+    q = next(a for a in tracker.snapshot(now=T0 + 30.0).agents if a.name == "Quantum")
+    line = agent_line(q, T0 + 30.0)
+    assert line == (
+        "Agent: Quantum | Task: port the streaming downloads | 4s | failed after 17.7s · "
+        "auth: HTTP 401: invalid x-api-key [redacted] (check the key) (auth is not retryable)"
+    )
+    assert secret not in line and "\n" not in line
+    short = agent_line(q, T0 + 30.0, width=80, task_width=16)
+    assert (
+        short == "Agent: Quantum | Task: port the stream… | 4s | failed after 17.7s · auth: HTTP…"
+    )
+    assert failure_reason("overloaded", "503 upstream\noverloaded", 20) == "overloaded: 503 ups…"
+    assert failure_reason(None, None) == "failed" and failure_reason("timeout", "") == "timeout"
+    data = q.failure.to_dict() if q.failure else {}
+    assert (data["error_class"], data["final"], data["seconds"]) == ("auth", True, 17.7)
