@@ -65,20 +65,19 @@ GOLDEN_FAILED = """\
 Run r1 · plan p · failed · 4/4 done · 1 failed · 2 skipped · SIMULATED (sim provider)
 
 Level 1 · agents
-  Agent: Cipher | Task: - | 2s | idle
-  Agent: Quantum | Task: - | 0s | idle
-  Agent: Nova | Task: - | 4s | idle
+  Agent: Cipher  | Task: -        | 2s | idle
+  Agent: Quantum | Task: database | 0s | failed after 1.5s · auth: 401
+  Agent: Nova    | Task: -        | 4s | idle
 
 Level 2 · teams
-  Coder team: 2/2 done · 1 failed [█████✗✗✗✗✗]
-    - Cipher: idle [██████████] 100% (1/1)
-    - Quantum: idle [✗✗✗✗✗✗✗✗✗✗] 1/1 done · 1 failed
-  Tester team: 1/1 done · 1 skipped [----------]
-    - Nova: idle [░░░░░░░░░░] 0% (0/0)
+  Coder team:         [█████✗✗✗✗✗] 2/2 done · 1 failed
+    - Cipher: idle    [██████████] 100% (1/1)
+    - Quantum: failed [✗✗✗✗✗✗✗✗✗✗] 1/1 done · 1 failed
+  Tester team:        [----------] 1/1 done · 1 skipped
+    - Nova: idle      [░░░░░░░░░░] 0% (0/0)
 
 Level 3 · swarm
-  💻 Coder: 0/2 active
-  🧪 Tester: 0/1 active
+  💻 Coder: 0/2 active · 🧪 Tester: 0/1 active
   Tasks: 1 failed · 2 skipped · 1 succeeded · 0 running · 0 waiting · 0 pending (of 4)
   Total progress: 4/4 done · 1 failed · 2 skipped [█████✗✗✗✗✗----------] · ETA: 0s \
 · elapsed 4s · tokens 150 · cost n/a (simulated)
@@ -111,7 +110,7 @@ def test_live_view_leads_with_failures_at_80_and_160_columns(width: int) -> None
     assert f"[{OK * 5}{BAD * 5}] 2/2 done · 1 failed" in coder
     tester = next(line for line in lines if "Tester team" in line)
     assert f"[{SKIP * 10}] 1/1 done · 1 skipped" in tester
-    quantum = next(line for line in lines if "Quantum: idle" in line)
+    quantum = next(line for line in lines if "Quantum: failed" in line)
     assert f"[{BAD * 10}]" in quantum and "1/1 done · 1 failed" in quantum
     # level 3: failures first, counts apart
     assert "Tasks: 1 failed · 2 skipped · 1 succeeded · 0 running · 0 waiting" in flat

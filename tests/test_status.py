@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from pathlib import Path
 
@@ -125,7 +126,7 @@ def test_render_has_three_levels_with_numbers() -> None:
     assert "Agent: Quantum | Task: database | " in text
     assert "| running" in text
     assert "Coder team:" in text and "Tester team:" in text
-    assert "- Cipher: idle [██████████] 100% (1/1)" in text
+    assert re.search(r"\n    - Cipher: idle +\[██████████\] 100% \(1/1\)\n", text)
     assert "💻 Coder: 1/2 active" in text
     assert "🧪 Tester: 0/1 active" in text
     assert "Tasks: 1 done · 1 running · 2 queued · 0 failed · 0 skipped (of 4)" in text
@@ -262,20 +263,19 @@ GOLDEN_BREAKER = """\
 Run r1 · plan p · running · SIMULATED (sim provider)
 
 Level 1 · agents
-  Agent: Cipher | Task: - | 1s | idle
-  Agent: Quantum | Task: - | 0s | paused
-  Agent: Nova | Task: - | 3s | idle
+  Agent: Cipher  | Task: -        | 1s | idle
+  Agent: Quantum | Task: database | 0s | paused · attempt failed after 1.5s · server_error: 500
+  Agent: Nova    | Task: -        | 3s | idle
 
 Level 2 · teams
-  Coder team:
-    - Cipher: idle [██████████] 100% (1/1)
+  Coder team:                      1 succeeded · 0 running
+    - Cipher: idle    [██████████] 100% (1/1)
     - Quantum: paused [░░░░░░░░░░] 0% (0/0)
-  Tester team:
-    - Nova: idle [░░░░░░░░░░] 0% (0/0)
+  Tester team:                     0 succeeded · 0 running
+    - Nova: idle      [░░░░░░░░░░] 0% (0/0)
 
 Level 3 · swarm
-  💻 Coder: 0/2 active
-  🧪 Tester: 0/1 active
+  💻 Coder: 0/2 active · 🧪 Tester: 0/1 active
   Tasks: 1 done · 0 running · 3 queued · 0 failed · 0 skipped (of 4)
   Total progress: 25% · ETA: unknown · elapsed 3s · tokens 150 · cost n/a (simulated)
   Alerts: breaker: agent Quantum paused: error rate 80% over the last 5 attempts"""

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import shutil
 import signal
 import sys
 import time
@@ -249,6 +250,16 @@ def _print_columns(rows: Sequence[Sequence[str]], right: Collection[int] = ()) -
         print("  ".join(cells).rstrip())
 
 
+def _terminal_size(*, watch: bool) -> dict[str, int]:
+    """The status view's bounds on a terminal: its width (no line wraps); with ``--watch``
+    its height too (the redrawn view never scrolls: the swarm level stays). None when
+    stdout is not a terminal: a pipe gets every line whole."""
+    if not sys.stdout.isatty():
+        return {}
+    size = shutil.get_terminal_size()
+    return {"width": size.columns, "height": size.lines} if watch else {"width": size.columns}
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     journal = Journal(state_dir(args.state_dir) / "journal.sqlite")
     rec = journal.get_run(args.run_id) if args.run_id else journal.latest_run()
@@ -263,7 +274,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         else:
             if args.watch:
                 print("\x1b[2J\x1b[H", end="")
-            print(render_text(snap))
+            print(render_text(snap, **_terminal_size(watch=args.watch)))
         if not args.watch or snap.finished is not None:
             return 0
         try:
@@ -275,7 +286,6 @@ def _cmd_status(args: argparse.Namespace) -> int:
 # -- templates, roles and the sequential baseline ------------------------------------------
 def _copy_example(name: str, dest: Path) -> int:
     """``phalanx init --example NAME DIR``: the examples ship inside the package."""
-    import shutil
     from importlib.resources import as_file, files
 
     root = files("phalanx") / "examples"

@@ -19,7 +19,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["GLYPHS", "STATES", "Progress", "bar_cells"]
+from .._util import one_line
+from ..redaction import redact
+
+__all__ = ["GLYPHS", "STATES", "Progress", "bar_cells", "failure_reason"]
 
 STATES = ("succeeded", "failed", "skipped", "running", "waiting", "pending")
 GLYPHS = {
@@ -167,3 +170,14 @@ def bar_cells(p: Progress, width: int) -> list[int]:
         if counts[i]:
             kept.add(i)
     return cells
+
+
+def failure_reason(error_class: str | None, error: str | None, limit: int | None = None) -> str:
+    """Why a task or an attempt failed, as every view names it: its error class and its
+    one-line error (``server_error: 503 upstream overloaded``), redacted (a secret the
+    journal missed is not shown either), cut to ``limit`` characters with ``…``. The error
+    class alone when there is no message; ``failed`` when nothing is known."""
+    cls = str(error_class or "").strip()
+    msg = one_line(redact(str(error or "")))
+    text = f"{cls}: {msg}" if cls and msg else cls or msg or "failed"
+    return one_line(text, limit) if limit is not None else text

@@ -36,11 +36,12 @@ from ..events import (
     TaskSucceeded,
     ToolCalled,
 )
-from .progress import Progress
+from .progress import Progress, failure_reason
 
 __all__ = [
     "STOPPED",
     "AgentStatus",
+    "Failure",
     "Progress",
     "ShownStatus",
     "Snapshot",
@@ -52,6 +53,35 @@ __all__ = [
 
 STOPPED: Literal["stopped"] = "stopped"  # running in the journal, but its process is gone
 ShownStatus = RunStatus | Literal["stopped"]
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """An agent's last failed attempt (kept until it next succeeds): the task, why
+    (:func:`~phalanx.status.progress.failure_reason` of ``error_class`` and ``error``),
+    how long the attempt ran, and whether the task failed for good (``final``: no retry
+    left) or was queued again."""
+
+    task_id: str
+    task_title: str
+    error_class: str
+    error: str
+    seconds: float
+    final: bool = False
+
+    def reason(self, limit: int | None = None) -> str:
+        return failure_reason(self.error_class, self.error, limit)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task": self.task_id,
+            "task_title": self.task_title,
+            "error_class": self.error_class,
+            "error": self.error,
+            "reason": self.reason(),
+            "seconds": self.seconds,
+            "final": self.final,
+        }
 
 
 @dataclass(slots=True)
@@ -78,6 +108,7 @@ class AgentStatus:
     tasks: Progress = field(
         default_factory=Progress
     )  # its tasks: running, or ended on its attempt (failed kept)
+    failure: Failure | None = None  # its last attempt, when it failed (until one succeeds)
 
 
 @dataclass(slots=True)
@@ -117,6 +148,9 @@ class Snapshot:
     session_started: float = 0.0  # when this session started (its RunStarted)
     # a team's tasks that no agent of it holds: the skipped ones of its categories
     unheld: dict[str, Progress] = field(default_factory=dict)
+    # running tasks already longer than every finished one: the ETA is then a lower bound
+    # (``eta_seconds``), or unknown (None) when nothing else is left
+    eta_over: int = 0
 
     @property
     def elapsed(self) -> float:
@@ -170,6 +204,7 @@ class Snapshot:
             "total": self.total,
             "progress": self.progress,
             "eta_seconds": self.eta_seconds,
+            "eta_over_estimate": self.eta_over,
             "usage": self.usage.to_dict(),
             "attempts": self.attempts,
             "failed_attempts": self.failed_attempts,
@@ -185,6 +220,7 @@ class Snapshot:
                     "assigned": a.assigned,
                     "failures": a.failures,
                     "tasks": a.tasks.to_dict(),
+                    "failure": a.failure.to_dict() if a.failure else None,
                 }
                 for a in self.agents
             ],
@@ -244,6 +280,10 @@ class StatusTracker:
 
     def _task_failed(self, e: TaskFailed) -> None:
         self._set(e.task_id, "failed")
+        t = self.tasks.get(e.task_id)
+        a = self.agents.get(t.agent) if t is not None and t.agent else None
+        if a is not None and a.failure is not None and a.failure.task_id == e.task_id:
+            a.failure = replace(a.failure, error_class=e.error_class, error=e.error, final=True)
         self._completions.append(e.ts)
         self._alert(f"task {e.task_id} failed: {e.error_class}")
 
@@ -373,9 +413,19 @@ class StatusTracker:
             a.waiting_until = None
         if e.ok and not e.stale:
             a.done += 1
+            a.failure = None
         elif not e.ok:
             a.failures += 1
             a.assigned -= 1  # the task goes back to the queue
+            if e.error_class != "cancelled":
+                t = self.tasks.get(e.task_id)
+                a.failure = Failure(
+                    task_id=e.task_id,
+                    task_title=t.title if t is not None else e.task_id,
+                    error_class=str(e.error_class or ""),
+                    error=e.error or "",
+                    seconds=e.duration,
+                )
 
     def _set(self, tid: str, state: TaskState) -> None:
         t = self.tasks.get(tid)
@@ -391,6 +441,7 @@ class StatusTracker:
         total = len(self.tasks)
         terminal = sum(self.counts.get(s, 0) for s in ("succeeded", "failed", "skipped"))
         mine = self.agent_tasks()
+        eta, over = self._eta(now, total - terminal)
         return Snapshot(
             run_id=self.run_id,
             plan=self.plan,
@@ -403,7 +454,8 @@ class StatusTracker:
             counts={k: v for k, v in self.counts.items() if v},
             total=total,
             progress=terminal / total if total else 0.0,
-            eta_seconds=self._eta(now, total - terminal),
+            eta_seconds=eta,
+            eta_over=over,
             usage=self.usage,
             attempts=self.attempts,
             failed_attempts=self.failed_attempts,
@@ -443,37 +495,63 @@ class StatusTracker:
                 out[role] = out.get(role, Progress()) + Progress(skipped=1)
         return out
 
-    def _eta(self, now: float, remaining: int) -> float | None:
-        """Remaining work over the parallelism observed, never below the remaining critical
-        path. Remaining work = tasks not started x mean service time + what the running
-        attempts have left of it; parallelism = busy agent-seconds this session (finished
-        attempts + the running ones' ages) / the session's elapsed time. Both are read at
-        one instant, so bursts of completions do not swing it. "unknown" (None) until 3
-        attempts have succeeded."""
-        if remaining == 0:
-            return 0.0
-        if self.finished is not None or len(self._durations) < 3:
-            return None
-        mean = sum(self._durations) / len(self._durations)
-        ages = [now - a.since for a in self.agents.values() if a.state == "running"]
-        elapsed = now - self.session_start
-        busy = self.session_busy + sum(ages)
-        if elapsed <= 0 or busy <= 0:
-            return None
-        work = max(0, remaining - len(ages)) * mean + sum(max(0.0, mean - a) for a in ages)
-        return max(work / (busy / elapsed), self._critical_path_left() * mean)
+    def _eta(self, now: float, remaining: int) -> tuple[float | None, int]:
+        """The seconds left, and how many running tasks are already longer than every
+        finished one ("over estimate"). Both from evidence only: the service times of the
+        attempts that succeeded (the last 50) and the ages of the running ones, read at
+        ``now``.
 
-    def _critical_path_left(self) -> int:
-        memo: dict[str, int] = {}
+        A task's service time is estimated as the mean of the finished ones, the running
+        tasks already over all of them counted in with their age (a lower bound of theirs),
+        so the estimate grows while such a task goes on. A running task's time left is what
+        the finished ones that outlasted its age ran longer (the mean of ``d - age`` over
+        ``d > age``); one over every finished time has no evidence left: it counts 0 and
+        the ETA is a lower bound (unknown when only such tasks are left). Remaining work =
+        queued tasks x the estimate + the running ones' time left, over the parallelism
+        observed (busy agent-seconds this session / its elapsed time), never below the
+        remaining critical path. Unknown (None) until 3 attempts have succeeded."""
+        if remaining == 0:
+            return 0.0, 0
+        if self.finished is not None or len(self._durations) < 3:
+            return None, 0
+        done = sorted(self._durations)
+        ages = {
+            a.task_id: now - a.since
+            for a in self.agents.values()
+            if a.state == "running" and a.task_id is not None
+        }
+        over = [age for age in ages.values() if age >= done[-1]]
+        mean = (sum(done) + sum(over)) / (len(done) + len(over))
+        left = {tid: _time_left(done, age) for tid, age in ages.items()}
+        elapsed = now - self.session_start
+        busy = self.session_busy + sum(ages.values())
+        if elapsed <= 0 or busy <= 0:
+            return None, len(over)
+        work = max(0, remaining - len(ages)) * mean + sum(left.values())
+        eta = max(work / (busy / elapsed), self._critical_path_left(mean, left))
+        return (None if len(over) == remaining else eta), len(over)
+
+    def _critical_path_left(self, mean: float, left: dict[str, float]) -> float:
+        """The longest chain of unfinished tasks, in seconds: a running task's time left,
+        ``mean`` for each other one."""
+        memo: dict[str, float] = {}
         deps: dict[str, list[str]] = {}
         for tid, t in self.tasks.items():
             for n in t.needs:
                 deps.setdefault(n, []).append(tid)
-        best = 0
-        for tid, t in self.tasks.items():
-            if t.state in ("queued", "running", "retrying"):
-                best = max(best, _chain(tid, deps, self.tasks, memo))
-        return best
+        weight = {
+            tid: left.get(tid, mean) if t.state == "running" else mean
+            for tid, t in self.tasks.items()
+            if t.state in ("queued", "running", "retrying")
+        }
+        return max((_chain(tid, deps, weight, memo) for tid in weight), default=0.0)
+
+
+def _time_left(done: list[float], age: float) -> float:
+    """A running task's expected time left: how much longer than ``age`` the finished
+    attempts that outlasted it ran, on average (0 when none did: over every estimate)."""
+    longer = [d - age for d in done if d > age]
+    return sum(longer) / len(longer) if longer else 0.0
 
 
 # what each event does to the status (events of other types change nothing)
@@ -498,18 +576,18 @@ _FOLDS: dict[type[Event], Callable[[StatusTracker, Any], None]] = {
 
 
 def _chain(
-    tid: str, deps: dict[str, list[str]], tasks: dict[str, _Task], memo: dict[str, int]
-) -> int:
+    tid: str, deps: dict[str, list[str]], weight: dict[str, float], memo: dict[str, float]
+) -> float:
+    """The heaviest chain of unfinished tasks from ``tid`` (``weight``: the unfinished ones'
+    seconds) through the tasks that need it."""
     stack = [(tid, False)]
     while stack:
         node, expanded = stack.pop()
         if node in memo:
             continue
-        kids = [
-            d for d in deps.get(node, ()) if tasks[d].state in ("queued", "running", "retrying")
-        ]
+        kids = [d for d in deps.get(node, ()) if d in weight]
         if expanded:
-            memo[node] = 1 + max((memo[k] for k in kids), default=0)
+            memo[node] = weight[node] + max((memo[k] for k in kids), default=0.0)
         else:
             stack.append((node, True))
             stack.extend((k, False) for k in kids if k not in memo)
@@ -543,6 +621,7 @@ def _copy(a: AgentStatus, now: float, tasks: Progress) -> AgentStatus:
         max_turns=a.max_turns,
         node=a.node,
         tasks=tasks,
+        failure=a.failure,
     )
 
 
@@ -575,6 +654,7 @@ def as_stopped(s: Snapshot, last_seen: float | None = None) -> Snapshot:
         status=STOPPED,
         reason="process gone",
         eta_seconds=None,
+        eta_over=0,
         counts=counts,
         tasks=Progress.of_counts(counts),
         now=now,

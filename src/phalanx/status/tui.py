@@ -1,48 +1,44 @@
 """The live terminal view: the three status levels, redrawn at most 4 times a second.
 
 A sink like any other: it folds events into its own :class:`StatusTracker` and a rich
-``Live`` display redraws from the snapshot. Used by ``phalanx run`` when stdout is a TTY.
+``Live`` display redraws from the snapshot, laid out (:func:`~phalanx.status.text.layout`)
+for the terminal's size: at 80x24 the swarm panel (progress, ETA, failures, alerts) still
+shows whole; the agents' rows and idle agents' lines give way first. Used by ``phalanx
+run`` when stdout is a TTY.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 
 from rich.console import Console, Group
 from rich.live import Live
 from rich.panel import Panel
-from rich.table import Table
 from rich.text import Text
 
 from ..events import Event, RunFinished
-from .progress import GLYPHS, Progress
-from .snapshot import Snapshot, StatusTracker
-from .text import (
-    agent_bar,
-    agent_line,
-    agent_progress,
-    progress_counts,
-    swarm_lines,
-    team_progress,
-    title_line,
-)
+from .progress import GLYPHS
+from .snapshot import STOPPED, Snapshot, StatusTracker
+from .text import layout
 
-__all__ = ["LiveStatus", "render_rich"]
+__all__ = ["LiveStatus", "render_rich", "styled_bar"]
 
+# an agent line's state word (level 1) to its colour
 _STATE_STYLE = {
     "running": "green", "waiting": "yellow", "idle": "dim", "paused": "red", "failed": "red",
-    "retired": "dim",
+    "attempt": "yellow", "retired": "dim",
 }  # fmt: skip
 # a bar's glyphs: succeeded green, failed red, skipped grey, running cyan, waiting/pending dim
 _GLYPH_STYLE = {
     GLYPHS["succeeded"]: "green", GLYPHS["failed"]: "bold red", GLYPHS["skipped"]: "dim",
     GLYPHS["running"]: "cyan", GLYPHS["pending"]: "dim",
 }  # fmt: skip
-
-
+_BAR = re.compile("\\[([" + re.escape("".join(set(GLYPHS.values()))) + "]+)\\]")
 _HEADLINES = ("Tasks:", "Total progress:")
+CHROME = 6  # the three panels' borders
 
 
 def styled_bar(text: str) -> Text:
@@ -54,41 +50,70 @@ def styled_bar(text: str) -> Text:
     return out
 
 
-def render_rich(s: Snapshot, *, max_agents: int = 24) -> Group:
-    """The three levels as rich renderables."""
-    title = "phalanx · " + title_line(s)
-    level1 = Text()
-    for a in s.agents[:max_agents]:
-        level1.append(agent_line(a, s.now) + "\n", style=_STATE_STYLE.get(a.state, ""))
-    if len(s.agents) > max_agents:
-        level1.append(f"… and {len(s.agents) - max_agents} more agents\n", style="dim")
-    teams = Table.grid(padding=(0, 1))
-    shown = 0
-    for role, agents in s.agents_by_role().items():
-        p = team_progress(agents) + s.unheld.get(role, Progress())
-        head = Text(f"{role.capitalize()} team", style="bold red" if p.failed else "bold")
-        if p.troubled:  # its failures and skips first, its bar in the bar column
-            teams.add_row(head, styled_bar(p.bar()), Text(p.headline(), style="red"))
-        else:
-            teams.add_row(head, "", "")
-        for a in agents:
-            if shown >= max_agents:
-                break
-            shown += 1
-            counts = progress_counts(a.tasks, agent_progress(a))
-            teams.add_row(
-                f"  {a.name}: {a.task_title or a.state}",
-                styled_bar(agent_bar(a)),
-                Text(counts, style="red" if a.tasks.failed else ""),
-            )
-    swarm = Text("\n").join(
-        Text(line, style="red" if s.tasks.failed and line.startswith(_HEADLINES) else "")
-        for line in swarm_lines(s)
+def _with_bars(line: str, style: str = "") -> Text:
+    """A line whose bars (``[█✗-░]``) show each state in its colour."""
+    out = Text(line, style=style)
+    for m in _BAR.finditer(line):
+        for i in range(m.start(1), m.end(1)):
+            out.stylize(_GLYPH_STYLE.get(line[i], ""), i, i + 1)
+    return out
+
+
+def _lines(lines: list[Text]) -> Text:
+    out = Text("\n").join(lines)
+    out.no_wrap, out.overflow = True, "ellipsis"
+    return out
+
+
+def _agent_style(line: str) -> str:
+    cells = line.split(" | ")
+    word = cells[3].split()[0] if len(cells) > 3 and cells[3] else ""
+    return _STATE_STYLE.get(word, "")
+
+
+def _team_style(line: str) -> str:
+    if line.startswith(" "):
+        return "red" if " failed" in line else ""
+    return "bold red" if " failed" in line else "bold"
+
+
+def _swarm_texts(s: Snapshot, lines: list[str]) -> list[Text]:
+    """Level 3's lines: the alerts yellow, the task and progress lines red over a failure
+    (a line's continuation, indented, as its first line)."""
+    out, style = [], ""
+    for line in lines:
+        if not line.startswith(" "):
+            failing = s.tasks.failed and line.startswith(_HEADLINES)
+            style = "yellow" if line.startswith("Alerts") else "red" if failing else ""
+        out.append(_with_bars(line, style))
+    return out
+
+
+def render_rich(
+    s: Snapshot, *, max_agents: int = 24, width: int | None = None, height: int | None = None
+) -> Group:
+    """The three levels as rich renderables, within ``width`` x ``height`` when given."""
+    lay = layout(
+        s,
+        width=None if width is None else width - 4,  # a panel's borders and padding
+        title_width=width,
+        height=height,
+        chrome=CHROME,
+        max_agents=max_agents,
     )
+    bad = s.tasks.failed or s.status in ("failed", STOPPED)
+    title = _lines([Text(line, style="bold red" if bad else "bold") for line in lay.title])
+    level1 = _lines([Text(line, style=_agent_style(line)) for line in lay.agents])
+    teams = _lines([_with_bars(line, _team_style(line)) for line in lay.teams])
+    swarm = _lines(_swarm_texts(s, lay.swarm))
+    rows = len(lay.title) + sum(max(1, len(x)) for x in (lay.agents, lay.teams, lay.swarm))
+    if height is not None and rows + CHROME > height:  # too small for all: the swarm alone
+        return Group(title, Panel(swarm, title="Level 3 · swarm", title_align="left"))
     return Group(
-        Panel(level1 or Text("no agents"), title=title, title_align="left"),
-        Panel(teams, title="Teams", title_align="left"),
-        Panel(swarm, title="Swarm", title_align="left"),
+        title,
+        Panel(level1, title="Level 1 · agents", title_align="left"),
+        Panel(teams, title="Level 2 · teams", title_align="left"),
+        Panel(swarm, title="Level 3 · swarm", title_align="left"),
     )
 
 
@@ -122,7 +147,10 @@ class LiveStatus:
 
     def _draw(self) -> None:
         if self._live is not None:
-            self._live.update(render_rich(self.tracker.snapshot(now=time.time())), refresh=True)
+            size = self.console.size  # read each time: the terminal may have been resized
+            snap = self.tracker.snapshot(now=time.time())
+            view = render_rich(snap, width=size.width, height=size.height)
+            self._live.update(view, refresh=True)
 
     def stop(self) -> None:
         if self._live is None:
