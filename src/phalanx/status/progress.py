@@ -19,8 +19,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["GLYPHS", "STATES", "Progress", "bar_cells"]
+from .._util import one_line
 
+__all__ = ["GLYPHS", "REASON_CHARS", "STATES", "Progress", "bar_cells", "failure_reason"]
+
+REASON_CHARS = 200  # a failure's reason is one line of at most this many characters
 STATES = ("succeeded", "failed", "skipped", "running", "waiting", "pending")
 GLYPHS = {
     "succeeded": "█",
@@ -167,3 +170,15 @@ def bar_cells(p: Progress, width: int) -> list[int]:
         if counts[i]:
             kept.add(i)
     return cells
+
+
+def failure_reason(error_class: object, error: str | None, limit: int = REASON_CHARS) -> str:
+    """A failure as one line: ``auth: simulated auth (auth is not retryable)``.
+
+    ``error_class`` is the journal's (an ErrorClass or its value; empty for a skip, whose
+    ``error`` is its reason); ``error`` is the journal's error text, already redacted where
+    it arose. Line breaks become spaces and a long text is cut to ``limit`` characters."""
+    cls = str(getattr(error_class, "value", error_class) or "")
+    text = one_line(error or "")
+    joined = f"{cls}: {text}" if cls and text else cls or text
+    return one_line(joined, limit)
