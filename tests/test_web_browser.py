@@ -51,8 +51,9 @@ ART = r"/[\u2500-\u259F\u2600-\u27BF\u{1F000}-\u{1FAFF}\uFE0F]/u"
 
 def _fault_plan() -> dict[str, Any]:
     """Coders on ``sim`` (all succeed); testers Solid (on ``sim``) and Flaky (on ``sim:bad``,
-    whose every call fails with ``auth``, not retryable). Skills pin each tester task to one
-    of them, so the tester team always ends 3 succeeded, 2 failed and 1 skipped."""
+        whose every call fails with ``auth``, not retryable). Skills pin each tester task to one
+        of them, so the tester team always ends 3 succeeded, 2 failed and 2 skipped (``after``
+    needs ``f0``, ``later`` needs ``after``)."""
 
     def task(tid: str, role: str, category: str, **more: Any) -> dict[str, Any]:
         return {"id": tid, "prompt": f"do {tid}", "role": role, "category": category, **more}
@@ -78,6 +79,7 @@ def _fault_plan() -> dict[str, Any]:
                 for i in range(2)
             ],
             task("after", "tester", "testing", needs=["f0"], title="After the flaky check"),
+            task("later", "tester", "testing", needs=["after"]),
         ],
     }
 
@@ -91,7 +93,7 @@ def state(tmp_path_factory: pytest.TempPathFactory) -> Path:
     result = phalanx.run_sync(str(plan), state=root / "state", run_id="faulty")
     assert result.status == "failed"
     p = result.snapshot.tasks
-    assert (p.succeeded, p.failed, p.skipped) == (7, 2, 1)
+    assert (p.succeeded, p.failed, p.skipped) == (7, 2, 2)
     return root / "state"
 
 
@@ -181,7 +183,7 @@ def _never_green_over_a_failure(bar: dict[str, Any], failed: int) -> None:
 def test_failures_and_their_reasons_show_in_the_page(page: Any, dashboard: DashboardThread) -> None:
     _open(page, dashboard, "faulty")
     headline = page.locator("#headline")
-    assert headline.inner_text() == "10/10 done · 2 failed · 1 skipped"
+    assert headline.inner_text() == "11/11 done · 2 failed · 2 skipped"
     assert "bad" in (headline.get_attribute("class") or "")
     assert page.locator("#status").inner_text().strip() == "failed"
     legend = page.locator("#legend [data-state='failed']").inner_text()
@@ -191,7 +193,7 @@ def test_failures_and_their_reasons_show_in_the_page(page: Any, dashboard: Dashb
     assert set(teams) == {"coder", "tester"}
     tester, coder = teams["tester"], teams["coder"]
     assert tester["counts"] == {
-        "succeeded": 3, "failed": 2, "skipped": 1, "running": 0, "waiting": 0, "pending": 0
+        "succeeded": 3, "failed": 2, "skipped": 2, "running": 0, "waiting": 0, "pending": 0
     }  # fmt: skip
     assert coder["counts"]["succeeded"] == 4 and coder["counts"]["failed"] == 0
     for bar in teams.values():
@@ -217,10 +219,13 @@ def test_failures_and_their_reasons_show_in_the_page(page: Any, dashboard: Dashb
             ".innerText}))"
         )
     }
-    assert list(problems) == ["f0", "f1", "after"]  # failed first, then skipped
+    # failed tasks first, one row each; skipped ones one row per reason
+    assert list(problems) == ["f0", "f1", "after later"]
     assert problems["f0"]["reason"] == problems["f1"]["reason"] == AUTH_REASON
     assert "Flaky" in problems["f0"]["text"] and "Flaky check 0" in problems["f0"]["text"]
-    assert problems["after"]["reason"] == SKIP_REASON and "skipped" in problems["after"]["text"]
+    skipped = problems["after later"]
+    assert skipped["reason"] == SKIP_REASON and "skipped" in skipped["text"]
+    assert "2 tasks" in skipped["text"] and "after, later" in skipped["text"]
 
     page.locator("#agent-rows tr[data-agent='Flaky']").click()
     page.wait_for_function("() => document.querySelector('#drill-body pre.prompt') !== null")
