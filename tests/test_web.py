@@ -25,7 +25,7 @@ from conftest import sim_plan, write_plan
 from phalanx.events import AttemptFinished, AttemptStarted, TaskFailed, TaskSucceeded
 from phalanx.exceptions import UsageError
 from phalanx.journal import Journal
-from phalanx.status.progress import REASON_CHARS, failure_reason
+from phalanx.status.progress import failure_reason
 from phalanx.status.snapshot import fold
 from phalanx.status.text import render_text, swarm_lines
 from phalanx.status.web import (
@@ -42,6 +42,7 @@ from phalanx.status.web import (
     split_host,
 )
 from phalanx.status.web.app import page_template
+from phalanx.status.web.views import REASON_CHARS
 from test_status import _events, failed_events
 
 pytestmark = pytest.mark.timeout(60)

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._util import one_line
+from ..redaction import redact
 
-__all__ = ["GLYPHS", "REASON_CHARS", "STATES", "Progress", "bar_cells", "failure_reason"]
+__all__ = ["GLYPHS", "STATES", "Progress", "bar_cells", "failure_reason"]
 
-REASON_CHARS = 200  # a failure's reason is one line of at most this many characters
 STATES = ("succeeded", "failed", "skipped", "running", "waiting", "pending")
 GLYPHS = {
     "succeeded": "█",
@@ -172,13 +172,12 @@ def bar_cells(p: Progress, width: int) -> list[int]:
     return cells
 
 
-def failure_reason(error_class: object, error: str | None, limit: int = REASON_CHARS) -> str:
-    """A failure as one line: ``auth: simulated auth (auth is not retryable)``.
-
-    ``error_class`` is the journal's (an ErrorClass or its value; empty for a skip, whose
-    ``error`` is its reason); ``error`` is the journal's error text, already redacted where
-    it arose. Line breaks become spaces and a long text is cut to ``limit`` characters."""
-    cls = str(getattr(error_class, "value", error_class) or "")
-    text = one_line(error or "")
-    joined = f"{cls}: {text}" if cls and text else cls or text
-    return one_line(joined, limit)
+def failure_reason(error_class: str | None, error: str | None, limit: int | None = None) -> str:
+    """Why a task or an attempt failed, as every view names it: its error class and its
+    one-line error (``server_error: 503 upstream overloaded``), redacted (a secret the
+    journal missed is not shown either), cut to ``limit`` characters with ``…``. The error
+    class alone when there is no message; ``failed`` when nothing is known."""
+    cls = str(error_class or "").strip()
+    msg = one_line(redact(str(error or "")))
+    text = f"{cls}: {msg}" if cls and msg else cls or msg or "failed"
+    return one_line(text, limit) if limit is not None else text

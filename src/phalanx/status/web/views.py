@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..._util import one_line
 from ...events import (
     AttemptFinished,
     AttemptStarted,
@@ -58,6 +59,7 @@ __all__ = [
     "EXCERPT",
     "MAX_AGENT_LINES",
     "MAX_PROBLEMS",
+    "REASON_CHARS",
     "Problem",
     "RunView",
     "Span",
@@ -75,6 +77,7 @@ EXCERPT = 800  # characters of a prompt or output shown in the drill-down
 MAX_AGENT_LINES = 500
 MAX_PROBLEMS = 200  # failed and skipped tasks listed on the page (the counts keep them all)
 AGENT_FAILURES = 3  # failed tasks named per agent
+REASON_CHARS = 200  # a failure's reason: one line of at most this many characters
 
 
 # -- following a run: the status fold plus attempt spans for the timeline ---------------------
@@ -120,7 +123,7 @@ class Problem:
 
     @property
     def reason(self) -> str:
-        return failure_reason(self.error_class, self.error)
+        return failure_reason(self.error_class, self.error, REASON_CHARS)
 
     def to_json(self, title: str = "") -> dict[str, Any]:
         return {
@@ -129,7 +132,7 @@ class Problem:
             "state": self.state,
             "agent": self.agent,
             "error_class": self.error_class,
-            "error": failure_reason("", self.error),
+            "error": one_line(self.error, REASON_CHARS),
             "reason": self.reason,
             "attempts": self.attempts,
             "upstream": self.upstream,
@@ -188,7 +191,7 @@ class RunView:
     def _attempt_finished(self, e: AttemptFinished) -> None:
         outcome = _outcome(e)
         failed = outcome == "failed"
-        reason = failure_reason(e.error_class, redact(e.error or "")) if failed else ""
+        reason = failure_reason(e.error_class, e.error, REASON_CHARS) if failed else ""
         done = self.spans.get(e.attempt_id)
         if done is not None:
             done.end, done.state, done.reason = e.ts, outcome, reason
