@@ -22,8 +22,10 @@ from starlette.testclient import TestClient
 
 import phalanx
 from conftest import sim_plan, write_plan
+from phalanx.events import AttemptFinished, AttemptStarted, TaskFailed, TaskSucceeded
 from phalanx.exceptions import UsageError
 from phalanx.journal import Journal
+from phalanx.status.progress import failure_reason
 from phalanx.status.snapshot import fold
 from phalanx.status.text import render_text, swarm_lines
 from phalanx.status.web import (
@@ -39,7 +41,9 @@ from phalanx.status.web import (
     snapshot_json,
     split_host,
 )
-from test_status import _events
+from phalanx.status.web.app import page_template
+from phalanx.status.web.views import REASON_CHARS
+from test_status import _events, failed_events
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -301,6 +305,95 @@ def test_snapshot_json_has_the_three_levels_as_status_writes_them() -> None:
     json.dumps(data)  # JSON-ready
 
 
+def test_snapshot_json_names_each_failure_and_its_reason() -> None:
+    view = RunView("r1")
+    for e in failed_events():
+        view.emit(e)
+    data = view.page_json(list(view.spans.values()), reset=True)
+    assert data["headline"] == "4/4 done · 1 failed · 2 skipped"
+    title = "Run r1 · plan p · failed · 4/4 done · 1 failed · 2 skipped · SIMULATED (sim provider)"
+    assert data["title"] == title
+    problems = [(p["task"], p["state"], p["agent"], p["reason"]) for p in data["problems"]]
+    assert problems == [
+        ("db", "failed", "Quantum", "auth: 401"),  # failed first
+        ("tests", "skipped", None, "upstream"),
+        ("docs", "skipped", None, "upstream"),
+    ]
+    assert data["problems"][0]["attempts"] == 2 and data["problems"][1]["upstream"] == "db"
+    by = {a["name"]: a for a in data["agents"]}
+    assert by["Quantum"]["failed_tasks"] == [{"task": "db", "reason": "auth: 401"}]
+    assert by["Quantum"]["last_error"]["reason"] == "auth: 401"
+    assert by["Quantum"]["tasks"]["headline"] == "1/1 done · 1 failed"  # not dropped
+    assert by["Cipher"]["failed_tasks"] == [] and by["Cipher"]["last_error"] is None
+    reasons = [s["reason"] for s in data["spans"] if s["state"] == "failed"]
+    assert reasons == ["server_error: 500", "auth: 401"]  # every failed attempt says why
+    assert all(s["reason"] == "" for s in data["spans"] if s["state"] != "failed")
+    assert data["eta_text"] == "finished" and data["more_problems"] == 0
+    json.dumps(data)
+
+
+def test_failure_reasons_are_one_redacted_line() -> None:
+    view = RunView("r1")
+    for e in _events():
+        view.emit(e)
+    view.emit(AttemptStarted(ts=102.1, task_id="db", attempt_id=4, attempt_no=3, agent="Nova"))
+    error = f"bad key {SECRET_KEY}\ntraceback line 2\n" + "x" * 400
+    view.emit(
+        AttemptFinished(
+            ts=102.2,
+            task_id="db",
+            attempt_id=4,
+            agent="Nova",
+            ok=False,
+            duration=0.1,
+            error_class="auth",
+            error=error,
+        )
+    )
+    view.emit(TaskFailed(ts=102.2, task_id="db", error_class="auth", error=error, attempts=3))
+    data = view.page_json(list(view.spans.values()))
+    (db,) = data["problems"]
+    nova = next(a for a in data["agents"] if a["name"] == "Nova")
+    for reason in (db["reason"], nova["failed_tasks"][0]["reason"], data["spans"][-1]["reason"]):
+        assert reason.startswith("auth: bad key [redacted] traceback line 2 xxx")
+        assert "\n" not in reason and len(reason) <= REASON_CHARS and reason.endswith("…")
+    assert SECRET_KEY not in json.dumps(data)
+    assert failure_reason("rate_limited", "") == "rate_limited"
+    assert failure_reason("", "upstream task 'a' did not succeed").startswith("upstream")
+
+
+def test_a_failed_task_run_again_is_no_longer_listed() -> None:
+    view = RunView("r1")
+    for e in failed_events():
+        view.emit(e)
+    view.emit(AttemptStarted(ts=110.0, task_id="db", attempt_id=7, attempt_no=1, agent="Nova"))
+    assert "db" not in view.problems  # a resume re-runs it: not a failure while it runs
+    view.emit(TaskSucceeded(ts=111.0, task_id="db", attempt_id=7, agent="Nova"))
+    assert "db" not in view.problems
+
+
+def test_a_stopped_runs_clock_keeps_its_last_event() -> None:
+    """Killed between two heartbeats: the clock stops at its last event, not before it."""
+    view = RunView("r1")
+    for e in _events():  # the last event at 102.0
+        view.emit(e)
+    view.gone = 100.5  # its last heartbeat, before its last events
+    s = view.snapshot()
+    assert s.status == "stopped" and s.now == 102.0
+    view.gone = 0.0  # no heartbeat known
+    assert view.snapshot().now == 102.0
+    data = view.page_json([])
+    assert data["eta_text"] == "none: stopped (process gone) — phalanx resume r1"
+
+
+def test_the_page_holds_no_terminal_art_and_no_emoji() -> None:
+    page = page_template()
+    art = re.compile("[\u2500-\u259f\u2600-\u27bf\U0001f000-\U0001faff\ufe0f]")
+    assert art.findall(page) == []
+    for gone in ("swarm-lines", "agent-lines", "team-list", ".line"):  # the old text levels
+        assert gone not in page
+
+
 def test_api_snapshot_runs_and_agent_drill_down(client: TestClient) -> None:
     auth = {"Authorization": f"Bearer {TOKEN}"}
     runs = client.get("/api/runs", headers=auth).json()
@@ -472,8 +565,9 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(timeout=10)
 
 
-_DONE = "(() => { const m = /Tasks: (\\d+) done/.exec($('swarm-lines').textContent);"
-_DONE += " return m ? Number(m[1]) : -1; })()"
+# the succeeded count of the page's legend (an HTML table cell, not a terminal line)
+_DONE = "(() => { const e = document.querySelector('#legend [data-state=succeeded]');"
+_DONE += " return e ? parseInt(e.textContent) : -1; })()"
 
 
 def _done(page: Any) -> int:
@@ -518,19 +612,21 @@ def test_chromium_follows_a_live_run(tmp_path: Path, chromium: Any) -> None:
         proc = _start_run(state, plan, "live")
         page.wait_for_function(f"() => {_DONE} >= 1 && {_DONE} < 100")
         first = _done(page)
-        assert "· running" in page.text_content("#title")
+        assert (page.text_content("#status") or "").strip() == "running"
         page.wait_for_function(f"() => {_DONE} > {first}")  # live: the counter moves
         assert _done(page) > first
-        level1 = page.text_content("#agent-lines") or ""
-        assert level1.count("Agent: ") == 6
-        assert "Generalist team:" in (page.text_content("#team-list") or "")
-        assert "🤖 Generalist: " in (page.text_content("#swarm-lines") or "")
+        assert page.locator("#agent-rows tr.agent").count() == 6  # level 1: one row each
+        team = page.locator("#team-rows tr[data-role='generalist']")  # level 2
+        assert (team.locator("td").first.text_content() or "") == "Generalist team"
+        assert re.fullmatch(r"[0-6]/6", team.locator("td").nth(1).text_content() or "")
         page.wait_for_function(f"() => {_DONE} === 120", timeout=30_000)
-        assert "Total progress: 100%" in (page.text_content("#swarm-lines") or "")
+        assert page.text_content("#headline") == "120/120 done"  # level 3
+        segments = page.locator("#total-bar > span")
+        assert segments.count() == 1 and segments.first.get_attribute("class") == "succeeded"
         assert proc.wait(timeout=20) == 0
 
         assert page.locator("#gantt rect").count() == 120
-        page.locator("#agent-lines .agent").first.click()
+        page.locator("#agent-rows tr.agent").first.click()
         page.wait_for_function("() => document.querySelector('#drill-body pre.prompt') !== null")
         assert "do part" in (page.text_content("#drill-body pre.prompt") or "")
         assert "[simulated]" in (page.text_content("#drill-body pre.output") or "")

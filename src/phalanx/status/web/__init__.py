@@ -1,9 +1,12 @@
 """The web dashboard: the three status levels, a live timeline, alerts and per-agent detail.
 
 A small Starlette app (the ``web`` extra) that follows a run in the journal. ``/events``
-streams server-sent ``snapshot`` events (at most four a second); the page draws the same
-strings as ``phalanx status`` (agent lines, team bars, swarm lines), a Gantt timeline of
-agents x time, alerts, and an agent's prompt, last output and usage on click.
+streams server-sent ``snapshot`` events (at most four a second); the page draws the progress
+model that ``phalanx status`` renders (:mod:`phalanx.status.progress`) as HTML: a stacked bar
+per run, team and agent (failed red, skipped grey), tables of teams and agents, the failed
+and skipped tasks with their reasons (error class and one-line error), a ``stopped (process
+gone)`` banner with the resume command, a Gantt timeline of agents x time, alerts, and an
+agent's prompt, last output, failures and usage on click. Icons are inline SVG, never emoji.
 
 Security: loopback by default; every request, whatever its path or method, needs the
 access token (``?token=``, ``Authorization: Bearer`` or the cookie the first page load

@@ -42,7 +42,7 @@ from ...journal import Journal, RunRecord
 from ...redaction import register
 from ..liveness import run_summaries
 from .auth import LOOPBACK_HOSTS, Guard, to_cookie
-from .views import RunView, agent_detail, full_view, metrics_text, snapshot_json
+from .views import RunView, agent_detail, full_view, metrics_text
 
 __all__ = ["Settings", "create_app", "page_template"]
 
@@ -122,7 +122,7 @@ class _Follower:
         spans = list(self.view.spans.values()) if reset else self.view.take_dirty()
         if reset:
             self.view.dirty.clear()
-        return _sse("snapshot", snapshot_json(self.view.snapshot(), spans, reset=reset))
+        return _sse("snapshot", self.view.page_json(spans, reset=reset))
 
     def _follow(self, journal: Journal, now: float) -> bool:
         if self.view is not None and (self.wanted or now - self.checked < LATEST_CHECK):
@@ -192,7 +192,7 @@ def _api_snapshot(request: Request) -> Response:
         except UsageError as exc:
             return _not_found(str(exc))
         view = full_view(journal, rec.run_id)
-    data = snapshot_json(view.snapshot(), list(view.spans.values()), reset=True)
+    data = view.page_json(list(view.spans.values()), reset=True)
     data["run_id"] = rec.run_id  # also before the run's first event
     return JSONResponse(data)
 
