@@ -88,6 +88,9 @@ class RunStarted:
     agents: tuple[AgentInfo, ...]
     tasks: tuple[TaskInfo, ...]
     done: tuple[str, ...] = ()  # tasks already terminal from earlier sessions (resume)
+    # false when every model of the run is simulated with zero latency: its times measure
+    # nothing, so no speedup is claimed (phalanx.status.speedup)
+    timed: bool = True
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

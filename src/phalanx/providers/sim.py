@@ -76,9 +76,12 @@ class SimOptions(BaseModel):
         return v
 
 
+def _as_latency(spec: Latency | float) -> Latency:
+    return spec if isinstance(spec, Latency) else Latency(ms=spec)
+
+
 def _latency(spec: Latency | float) -> Callable[[random.Random], float]:
-    if not isinstance(spec, Latency):
-        spec = Latency(ms=spec)
+    spec = _as_latency(spec)
     if spec.distribution == "fixed":
         seconds = spec.ms / 1000
         return lambda rng: seconds
@@ -110,6 +113,9 @@ class SimProvider:
         self.name = f"sim:{model}" if model and model != "sim" else "sim"
         self.seed = opts.seed if opts.seed is not None else (seed or 0)
         self._latency = _latency(opts.latency)
+        latency = _as_latency(opts.latency)
+        # zero latency: its calls take only the process's time, and no speedup is claimed
+        self.timed = latency.distribution == "lognormal" or latency.ms > 0
         self.output_tokens = opts.output_tokens
         self.retry_after = opts.retry_after
         self.faults = list(opts.faults.items())
