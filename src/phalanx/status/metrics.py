@@ -44,7 +44,8 @@ Definitions (times are seconds on the run's clock):
   (``None``, with ``speedup_reason``) without timing: a run whose models are all simulated
   with zero latency, or with almost no service time (:func:`phalanx.status.speedup.speedup_of`).
 - **scaling efficiency**: work / agent-seconds (speedup per agent); with a like-for-like
-  baseline, ``(baseline wall x baseline agents) / (wall x agents)``.
+  baseline, ``(baseline wall x baseline agents) / (wall x agents)``; ``None`` when no
+  speedup is claimed.
 
 Percentiles use the nearest-rank method: the p-th percentile of n sorted samples is the
 sample at rank ``ceil(p / 100 * n)`` (1-based; rank 1 when that is 0).
@@ -524,7 +525,10 @@ class _Fold:
             by_agent=by_agent,
             agent_roles=dict(self.roles),
             speedup=speedup.value,
-            scaling_efficiency=_ratio(run.work_seconds, run.agent_seconds),
+            # speedup per agent: no more meaningful than the speedup without timing
+            scaling_efficiency=_ratio(run.work_seconds, run.agent_seconds)
+            if speedup.value is not None
+            else None,
             timed=self.timed,
             speedup_reason=speedup.reason,
             task_outcomes={t: self.states[t] for t in self.task_ids},
