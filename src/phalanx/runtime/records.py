@@ -154,6 +154,7 @@ def attempt_finished(o: Outcome, ts: float, stale: bool) -> AttemptFinished:
         status=o.status,
         retry_after=o.retry_after,
         stale=stale,
+        queued=o.queued,
     )
 
 
