@@ -310,6 +310,18 @@ def test_a_sim_run_with_latency_claims_its_speedup(
     assert data["speedup"] == pytest.approx(s.speedup) and data["speedup_reason"] is None
 
 
+def test_a_baseline_of_zero_latency_runs_measures_no_speedup() -> None:
+    """Like-for-like runs, both simulated with zero latency: nothing to divide."""
+    base = compute_metrics(session("seq", FOUR, timed=False))
+    evs = session("par", FOUR, timed=False)
+    m = compute_metrics(evs, baseline=base)
+    assert m.comparison is not None and m.comparison.like_for_like
+    assert m.speedup is None and m.speedup_reason == NO_TIMING_SIMULATED
+    assert m.scaling_efficiency is None
+    md = render_markdown(report_from_events(evs, baseline=base, baseline_run_id="seq"))
+    assert "**speedup**: n/a (no timing: simulated zero-latency run)\n" in md
+
+
 def test_a_journal_without_the_timed_flag_needs_some_service_time() -> None:
     """Events written before RunStarted.timed existed: under 100 ms of service time in all,
     no speedup."""

@@ -150,6 +150,8 @@ def _speedup(r: Report) -> str:
     (and why the baseline's wall time is not used), or ``n/a`` and why (no timing)."""
     m = r.metrics
     claim = Speedup(m.speedup, m.speedup_reason)
+    if claim.value is None:  # "n/a (no timing: ...)": the baseline row says the rest
+        return claim.text()
     if m.speedup_basis == "measured":
         basis = "measured against a baseline run"
         if r.baseline_run_id:
@@ -161,8 +163,6 @@ def _speedup(r: Report) -> str:
         basis = "estimate"
         if m.comparison is not None:
             basis += f"; not measured against run {m.comparison.baseline_run_id}: the runs differ"
-    if claim.value is None:
-        return claim.text() + (f"; {basis}" if m.comparison is not None else "")
     return f"{claim.value:,.2f}x ({basis})"
 
 
