@@ -782,3 +782,109 @@ def test_the_example_reviewer_cases_run_on_the_sim_provider(state: Path) -> None
     assert (v.n, v.not_run) == (3, 0)
     assert report.simulated and report.markdown_path.exists()
     assert report.recorded == ()  # not a saved agent
+
+
+# -- service time apart from queue wait (issue 17) ---------------------------------------------
+def test_identical_specs_under_a_concurrency_limit_compare_on_service_time(
+    tmp_path: Path, state: Path
+) -> None:
+    """Two identical specs on one sim model that serves one call at a time (200 ms each):
+    eight case runs queue behind one another, the first spec's first. Their latencies
+    (first attempt to end) differ by the order they ran in; their service times do not, and
+    the queue wait is reported apart."""
+    plan = write(
+        tmp_path / "plan.yaml",
+        {
+            "name": "specs",
+            "provider": "sim",
+            "providers": {"sim": {"latency": {"ms": 200}, "concurrency": 1}},
+            "agents": [
+                {"role": "reviewer", "style": "text"},
+                {"role": "tester", "style": "text"},
+            ],
+            "tasks": [{"id": "t", "prompt": "x"}],
+        },
+    )
+    write(
+        tmp_path / "cases.yaml",
+        {"cases": [{"id": "q1", "prompt": "answer"}, {"id": "q2", "prompt": "answer"}]},
+    )
+    report = run_virtual(
+        evaluate([f"{plan}:reviewer", f"{plan}:tester"], "cases.yaml", repeat=2, record=False)
+    )
+    first, second = report.variants
+    assert first.n == second.n == 4 and first.passed == second.passed == 4
+    for v in (first, second):
+        for r in v.runs:
+            assert r.service == pytest.approx(0.2, abs=1e-6)
+            assert r.latency == pytest.approx(r.service + r.queue_wait, abs=1e-6)
+    # one call at a time: the eight case runs waited 0, 0.2, ... 1.4 s in some order
+    waits = sorted(r.queue_wait for v in (first, second) for r in v.runs)
+    assert waits == pytest.approx([0.2 * i for i in range(8)], abs=1e-6)
+    assert first.service_p50 == pytest.approx(second.service_p50, abs=1e-6)
+    assert first.service_p50 == pytest.approx(0.2, abs=1e-6)
+    assert abs(first.queue_p50 - second.queue_p50) >= 0.6  # type: ignore[operator]
+    assert abs(first.p50 - second.p50) >= 0.6  # type: ignore[operator]  # latency: queue in it
+    c = report.comparison
+    assert c is not None
+    assert c.service_p50 == {v.label: pytest.approx(0.2, abs=1e-6) for v in (first, second)}
+    sentence = c.sentence()
+    assert f"service time p50: {first.label} 0.20s, {second.label} 0.20s" in sentence
+    assert "(queue wait p50 apart: " in sentence
+    text = report.render_text()
+    assert "SERVICE P50" in text and "QUEUE P50" in text
+    row = next(line for line in text.splitlines() if line.startswith(first.label))
+    assert "0.20s" in row
+    data = json.loads(report.json_path.read_text())
+    assert data["variants"][0]["service_p50_seconds"] == pytest.approx(0.2, abs=1e-6)
+    assert data["variants"][1]["queue_p50_seconds"] == pytest.approx(second.queue_p50)
+    assert "| service p50 | service p95 | queue p50 | queue p95 |" in report.render_markdown()
+
+
+def test_eval_timings_use_active_time_across_a_resume() -> None:
+    """A case run started in a session that crashed and finished after a resume 100 s
+    later: its latency, service time and queue wait leave the downtime out."""
+    from phalanx.evals.scoring import timings_from_events
+    from phalanx.events import (
+        AgentInfo,
+        AttemptFinished,
+        AttemptStarted,
+        RunFinished,
+        RunStarted,
+        TaskInfo,
+        TaskSucceeded,
+    )
+
+    def started(ts: float, session: int) -> RunStarted:
+        return RunStarted(
+            ts=ts,
+            run_id="r",
+            plan="p",
+            session=session,
+            policy="best_fit",
+            simulated=True,
+            agents=(AgentInfo(name="A", role="reviewer", provider="sim"),),
+            tasks=(TaskInfo(id="q1.1", title="q1", category="other"),),
+        )
+
+    events = [
+        started(0.0, 1),
+        AttemptStarted(ts=0.5, task_id="q1.1", attempt_id=1, attempt_no=1, agent="A"),
+        # the process dies at 2.0 (its last event); resumed at 102.0
+        AttemptStarted(ts=2.0, task_id="other", attempt_id=9, attempt_no=1, agent="A"),
+        started(102.0, 2),
+        AttemptStarted(ts=102.0, task_id="q1.1", attempt_id=2, attempt_no=2, agent="A"),
+        AttemptFinished(
+            ts=105.0, task_id="q1.1", attempt_id=2, agent="A", ok=True, duration=2.0, queued=1.0
+        ),
+        TaskSucceeded(ts=105.0, task_id="q1.1", attempt_id=2, agent="A"),
+        RunFinished(ts=105.0, status="succeeded"),
+    ]
+    timings, _ = timings_from_events(events)
+    t = timings["q1.1"]
+    # active clock: session 1 is 0..2 (2 s), session 2 starts at 2 s active
+    assert t.start == pytest.approx(0.5) and t.ready == pytest.approx(0.0)
+    assert t.end == pytest.approx(2.0 + 3.0)
+    assert t.latency == pytest.approx(4.5)  # not 104.5: the 100 s downtime is left out
+    assert t.service_time == pytest.approx(2.0)
+    assert t.queue_wait == pytest.approx(0.5 + 1.0)

@@ -298,16 +298,33 @@ def test_scaling_efficiency_and_speedup_estimate() -> None:
     assert m.agents == pytest.approx(3.0)
 
 
-def test_speedup_measured_against_a_baseline() -> None:
-    sequential = [
+def sequential_session() -> list[Any]:
+    """``one_session``'s work on Ada alone, one task after another, with the same outcomes
+    (t1, t2, t3 succeed, t4 fails for good): 20 s of wall time."""
+    return [
         run_started(0, agents=AGENTS[:1]),
         start(0, "t1", 1, "Ada"),
-        finish(20, "t1", 1, "Ada", 20.0),
-        succeeded(20, "t1", 1, "Ada"),
-        RunFinished(ts=T0 + 20, status="succeeded"),
+        finish(5, "t1", 1, "Ada", 5.0),
+        succeeded(5, "t1", 1, "Ada"),
+        start(5, "t2", 2, "Ada"),
+        finish(11, "t2", 2, "Ada", 6.0),
+        succeeded(11, "t2", 2, "Ada"),
+        start(11, "t3", 3, "Ada"),
+        finish(16, "t3", 3, "Ada", 5.0),
+        succeeded(16, "t3", 3, "Ada"),
+        start(16, "t4", 4, "Ada"),
+        finish(20, "t4", 4, "Ada", 4.0, error="auth"),
+        TaskFailed(ts=T0 + 20, task_id="t4", error_class="auth", error="401", attempts=1),
+        RunFinished(ts=T0 + 20, status="failed"),
     ]
-    base = compute_metrics(sequential)
+
+
+def test_speedup_measured_against_a_baseline() -> None:
+    """A like-for-like baseline (the same tasks, the same outcomes): wall times compared."""
+    base = compute_metrics(sequential_session())
     m = compute_metrics(one_session(), baseline=base)
+    assert m.comparison is not None and m.comparison.like_for_like
+    assert m.comparison.matched == ("t1", "t2", "t3")
     assert m.speedup_basis == "measured"
     assert m.speedup == pytest.approx(2.0)  # 20 s / 10 s
     assert m.scaling_efficiency == pytest.approx(20 * 1 / (10 * 3))  # (20 x 1) / (10 x 3)

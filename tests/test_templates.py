@@ -309,7 +309,7 @@ def test_run_sequential_on_the_cli(
 ) -> None:
     plan = init(capsys, "feature", tmp_path)
     path = str(tmp_path / "plan.yaml")
-    code, out, err = run_cli(
+    code, _, err = run_cli(
         ["run", path, "--sequential", "--provider", "sim", "-q", "--run-id", "seq"], capsys
     )
     assert code == 0, err

@@ -497,6 +497,7 @@ def _orchestrator(
         router=_router(plan, providers, gate),
         sinks=[_JournalSink(journal, run_id, prior.session), *sinks],
         simulated=any(p.simulated for p in providers.values()),
+        timed=any(getattr(p, "timed", True) for p in providers.values()),
         prior=prior,
         seed=seed,
         gate=gate,
@@ -697,12 +698,15 @@ def _render_summary(r: RunResult) -> str:
         lines.append(f"  why: {s.reason}")
     elif r.status == "interrupted" and not s.reason.startswith("interrupted"):
         lines.append(f"  why: {s.reason.split(': resume with')[0]}")  # e.g. the cluster is gone
-    if s.speedup is not None and s.busy_seconds > 0:
+    speedup = s.speedup_claim  # none claimed without timing (a zero-latency sim run)
+    if speedup.value is not None:
         lines.append(
-            f"  speedup: {s.speedup:.1f}x over the sum of task times "
+            f"  speedup: {speedup.text()} over the sum of task times "
             f"({s.busy_seconds:.2f}s of work in {s.elapsed:.2f}s"
             + (" active)" if s.resumed else ")")
         )
+    elif s.attempts:
+        lines.append(f"  speedup: {speedup.text()}")
     if r.changes is not None:
         lines.append("  changed files (each agent on its own branch):")
         lines += [

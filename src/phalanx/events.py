@@ -88,6 +88,9 @@ class RunStarted:
     agents: tuple[AgentInfo, ...]
     tasks: tuple[TaskInfo, ...]
     done: tuple[str, ...] = ()  # tasks already terminal from earlier sessions (resume)
+    # false when every model of the run is simulated with zero latency: its times measure
+    # nothing, so no speedup is claimed (phalanx.status.speedup)
+    timed: bool = True
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -116,6 +119,9 @@ class AttemptFinished:
     status: int | None = None
     retry_after: float | None = None
     stale: bool = False  # a superseded attempt's late result: recorded, then ignored
+    # seconds its model calls waited for capacity (rate-limit permits, a provider's pool or
+    # concurrency limit): queue wait, not counted in ``duration`` (the service time)
+    queued: float = 0.0
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -581,7 +587,7 @@ def _attempt_finished_json(e: AttemptFinished) -> str:
         f'{{"type":"attempt_finished","ts":{_num(e.ts)},"task_id":{_str(e.task_id)},'
         f'"attempt_id":{_num(e.attempt_id)},"agent":{_str(e.agent)},"ok":{_bool(e.ok)},'
         f'"duration":{_num(e.duration)},"usage":{_usage_json(e.usage)}{error}'
-        f'"stale":{_bool(e.stale)}}}'
+        f'"stale":{_bool(e.stale)},"queued":{_num(e.queued)}}}'
     )
 
 

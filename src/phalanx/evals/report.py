@@ -30,12 +30,14 @@ class CaseRun:
     checks: tuple[CheckResult, ...] = ()
     output: str = ""
     usage: Usage = ZERO
-    latency: float | None = None
+    latency: float | None = None  # its first attempt's start to its end (queue wait included)
     style_valid: bool = False
     reasks: int = 0
     error: str | None = None
     workspace: str = ""
     judged: bool = True  # its judges, if any, ran (a budget may stop them)
+    service: float | None = None  # its model calls' time (what the spec costs in time)
+    queue_wait: float | None = None  # ready to its first call, and waits for capacity
 
     @property
     def ran(self) -> bool:
@@ -69,6 +71,11 @@ class VariantReport:
     p50: float | None
     p95: float | None
     per_case: Mapping[str, tuple[int, int]]  # case -> (passed, ran)
+    # service time (model calls) and queue wait per case run: specs compare on service time
+    service_p50: float | None = None
+    service_p95: float | None = None
+    queue_p50: float | None = None
+    queue_p95: float | None = None
 
     @property
     def tokens(self) -> int:
@@ -95,6 +102,10 @@ class VariantReport:
             "cost_per_run_usd": self.cost_per_run,
             "latency_p50_seconds": self.p50,
             "latency_p95_seconds": self.p95,
+            "service_p50_seconds": self.service_p50,
+            "service_p95_seconds": self.service_p95,
+            "queue_p50_seconds": self.queue_p50,
+            "queue_p95_seconds": self.queue_p95,
             "per_case": {k: {"passed": p, "ran": n} for k, (p, n) in self.per_case.items()},
             "runs": [r.to_dict() for r in self.runs],
         }
@@ -109,15 +120,27 @@ class Comparison:
     winner: str | None
     best_pass_rate: str | None
     note: str = ""
+    # speed compares on service time (p50 per spec), queue wait apart: specs that waited
+    # for one another's model calls would otherwise differ by the order they ran in
+    service_p50: Mapping[str, float | None] = dataclasses.field(default_factory=dict)
+    queue_p50: Mapping[str, float | None] = dataclasses.field(default_factory=dict)
 
     def sentence(self) -> str:
         if self.winner is None:
-            return f"no winner: {self.note}"
+            return f"no winner: {self.note}" + self._speed()
         shown = ", ".join(f"{label} {_num(v)}" for label, v in self.values.items() if v is not None)
         text = f"winner on quality per dollar: {self.winner} ({self.metric}: {shown})"
         if self.best_pass_rate and self.best_pass_rate != self.winner:
             text += f" · best pass rate: {self.best_pass_rate}"
-        return text + (f" · {self.note}" if self.note else "")
+        return text + (f" · {self.note}" if self.note else "") + self._speed()
+
+    def _speed(self) -> str:
+        """`` · service time p50: a 1.00s, b 1.02s (queue wait p50 apart: a 0.00s, b 3.00s)``."""
+        if not any(v is not None for v in self.service_p50.values()):
+            return ""
+        service = ", ".join(f"{k} {_secs(v)}" for k, v in self.service_p50.items())
+        queue = ", ".join(f"{k} {_secs(v)}" for k, v in self.queue_p50.items())
+        return f" · service time p50: {service} (queue wait p50 apart: {queue})"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -174,6 +197,8 @@ class EvalReport:
                 "winner": c.winner,
                 "best_pass_rate": c.best_pass_rate,
                 "note": c.note,
+                "service_p50_seconds": dict(c.service_p50),
+                "queue_p50_seconds": dict(c.queue_p50),
             },
             "judges": {"verdicts": self.judged, "usage": self.judge_usage.to_dict()},
             "recorded": list(self.recorded),
@@ -183,7 +208,7 @@ class EvalReport:
     def render_text(self, *, failures: int = 10) -> str:
         """The terminal summary: a row per spec, the winner, the first failed case runs."""
         rows = [_row(v) for v in self.variants]
-        head = ("SPEC", "PASS", "95% CI", "STYLE OK", "TOKENS IN/OUT", "COST", "P50", "P95")
+        head = ("SPEC", "PASS", "95% CI", "STYLE OK", "TOKENS IN/OUT", "COST", *_TIME_HEAD)
         widths = [max(len(row[i]) for row in [head, *rows]) for i in range(len(head))]
         out = [self._title()]
         for row in [head, *rows]:
@@ -220,8 +245,9 @@ class EvalReport:
         if self.recorded:
             out.append(f"- recorded in the library: {', '.join(self.recorded)}")
         out.extend(f"- note: {n}" for n in self.notes)
-        out += ["", "| spec | pass | 95% CI | style ok | tokens in/out | cost | p50 | p95 |"]
-        out.append("|---|---|---|---|---|---|---|---|")
+        times = " | ".join(h.lower() for h in _TIME_HEAD)
+        out += ["", f"| spec | pass | 95% CI | style ok | tokens in/out | cost | {times} |"]
+        out.append("|---|---|---|---|---|---|" + "---|" * len(_TIME_HEAD))
         out += ["| " + " | ".join(_row(v)) + " |" for v in self.variants]
         if self.comparison is not None:
             out += ["", self.comparison.sentence()]
@@ -237,7 +263,8 @@ class EvalReport:
                 lat = "-" if r.latency is None else f"{r.latency:.2f}s"
                 out.append(
                     f"- {mark} `{r.task_id}` {v.label}: {r.state}, {r.usage.total_tokens} "
-                    f"tokens, {lat}" + (f", error: {r.error}" if r.error else "")
+                    f"tokens, {lat} (service {_secs(r.service)}, queue {_secs(r.queue_wait)})"
+                    + (f", error: {r.error}" if r.error else "")
                 )
                 for c in r.checks:
                     detail = f": {c.detail}" if c.detail else ""
@@ -274,6 +301,10 @@ def _secs(v: float | None) -> str:
     return "-" if v is None else f"{v:.2f}s"
 
 
+# latency columns: service time (the model calls) and queue wait apart
+_TIME_HEAD = ("SERVICE P50", "SERVICE P95", "QUEUE P50", "QUEUE P95")
+
+
 def _row(v: VariantReport) -> tuple[str, ...]:
     not_run = f", {v.not_run} not run" if v.not_run else ""
     return (
@@ -283,6 +314,8 @@ def _row(v: VariantReport) -> tuple[str, ...]:
         f"{100 * v.style_validity:.1f}%",
         f"{v.input_tokens:,}/{v.output_tokens:,}",
         money(v.cost_usd),
-        _secs(v.p50),
-        _secs(v.p95),
+        _secs(v.service_p50),
+        _secs(v.service_p95),
+        _secs(v.queue_p50),
+        _secs(v.queue_p95),
     )

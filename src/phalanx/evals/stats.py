@@ -2,7 +2,10 @@
 task succeeded and passed every check, over the case runs that ran; its 95% Wilson interval
 (:func:`wilson_interval`, over every case run, so repeats narrow it); tokens and cost of the
 spec's own tasks (judges are counted apart); latency per case run from its first attempt's
-start to its task's end, p50 and p95 by the nearest-rank method (:func:`phalanx._util.percentile`);
+start to its task's end, and apart its service time (its model calls) and its queue wait (from
+when it could run to its first attempt, plus its attempts' waits for capacity), each p50 and
+p95 by the nearest-rank method (:func:`phalanx._util.percentile`); specs compare their speed
+on service time, since the queue wait depends on which spec's calls went first;
 style validity = case runs whose first answer parsed in the spec's style, without a re-ask.
 With several specs, :func:`compare` names the winner on quality per dollar: the highest pass
 rate per dollar of cost per case run (per 1,000 tokens when a cost is unknown or zero)."""
@@ -41,6 +44,8 @@ def variant_report(
     usage = sum((r.usage for r in ran), ZERO)
     unpriced = any(r.usage.cost_usd is None and r.usage.total_tokens for r in ran)
     latencies = [r.latency for r in ran if r.latency is not None]
+    service = [r.service for r in ran if r.service is not None]
+    queue = [r.queue_wait for r in ran if r.queue_wait is not None]
     per_case: dict[str, tuple[int, int]] = {}
     for r in ran:
         p, m = per_case.get(r.case, (0, 0))
@@ -63,6 +68,10 @@ def variant_report(
         p50=percentile(latencies, 50),
         p95=percentile(latencies, 95),
         per_case=per_case,
+        service_p50=percentile(service, 50),
+        service_p95=percentile(service, 95),
+        queue_p50=percentile(queue, 50),
+        queue_p95=percentile(queue, 95),
     )
 
 
@@ -78,9 +87,18 @@ def compare(variants: Sequence[VariantReport]) -> Comparison | None:
         key=lambda i: (-(values.get(variants[i].label) or 0.0), -variants[i].pass_rate, i),
     )
     best_rate = max(variants, key=lambda v: v.pass_rate)
+    speed = {
+        "service_p50": {v.label: v.service_p50 for v in variants},
+        "queue_p50": {v.label: v.queue_p50 for v in variants},
+    }
     if best_rate.pass_rate == 0:
         return Comparison(
-            metric=metric, values=values, winner=None, best_pass_rate=None, note="no spec passed"
+            metric=metric,
+            values=values,
+            winner=None,
+            best_pass_rate=None,
+            note="no spec passed",
+            **speed,
         )
     first, second = variants[order[0]], variants[order[1]]
     if first.ci_low <= second.ci_high and second.ci_low <= first.ci_high:
@@ -92,6 +110,7 @@ def compare(variants: Sequence[VariantReport]) -> Comparison | None:
         winner=first.label,
         best_pass_rate=best_rate.label,
         note=note,
+        **speed,
     )
 
 

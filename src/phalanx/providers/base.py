@@ -86,6 +86,9 @@ class Completion:
     simulated: bool = False
     tool_calls: tuple[ToolCall, ...] = ()
     raw: Any = field(default=None, repr=False, compare=False)
+    # seconds the call waited inside the provider for capacity (a pool of local model
+    # instances, a concurrency limit) before it ran: queue wait, not service time
+    queued: float = 0.0
 
 
 @runtime_checkable

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import glob
 import importlib.util
 import os
@@ -154,7 +155,12 @@ class LocalModelProvider:
             )
 
     async def complete(self, request: CompletionRequest) -> Completion:
+        """The model's answer; the wait for an instance of the pool (freed by another call,
+        or loaded) is reported as ``queued``, apart from the service time."""
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
         llm = await self._borrow()
+        queued = loop.time() - t0
         kwargs = self._kwargs(request)
         work = asyncio.ensure_future(asyncio.to_thread(_chat, llm, kwargs))
         # The thread cannot be interrupted: the instance returns to the pool when it is done,
@@ -166,7 +172,7 @@ class LocalModelProvider:
             text = str(exc)
             cls = ErrorClass.CONTEXT_LENGTH if "context" in text.lower() else ErrorClass.BAD_REQUEST
             raise ProviderError(f"{self.name}: {text}", error_class=cls) from None
-        return self._completion(response)
+        return dataclasses.replace(self._completion(response), queued=queued)
 
     def _kwargs(self, request: CompletionRequest) -> dict[str, Any]:
         kwargs: dict[str, Any] = {

@@ -10,12 +10,18 @@ Options (plan ``providers: {sim: {...}}``)::
     output_tokens: 60           # mean output length (exponentially distributed)
     faults:   {rate_limited: 0.1, server_error: 0.05, auth: 0.01, ...}   # rate per call
     retry_after: 1.0            # seconds, sent with injected rate_limited faults
+    concurrency: 2              # calls served at once (like a local model's pool); the others
+                                # queue, and their wait is reported apart from service time
     seed: 0
+
+Without latency settings (the default: 0 ms) its calls take only the process's time: such a
+run is marked untimed (``timed``: false) and claims no speedup.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import math
 import random
@@ -65,6 +71,7 @@ class SimOptions(BaseModel):
     retry_after: float = Field(default=0.0, ge=0)
     faults: dict[ErrorClass, float] = {}
     seed: int | None = None
+    concurrency: int | None = Field(default=None, ge=1)
 
     @field_validator("faults")
     @classmethod
@@ -76,9 +83,12 @@ class SimOptions(BaseModel):
         return v
 
 
+def _as_latency(spec: Latency | float) -> Latency:
+    return spec if isinstance(spec, Latency) else Latency(ms=spec)
+
+
 def _latency(spec: Latency | float) -> Callable[[random.Random], float]:
-    if not isinstance(spec, Latency):
-        spec = Latency(ms=spec)
+    spec = _as_latency(spec)
     if spec.distribution == "fixed":
         seconds = spec.ms / 1000
         return lambda rng: seconds
@@ -110,14 +120,32 @@ class SimProvider:
         self.name = f"sim:{model}" if model and model != "sim" else "sim"
         self.seed = opts.seed if opts.seed is not None else (seed or 0)
         self._latency = _latency(opts.latency)
+        latency = _as_latency(opts.latency)
+        # zero latency: its calls take only the process's time, and no speedup is claimed
+        self.timed = latency.distribution == "lognormal" or latency.ms > 0
         self.output_tokens = opts.output_tokens
         self.retry_after = opts.retry_after
         self.faults = list(opts.faults.items())
+        self.concurrency = opts.concurrency
+        self._slots: asyncio.Semaphore | None = None
 
     def _rng(self, req: CompletionRequest) -> random.Random:
         return random.Random(f"{self.seed}\x00{req.task_id}\x00{req.attempt_no}\x00{req.agent}")
 
     async def complete(self, request: CompletionRequest) -> Completion:
+        """The answer; with ``concurrency``, after a free slot (the wait is ``queued``)."""
+        if self.concurrency is None:
+            return await self._complete(request)
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self.concurrency)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        async with self._slots:
+            queued = loop.time() - t0
+            completion = await self._complete(request)
+        return dataclasses.replace(completion, queued=queued)
+
+    async def _complete(self, request: CompletionRequest) -> Completion:
         rng = self._rng(request)
         delay = self._latency(rng)
         fault = self._draw_fault(rng)

@@ -77,6 +77,7 @@ class Outcome:
     error: str | None = None
     status: int | None = None
     retry_after: float | None = None
+    queued: float = 0.0  # seconds its calls waited for capacity (not in ``duration``)
 
 
 def build_request(
@@ -165,7 +166,8 @@ class _Turns:
     usage: Usage = ZERO
     calls: int = 0  # model calls of the loop (turns); a call's retries are not more turns
     reasks: int = 0
-    busy: float = 0.0
+    busy: float = 0.0  # service time: the model calls, their waits for capacity excluded
+    queued: float = 0.0  # waits for capacity: rate-limit permits, a provider's own queue
 
 
 class AgentRunner:
@@ -235,6 +237,7 @@ class AgentRunner:
                 agent=attempt.agent,
                 ok=False,
                 duration=state.busy,
+                queued=state.queued,
                 usage=state.usage,
                 turns=state.calls,
                 error_class=f.cls,
@@ -248,6 +251,7 @@ class AgentRunner:
             agent=attempt.agent,
             ok=True,
             duration=state.busy,
+            queued=state.queued,
             output=text,
             parsed=parsed,
             usage=state.usage,
@@ -350,11 +354,13 @@ class AgentRunner:
         task's deadline, its usage charged once (a failed call's too, when it has one)."""
         loop = asyncio.get_running_loop()
         estimate = request.prompt_chars // 4 + min(request.max_tokens, 256)
+        t0 = loop.time()
         ticket = await self.gate.acquire(
             self.key, estimate, agent=attempt.agent, task_id=attempt.task.id
         )
         timeout = attempt.task.timeout
-        t0 = loop.time()
+        t1 = loop.time()
+        state.queued += t1 - t0
         try:
             async with asyncio.timeout(timeout):
                 completion = await self.provider.complete(request)
@@ -372,7 +378,11 @@ class AgentRunner:
         except Exception as exc:  # a bug in a provider: reported, not retried
             raise _Failed(ErrorClass.INTERNAL, f"{type(exc).__name__}: {exc}") from None
         finally:
-            state.busy += loop.time() - t0
+            state.busy += loop.time() - t1
+        # the provider's own queue (a pool, a concurrency limit) is wait, not service
+        waited = min(max(0.0, getattr(completion, "queued", 0.0)), loop.time() - t1)
+        state.busy -= waited
+        state.queued += waited
         self._charge(ticket, completion.usage, estimate, state)
         return completion
 

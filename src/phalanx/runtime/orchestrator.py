@@ -83,9 +83,11 @@ class Orchestrator:
         runner_factory: Callable[[AgentSpec], AgentRunner] | None = None,
         comms: Any = None,
         router: LLMPolicy | None = None,
+        timed: bool = True,
     ) -> None:
         self.plan, self.run_id, self.engine = plan, run_id, engine
         self.runners, self.sinks, self.simulated = dict(runners), list(sinks), simulated
+        self.timed = timed  # false: every model is simulated with zero latency
         self.prior = prior or Prior()
         self.rng, self.tasks = random.Random(seed), plan.task_map
         self.progress = Progress(plan, self.prior, self.rng, now=self.now, emit=self.emit)
@@ -201,6 +203,7 @@ class Orchestrator:
                 slots=self.slots,
                 runners=self.runners,
                 records=self.records,
+                timed=self.timed,
             )
         )
         self._warn_unsandboxed()

@@ -104,8 +104,10 @@ def run_started(
     slots: Mapping[str, AgentSlot],
     runners: Mapping[str, AgentRunner],
     records: Mapping[str, TaskRecord],
+    timed: bool = True,
 ) -> RunStarted:
-    """The run's opening event: its fleet, its tasks and those already settled."""
+    """The run's opening event: its fleet, its tasks and those already settled (``timed``:
+    false when every model is simulated with zero latency)."""
     default = plan.provider or DEFAULT_PROVIDER
     agents = tuple(
         AgentInfo(
@@ -133,6 +135,7 @@ def run_started(
         agents=agents,
         tasks=tasks,
         done=tuple(k for k, r in records.items() if r.state != "pending"),
+        timed=timed,
     )
 
 
@@ -151,6 +154,7 @@ def attempt_finished(o: Outcome, ts: float, stale: bool) -> AttemptFinished:
         status=o.status,
         retry_after=o.retry_after,
         stale=stale,
+        queued=o.queued,
     )
 
 

@@ -37,9 +37,15 @@ Definitions (times are seconds on the run's clock):
   the results): what a sequential run of the same tasks needs at least.
 - **speedup**: work / wall time, an *estimate* of the speedup over a sequential run (it leaves
   out retries a sequential run would also need); given a ``baseline`` run (the same plan run
-  with fewer agents, ideally one), the *measured* ratio of wall times.
-- **scaling efficiency**: work / agent-seconds (speedup per agent); with a baseline,
-  ``(baseline wall x baseline agents) / (wall x agents)``.
+  with fewer agents, ideally one), the *measured* ratio of wall times, but only when the two
+  runs are like for like (the same tasks with the same outcomes, see
+  :mod:`phalanx.status.compare`): otherwise the estimate stays and ``comparison`` says what
+  differs and compares the service time of the tasks that succeeded in both. No speedup
+  (``None``, with ``speedup_reason``) without timing: a run whose models are all simulated
+  with zero latency, or with almost no service time (:func:`phalanx.status.speedup.speedup_of`).
+- **scaling efficiency**: work / agent-seconds (speedup per agent); with a like-for-like
+  baseline, ``(baseline wall x baseline agents) / (wall x agents)``; ``None`` when no
+  speedup is claimed.
 
 Percentiles use the nearest-rank method: the p-th percentile of n sorted samples is the
 sample at rank ``ceil(p / 100 * n)`` (1-based; rank 1 when that is 0).
@@ -66,6 +72,8 @@ from ..events import (
     TaskSkipped,
     TaskSucceeded,
 )
+from .compare import Comparison, NotComparable, compare_runs
+from .speedup import speedup_of
 
 if TYPE_CHECKING:
     from ..journal import Journal
@@ -241,6 +249,11 @@ class Metrics:
     speedup_basis: Literal["estimate", "measured"] = "estimate"
     baseline_wall_seconds: float | None = None
     baseline_agents: float | None = None
+    timed: bool = True  # false: every model simulated with zero latency (RunStarted.timed)
+    speedup_reason: str = ""  # why no speedup is claimed (speedup None)
+    task_outcomes: Mapping[str, str] = field(default_factory=dict, compare=False)  # task -> state
+    task_work: Mapping[str, float] = field(default_factory=dict, compare=False)  # its service s
+    comparison: Comparison | None = None  # task by task against the baseline, when one is given
 
     @property
     def calendar_seconds(self) -> float:
@@ -273,6 +286,9 @@ class Metrics:
             "lost_attempts": self.lost_attempts,
             "speedup": self.speedup,
             "speedup_basis": self.speedup_basis,
+            "speedup_reason": self.speedup_reason or None,
+            "timed": self.timed,
+            "comparison": None if self.comparison is None else self.comparison.to_dict(),
             "scaling_efficiency": self.scaling_efficiency,
             "baseline_wall_seconds": self.baseline_wall_seconds,
             "baseline_agents": self.baseline_agents,
@@ -321,6 +337,7 @@ class _Fold:
         self.plan = ""
         self.status = "running"
         self.simulated = False
+        self.timed = True
         self.finished: float | None = None
         self.sessions: list[_Session] = []
         self.open = False
@@ -335,6 +352,7 @@ class _Fold:
         self.finished_attempts: dict[int, AttemptFinished] = {}
         self.lost = 0
         self.accs: dict[str, _Acc] = {}
+        self.task_work: dict[str, float] = {}  # task -> service time of its result's attempt
 
     # scopes: "" is the run, "role:NAME", "agent:NAME"
     def _scopes(self, agent: str | None) -> list[_Acc]:
@@ -390,7 +408,7 @@ class _Fold:
     def _run_started(self, e: RunStarted) -> None:
         if self.open:  # the last session crashed: it ended with its last event
             self._close(self.sessions[-1].end)
-        self.run_id, self.plan, self.simulated = e.run_id, e.plan, e.simulated
+        self.run_id, self.plan, self.simulated, self.timed = e.run_id, e.plan, e.simulated, e.timed
         self.status, self.finished, self.open = "running", None, True
         self.lost += len(self.running)  # cut short by a crash: re-run, never finished
         self.running.clear()
@@ -438,6 +456,8 @@ class _Fold:
         now = self.active(e.ts)
         latency = now - self.first_start.get(e.task_id, now)
         attempt = self.finished_attempts.get(e.attempt_id)
+        if attempt is not None:
+            self.task_work[e.task_id] = attempt.duration
         for acc in self._scopes(e.agent):
             acc.tasks_succeeded += 1
             acc.task_latencies.append(latency)
@@ -486,6 +506,7 @@ class _Fold:
         counts: dict[str, int] = {}
         for state in self.states.values():
             counts[state] = counts.get(state, 0) + 1
+        speedup = speedup_of(run.work_seconds, wall, timed=self.timed)
         return Metrics(
             run_id=self.run_id,
             plan=self.plan,
@@ -503,8 +524,17 @@ class _Fold:
             by_role=by_role,
             by_agent=by_agent,
             agent_roles=dict(self.roles),
-            speedup=_ratio(run.work_seconds, wall),
-            scaling_efficiency=_ratio(run.work_seconds, run.agent_seconds),
+            speedup=speedup.value,
+            # speedup per agent: no more meaningful than the speedup without timing
+            scaling_efficiency=_ratio(run.work_seconds, run.agent_seconds)
+            if speedup.value is not None
+            else None,
+            timed=self.timed,
+            speedup_reason=speedup.reason,
+            task_outcomes={t: self.states[t] for t in self.task_ids},
+            task_work={
+                t: w for t, w in self.task_work.items() if self.states.get(t) == "succeeded"
+            },
         )
 
 
@@ -563,16 +593,44 @@ def compute_metrics(events: Iterable[object], *, baseline: Metrics | None = None
 
 
 def with_baseline(metrics: Metrics, baseline: Metrics) -> Metrics:
-    """``metrics`` with speedup and scaling efficiency measured against ``baseline``."""
-    speedup = _ratio(baseline.wall_seconds, metrics.wall_seconds)
-    capacity = metrics.wall_seconds * metrics.agents
-    return dataclasses.replace(
+    """``metrics`` compared with ``baseline``, task by task (``comparison``). Only when the
+    two runs are like for like (the same tasks, the same outcomes) are speedup and scaling
+    efficiency measured against the baseline's wall (active) time; otherwise they stay
+    estimates and the comparison says what differs. Raises :class:`NotComparable` (one
+    line) when no task succeeded in both."""
+    cmp = compare_runs(
+        metrics.task_outcomes,
+        metrics.task_work,
+        baseline.task_outcomes,
+        baseline.task_work,
+        baseline_run_id=baseline.run_id,
+    )
+    if not cmp.matched:
+        why = cmp.differences() or "neither run has a succeeded task"
+        raise NotComparable(
+            f"cannot compare run {metrics.run_id} with baseline {baseline.run_id}: "
+            f"no task succeeded in both ({why})"
+        )
+    measured = dataclasses.replace(
         metrics,
-        speedup=speedup,
-        scaling_efficiency=_ratio(baseline.wall_seconds * baseline.agents, capacity),
-        speedup_basis="measured",
+        comparison=cmp,
         baseline_wall_seconds=baseline.wall_seconds,
         baseline_agents=baseline.agents,
+    )
+    if not cmp.like_for_like:
+        return measured
+    speedup = speedup_of(
+        baseline.wall_seconds, metrics.wall_seconds, timed=metrics.timed and baseline.timed
+    )
+    capacity = metrics.wall_seconds * metrics.agents
+    return dataclasses.replace(
+        measured,
+        speedup=speedup.value,
+        speedup_reason=speedup.reason,
+        scaling_efficiency=_ratio(baseline.wall_seconds * baseline.agents, capacity)
+        if speedup.value is not None
+        else None,
+        speedup_basis="measured",
     )
 
 

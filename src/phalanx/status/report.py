@@ -39,6 +39,7 @@ from .report_model import (
     report_from_events,
 )
 from .snapshot import fmt_duration, status_text
+from .speedup import Speedup
 
 if TYPE_CHECKING:
     from ..journal import Journal
@@ -144,16 +145,32 @@ def _wall(m: Metrics) -> str:
     return f"{_secs(m.wall_seconds)} active (sum of session spans)"
 
 
+def _speedup(r: Report) -> str:
+    """The speedup as claimed: measured against a like-for-like baseline, else an estimate
+    (and why the baseline's wall time is not used), or ``n/a`` and why (no timing)."""
+    m = r.metrics
+    claim = Speedup(m.speedup, m.speedup_reason)
+    if claim.value is None:  # "n/a (no timing: ...)": the baseline row says the rest
+        return claim.text()
+    if m.speedup_basis == "measured":
+        basis = "measured against a baseline run"
+        if r.baseline_run_id:
+            basis = (
+                f"measured against run {r.baseline_run_id}: {_secs(m.baseline_wall_seconds)} "
+                f"there, {_secs(m.wall_seconds)} here"
+            )
+    else:
+        basis = "estimate"
+        if m.comparison is not None:
+            basis += f"; not measured against run {m.comparison.baseline_run_id}: the runs differ"
+    return f"{claim.value:,.2f}x ({basis})"
+
+
 def _summary(r: Report) -> list[tuple[str, str]]:
     m = r.metrics
     p = Progress.of_counts(m.task_states)
     states = f"{p.headline()} ({p.breakdown()})" if p.total else "none"
-    basis = "measured against a baseline run" if m.speedup_basis == "measured" else "estimate"
-    if m.speedup_basis == "measured" and r.baseline_run_id:
-        basis = (
-            f"measured against run {r.baseline_run_id}: {_secs(m.baseline_wall_seconds)} "
-            f"there, {_secs(m.wall_seconds)} here"
-        )
+    baseline = [] if m.comparison is None else [("baseline", m.comparison.sentence())]
     return [
         ("run", m.run_id or "–"),
         ("plan", m.plan or "–"),
@@ -167,7 +184,8 @@ def _summary(r: Report) -> list[tuple[str, str]]:
         ("tasks", states),
         ("lost attempts", str(m.lost_attempts)),
         ("call retries", f"{m.run.call_retries} (model calls sent again, turns kept)"),
-        ("speedup", f"{_num(m.speedup, 2)}x ({basis})"),
+        *baseline,
+        ("speedup", _speedup(r)),
         ("scaling efficiency", _pct(m.scaling_efficiency)),
         ("cost", _usd(m.run.cost_usd)),
     ]

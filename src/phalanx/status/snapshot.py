@@ -37,6 +37,7 @@ from ..events import (
     ToolCalled,
 )
 from .progress import Progress, failure_reason
+from .speedup import Speedup, speedup_of
 
 __all__ = [
     "STOPPED",
@@ -151,6 +152,7 @@ class Snapshot:
     # running tasks already longer than every finished one: the ETA is then a lower bound
     # (``eta_seconds``), or unknown (None) when nothing else is left
     eta_over: int = 0
+    timed: bool = True  # false: every model simulated with zero latency (RunStarted.timed)
 
     @property
     def elapsed(self) -> float:
@@ -180,8 +182,14 @@ class Snapshot:
 
     @property
     def speedup(self) -> float | None:
-        """Sum of attempt service times over active time: what running them one by one costs."""
-        return self.busy_seconds / self.elapsed if self.elapsed > 0 else None
+        """Sum of attempt service times over active time: what running them one by one costs
+        (None without timing to compare: see :attr:`speedup_claim`)."""
+        return self.speedup_claim.value
+
+    @property
+    def speedup_claim(self) -> Speedup:
+        """The speedup, or why none is claimed (a simulated zero-latency run, no timing)."""
+        return speedup_of(self.busy_seconds, self.elapsed, timed=self.timed)
 
     def to_dict(self) -> dict[str, Any]:
         """The snapshot as JSON data (``status --json``; the dashboard adds its views)."""
@@ -199,6 +207,7 @@ class Snapshot:
             "elapsed": self.elapsed,
             "active_seconds": self.elapsed,
             "calendar_seconds": self.calendar,
+            **self._speedup_dict(),
             "counts": self.counts,
             "tasks": self.tasks.to_dict(),
             "total": self.total,
@@ -226,6 +235,10 @@ class Snapshot:
             ],
         }
 
+    def _speedup_dict(self) -> dict[str, Any]:
+        claim = self.speedup_claim
+        return {"speedup": claim.value, "speedup_reason": claim.reason or None}
+
     def agents_by_role(self) -> dict[str, list[AgentStatus]]:
         out: dict[str, list[AgentStatus]] = {}
         for a in self.agents:
@@ -241,6 +254,7 @@ class StatusTracker:
         self.plan = ""
         self.status: RunStatus = "running"
         self.simulated = False
+        self.timed = True
         self.session = 1
         self.started = 0.0
         self.finished: float | None = None
@@ -361,6 +375,7 @@ class StatusTracker:
             e.session,
         )
         self.status, self.finished = "running", None
+        self.timed = e.timed
         if not self.started:
             self.started = e.ts
         self.agents = {
@@ -468,6 +483,7 @@ class StatusTracker:
             active_before=self.active_before,
             session_started=self.session_start,
             unheld=self.unheld_by_role(),
+            timed=self.timed,
         )
 
     def agent_tasks(self) -> dict[str, Progress]:
