@@ -109,20 +109,39 @@ def test_a_reader_gone_before_any_output_ends_quietly(
 
 
 def test_a_run_into_a_closed_pipe_still_runs_to_its_end(tmp_path: Path) -> None:
-    """The progress lines and the summary go nowhere, the run itself is journaled whole."""
+    """``run --json`` into a closed stdout: the result goes nowhere (exit 141, no traceback),
+    the run itself is journaled whole."""
     state = tmp_path / "state"
     plan = write_plan(tmp_path / "plan.yaml", sim_plan(6, agents=2))
     r, w = os.pipe()
     os.close(r)
-    argv = [*_phalanx(state, "run", str(plan), "--no-tui", "--run-id", "closed-pipe")]
+    argv = [*_phalanx(state, "run", str(plan), "--no-tui", "--json", "--run-id", "closed-pipe")]
     proc = _spawn(argv, w)
     os.close(w)
     _, err = proc.communicate(timeout=60)
-    assert "Traceback" not in err.decode() and err.decode() == ""
+    assert "Traceback" not in err.decode() and "run closed-pipe succeeded" in err.decode()
     assert proc.returncode == EXIT_BROKEN_PIPE
     journal = Journal(state / "journal.sqlite")
     try:
         assert journal.get_run("closed-pipe").status == "succeeded"
+    finally:
+        journal.close()
+
+
+def test_a_run_with_its_progress_stream_closed_runs_to_its_end(tmp_path: Path) -> None:
+    """Progress and the summary (stderr) go nowhere: the run ends as it would, exit 0."""
+    state = tmp_path / "state"
+    plan = write_plan(tmp_path / "plan.yaml", sim_plan(6, agents=2))
+    r, w = os.pipe()
+    os.close(r)
+    argv = [*_phalanx(state, "run", str(plan), "--no-tui", "--run-id", "closed-err")]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=w)
+    os.close(w)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and out == b""
+    journal = Journal(state / "journal.sqlite")
+    try:
+        assert journal.get_run("closed-err").status == "succeeded"
     finally:
         journal.close()
 

@@ -59,7 +59,8 @@ def _finish(result: RunResult | int, run_id: str | None, *, as_json: bool = Fals
     if isinstance(result, int):
         print(f"\ninterrupted: resume with 'phalanx resume {run_id or 'RUN_ID'}'", file=sys.stderr)
         return result
-    print(result.summary(), file=sys.stderr)
+    with contextlib.suppress(OSError):  # a closed stderr never hides the result
+        print(result.summary(), file=sys.stderr, flush=True)
     if as_json:
         print(json.dumps(result.to_dict(), indent=2))
     return result.exit_code
