@@ -147,7 +147,8 @@ class Snapshot:
     tasks: Progress = field(default_factory=Progress)  # the progress model every view renders
     active_before: float = 0.0  # active seconds of the sessions before this one
     session_started: float = 0.0  # when this session started (its RunStarted)
-    # a team's tasks that no agent of it holds: the skipped ones of its categories
+    # a team's tasks that no agent holds (queued, waiting, retrying, skipped), by the team
+    # whose role's categories take them: a team's bar is never full while its work waits
     unheld: dict[str, Progress] = field(default_factory=dict)
     # running tasks already longer than every finished one: the ETA is then a lower bound
     # (``eta_seconds``), or unknown (None) when nothing else is left
@@ -497,18 +498,21 @@ class StatusTracker:
         return {name: Progress.of_states(st) for name, st in states.items()}
 
     def unheld_by_role(self) -> dict[str, Progress]:
-        """Skipped tasks (never run: no agent) counted against the team whose role's
-        categories take them, so that a team's counts keep them too."""
+        """The tasks no agent holds (queued, waiting for their needs, waiting for a retry,
+        skipped: the complement of :meth:`progress_by_agent`), each counted against the team
+        whose role's categories take it (a role taking any category last), so that a team's
+        counts keep its waiting work and its bar is not full while that work waits."""
         roles = list(dict.fromkeys(a.role for a in self.agents.values()))
+        specific = [r for r in roles if r in ROLES and ROLES[r].categories]
+        anything = [r for r in roles if r in ROLES and not ROLES[r].categories]
         out: dict[str, Progress] = {}
         for t in self.tasks.values():
-            if t.state != "skipped" or t.agent is not None:
-                continue
-            role = next(
-                (r for r in roles if r in ROLES and t.category in ROLES[r].categories), None
-            )
+            if t.agent is not None and t.state in ("running", "succeeded", "failed"):
+                continue  # an agent's (progress_by_agent)
+            role = next((r for r in specific if t.category in ROLES[r].categories), None)
+            role = role or next(iter(anything), None)
             if role is not None:
-                out[role] = out.get(role, Progress()) + Progress(skipped=1)
+                out[role] = out.get(role, Progress()) + Progress.of_states([t.state])
         return out
 
     def _eta(self, now: float, remaining: int) -> tuple[float | None, int]:
