@@ -306,7 +306,10 @@ def test_the_fold_stays_pure_and_the_stopped_view_has_no_eta() -> None:
     assert stopped.status == "stopped" and stopped.eta_seconds is None
     assert "running" not in stopped.counts
     assert sum(stopped.counts.values()) == sum(live.counts.values())
-    assert all(a.state != "running" for a in stopped.agents) and stopped.now == 100.8
+    # the clock stops at the later of the heartbeat (100.8) and the last event (102.0),
+    # never past the view's own now (101.0)
+    assert live.last_event == 102.0
+    assert all(a.state != "running" for a in stopped.agents) and stopped.now == 101.0
     text = render_text(stopped)
     assert "ETA" not in text and "· stopped (process gone) — phalanx resume r1" in text
     assert fold(_events()).status == "running"
@@ -385,3 +388,28 @@ def test_a_version_1_journal_is_migrated(tmp_path: Path) -> None:
         check.close()
     assert version == SCHEMA_VERSION == "2"
     Journal(path).close()  # opening a migrated journal again changes nothing
+
+
+def test_a_stopped_runs_clock_keeps_its_last_event_in_every_view() -> None:
+    """Killed between two heartbeats: the clock of ``phalanx status`` (live_snapshot ->
+    as_stopped) stops at the last event, not at the earlier heartbeat."""
+    from phalanx.events import RunStarted, TaskInfo, TaskSucceeded
+    from phalanx.status.snapshot import StatusTracker, as_stopped
+
+    tracker = StatusTracker()
+    tasks = tuple(TaskInfo(id=t, title=t, category="code") for t in ("a", "b"))
+    tracker.emit(
+        RunStarted(
+            ts=100.0,
+            run_id="r",
+            plan="p",
+            session=1,
+            policy="best_fit",
+            simulated=True,
+            agents=(),
+            tasks=tasks,
+        )  # fmt: skip
+    )
+    tracker.emit(TaskSucceeded(ts=104.5, task_id="a", agent="x", attempt_id=1))
+    snap = as_stopped(tracker.snapshot(now=200.0), last_seen=101.0)  # heartbeat at 101 s
+    assert snap.now == 104.5 and snap.status == "stopped"

@@ -154,6 +154,7 @@ class Snapshot:
     # (``eta_seconds``), or unknown (None) when nothing else is left
     eta_over: int = 0
     timed: bool = True  # false: every model simulated with zero latency (RunStarted.timed)
+    last_event: float = 0.0  # the newest event's time (a stopped run's clock stops no earlier)
 
     @property
     def elapsed(self) -> float:
@@ -485,6 +486,7 @@ class StatusTracker:
             session_started=self.session_start,
             unheld=self.unheld_by_role(),
             timed=self.timed,
+            last_event=self.last_ts,
         )
 
     def agent_tasks(self) -> dict[str, Progress]:
@@ -648,12 +650,15 @@ def _copy(a: AgentStatus, now: float, tasks: Progress) -> AgentStatus:
 def as_stopped(s: Snapshot, last_seen: float | None = None) -> Snapshot:
     """``s`` as the views show a run whose process is gone (liveness says so; the fold
     cannot know): status ``stopped``, no ETA, nothing running (what was running is queued,
-    as a resume re-runs it), its clock stopped at ``last_seen`` (its last heartbeat)."""
+    as a resume re-runs it), its clock stopped at ``last_seen`` (its last heartbeat) or its
+    last event, whichever is later (a process killed between two heartbeats still did what
+    its events say)."""
     counts = dict(s.counts)
     cut = counts.pop("running", 0) + counts.pop("retrying", 0)
     if cut:
         counts["queued"] = counts.get("queued", 0) + cut
-    now = s.now if last_seen is None else max(s.started, min(s.now, last_seen))
+    seen = max(last_seen or 0.0, s.last_event) or None
+    now = s.now if seen is None else max(s.started, min(s.now, seen))
     agents = [  # an agent's task cut short goes back to the queue, as a failed attempt's does
         replace(
             a,

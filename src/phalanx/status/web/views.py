@@ -252,13 +252,9 @@ class RunView:
         return out
 
     def snapshot(self) -> Snapshot:
-        """The fold now; a run whose process is gone as stopped (liveness is an input), its
-        clock stopped at the later of its last heartbeat and its last event (a process killed
-        between two heartbeats still did what its events say)."""
+        """The fold now; a run whose process is gone as stopped (liveness is an input)."""
         snap = self.tracker.snapshot(now=time.time())
-        if self.gone is None:
-            return snap
-        return as_stopped(snap, max(self.gone, self.tracker.last_ts) or None)
+        return snap if self.gone is None else as_stopped(snap, self.gone or None)
 
     def titles(self) -> dict[str, str]:
         return {t.id: t.title for t in self.started.tasks} if self.started else {}
