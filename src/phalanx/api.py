@@ -348,6 +348,7 @@ async def resume(
         outputs={k: (r.output, r.agent, r.attempt_id) for k, r in results.items()},
         terminal=terminal,
         failed_attempts=journal.finished_attempts(rec.run_id),
+        loops=journal.interrupted_loops(rec.run_id),
     )
     return await _execute(
         plan,
@@ -470,6 +471,7 @@ def _orchestrator(
         seed=seed,
         gate=gate,
         checkpoint=journal.flush_if_full,
+        commit=journal.flush,
         hooks=from_config([*plan.hooks, *hooks], where="hooks", file=plan.source),
     )
     return orch

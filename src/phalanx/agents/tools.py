@@ -449,12 +449,15 @@ async def _wait(proc: asyncio.subprocess.Process, timeout: float) -> int | None:
 BUILTIN_TOOLS: dict[str, ToolSpec] = {
     spec.name: spec
     for spec in (
-        tool(name="read_file")(_read_file),
+        tool(name="read_file", read_only=True)(_read_file),
         tool(name="write_file")(_write_file),
         tool(name="edit_file")(_edit_file),
-        tool(name="list_files")(_list_files),
-        tool(name="search")(_search),
+        tool(name="list_files", read_only=True)(_list_files),
+        tool(name="search", read_only=True)(_search),
         tool(name="run_command")(_run_command),
     )
 }
-"""The built-in tools by name. Each needs a :class:`ToolContext`."""
+"""The built-in tools by name. Each needs a :class:`ToolContext`. ``read_file``,
+``list_files`` and ``search`` are read-only; ``write_file``, ``edit_file`` and
+``run_command`` write (a call of theirs left in doubt by a crash follows
+``retry.on_in_doubt``)."""

@@ -253,6 +253,7 @@ class RetryModel(BaseModel):
     base_seconds: float = Field(default=0.5, ge=0)
     cap_seconds: float = Field(default=30.0, ge=0)
     call_attempts: int = Field(default=DEFAULT_CALL_ATTEMPTS, ge=1, strict=True)
+    on_in_doubt: Literal["ask", "rerun", "fail"] = "ask"
 
 
 class PlanModel(BaseModel):

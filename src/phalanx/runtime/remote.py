@@ -150,6 +150,11 @@ class _HostGate(Gate):
     def note(self, event: type[Event], **fields: Any) -> None:
         self.core.post(("note", event, fields))
 
+    async def commit(self) -> None:
+        """The driver journals what was noted before (messages keep their order) and
+        answers once it is committed."""
+        await self.core.request("commit")
+
 
 @dataclass
 class _Workspaces:

@@ -8,7 +8,14 @@ from collections.abc import Iterable, Sequence
 from ..agents.spec import ROLES
 from ..cost import Usage
 from .progress import Progress
-from .snapshot import STOPPED, AgentStatus, Snapshot, fmt_duration, status_text
+from .snapshot import (
+    IN_DOUBT_HANDLING,
+    STOPPED,
+    AgentStatus,
+    Snapshot,
+    fmt_duration,
+    status_text,
+)
 
 __all__ = [
     "agent_bar",
@@ -139,6 +146,15 @@ def render_swarm_status(s: Snapshot) -> str:
     return "\n".join(swarm_lines(s))
 
 
+def _in_doubt_text(s: Snapshot) -> str:
+    """``run_command on Ada (task t, call 3): run again; ...``: the in-doubt tool calls."""
+    return "; ".join(
+        f"{d['tool']} on {d['agent']} (task {d['task']}, call {d['turn']}): "
+        + IN_DOUBT_HANDLING.get(d["action"], d["action"])
+        for d in s.in_doubt[:5]
+    )
+
+
 def swarm_lines(s: Snapshot) -> list[str]:
     """Level 3: active/capacity per role, task counts, progress, ETA, tokens, cost, alerts."""
     out = []
@@ -169,6 +185,8 @@ def swarm_lines(s: Snapshot) -> list[str]:
     )
     if s.call_retries:
         out.append(f"Call retries: {s.call_retries} (model calls sent again, turns kept)")
+    if s.in_doubt:
+        out.append(f"In doubt: {len(s.in_doubt)} tool call(s) at resume: " + _in_doubt_text(s))
     if s.alerts:
         out.append("Alerts: " + " | ".join(s.alerts))
     return out
