@@ -472,7 +472,9 @@ def _orchestrator(
         gate=gate,
         checkpoint=journal.flush_if_full,
         commit=journal.flush,
-        hooks=from_config([*plan.hooks, *hooks], where="hooks", file=plan.source),
+        hooks=from_config(
+            [*plan.hooks, *hooks], where="hooks", file=plan.source, env_pass=plan.env_pass
+        ),
     )
     return orch
 

@@ -256,7 +256,7 @@ async def _run_command(ctx: ToolContext, argv: list[str], timeout: float | None 
         timeout: seconds before the program and its children are killed
     """
     _check_argv(argv, ctx.allowed_commands)
-    env = scrub_env(os.environ if ctx.env is None else ctx.env)
+    env = scrubbed_env(os.environ if ctx.env is None else ctx.env, keep=ctx.env_pass)
     executable = _resolve_executable(argv[0], env, ctx.workspace.root)
     limit = _timeout(timeout, ctx.command_timeout)
     capture = _Capture(ctx.max_output - 200)  # room for the exit code or error line

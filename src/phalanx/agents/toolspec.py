@@ -72,7 +72,8 @@ class ToolContext:
     read by the communication tools. ``sandbox`` is where commands run: ``"bwrap"``
     (bubblewrap, see :mod:`phalanx.agents.sandbox`; the network only with ``network``) or
     ``"none"``; ``cpu_seconds`` (default: the timeout) and ``memory_mb`` (0: no limit) cap
-    each process of a command."""
+    each process of a command. ``env_pass``: the plan's ``env.pass``, variables a command
+    gets even when the secret rule calls them secret."""
 
     workspace: Workspace
     allowed_commands: frozenset[str] = frozenset()
@@ -82,6 +83,7 @@ class ToolContext:
     cpu_seconds: float | None = None
     memory_mb: int = 4096
     env: Mapping[str, str] | None = None
+    env_pass: frozenset[str] = frozenset()
     max_output: int = 20_000
     agent: str = ""
     comms: Any = None

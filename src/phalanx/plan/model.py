@@ -208,6 +208,7 @@ class Plan:
     hooks: tuple[Any, ...] = field(default=(), compare=False)  # run-level hooks
     workspace: str | None = None  # the agents' sandbox (relative to the plan file)
     commands: Commands = Commands()
+    env_pass: tuple[str, ...] = ()  # env.pass: variables children get past the secret rule
     isolation: str = "none"  # "worktree": each agent in its own git worktree and branch
     styles: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # the plan's own
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
@@ -235,6 +236,7 @@ class Plan:
         hooks: Sequence[Any] = (),
         workspace: str | None = None,
         commands: Commands | None = None,
+        env_pass: Sequence[str] = (),
         isolation: str = "none",
         styles: Mapping[str, Mapping[str, Any]] | None = None,
         breaker: BreakerConfig | None = None,
@@ -258,6 +260,7 @@ class Plan:
             hooks=tuple(hooks),
             workspace=workspace,
             commands=commands or Commands(),
+            env_pass=tuple(env_pass),
             isolation=isolation,
             styles=dict(styles or {}),
             breaker=breaker or BreakerConfig(),

@@ -124,7 +124,10 @@ class Orchestrator:
         self.scaler = Autoscaler(self, self.scaling) if self.scaling is not None else None
         self.router = router if plan.policy == "llm" else None
         self.policy: Any = self.router or make_policy(plan.policy, len(self.slots))
-        self.hooks = RunHooks(hooks, plan.agents, run_id=self.run_id, now=self.now, emit=self.emit)
+        self.hooks = RunHooks(
+            hooks, plan.agents, run_id=self.run_id, now=self.now, emit=self.emit,
+            env_pass=plan.env_pass,
+        )  # fmt: skip
         self.breakers = FleetBreakers(
             plan.breaker,
             self.slots,
