@@ -215,25 +215,27 @@ def _in_flight(state: Path) -> bool:
 
 def _killed_during_step_two(tmp_path: Path, state: Path, plan: Path, run_id: str) -> None:
     """``phalanx run`` until step two sleeps (its start journaled), then SIGKILL."""
-    proc = subprocess.Popen(
-        _cli(state, "run", str(plan), "-q", "--run-id", run_id),
-        env=_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
+    log = tmp_path / "run.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            _cli(state, "run", str(plan), "-q", "--run-id", run_id),
+            env=_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + START_TIMEOUT
         while not (_in_flight(state) and (tmp_path / "ws" / "slept-two").exists()):
             if proc.poll() is not None or time.monotonic() > deadline:
-                err = proc.stderr.read().decode() if proc.stderr else ""
-                raise AssertionError(f"step two never started (rc={proc.poll()}): {err[-2000:]}")
+                said = log.read_text(errors="replace")[-1500:]
+                if proc.poll() is not None:  # the run ended: say why its attempts failed
+                    said += str([tuple(r) for r in rows(state, "SELECT error FROM attempts")])
+                raise AssertionError(f"step two never started (rc={proc.poll()}): {said}")
             time.sleep(0.02)
     finally:
         kill_group(proc.pid)
         proc.wait(timeout=10)
-        if proc.stderr is not None:
-            proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
     assert wait_dead([proc.pid]) == []
     assert wait_dead(_sleepers(), within=5.0) == []  # the sandbox died with its parent
@@ -549,7 +551,7 @@ def _attempt(loop: RecordedLoop) -> Attempt:
     )  # fmt: skip
 
 
-def _call(index: int, cid: str, name: str, state: str, result: str = "") -> RecordedCall:
+def _recorded(index: int, cid: str, name: str, state: str, result: str = "") -> RecordedCall:
     return RecordedCall(
         index=index,
         call_id=cid,
@@ -568,7 +570,9 @@ def test_a_read_only_call_in_doubt_is_run_again_whatever_the_mode(
 ) -> None:
     counted: dict[str, int] = {}
     script = ScriptedProvider(["ok"])
-    loop = _loop(_call(0, "a", "change", "done", "change 0"), _call(1, "b", "look", "in_doubt"))
+    loop = _loop(
+        _recorded(0, "a", "change", "done", "change 0"), _recorded(1, "b", "look", "in_doubt")
+    )
     out = asyncio.run(_runner(tmp_path, script, mode, counted).run(_attempt(loop)))
     assert out.ok and out.output == "ok"
     assert counted == {"look": 1}  # the done call is replayed, the read-only one re-run
@@ -587,9 +591,9 @@ def test_calls_that_never_started_run_and_turns_continue_their_numbering(
     counted: dict[str, int] = {}
     script = ScriptedProvider([_completion(("look", "d", {"n": 9})), "ok"])
     loop = _loop(
-        _call(0, "a", "change", "in_doubt"),
-        _call(1, "b", "change", "not_started"),
-        _call(2, "c", "look", "not_started"),
+        _recorded(0, "a", "change", "in_doubt"),
+        _recorded(1, "b", "change", "not_started"),
+        _recorded(2, "c", "look", "not_started"),
         turn=3,
     )
     runner = _runner(tmp_path, script, "ask", counted)
