@@ -562,6 +562,8 @@ def test_a_remote_host_retries_the_call_and_sends_the_event_and_pause_back(
                 mail.append(m)
                 if m[0] == "acquire":
                     core.reply(m[1], "ticket")
+                elif m[0] == "commit":  # tick writes: its start is committed before it runs
+                    core.reply(m[1], None)
         messages, outcome = await run
         return mail + messages, outcome
 
@@ -573,6 +575,7 @@ def test_a_remote_host_retries_the_call_and_sends_the_event_and_pause_back(
     assert notes[0][2]["turn"] == 2 and notes[0][2]["error_class"] is ErrorClass.RATE_LIMITED
     assert len([m for m in mail if m[0] == "spend"]) == 2  # two answered calls
     assert [m[0] for m in mail].count("acquire") == 1  # the retry asked the driver
+    assert [m[0] for m in mail].count("commit") == 1  # the one tool call's start
 
 
 # -- the event, the status fold, metrics -----------------------------------------------------

@@ -9,6 +9,7 @@ read with sqlite3 directly.
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,8 +37,15 @@ def ray_cluster() -> Iterator[None]:
         log_to_driver=False,
         logging_level="warning",
         _node_ip_address="127.0.0.1",
-        # the providers defined in this file travel to the hosts by reference
-        runtime_env={"env_vars": {"PYTHONPATH": str(Path(__file__).parent)}},
+        # the providers defined in this file travel to the hosts by reference; the hosts
+        # import the phalanx the driver runs (a worktree's, not another installed copy)
+        runtime_env={
+            "env_vars": {
+                "PYTHONPATH": os.pathsep.join(
+                    [str(Path(__file__).parent), str(Path(phalanx.__file__).parents[1])]
+                )
+            }
+        },
     )
     try:
         yield
@@ -313,6 +321,13 @@ def test_shared_context_tools_run_on_the_driver(engine: str, state: Path) -> Non
     tools = [phalanx_json(e[2]) for e in events(state, r.run_id) if e[1] == "tool_called"]
     assert sorted(t["tool"] for t in tools) == ["context_get", "context_put"]
     assert all(t["ok"] for t in tools)
+    with db(state) as c:  # the tool journal, wherever the agents ran (context_put writes:
+        journaled = c.execute(  # on a Ray host its start is committed through the driver)
+            "SELECT tool, writes, finished_at IS NOT NULL FROM tool_calls WHERE run_id = ?"
+            " ORDER BY tool",
+            (r.run_id,),
+        ).fetchall()
+    assert journaled == [("context_get", 0, 1), ("context_put", 1, 1)]
 
 
 # -- one rate governor for every agent, wherever it runs -----------------------------------

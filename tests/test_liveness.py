@@ -386,7 +386,7 @@ def test_a_version_1_journal_is_migrated(tmp_path: Path) -> None:
         (version,) = check.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
     finally:
         check.close()
-    assert version == SCHEMA_VERSION == "2"
+    assert version == SCHEMA_VERSION == "3"  # 1 -> 2 -> 3
     Journal(path).close()  # opening a migrated journal again changes nothing
 
 
@@ -408,7 +408,7 @@ def test_a_stopped_runs_clock_keeps_its_last_event_in_every_view() -> None:
             simulated=True,
             agents=(),
             tasks=tasks,
-        )  # fmt: skip
+        )
     )
     tracker.emit(TaskSucceeded(ts=104.5, task_id="a", agent="x", attempt_id=1))
     snap = as_stopped(tracker.snapshot(now=200.0), last_seen=101.0)  # heartbeat at 101 s

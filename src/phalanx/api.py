@@ -378,6 +378,7 @@ async def resume(
         outputs={k: (r.output, r.agent, r.attempt_id) for k, r in results.items()},
         terminal=terminal,
         failed_attempts=journal.finished_attempts(rec.run_id),
+        loops=journal.interrupted_loops(rec.run_id),
     )
     return await _execute(
         plan,
@@ -502,7 +503,10 @@ def _orchestrator(
         seed=seed,
         gate=gate,
         checkpoint=journal.flush_if_full,
-        hooks=from_config([*plan.hooks, *hooks], where="hooks", file=plan.source),
+        commit=journal.flush,
+        hooks=from_config(
+            [*plan.hooks, *hooks], where="hooks", file=plan.source, env_pass=plan.env_pass
+        ),
     )
     return orch
 

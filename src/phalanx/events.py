@@ -22,6 +22,7 @@ __all__ = [
     "AgentPlaced",
     "AgentRetired",
     "AgentState",
+    "AgentTurn",
     "AgentWaiting",
     "Alert",
     "AttemptFinished",
@@ -32,6 +33,8 @@ __all__ = [
     "ContextWritten",
     "Event",
     "EventSink",
+    "InDoubtAction",
+    "LoopResumed",
     "MessageSent",
     "OutputRejected",
     "RetryScheduled",
@@ -46,6 +49,8 @@ __all__ = [
     "TaskStolen",
     "TaskSucceeded",
     "ToolCalled",
+    "ToolInDoubt",
+    "ToolStarted",
     "event_from_dict",
     "event_to_dict",
     "event_to_json",
@@ -167,8 +172,46 @@ class TaskSkipped:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class AgentTurn:
+    """The model asked for tools (model call ``turn`` of the attempt): what it said and the
+    calls it made, kept (redacted) in the journal's ``agent_turns`` table so that a resumed
+    attempt can continue its loop. The event log keeps only the tool names."""
+
+    type: Literal["agent_turn"] = "agent_turn"
+    ts: float
+    task_id: str
+    attempt_id: int
+    agent: str
+    turn: int
+    tools: tuple[str, ...] = ()  # the tools called, in order
+    text: str = field(default="", repr=False)
+    calls: tuple[Mapping[str, Any], ...] = field(default=(), repr=False)  # id, name, arguments
+    journal_exclude: ClassVar[tuple[str, ...]] = ("text", "calls")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ToolStarted:
+    """A tool call begins (call ``index`` of model call ``turn``). For a tool that writes
+    (``writes``: anything but the read-only tools) the journal commits this record before
+    the tool runs, so a crash during the call leaves a start without a result: in doubt."""
+
+    type: Literal["tool_started"] = "tool_started"
+    ts: float
+    task_id: str
+    attempt_id: int
+    agent: str
+    tool: str
+    turn: int
+    index: int = 0
+    call_id: str = ""
+    args_digest: str = ""  # sha256 (16 hex) of the arguments as JSON, redacted
+    writes: bool = True
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class ToolCalled:
-    """An agent ran a tool inside an attempt (its arguments and result stay out of the log)."""
+    """An agent's tool call ended (the result's text is kept, redacted and cut to the
+    tool's ``max_output``, in the journal's ``tool_calls`` table, not in the event log)."""
 
     type: Literal["tool_called"] = "tool_called"
     ts: float
@@ -179,6 +222,55 @@ class ToolCalled:
     ok: bool
     turn: int
     error_code: str | None = None
+    index: int = 0
+    call_id: str = ""
+    result_digest: str = ""  # sha256 (16 hex) of the result's text
+    duration: float = 0.0
+    error: str | None = None  # the first line of a failed call's result
+    content: str = field(default="", repr=False)
+    journal_exclude: ClassVar[tuple[str, ...]] = ("content",)
+
+
+InDoubtAction = Literal["rerun", "ask", "fail"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ToolInDoubt:
+    """A resumed attempt found a tool call of ``from_attempt`` that started and has no
+    result, and handled it: ``rerun`` (a read-only tool, or ``retry.on_in_doubt: rerun``),
+    ``ask`` (the model is told the outcome is unknown) or ``fail`` (the attempt fails)."""
+
+    type: Literal["tool_in_doubt"] = "tool_in_doubt"
+    ts: float
+    task_id: str
+    attempt_id: int  # the resumed attempt
+    agent: str
+    from_attempt: int  # the interrupted attempt the call belongs to
+    tool: str
+    turn: int
+    index: int = 0
+    call_id: str = ""
+    args_digest: str = ""
+    action: InDoubtAction = "ask"
+    content: str = field(default="", repr=False)  # what the model is told (``ask``)
+    journal_exclude: ClassVar[tuple[str, ...]] = ("content",)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LoopResumed:
+    """An attempt continues the agent loop of an interrupted one (``from_attempt``): its
+    ``turns`` recorded model turns and ``results`` recorded tool results are replayed to the
+    model as messages, not run again; ``in_doubt`` calls had a start and no result."""
+
+    type: Literal["loop_resumed"] = "loop_resumed"
+    ts: float
+    task_id: str
+    attempt_id: int
+    agent: str
+    from_attempt: int
+    turns: int
+    results: int
+    in_doubt: int = 0
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -373,7 +465,11 @@ Event = (
     | TaskSucceeded
     | TaskFailed
     | TaskSkipped
+    | AgentTurn
+    | ToolStarted
     | ToolCalled
+    | ToolInDoubt
+    | LoopResumed
     | OutputRejected
     | CallRetried
     | BreakerChanged
@@ -400,7 +496,11 @@ _TYPES: dict[str, type[Any]] = {
         TaskSucceeded,
         TaskFailed,
         TaskSkipped,
+        AgentTurn,
+        ToolStarted,
         ToolCalled,
+        ToolInDoubt,
+        LoopResumed,
         OutputRejected,
         CallRetried,
         BreakerChanged,
@@ -611,6 +711,8 @@ def event_from_dict(d: Mapping[str, Any]) -> Event:
         kw["done"] = tuple(kw.get("done", ()))
     elif cls is AttemptFinished:
         kw["usage"] = Usage.from_dict(kw.get("usage"))
+    elif cls is AgentTurn:
+        kw["tools"] = tuple(kw.get("tools", ()))
     if kw.get("error_class") is not None:
         kw["error_class"] = ErrorClass(kw["error_class"])
     elif cls is AgentJoined:

@@ -66,6 +66,7 @@ class ErrorClass(StrEnum):
     CANCELLED = "cancelled"  # the run stopped the attempt (not a failure of the task)
     LOST = "lost"  # the process or node hosting the attempt died: re-queued, not counted
     VETOED = "vetoed"  # a hook refused the task
+    IN_DOUBT = "in_doubt"  # a resumed tool call's outcome is unknown (retry.on_in_doubt: fail)
     INTERNAL = "internal"  # a bug in phalanx, a hook or a tool: reported, not retried
 
 

@@ -20,23 +20,36 @@ from pathlib import Path
 from typing import Any
 
 from .events import (
+    AgentTurn,
     AttemptFinished,
     AttemptStarted,
     Event,
+    LoopResumed,
     RunFinished,
     RunStarted,
     TaskFailed,
     TaskSkipped,
     TaskSucceeded,
+    ToolCalled,
+    ToolInDoubt,
+    ToolStarted,
     event_from_dict,
     event_to_json,
 )
 from .exceptions import JournalError, UsageError
 from .redaction import redact
 
-__all__ = ["Journal", "Owner", "ResultRow", "RunRecord"]
+__all__ = [
+    "Journal",
+    "Owner",
+    "RecordedCall",
+    "RecordedLoop",
+    "RecordedTurn",
+    "ResultRow",
+    "RunRecord",
+]
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 # How a journal of an older schema becomes the current one: its statements, by version.
 _MIGRATIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     # 1 -> 2: a run records the process driving it (its owner) and that process's heartbeat
@@ -53,6 +66,8 @@ _MIGRATIONS: dict[str, tuple[str, tuple[str, ...]]] = {
             )
         ),
     ),
+    # 2 -> 3: the tool journal (tables agent_turns and tool_calls, made by _SCHEMA)
+    "2": ("3", ()),
 }
 # Crash tests set this to kill the process right after its Nth commit (a commit boundary).
 _KILL_AFTER_COMMITS = int(os.environ.get("PHALANX_TEST_KILL_AFTER_COMMITS", "0") or 0)
@@ -98,6 +113,19 @@ CREATE TABLE IF NOT EXISTS events (
     ts REAL NOT NULL, type TEXT NOT NULL, data TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_by_run ON events (run_id, seq);
+CREATE TABLE IF NOT EXISTS agent_turns (
+    run_id TEXT NOT NULL, attempt_id INTEGER NOT NULL, turn INTEGER NOT NULL,
+    task_id TEXT NOT NULL, agent TEXT NOT NULL, text TEXT NOT NULL, calls_json TEXT NOT NULL,
+    created_at REAL NOT NULL, PRIMARY KEY (run_id, attempt_id, turn)
+);
+CREATE TABLE IF NOT EXISTS tool_calls (
+    run_id TEXT NOT NULL, attempt_id INTEGER NOT NULL, turn INTEGER NOT NULL,
+    idx INTEGER NOT NULL, task_id TEXT NOT NULL, agent TEXT NOT NULL, call_id TEXT NOT NULL,
+    tool TEXT NOT NULL, writes INTEGER NOT NULL, args_digest TEXT NOT NULL,
+    started_at REAL NOT NULL, finished_at REAL, ok INTEGER, error_code TEXT, error TEXT,
+    result_digest TEXT, result TEXT, duration REAL, from_attempt INTEGER,
+    PRIMARY KEY (run_id, attempt_id, turn, idx)
+);
 """
 
 
@@ -156,11 +184,76 @@ class ResultRow:
     parsed: Any
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RecordedCall:
+    """One tool call of a recorded model turn: ``done`` (its result is ``result``),
+    ``in_doubt`` (it started and has no result) or ``not_started``."""
+
+    index: int
+    call_id: str
+    tool: str
+    arguments: Mapping[str, Any]
+    state: str = "not_started"
+    ok: bool = False
+    result: str = ""
+    error_code: str | None = None
+    writes: bool = True
+    args_digest: str = ""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RecordedTurn:
+    """A model turn that asked for tools: what the model said, and its calls in order."""
+
+    turn: int
+    text: str
+    calls: tuple[RecordedCall, ...]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RecordedLoop:
+    """The journaled agent loop of an interrupted attempt (what a resume continues)."""
+
+    task_id: str
+    attempt_id: int
+    agent: str
+    turns: tuple[RecordedTurn, ...]
+
+    @property
+    def in_doubt(self) -> list[tuple[RecordedTurn, RecordedCall]]:
+        return [(t, c) for t in self.turns for c in t.calls if c.state == "in_doubt"]
+
+
 def driven_by(run_id: str, owner: Owner) -> str:
     """The one line that refuses a run another live process drives."""
     return (
         f"run {run_id} is being driven by pid {owner.pid} on {owner.host or 'an unknown host'}"
         f" (session {owner.session}): wait for it to end, or stop it, then resume"
+    )
+
+
+def _recorded_call(index: int, call: Mapping[str, Any], row: Sequence[Any] | None) -> RecordedCall:
+    """A call of a recorded turn, with what its ``tool_calls`` row says of it (if any)."""
+    base = RecordedCall(
+        index=index,
+        call_id=str(call.get("id", "")),
+        tool=str(call.get("name", "")),
+        arguments=call.get("arguments") or {},
+    )
+    if row is None:
+        return base
+    finished, ok, result, code, writes, digest = row
+    return RecordedCall(
+        index=index,
+        call_id=base.call_id,
+        tool=base.tool,
+        arguments=base.arguments,
+        state="done" if finished is not None else "in_doubt",
+        ok=bool(ok),
+        result=result or "",
+        error_code=code,
+        writes=bool(writes),
+        args_digest=digest,
     )
 
 
@@ -431,6 +524,70 @@ class Journal:
         ).fetchone()
         return int(n)
 
+    def interrupted_loops(self, run_id: str) -> dict[str, RecordedLoop]:
+        """Per task without a result: the journaled loop of its last interrupted attempt
+        (outcome ``running`` or ``lost``, with recorded turns, no finished attempt after it)."""
+        done = set(self.results(run_id))
+        out: dict[str, RecordedLoop] = {}
+        rows = self._db.execute(
+            "SELECT task_id, attempt_id, agent, outcome FROM attempts WHERE run_id = ?"
+            " ORDER BY attempt_id DESC",
+            (run_id,),
+        ).fetchall()
+        closed: set[str] = set(done)
+        for tid, aid, agent, outcome in rows:
+            if tid in closed:
+                continue
+            if outcome not in ("running", "lost"):
+                closed.add(tid)  # a finished attempt: the next one starts afresh
+                continue
+            loop = self.recorded_loop(run_id, aid, tid, agent)
+            if loop is not None:
+                out[tid] = loop
+                closed.add(tid)
+        return out
+
+    def recorded_loop(
+        self, run_id: str, attempt_id: int, task_id: str = "", agent: str = ""
+    ) -> RecordedLoop | None:
+        """An attempt's recorded model turns and tool calls (None when it has none)."""
+        turns = self._db.execute(
+            "SELECT turn, text, calls_json FROM agent_turns WHERE run_id = ? AND attempt_id = ?"
+            " ORDER BY turn",
+            (run_id, attempt_id),
+        ).fetchall()
+        if not turns:
+            return None
+        calls = {
+            (r[0], r[1]): r[2:]
+            for r in self._db.execute(
+                "SELECT turn, idx, finished_at, ok, result, error_code, writes, args_digest"
+                " FROM tool_calls WHERE run_id = ? AND attempt_id = ?",
+                (run_id, attempt_id),
+            )
+        }
+        recorded = tuple(
+            RecordedTurn(
+                turn=turn,
+                text=text,
+                calls=tuple(
+                    _recorded_call(i, c, calls.get((turn, i)))
+                    for i, c in enumerate(json.loads(calls_json))
+                ),
+            )
+            for turn, text, calls_json in turns
+        )
+        return RecordedLoop(task_id=task_id, attempt_id=attempt_id, agent=agent, turns=recorded)
+
+    def tool_calls(self, run_id: str) -> list[dict[str, Any]]:
+        """The run's tool journal: one row per tool call, in the order they started."""
+        cur = self._db.execute(
+            "SELECT * FROM tool_calls WHERE run_id = ? ORDER BY started_at, attempt_id, turn, idx",
+            (run_id,),
+        )
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+
     def read_events(self, run_id: str, after: int = 0) -> Iterator[tuple[int, Event]]:
         cur = self._db.execute(
             "SELECT seq, data FROM events WHERE run_id = ? AND seq > ? ORDER BY seq",
@@ -551,6 +708,23 @@ _INSERT_RESULT = (
 )
 
 
+_INSERT_TURN = "INSERT OR REPLACE INTO agent_turns VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_CALL = (
+    "INSERT OR REPLACE INTO tool_calls VALUES"
+    " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_COPY_TURNS = (
+    "INSERT OR IGNORE INTO agent_turns SELECT run_id, ?, turn, task_id, agent, text,"
+    " calls_json, created_at FROM agent_turns WHERE run_id = ? AND attempt_id = ?"
+)
+_COPY_CALLS = (
+    "INSERT OR IGNORE INTO tool_calls SELECT run_id, ?, turn, idx, task_id, agent, call_id,"
+    " tool, writes, args_digest, started_at, finished_at, ok, error_code, error,"
+    " result_digest, result, duration, COALESCE(from_attempt, attempt_id) FROM tool_calls"
+    " WHERE run_id = ? AND attempt_id = ? AND finished_at IS NOT NULL"
+)
+
+
 class _Writes:
     """One flush's table writes, folded. Every update the events make is ``SET column =
     value`` on one row found by its key, so successive updates of a row are one update with
@@ -559,7 +733,17 @@ class _Writes:
     keep their order and every row, so a second success of a task still violates its
     unique key and rolls the whole batch back."""
 
-    __slots__ = ("attempt_rows", "attempt_updates", "new_attempts", "results", "task_updates")
+    __slots__ = (
+        "attempt_rows",
+        "attempt_updates",
+        "copies",
+        "new_attempts",
+        "results",
+        "task_updates",
+        "tool_rows",
+        "tool_updates",
+        "turn_rows",
+    )
 
     def __init__(self) -> None:
         # Rows are tuples of plain values, which the garbage collector stops tracking: a
@@ -569,6 +753,11 @@ class _Writes:
         self.attempt_updates: dict[tuple[str, int], dict[str, Any]] = {}
         self.task_updates: dict[tuple[str, str], dict[str, Any]] = {}
         self.results: list[tuple[Any, ...]] = []
+        # the tool journal: model turns, tool calls started, their ends, resumed loops
+        self.turn_rows: list[tuple[Any, ...]] = []
+        self.tool_rows: list[tuple[Any, ...]] = []
+        self.tool_updates: dict[tuple[str, int, int, int], dict[str, Any]] = {}
+        self.copies: list[tuple[str, int, int]] = []
 
     def attempt_started(self, run_id: str, session: int, e: AttemptStarted) -> None:
         self.new_attempts[(run_id, e.attempt_id)] = len(self.attempt_rows)
@@ -633,6 +822,41 @@ class _Writes:
             state="skipped", error_class="skipped", error=e.reason, updated_at=e.ts
         )
 
+    def agent_turn(self, run_id: str, session: int, e: AgentTurn) -> None:
+        calls = redact(_dumps(list(e.calls)))  # a key the model wrote is not kept
+        self.turn_rows.append(
+            (run_id, e.attempt_id, e.turn, e.task_id, e.agent, redact(e.text), calls, e.ts)
+        )
+
+    def tool_started(self, run_id: str, session: int, e: ToolStarted) -> None:
+        self.tool_rows.append((
+            run_id, e.attempt_id, e.turn, e.index, e.task_id, e.agent, e.call_id, e.tool,
+            int(e.writes), e.args_digest, e.ts, None, None, None, None, None, None, None, None,
+        ))  # fmt: skip
+
+    def tool_called(self, run_id: str, session: int, e: ToolCalled) -> None:
+        self.tool_updates[(run_id, e.attempt_id, e.turn, e.index)] = {
+            "finished_at": e.ts,
+            "ok": int(e.ok),
+            "error_code": e.error_code,
+            "error": e.error,
+            "result_digest": e.result_digest,
+            "result": redact(e.content),
+            "duration": e.duration,
+        }
+
+    def tool_in_doubt(self, run_id: str, session: int, e: ToolInDoubt) -> None:
+        if e.action != "ask":  # a rerun journals its own call; a failure ends the attempt
+            return
+        self.tool_rows.append((
+            run_id, e.attempt_id, e.turn, e.index, e.task_id, e.agent, e.call_id, e.tool, 1,
+            e.args_digest, e.ts, e.ts, 0, "in_doubt", "outcome unknown", "", e.content, 0.0,
+            e.from_attempt,
+        ))  # fmt: skip
+
+    def loop_resumed(self, run_id: str, session: int, e: LoopResumed) -> None:
+        self.copies.append((run_id, e.attempt_id, e.from_attempt))
+
     def _task(self, run_id: str, task_id: str) -> dict[str, Any]:
         key = (run_id, task_id)
         update = self.task_updates.get(key)
@@ -656,17 +880,31 @@ class _Writes:
             db.executemany(_INSERT_ATTEMPT, self.attempt_rows)
         if self.results:
             db.executemany(_INSERT_RESULT, self.results)
+        self._apply_tools(db)
         _update(db, "attempts", ("run_id", "attempt_id"), self.attempt_updates)
         _update(db, "tasks", ("run_id", "task_id"), self.task_updates)
         self.attempt_rows, self.results = [], []
         self.new_attempts, self.attempt_updates, self.task_updates = {}, {}, {}
 
+    def _apply_tools(self, db: sqlite3.Connection) -> None:
+        """The tool journal: a resumed attempt's copy of the turns and results it replays
+        (first), then new turns and calls, then the calls' ends."""
+        for run_id, attempt_id, source in self.copies:
+            db.execute(_COPY_TURNS, (attempt_id, run_id, source))
+            db.execute(_COPY_CALLS, (attempt_id, run_id, source))
+        if self.turn_rows:
+            db.executemany(_INSERT_TURN, self.turn_rows)
+        if self.tool_rows:
+            db.executemany(_INSERT_CALL, self.tool_rows)
+        _update(db, "tool_calls", ("run_id", "attempt_id", "turn", "idx"), self.tool_updates)
+        self.copies, self.turn_rows, self.tool_rows, self.tool_updates = [], [], [], {}
+
 
 def _update(
     db: sqlite3.Connection,
     table: str,
-    key: tuple[str, str],
-    updates: dict[tuple[str, Any], dict[str, Any]],
+    key: tuple[str, ...],
+    updates: Mapping[tuple[Any, ...], dict[str, Any]],
 ) -> None:
     """``UPDATE table SET ... WHERE key`` for every row, one ``executemany`` per list of
     columns (a row's columns in the order its events first set them: a few shapes)."""
@@ -688,6 +926,11 @@ _FOLD: dict[type[Any], Any] = {
     TaskSucceeded: _Writes.task_succeeded,
     TaskFailed: _Writes.task_failed,
     TaskSkipped: _Writes.task_skipped,
+    AgentTurn: _Writes.agent_turn,
+    ToolStarted: _Writes.tool_started,
+    ToolCalled: _Writes.tool_called,
+    ToolInDoubt: _Writes.tool_in_doubt,
+    LoopResumed: _Writes.loop_resumed,
 }
 
 

@@ -193,9 +193,10 @@ def _safe_line(text: str, limit: int, *, keep: Literal["head", "tail"] = "head")
     return one_line(_KEY_RE.sub(r"\1***", text), limit, keep=keep)
 
 
-def _scrubbed_env() -> dict[str, str]:
-    """The environment a command hook gets: without secrets (the one rule)."""
-    return scrubbed_env()
+def _scrubbed_env(keep: Iterable[str] = ()) -> dict[str, str]:
+    """The environment a command hook gets: without secrets (the one rule), except the
+    names the plan passes through (``env.pass``)."""
+    return scrubbed_env(keep=keep)
 
 
 # -- Python hooks ----------------------------------------------------------------------------
@@ -374,6 +375,7 @@ class CommandHook:
     timeout: float = DEFAULT_COMMAND_TIMEOUT
     cwd: str | None = None
     name: str = ""
+    env_pass: tuple[str, ...] = ()  # the plan's env.pass: secrets it gets on purpose
 
     def __post_init__(self) -> None:
         _check_point(self.on, "CommandHook.on", None)
@@ -427,7 +429,7 @@ class CommandHook:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             cwd=_expand(self.cwd),
-            env=_scrubbed_env(),
+            env=_scrubbed_env(self.env_pass),
             start_new_session=True,
         )
 
@@ -609,13 +611,21 @@ class HookRunner:
         timeout: float | None = None,
         where: str = "hooks",
         file: str | None = None,
+        env_pass: Iterable[str] = (),
     ) -> None:
         """``hooks``: Python hook objects, mappings ``point -> callable``, command-hook
-        dicts or :class:`CommandHook` values. ``timeout`` bounds each async Python hook."""
+        dicts or :class:`CommandHook` values. ``timeout`` bounds each async Python hook;
+        ``env_pass`` names the variables command hooks get past the secret rule."""
         self.timeout = timeout
         self._hooks: list[_Hook] = []
         for i, item in enumerate(hooks):
             self._hooks += _normalise(item, f"{where}[{i}]", file)
+        keep = tuple(env_pass)
+        if keep:
+            self._hooks = [
+                dataclasses.replace(h, env_pass=keep) if isinstance(h, CommandHook) else h
+                for h in self._hooks
+            ]
 
     def __len__(self) -> int:
         return len(self._hooks)
@@ -672,14 +682,16 @@ def from_config(
     timeout: float | None = None,
     where: str = "hooks",
     file: str | None = None,
+    env_pass: Iterable[str] = (),
 ) -> HookRunner:
-    """A runner from plan data (command-hook dicts) mixed with Python hook objects.
+    """A runner from plan data (command-hook dicts) mixed with Python hook objects
+    (``env_pass``: the plan's ``env.pass``, for its command hooks).
 
     ``where`` prefixes the field named in errors (``agents[0].hooks`` → ``agents[0].hooks[1].on``).
     """
     if isinstance(items, str | bytes) or not isinstance(items, Sequence):
         raise PlanError("expected a list of hooks", field=where, file=file)
-    return HookRunner(items, timeout=timeout, where=where, file=file)
+    return HookRunner(items, timeout=timeout, where=where, file=file, env_pass=env_pass)
 
 
 def _expand(cwd: str | None) -> str | None:

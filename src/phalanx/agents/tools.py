@@ -256,7 +256,7 @@ async def _run_command(ctx: ToolContext, argv: list[str], timeout: float | None 
         timeout: seconds before the program and its children are killed
     """
     _check_argv(argv, ctx.allowed_commands)
-    env = scrub_env(os.environ if ctx.env is None else ctx.env)
+    env = scrubbed_env(os.environ if ctx.env is None else ctx.env, keep=ctx.env_pass)
     executable = _resolve_executable(argv[0], env, ctx.workspace.root)
     limit = _timeout(timeout, ctx.command_timeout)
     capture = _Capture(ctx.max_output - 200)  # room for the exit code or error line
@@ -449,12 +449,15 @@ async def _wait(proc: asyncio.subprocess.Process, timeout: float) -> int | None:
 BUILTIN_TOOLS: dict[str, ToolSpec] = {
     spec.name: spec
     for spec in (
-        tool(name="read_file")(_read_file),
+        tool(name="read_file", read_only=True)(_read_file),
         tool(name="write_file")(_write_file),
         tool(name="edit_file")(_edit_file),
-        tool(name="list_files")(_list_files),
-        tool(name="search")(_search),
+        tool(name="list_files", read_only=True)(_list_files),
+        tool(name="search", read_only=True)(_search),
         tool(name="run_command")(_run_command),
     )
 }
-"""The built-in tools by name. Each needs a :class:`ToolContext`."""
+"""The built-in tools by name. Each needs a :class:`ToolContext`. ``read_file``,
+``list_files`` and ``search`` are read-only; ``write_file``, ``edit_file`` and
+``run_command`` write (a call of theirs left in doubt by a crash follows
+``retry.on_in_doubt``)."""

@@ -6,6 +6,7 @@ model's arguments against that schema (:func:`validate_arguments`).
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 import re
@@ -43,13 +44,18 @@ _SCALARS: tuple[tuple[type, str], ...] = (
 
 @dataclass(frozen=True, kw_only=True)
 class ToolSpec:
-    """A tool: what the model sees (name, description, JSON schema) and what runs."""
+    """A tool: what the model sees (name, description, JSON schema) and what runs.
+    ``read_only``: the tool changes nothing (reading files, listing, searching), so running
+    it twice is harmless: a call of it left in doubt by a crash is simply run again, and
+    its start is not committed to the journal before it runs. Every other tool counts as
+    one that writes (the default: a tool is assumed to have side effects)."""
 
     name: str
     description: str
     parameters: Mapping[str, Any]
     func: Callable[..., Any]
     needs_context: bool = False
+    read_only: bool = False
 
     def to_def(self) -> ToolDef:
         """The provider-neutral definition sent to a model."""
@@ -66,7 +72,8 @@ class ToolContext:
     read by the communication tools. ``sandbox`` is where commands run: ``"bwrap"``
     (bubblewrap, see :mod:`phalanx.agents.sandbox`; the network only with ``network``) or
     ``"none"``; ``cpu_seconds`` (default: the timeout) and ``memory_mb`` (0: no limit) cap
-    each process of a command."""
+    each process of a command. ``env_pass``: the plan's ``env.pass``, variables a command
+    gets even when the secret rule calls them secret."""
 
     workspace: Workspace
     allowed_commands: frozenset[str] = frozenset()
@@ -76,6 +83,7 @@ class ToolContext:
     cpu_seconds: float | None = None
     memory_mb: int = 4096
     env: Mapping[str, str] | None = None
+    env_pass: frozenset[str] = frozenset()
     max_output: int = 20_000
     agent: str = ""
     comms: Any = None
@@ -97,7 +105,7 @@ def tool(func: Callable[..., Any], /) -> ToolSpec: ...
 
 @overload
 def tool(
-    *, name: str | None = None, description: str | None = None
+    *, name: str | None = None, description: str | None = None, read_only: bool = False
 ) -> Callable[[Callable[..., Any]], ToolSpec]: ...
 
 
@@ -107,8 +115,10 @@ def tool(
     *,
     name: str | None = None,
     description: str | None = None,
+    read_only: bool = False,
 ) -> ToolSpec | Callable[[Callable[..., Any]], ToolSpec]:
-    """Make a :class:`ToolSpec` from a typed function: ``@tool`` or ``@tool(name=...)``.
+    """Make a :class:`ToolSpec` from a typed function: ``@tool`` or ``@tool(name=...)``;
+    ``@tool(read_only=True)`` for a tool that changes nothing (see :class:`ToolSpec`).
 
     Raises :class:`~phalanx.exceptions.UsageError` naming the function and parameter when a
     parameter has no annotation, an unsupported one, or is ``*args``/``**kwargs``/positional
@@ -116,7 +126,8 @@ def tool(
     """
 
     def build(f: Callable[..., Any]) -> ToolSpec:
-        return _build_spec(f, name=name, description=description)
+        spec = _build_spec(f, name=name, description=description)
+        return dataclasses.replace(spec, read_only=True) if read_only else spec
 
     return build if func is None else build(func)
 

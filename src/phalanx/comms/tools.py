@@ -147,8 +147,8 @@ COMMS_TOOLS: dict[str, ToolSpec] = {
         tool(name="send_message")(_send_message),
         tool(name="broadcast")(_broadcast),
         _any_json_value(tool(name="context_put")(_context_put)),
-        tool(name="context_get")(_context_get),
-        tool(name="context_query")(_context_query),
+        tool(name="context_get", read_only=True)(_context_get),
+        tool(name="context_query", read_only=True)(_context_query),
     )
 }
 """The communication tools by name; each needs a :class:`~phalanx.agents.tools.ToolContext` whose

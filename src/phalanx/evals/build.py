@@ -88,6 +88,7 @@ def build_plan(cf: CaseFile, cands: Sequence[Candidate], repeat: int, run_dir: P
         prices=builder.prices,
         styles=builder.styles,
         commands=cf.commands,
+        env_pass=cf.env_pass,
         source=str(cf.path),
     )
     return Build(plan=plan, slots=tuple(slots), workspaces=workspaces)

@@ -21,7 +21,7 @@ from ..exceptions import PlanError
 from ..plan.config import RateLimit
 from ..plan.file import _loc_str, read_yaml
 from ..plan.model import Commands, Limits
-from ..plan.schema import CommandsModel, PriceModel, RateLimitModel
+from ..plan.schema import CommandsModel, EnvModel, PriceModel, RateLimitModel
 from .checks import Check, Fail, parse_check
 
 CASE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -72,6 +72,7 @@ class _CaseFileModel(BaseModel):
     prices: dict[str, PriceModel] = {}
     limits: _LimitsModel = _LimitsModel()
     commands: CommandsModel = CommandsModel()
+    env: EnvModel = EnvModel()
     judge: _JudgeModel = _JudgeModel()
     checks: list[Any] = []
     cases: list[_CaseModel] = Field(min_length=1)
@@ -98,6 +99,7 @@ class CaseFile:
     prices: Mapping[str, Price] = field(default_factory=dict)
     limits: Limits = field(default_factory=Limits)
     commands: Commands = field(default_factory=Commands)
+    env_pass: tuple[str, ...] = ()  # env.pass: secrets the command checks get on purpose
     judge_provider: str | None = None
     judge_agent: str | None = None
 
@@ -156,6 +158,7 @@ def _case_file(model: _CaseFileModel, path: Path, line_of: LineOf) -> CaseFile:
             rate_limits={k: RateLimit(**v.model_dump()) for k, v in lim.rate_limits.items()},
         ),
         commands=Commands(allow=tuple(model.commands.allow), timeout=model.commands.timeout),
+        env_pass=tuple(model.env.pass_),
         judge_provider=model.judge.provider,
         judge_agent=model.judge.agent,
     )

@@ -303,15 +303,18 @@ def verdict(check: Check, task: TaskResult, judged: TaskResult) -> CheckResult:
     return res(value["verdict"] == "pass", f"{value['verdict']}: {value.get('reason', '')}")
 
 
-def run_command(argv: Sequence[str], cwd: Path, timeout: float) -> tuple[bool, str]:
-    """Run a check's command in the case's sandbox: no shell, no secrets in its environment,
-    its whole process group killed when it ends or times out. (ok, what happened)."""
+def run_command(
+    argv: Sequence[str], cwd: Path, timeout: float, env_pass: Sequence[str] = ()
+) -> tuple[bool, str]:
+    """Run a check's command in the case's sandbox: no shell, no secrets in its environment
+    (but the names in ``env_pass``, the file's ``env.pass``), its whole process group killed
+    when it ends or times out. (ok, what happened)."""
     with tempfile.TemporaryFile() as out:
         try:
             proc = subprocess.Popen(
                 list(argv),
                 cwd=cwd,
-                env=scrubbed_env(),
+                env=scrubbed_env(keep=env_pass),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,

@@ -149,7 +149,9 @@ async def _run_commands(build: Build, result: RunResult) -> CommandOutcomes:
         if result.tasks[slot.task_id].state != "succeeded":
             return None
         async with workers:
-            return await asyncio.to_thread(run_command, check.argv, slot.workspace, check.timeout)
+            return await asyncio.to_thread(
+                run_command, check.argv, slot.workspace, check.timeout, build.plan.env_pass
+            )
 
     pending = {
         (si, ci): asyncio.ensure_future(command(c, slot))

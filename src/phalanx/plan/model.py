@@ -110,6 +110,9 @@ class Limits:
             )
 
 
+IN_DOUBT_ACTIONS = ("ask", "rerun", "fail")  # retry.on_in_doubt
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class RetryConfig:
     """Backoff between attempts: equal jitter in [d/2, d], d = min(cap, base * 2**(n-1)),
@@ -120,11 +123,17 @@ class RetryConfig:
     the attempt's first call: the same messages are sent again after the same backoff, so
     the turns and tools already done are kept. When they are spent the attempt fails and
     is retried as a whole (``max_attempts``). A failure of an attempt's first call goes
-    straight to that attempt retry: nothing was done yet. 1 turns call retries off."""
+    straight to that attempt retry: nothing was done yet. 1 turns call retries off.
+
+    ``on_in_doubt``: what a resumed attempt does with a call of a writing tool or command
+    that started before a crash and has no recorded result (read-only tools are simply run
+    again): ``ask`` (default) tells the model the outcome is unknown and that it must check
+    before acting again; ``rerun`` runs it again; ``fail`` fails the attempt, naming it."""
 
     base_seconds: float = 0.5
     cap_seconds: float = 30.0
     call_attempts: int = DEFAULT_CALL_ATTEMPTS
+    on_in_doubt: Literal["ask", "rerun", "fail"] = "ask"
 
     def __post_init__(self) -> None:
         n = self.call_attempts
@@ -132,6 +141,11 @@ class RetryConfig:
             raise PlanError(
                 f"must be a positive whole number of tries, got {n!r}",
                 field="retry.call_attempts",
+            )
+        if self.on_in_doubt not in IN_DOUBT_ACTIONS:
+            raise PlanError(
+                f"must be one of {', '.join(IN_DOUBT_ACTIONS)}, got {self.on_in_doubt!r}",
+                field="retry.on_in_doubt",
             )
 
 
@@ -194,6 +208,7 @@ class Plan:
     hooks: tuple[Any, ...] = field(default=(), compare=False)  # run-level hooks
     workspace: str | None = None  # the agents' sandbox (relative to the plan file)
     commands: Commands = Commands()
+    env_pass: tuple[str, ...] = ()  # env.pass: variables children get past the secret rule
     isolation: str = "none"  # "worktree": each agent in its own git worktree and branch
     styles: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # the plan's own
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
@@ -221,6 +236,7 @@ class Plan:
         hooks: Sequence[Any] = (),
         workspace: str | None = None,
         commands: Commands | None = None,
+        env_pass: Sequence[str] = (),
         isolation: str = "none",
         styles: Mapping[str, Mapping[str, Any]] | None = None,
         breaker: BreakerConfig | None = None,
@@ -244,6 +260,7 @@ class Plan:
             hooks=tuple(hooks),
             workspace=workspace,
             commands=commands or Commands(),
+            env_pass=tuple(env_pass),
             isolation=isolation,
             styles=dict(styles or {}),
             breaker=breaker or BreakerConfig(),

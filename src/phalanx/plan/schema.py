@@ -253,6 +253,28 @@ class RetryModel(BaseModel):
     base_seconds: float = Field(default=0.5, ge=0)
     cap_seconds: float = Field(default=30.0, ge=0)
     call_attempts: int = Field(default=DEFAULT_CALL_ATTEMPTS, ge=1, strict=True)
+    on_in_doubt: Literal["ask", "rerun", "fail"] = "ask"
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class EnvModel(BaseModel):
+    """``env: {pass: [NAME, ...]}``: variables child processes get even when the one secret
+    rule calls them secret (``run_command``, command hooks, eval ``command`` checks)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    pass_: list[str] = Field(default=[], alias="pass")
+
+    @field_validator("pass_", mode="before")
+    @classmethod
+    def _names(cls, v: Any) -> Any:
+        v = _str_list(v)
+        for name in v if isinstance(v, list) else ():
+            if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
+                raise ValueError(f"{name!r} is not an environment variable name")
+        return v
 
 
 class PlanModel(BaseModel):
@@ -269,6 +291,7 @@ class PlanModel(BaseModel):
     hooks: list[Any] = []
     workspace: str | None = None
     commands: CommandsModel = CommandsModel()
+    env: EnvModel = EnvModel()
     isolation: Literal["none", "worktree"] = "none"
     styles: dict[str, dict[str, Any]] = {}
     breaker: BreakerModel = BreakerModel()

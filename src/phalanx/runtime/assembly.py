@@ -70,6 +70,7 @@ class RunnerFactory:
             network=plan.commands.network,
             cpu_seconds=plan.commands.cpu,
             memory_mb=plan.commands.memory,
+            env_pass=frozenset(plan.env_pass),
             agent=a.name or "",
             comms=self.comms,
         )

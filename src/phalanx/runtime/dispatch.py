@@ -45,11 +45,14 @@ class Dispatcher:
         self.slots, self.ready, self.breakers = slots, ready, breakers
         self.policy, self.router, self.run_id = policy, router, run_id
         self.now, self.emit, self.start = now, emit, start
+        # tasks that go back to an agent once: a resumed run's interrupted loops, to the
+        # agent whose loop (and workspace) they continue
+        self.affinity: dict[TaskId, str] = {}
 
     def enqueue(self, tids: Iterable[TaskId]) -> None:
         """Ready tasks go to the central pool, or to the local queue of their agent."""
         for tid in tids:
-            pinned = self.tasks[tid].agent
+            pinned = self.tasks[tid].agent or self.affinity.pop(tid, None)
             if pinned is not None and pinned in self.slots:
                 self.slots[pinned].queue.append(self.tasks[tid])
             else:

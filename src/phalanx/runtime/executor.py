@@ -8,12 +8,22 @@ A request estimated above ``limits.max_prompt_tokens`` is never sent: the attemp
 there, with the same messages (``retry.call_attempts``), so the turns and tools before it
 are kept; each call retry is noted as ``CallRetried``. Usage is summed over the calls made,
 each charged once. Engine-agnostic: the local engine and Ray hosts call it.
+
+The tool journal: a model turn that asks for tools is noted (``AgentTurn``: its text and
+calls), and each call when it starts (``ToolStarted``) and ends (``ToolCalled``: result,
+digest, duration). Before a tool that writes runs (anything not ``read_only``), the gate
+commits what was noted, so a crash during the call leaves a start without a result. An
+attempt that resumes an interrupted one (``Attempt.resume``) replays its recorded turns
+and results to the model as messages, runs the calls that never started, handles each
+call in doubt (read-only: run again; otherwise ``retry.on_in_doubt``), then loops on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
+import json
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,18 +34,49 @@ from ..agents.spec import AgentSpec
 from ..agents.styles import Style, StyleError, get_style, parse_output, repair_prompt
 from ..agents.tools import ToolContext, ToolResult, ToolSpec, call_tool
 from ..cost import ZERO, Price, Usage
-from ..events import CallRetried, OutputRejected, ToolCalled
+from ..events import (
+    AgentTurn,
+    CallRetried,
+    InDoubtAction,
+    LoopResumed,
+    OutputRejected,
+    ToolCalled,
+    ToolInDoubt,
+    ToolStarted,
+)
 from ..exceptions import ErrorClass, ProviderError
+from ..journal import RecordedCall, RecordedLoop, RecordedTurn
 from ..plan.model import DEFAULT_MAX_PROMPT_TOKENS, RetryConfig, Task
 from ..providers import ProviderRecipe
-from ..providers.base import Completion, CompletionRequest, Message, Provider, ToolDef
+from ..providers.base import (
+    Completion,
+    CompletionRequest,
+    Message,
+    Provider,
+    ToolCall,
+    ToolDef,
+)
 from ..redaction import redact
 from .governor import Gate
 from .retry import decide_retry
 
-__all__ = ["AgentRunner", "Attempt", "Outcome", "Upstream", "build_request", "prompt_tokens"]
+__all__ = [
+    "IN_DOUBT_NOTE",
+    "AgentRunner",
+    "Attempt",
+    "Outcome",
+    "Upstream",
+    "build_request",
+    "digest",
+    "prompt_tokens",
+]
 
 UPSTREAM_CHARS = 4000  # per upstream result handed to a downstream prompt
+IN_DOUBT_NOTE = (
+    "error: in_doubt: this call of {tool} started before the run was interrupted and its "
+    "outcome is unknown: it may or may not have taken effect. Check the current state "
+    "(read the files, list them, run a read-only command) before doing it again."
+)  # the tool result a resumed model gets for a call in doubt (retry.on_in_doubt: ask)
 _STOP_FAILURES = {
     "max_tokens": (ErrorClass.TRUNCATED, "the answer stopped at max_tokens"),
     "error": (ErrorClass.OUTPUT_INVALID, "the model refused or its answer was filtered"),
@@ -60,6 +101,7 @@ class Attempt:
     task: Task
     agent: str
     upstream: tuple[Upstream, ...] = ()
+    resume: RecordedLoop | None = None  # the interrupted attempt's loop this one continues
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -127,6 +169,13 @@ def build_request(
         attempt_no=attempt.attempt_no,
         title=task.label,
     )
+
+
+def digest(value: object) -> str:
+    """A short fingerprint (16 hex digits of sha256) of a value as canonical JSON, or of a
+    text as it is: what the tool journal keeps of arguments and results to compare them."""
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:16]
 
 
 def prompt_tokens(request: CompletionRequest) -> int:
@@ -229,6 +278,8 @@ class AgentRunner:
         )
         state = _Turns(messages=list(request.messages))
         try:
+            if attempt.resume is not None:
+                await self._replay(attempt, attempt.resume, state)
             text, parsed = await self._loop(attempt, request, state)
         except _Failed as f:
             return Outcome(
@@ -412,30 +463,143 @@ class AgentRunner:
 
     async def _run_tools(self, attempt: Attempt, c: Completion, state: _Turns) -> None:
         state.messages.append(Message(role="assistant", content=c.text, tool_calls=c.tool_calls))
-        for call in c.tool_calls:
-            spec = self.tools.get(call.name)
-            if spec is None or self.tool_context is None:
-                result = ToolResult(
-                    ok=False,
-                    content=f"error: unknown_tool: no tool {call.name!r}",
-                    error_code="unknown_tool",
-                )
-            else:
-                result = await call_tool(spec, call.arguments, self.tool_context)
-            ok, content, code = result.ok, result.content, result.error_code
-            self.gate.note(
-                ToolCalled,
-                task_id=attempt.task.id,
-                attempt_id=attempt.attempt_id,
-                agent=attempt.agent,
-                tool=call.name,
-                ok=ok,
-                turn=state.calls,
-                error_code=code,
-            )
+        self.gate.note(
+            AgentTurn,
+            task_id=attempt.task.id,
+            attempt_id=attempt.attempt_id,
+            agent=attempt.agent,
+            turn=state.calls,
+            tools=tuple(call.name for call in c.tool_calls),
+            text=c.text,
+            calls=tuple(
+                {"id": call.id, "name": call.name, "arguments": call.arguments}
+                for call in c.tool_calls
+            ),
+        )
+        for index, call in enumerate(c.tool_calls):
+            result = await self._run_call(attempt, call, state.calls, index)
             state.messages.append(
-                Message(role="tool", content=content, tool_call_id=call.id, name=call.name)
+                Message(role="tool", content=result.content, tool_call_id=call.id, name=call.name)
             )
+
+    async def _run_call(
+        self, attempt: Attempt, call: ToolCall, turn: int, index: int
+    ) -> ToolResult:
+        """One tool call, journaled: its start (committed first when the tool writes), the
+        tool, its end with the result."""
+        spec = self.tools.get(call.name)
+        writes = spec is not None and not spec.read_only
+        where = {"task_id": attempt.task.id, "attempt_id": attempt.attempt_id}
+        where |= {"agent": attempt.agent, "tool": call.name, "turn": turn, "index": index}
+        self.gate.note(
+            ToolStarted,
+            **where,
+            call_id=call.id,
+            args_digest=self._args_digest(call),
+            writes=writes,
+        )
+        if writes:  # durable before it runs: a crash now leaves it in doubt, not forgotten
+            await self.gate.commit()
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        if spec is None or self.tool_context is None:
+            result = ToolResult(
+                ok=False,
+                content=f"error: unknown_tool: no tool {call.name!r}",
+                error_code="unknown_tool",
+            )
+        else:
+            result = await call_tool(spec, call.arguments, self.tool_context)
+        self.gate.note(
+            ToolCalled,
+            **where,
+            ok=result.ok,
+            error_code=result.error_code,
+            call_id=call.id,
+            result_digest=digest(result.content),
+            duration=loop.time() - t0,
+            error=None if result.ok else result.content.partition("\n")[0][:300],
+            content=result.content,
+        )
+        return result
+
+    @staticmethod
+    def _args_digest(call: ToolCall) -> str:
+        return digest(redact(json.dumps(call.arguments, sort_keys=True, default=str)))
+
+    # -- resuming an interrupted attempt's loop ------------------------------------------
+    async def _replay(self, attempt: Attempt, loop: RecordedLoop, state: _Turns) -> None:
+        """The recorded turns and results as messages (nothing recorded runs again); calls
+        that never started run now; each call in doubt is handled (``_in_doubt``)."""
+        self.gate.note(
+            LoopResumed,
+            task_id=attempt.task.id,
+            attempt_id=attempt.attempt_id,
+            agent=attempt.agent,
+            from_attempt=loop.attempt_id,
+            turns=len(loop.turns),
+            results=sum(c.state == "done" for t in loop.turns for c in t.calls),
+            in_doubt=len(loop.in_doubt),
+        )
+        for turn in loop.turns:
+            calls = tuple(
+                ToolCall(id=c.call_id, name=c.tool, arguments=dict(c.arguments)) for c in turn.calls
+            )
+            state.messages.append(Message(role="assistant", content=turn.text, tool_calls=calls))
+            state.calls = max(state.calls, turn.turn)
+            for c, call in zip(turn.calls, calls, strict=True):
+                content = await self._replayed(attempt, loop, turn, c, call)
+                state.messages.append(
+                    Message(role="tool", content=content, tool_call_id=c.call_id, name=c.tool)
+                )
+
+    async def _replayed(
+        self,
+        attempt: Attempt,
+        loop: RecordedLoop,
+        turn: RecordedTurn,
+        c: RecordedCall,
+        call: ToolCall,
+    ) -> str:
+        """The tool result a resumed model gets for one recorded call."""
+        if c.state == "done":
+            return c.result
+        if c.state == "in_doubt":
+            action = self._in_doubt(attempt, loop, turn, c)
+            if action == "ask":
+                return IN_DOUBT_NOTE.format(tool=c.tool)
+        return (await self._run_call(attempt, call, turn.turn, c.index)).content
+
+    def _in_doubt(
+        self, attempt: Attempt, loop: RecordedLoop, turn: RecordedTurn, c: RecordedCall
+    ) -> InDoubtAction:
+        """What to do with a call that started and has no result: a read-only tool runs
+        again; a writing one as ``retry.on_in_doubt`` says (``fail`` ends the attempt)."""
+        spec = self.tools.get(c.tool)
+        read_only = not c.writes or (spec is not None and spec.read_only)
+        action: InDoubtAction = "rerun" if read_only else self.retry.on_in_doubt
+        self.gate.note(
+            ToolInDoubt,
+            task_id=attempt.task.id,
+            attempt_id=attempt.attempt_id,
+            agent=attempt.agent,
+            from_attempt=loop.attempt_id,
+            tool=c.tool,
+            turn=turn.turn,
+            index=c.index,
+            call_id=c.call_id,
+            args_digest=c.args_digest,
+            action=action,
+            content=IN_DOUBT_NOTE.format(tool=c.tool) if action == "ask" else "",
+        )
+        if action == "fail":
+            raise _Failed(
+                ErrorClass.IN_DOUBT,
+                f"tool call {c.tool} (call {c.call_id or c.index + 1} of model call "
+                f"{turn.turn}, attempt {loop.attempt_id}) was running when the run stopped; "
+                "its outcome is unknown and retry.on_in_doubt is fail",
+            )
+        return action
 
     def _reask(
         self, attempt: Attempt, style: str, text: str, err: StyleError, state: _Turns

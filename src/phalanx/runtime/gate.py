@@ -32,6 +32,8 @@ class GateHost(Protocol):
 
     def on_wait(self, agent: str, task_id: str, key: str, seconds: float) -> None: ...
 
+    def commit(self) -> None: ...
+
 
 class RunGate(Gate):
     """The gate a run gives its executors: the governor, the run's spend, events."""
@@ -68,3 +70,7 @@ class RunGate(Gate):
     def note(self, event: type[Event], **fields: Any) -> None:
         if self.orchestrator is not None:
             self.orchestrator.emit(event(ts=self.orchestrator.now(), **fields))
+
+    async def commit(self) -> None:
+        if self.orchestrator is not None:
+            self.orchestrator.commit()

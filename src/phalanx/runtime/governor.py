@@ -119,6 +119,11 @@ class Gate:
         """Record an event of this type (the run stamps the time)."""
         return None
 
+    async def commit(self) -> None:
+        """Make every event noted so far durable (written and committed to the journal)
+        before going on: what a tool that writes needs before it runs."""
+        return None
+
 
 class RateGovernor(Gate):
     """The run's rate limits (the orchestrator wraps it with spend and notes)."""

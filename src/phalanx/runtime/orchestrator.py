@@ -32,6 +32,7 @@ from ..events import (
 )
 from ..exceptions import ErrorClass
 from ..ids import TaskId
+from ..journal import RecordedLoop
 from ..plan.model import Plan
 from .attempts import AttemptLedger
 from .autoscaler import Autoscaler, slot_for
@@ -79,6 +80,7 @@ class Orchestrator:
         seed: int = 0,
         gate: RunGate | None = None,
         checkpoint: Callable[[], None] | None = None,
+        commit: Callable[[], None] | None = None,
         hooks: HookRunner | None = None,
         runner_factory: Callable[[AgentSpec], AgentRunner] | None = None,
         comms: Any = None,
@@ -96,6 +98,7 @@ class Orchestrator:
         self.runner_factory = runner_factory
         self.comms = comms  # phalanx.comms.Comms, when agents may talk
         self.checkpoint = checkpoint or (lambda: None)  # called between event groups
+        self._commit = commit or (lambda: None)  # writes and commits what was emitted
         self.status: RunStatus = "running"
         self.governor: RateGovernor | None = None  # set by the run's gate
         self._init_fleet(hooks or HookRunner(), router)
@@ -110,6 +113,7 @@ class Orchestrator:
         self.engine_lost: str | None = None  # why the engine could run nothing more
         self._wake = asyncio.Event()
         self._retry_handles: set[asyncio.TimerHandle] = set()
+        self._loops = dict(self.prior.loops)  # interrupted loops the next attempts continue
 
     def _init_fleet(self, hooks: HookRunner, router: LLMPolicy | None) -> None:
         """The agents' slots (trimmed by the autoscaler), hooks, policy and breakers."""
@@ -122,7 +126,10 @@ class Orchestrator:
         self.scaler = Autoscaler(self, self.scaling) if self.scaling is not None else None
         self.router = router if plan.policy == "llm" else None
         self.policy: Any = self.router or make_policy(plan.policy, len(self.slots))
-        self.hooks = RunHooks(hooks, plan.agents, run_id=self.run_id, now=self.now, emit=self.emit)
+        self.hooks = RunHooks(
+            hooks, plan.agents, run_id=self.run_id, now=self.now, emit=self.emit,
+            env_pass=plan.env_pass,
+        )  # fmt: skip
         self.breakers = FleetBreakers(
             plan.breaker,
             self.slots,
@@ -152,6 +159,11 @@ class Orchestrator:
     def emit(self, event: Event) -> None:
         for sink in self.sinks:
             sink.emit(event)
+
+    def commit(self) -> None:
+        """Make the events emitted so far durable now (a tool that writes is about to run;
+        called from an executor, never inside an event group)."""
+        self._commit()
 
     def message_sent(self, event: MessageSent) -> None:
         """A message between agents: journal it and fire ``on_message``."""
@@ -213,6 +225,9 @@ class Orchestrator:
             self.later(self.plan.limits.max_wall_seconds, self._wall_time_up)
         self.budget.check()
         self.progress.skip_orphans()
+        self.dispatcher.affinity = {
+            TaskId(tid): loop.agent for tid, loop in self._loops.items() if loop.agent in self.slots
+        }
         self.dispatcher.enqueue(self.dag.initially_ready())
 
     def _warn_unsandboxed(self) -> None:
@@ -296,6 +311,7 @@ class Orchestrator:
             task=task,
             agent=agent.name,
             upstream=upstream_of(task, self.records),
+            resume=self._resumable(tid, agent.name),
         )
         self.attempts.lease(tid, aid, agent.name)
         hooks = self.hooks.for_agent(agent.name)
@@ -303,6 +319,14 @@ class Orchestrator:
             self.hooks.background(self._vet_then_submit(attempt, hooks))
         else:
             self.engine.submit(attempt)
+
+    def _resumable(self, tid: TaskId, agent: str) -> RecordedLoop | None:
+        """The interrupted loop the task's first attempt of this session continues: on the
+        agent that ran it, or on any agent when they all share one workspace."""
+        loop = self._loops.pop(tid, None)
+        if loop is None or (loop.agent != agent and self.plan.isolation != "none"):
+            return None
+        return loop
 
     async def _vet_then_submit(self, attempt: Attempt, hooks: HookRunner) -> None:
         verdict = await self.hooks.fire(

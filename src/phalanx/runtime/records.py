@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from ..cost import ZERO, Usage
 from ..events import AgentInfo, AttemptFinished, RunStarted, TaskInfo, TaskState
 from ..exceptions import ErrorClass
+from ..journal import RecordedLoop
 from ..plan.model import Plan, Task
 from .executor import AgentRunner, Outcome, Upstream
 from .policies import AgentSlot
@@ -56,6 +57,7 @@ class Prior:
     terminal: Mapping[str, tuple[TaskState, str | None, str | None]] = field(default_factory=dict)
     failed_attempts: Mapping[str, int] = field(default_factory=dict)
     spent: Usage = ZERO  # tokens and cost of every earlier attempt (budgets span sessions)
+    loops: Mapping[str, RecordedLoop] = field(default_factory=dict)  # interrupted agent loops
 
 
 def load_records(plan: Plan, prior: Prior) -> dict[str, TaskRecord]:

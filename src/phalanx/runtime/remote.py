@@ -68,6 +68,7 @@ class AgentBlueprint:
     network: bool = False
     cpu_seconds: float | None = None
     memory_mb: int = 4096
+    env_pass: frozenset[str] = frozenset()  # names only: the values are the host's own
     context: str = ""
     context_tokens: int = 0
     max_turns: int = 8
@@ -108,6 +109,7 @@ def _sandbox_of(ctx: ToolContext | None) -> dict[str, Any]:
         "network": ctx.network,
         "cpu_seconds": ctx.cpu_seconds,
         "memory_mb": ctx.memory_mb,
+        "env_pass": ctx.env_pass,
     }
 
 
@@ -149,6 +151,11 @@ class _HostGate(Gate):
 
     def note(self, event: type[Event], **fields: Any) -> None:
         self.core.post(("note", event, fields))
+
+    async def commit(self) -> None:
+        """The driver journals what was noted before (messages keep their order) and
+        answers once it is committed."""
+        await self.core.request("commit")
 
 
 @dataclass
@@ -208,6 +215,7 @@ class HostCore:
             network=bp.network,
             cpu_seconds=bp.cpu_seconds,
             memory_mb=bp.memory_mb,
+            env_pass=bp.env_pass,
             agent=name,
         )
         runner = AgentRunner(

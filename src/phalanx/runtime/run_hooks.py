@@ -33,10 +33,13 @@ class RunHooks:
         run_id: str,
         now: Callable[[], float],
         emit: Callable[[Event], None],
+        env_pass: Sequence[str] = (),
     ) -> None:
         self.base = base  # the run's own hooks
         self.per_agent = {
-            a.name or "": base.combined(from_config(list(a.hooks))) if a.hooks else base
+            a.name or "": base.combined(from_config(list(a.hooks), env_pass=env_pass))
+            if a.hooks
+            else base
             for a in agents
         }
         self.run_id = run_id

@@ -35,11 +35,13 @@ from ..events import (
     TaskState,
     TaskSucceeded,
     ToolCalled,
+    ToolInDoubt,
 )
 from .progress import Progress, failure_reason
 from .speedup import Speedup, speedup_of
 
 __all__ = [
+    "IN_DOUBT_HANDLING",
     "STOPPED",
     "AgentStatus",
     "Failure",
@@ -54,6 +56,11 @@ __all__ = [
 
 STOPPED: Literal["stopped"] = "stopped"  # running in the journal, but its process is gone
 ShownStatus = RunStatus | Literal["stopped"]
+IN_DOUBT_HANDLING = {  # how a resume handled a tool call in doubt, as the views say it
+    "rerun": "run again",
+    "ask": "outcome unknown, the agent was told to check",
+    "fail": "the attempt failed (retry.on_in_doubt: fail)",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +151,8 @@ class Snapshot:
     finished: float | None = None
     reason: str = ""  # why the run ended (RunFinished.reason)
     call_retries: int = 0  # model calls sent again inside their attempt (CallRetried)
+    # tool calls a resume found started without a result, and how each was handled
+    in_doubt: list[dict[str, Any]] = field(default_factory=list)
     tasks: Progress = field(default_factory=Progress)  # the progress model every view renders
     active_before: float = 0.0  # active seconds of the sessions before this one
     session_started: float = 0.0  # when this session started (its RunStarted)
@@ -220,6 +229,7 @@ class Snapshot:
             "attempts": self.attempts,
             "failed_attempts": self.failed_attempts,
             "call_retries": self.call_retries,
+            "in_doubt": [dict(d) for d in self.in_doubt],
             "alerts": list(self.alerts),
             "agents": [
                 {
@@ -273,6 +283,7 @@ class StatusTracker:
         self.attempts = 0
         self.failed_attempts = 0
         self.call_retries = 0
+        self.in_doubt: list[dict[str, Any]] = []
         self.busy = 0.0
         self.alerts: list[str] = []
         self._completions: deque[float] = deque(maxlen=eta_window)
@@ -323,6 +334,25 @@ class StatusTracker:
             a.waiting_until = e.ts + e.delay
             a.waiting_for = f"retry of model call {e.turn} after {e.error_class}"
         self._alert(f"call retry: {e.error_class} on {e.agent} (task {e.task_id}, call {e.turn})")
+
+    def _tool_in_doubt(self, e: ToolInDoubt) -> None:
+        """A call a resume found started without a result: listed, and an alert."""
+        self.in_doubt.append(
+            {
+                "task": e.task_id,
+                "attempt": e.attempt_id,
+                "from_attempt": e.from_attempt,
+                "agent": e.agent,
+                "tool": e.tool,
+                "call_id": e.call_id,
+                "turn": e.turn,
+                "action": e.action,
+            }
+        )
+        self._alert(
+            f"in doubt: {e.tool} on {e.agent} (task {e.task_id}, call {e.turn}): "
+            f"{IN_DOUBT_HANDLING[e.action]}"
+        )
 
     def _alert_event(self, e: Alert) -> None:
         self._alert(f"{e.kind}: {e.message}")
@@ -481,6 +511,7 @@ class StatusTracker:
             session=self.session,
             reason=self.reason,
             call_retries=self.call_retries,
+            in_doubt=[dict(d) for d in self.in_doubt],
             tasks=Progress.of_counts(self.counts),
             active_before=self.active_before,
             session_started=self.session_start,
@@ -588,6 +619,7 @@ _FOLDS: dict[type[Event], Callable[[StatusTracker, Any], None]] = {
     CallRetried: StatusTracker._call_retried,
     Alert: StatusTracker._alert_event,
     ToolCalled: StatusTracker._tool_called,
+    ToolInDoubt: StatusTracker._tool_in_doubt,
     BreakerChanged: StatusTracker._breaker_changed,
     AgentJoined: StatusTracker._agent_joined,
     AgentRetired: StatusTracker._agent_retired,

@@ -20,7 +20,14 @@ from rich.cells import cell_len
 from ..agents.spec import ROLES
 from ..cost import Usage
 from .progress import Progress
-from .snapshot import STOPPED, AgentStatus, Snapshot, fmt_duration, status_text
+from .snapshot import (
+    IN_DOUBT_HANDLING,
+    STOPPED,
+    AgentStatus,
+    Snapshot,
+    fmt_duration,
+    status_text,
+)
 
 __all__ = [
     "Layout",
@@ -446,6 +453,15 @@ def render_swarm_status(s: Snapshot) -> str:
     return "\n".join(swarm_lines(s))
 
 
+def _in_doubt_text(s: Snapshot) -> str:
+    """``run_command on Ada (task t, call 3): run again; ...``: the in-doubt tool calls."""
+    return "; ".join(
+        f"{d['tool']} on {d['agent']} (task {d['task']}, call {d['turn']}): "
+        + IN_DOUBT_HANDLING.get(d["action"], d["action"])
+        for d in s.in_doubt[:5]
+    )
+
+
 def swarm_lines(
     s: Snapshot, width: int | None = None, *, max_alerts: int = MAX_ALERTS, roles: bool = True
 ) -> list[str]:
@@ -461,12 +477,18 @@ def swarm_lines(
         if s.call_retries
         else ""
     )
+    doubt = (
+        f"In doubt: {len(s.in_doubt)} tool call(s) at resume: " + _in_doubt_text(s)
+        if s.in_doubt
+        else ""
+    )
+    extra = [line for line in (retries, doubt) if line]
     if width is None:
-        out = [*_role_parts(s), tasks, total] + ([retries] if retries else [])
+        out = [*_role_parts(s), tasks, total, *extra]
         return out + (["Alerts: " + " | ".join(s.alerts)] if s.alerts else [])
     out = wrap(_SEP.join(_role_parts(s)), width) if roles and s.agents else []
-    for line in (tasks, total, retries):
-        out += wrap(line, width) if line else []
+    for line in (tasks, total, *extra):
+        out += wrap(line, width)
     return out + _alert_lines(s.alerts, width, max_alerts)
 
 
