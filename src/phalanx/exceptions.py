@@ -5,7 +5,8 @@
     PhalanxError
     ├── UsageError            a user can fix it: bad flag, unknown run id, missing key (exit 2)
     │   ├── PlanError         a plan file or Plan object is invalid (names file, field, line)
-    │   └── PlannerError      the planner's model gave no valid plan, or failed
+    │   ├── PlannerError      the planner's model gave no valid plan, or failed
+    │   └── NotComparable     ``report --baseline``: no task succeeded in both runs
     ├── ProviderError         a model call failed; ``error_class`` says how (see ErrorClass)
     ├── ToolError             a tool refused or failed; the model is told ``code: message``
     │   └── CommsError        a message or shared-context operation was refused
@@ -34,6 +35,7 @@ __all__ = [
     "CommsError",
     "ErrorClass",
     "JournalError",
+    "NotComparable",
     "PhalanxError",
     "PlanError",
     "PlannerError",
@@ -88,6 +90,11 @@ class PhalanxError(Exception):
 
 class UsageError(PhalanxError):
     """Something the user can fix. ``str(err)`` is one line, shown without a traceback."""
+
+
+class NotComparable(UsageError):
+    """No task succeeded in both runs (``report --baseline``): a comparison would measure
+    nothing."""
 
 
 def one_line(text: str, limit: int) -> str:

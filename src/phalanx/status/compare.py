@@ -15,15 +15,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..exceptions import UsageError
+from ..exceptions import NotComparable
 
 __all__ = ["Comparison", "NotComparable", "compare_runs"]
 
 _SHOWN = 5  # task ids named in a sentence before "and N more"
-
-
-class NotComparable(UsageError):
-    """No task succeeded in both runs: a comparison would measure nothing."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
