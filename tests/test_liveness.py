@@ -170,9 +170,14 @@ def test_a_killed_run_is_shown_stopped_and_resumes(
     report = json.loads(_ok(state, "report", RUN_ID, "--format", "json"))
     assert report["status"] == report["metrics"]["status"] == "stopped"
 
-    rc, out, err = _phalanx(state, "resume", RUN_ID, "--no-tui", timeout=RUN_TIMEOUT)
+    time.sleep(max(0.0, 1.0 - (time.monotonic() - killed)))  # downtime of at least 1 s
+    rc, out, err = _phalanx(state, "resume", RUN_ID, "--no-tui", "--json", timeout=RUN_TIMEOUT)
     assert rc == 0, (out, err)
     assert f"run {RUN_ID} succeeded" in err  # the summary is on stderr
+    # the resumed run is timed on its active time; the calendar time keeps the downtime
+    assert "active (" in err and "calendar, 2 sessions)" in err, err
+    result = json.loads(out)
+    assert result["calendar_seconds"] - result["active_seconds"] >= 0.9
     _views_say_succeeded(state)
 
 
