@@ -42,11 +42,11 @@ import asyncio
 import contextlib
 import dataclasses
 import enum
+import errno
 import inspect
 import json
 import os
 import re
-import errno
 import shlex
 import shutil
 import traceback
