@@ -74,6 +74,9 @@ class Style:
 
     ``structured`` styles (yaml, json) are the ones a local model should answer with
     constrained decoding; ``json_schema``, when set, is checked after parsing.
+    ``answer_format`` (``json``, ``yaml``, ``table``; "" for prose) is how a provider with
+    structured output holds the answer to a JSON schema and renders it back into this style
+    (``phalanx.providers.structured``).
     """
 
     name: str
@@ -82,6 +85,7 @@ class Style:
     parse: Callable[[str], Any]
     structured: bool = False
     json_schema: Mapping[str, Any] | None = None
+    answer_format: str = ""
 
     def validate(self, text: str) -> Any:
         """Parse ``text`` and check it against ``json_schema`` when there is one."""
@@ -464,6 +468,7 @@ STYLES: dict[str, Style] = {
             ".yaml",
             parse_yaml,
             structured=True,
+            answer_format="yaml",
         ),
         _builtin(
             "json",
@@ -471,6 +476,7 @@ STYLES: dict[str, Style] = {
             ".json",
             parse_json,
             structured=True,
+            answer_format="json",
         ),
         _builtin(
             "table",
@@ -478,6 +484,7 @@ STYLES: dict[str, Style] = {
             "(| --- | --- |), then the data rows; every row has as many cells as the header.",
             ".md",
             parse_table,
+            answer_format="table",
         ),
         _builtin(
             "html",
@@ -673,6 +680,7 @@ def style_from_config(name: str, config: Mapping[str, Any]) -> Style:
         parse=_extra_checks(base.parse, max_words, regex),
         structured=base.structured,
         json_schema=base.json_schema,
+        answer_format=base.answer_format,
     )
     schema = _config_value(config, "schema", Mapping, where)
     return style.with_schema(schema) if schema is not None else style

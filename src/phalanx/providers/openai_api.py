@@ -9,6 +9,16 @@ Options (plan ``providers: {openai: {...}}`` or ``providers: {openai-compatible:
     base_url: http://127.0.0.1:8080/v1
     timeout: 600                     # seconds per call
     max_tokens: 4096                 # default: the request's max_tokens
+    response_format: auto            # how a JSON schema is sent (see below)
+
+Structured styles (json, yaml, table: :mod:`phalanx.providers.structured`) are sent with a
+JSON schema in ``response_format``: ``{"type": "json_schema", "json_schema": {...}}``, the
+OpenAI form (vLLM, llama.cpp's ``llama-server``, Ollama and LM Studio read it too); a
+schema-less ``json``/``yaml`` answer as ``{"type": "json_object"}``. ``response_format``
+on ``openai-compatible``: ``auto`` (default) sends the OpenAI form and, when the server
+refuses it (llama-cpp-python's server takes only ``{"type": "json_object", "schema": ...}``),
+switches to that form for the rest of the run and sends the call again; ``json_schema`` or
+``json_object`` fix the form; ``none`` sends no format (the style is prompted only).
 
 The SDK's own retries are off (``max_retries=0``): retries belong to the orchestrator.
 :func:`classify` is the one place SDK errors become a :class:`ProviderError`.
@@ -16,6 +26,7 @@ The SDK's own retries are off (``max_retries=0``): retries belong to the orchest
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Mapping
@@ -41,10 +52,14 @@ from ._http import (
     retry_after,
 )
 from .base import Completion, CompletionRequest, Message, StopReason, ToolCall
+from .structured import Structured, render_text, strict_ok, structured_for
 
 __all__ = ["OpenAIProvider", "classify"]
 
-_OPTIONS = frozenset({"api_key_env", "base_url", "timeout", "max_tokens", "stream"})
+_OPTIONS = frozenset(
+    {"api_key_env", "base_url", "timeout", "max_tokens", "stream", "response_format"}
+)
+_FORMS = ("auto", "json_schema", "json_object", "none")
 _STOP: dict[str, StopReason] = {
     "stop": "end",
     "length": "max_tokens",
@@ -113,13 +128,43 @@ class OpenAIProvider:
         # context overflow arrives as an empty 200 stream), so they answer in one piece
         # unless the plan says `stream: true`.
         self.stream = bool(opts.get("stream", not compatible))
+        form = opts.get("response_format", "auto")
+        if form not in _FORMS:
+            raise UsageError(f"providers.{self.kind}.response_format: one of {', '.join(_FORMS)}")
+        # the form a JSON schema is sent in; auto starts with OpenAI's and may fall back
+        self.schema_form = "json_schema" if form == "auto" else str(form)
+        self._auto_form = form == "auto" and compatible
 
     async def complete(self, request: CompletionRequest) -> Completion:
+        s = structured_for(request)
+        try:
+            completion = await self._complete_once(request, s)
+        except ProviderError as exc:
+            if not self._falls_back(s, exc):
+                raise
+            self.schema_form = "json_object"  # the server's own form, from now on
+            completion = await self._complete_once(request, s)
+        if s is not None and completion.stop_reason == "end":
+            return dataclasses.replace(completion, text=render_text(s, completion.text))
+        return completion
+
+    def _falls_back(self, s: Structured | None, exc: ProviderError) -> bool:
+        """A compatible server refused OpenAI's ``json_schema`` form (400/422 naming it)."""
+        return (
+            self._auto_form
+            and s is not None
+            and s.schema is not None
+            and self.schema_form == "json_schema"
+            and exc.status in (400, 422)
+            and ("response_format" in str(exc) or "json_schema" in str(exc))
+        )
+
+    async def _complete_once(self, request: CompletionRequest, s: Structured | None) -> Completion:
         if not self.stream:
-            return await self._complete_whole(request)
+            return await self._complete_whole(request, s)
         acc = _Accumulator()
         try:
-            stream = await self._client.chat.completions.create(**self._params(request))
+            stream = await self._client.chat.completions.create(**self._params(request, s))
         except (openai.OpenAIError, httpx2.HTTPError) as exc:
             raise classify(exc, secret=self._key, name=self.name) from None
         try:
@@ -135,8 +180,8 @@ class OpenAIProvider:
             )
         return acc.completion(self.name)
 
-    async def _complete_whole(self, request: CompletionRequest) -> Completion:
-        params = self._params(request)
+    async def _complete_whole(self, request: CompletionRequest, s: Structured | None) -> Completion:
+        params = self._params(request, s)
         params.pop("stream_options", None)
         params["stream"] = False
         try:
@@ -169,9 +214,9 @@ class OpenAIProvider:
             tool_calls=calls,
         )
 
-    def _params(self, request: CompletionRequest) -> dict[str, Any]:
+    def _params(self, request: CompletionRequest, s: Structured | None) -> dict[str, Any]:
         messages = [_message(m) for m in request.messages]
-        limit = self.max_tokens or request.max_tokens
+        limit = (self.max_tokens or request.max_tokens) * request.max_tokens_factor
         params: dict[str, Any] = {
             "model": self.model,
             "messages": messages,
@@ -183,17 +228,8 @@ class OpenAIProvider:
         }
         if request.temperature is not None:
             params["temperature"] = request.temperature
-        if request.json_schema is not None:
-            params["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {
-                    "name": "output",
-                    "schema": dict(request.json_schema),
-                    "strict": True,
-                },
-            }
-        elif request.style == "json" and not self.compatible:
-            params["response_format"] = {"type": "json_object"}
+        if s is not None and self.schema_form != "none":
+            params["response_format"] = self._response_format(s)
         if request.tools:
             params["tools"] = [
                 {
@@ -207,6 +243,16 @@ class OpenAIProvider:
                 for t in request.tools
             ]
         return params
+
+    def _response_format(self, s: Structured) -> dict[str, Any]:
+        if s.schema is None:
+            return {"type": "json_object"}
+        if self.schema_form == "json_object":
+            return {"type": "json_object", "schema": s.schema}
+        return {
+            "type": "json_schema",
+            "json_schema": {"name": "output", "schema": s.schema, "strict": strict_ok(s.schema)},
+        }
 
     async def aclose(self) -> None:
         await self._client.close()

@@ -6,8 +6,10 @@ parses in the agent's output style (an answer that does not is re-asked with the
 A request estimated above ``limits.max_prompt_tokens`` is never sent: the attempt fails as
 ``context_length``. A retryable failure of a model call after the attempt's first is retried
 there, with the same messages (``retry.call_attempts``), so the turns and tools before it
-are kept; each call retry is noted as ``CallRetried``. Usage is summed over the calls made,
-each charged once. Engine-agnostic: the local engine and Ray hosts call it.
+are kept; each call retry is noted as ``CallRetried``. An answer cut at ``max_tokens`` is
+continued or retried with more room as ``retry.truncation`` says (``runtime/truncation.py``,
+noted as ``AnswerContinued``). Usage is summed over the calls made, each charged once.
+Engine-agnostic: the local engine and Ray hosts call it.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from ..agents.spec import AgentSpec
 from ..agents.styles import Style, StyleError, get_style, parse_output, repair_prompt
 from ..agents.tools import ToolContext, ToolResult, ToolSpec, call_tool
 from ..cost import ZERO, Price, Usage
-from ..events import CallRetried, OutputRejected, ToolCalled
+from ..events import AnswerContinued, CallRetried, OutputRejected, ToolCalled
 from ..exceptions import ErrorClass, ProviderError
 from ..plan.model import DEFAULT_MAX_PROMPT_TOKENS, RetryConfig, Task
 from ..providers import ProviderRecipe
@@ -32,6 +34,7 @@ from ..providers.base import Completion, CompletionRequest, Message, Provider, T
 from ..redaction import redact
 from .governor import Gate
 from .retry import decide_retry
+from .truncation import recover
 
 __all__ = ["AgentRunner", "Attempt", "Outcome", "Upstream", "build_request", "prompt_tokens"]
 
@@ -118,6 +121,7 @@ def build_request(
         ),
         style=style,
         json_schema=get_style(style, styles).json_schema,
+        answer_format=get_style(style, styles).answer_format,
         tools=tools,
         run_id=attempt.run_id,
         task_id=task.id,
@@ -275,9 +279,10 @@ class AgentRunner:
             why = self.gate.stopped()
             if why:
                 raise _Failed(ErrorClass.BUDGET, why)
-            c = await self._call(
-                attempt, dataclasses.replace(request, messages=tuple(state.messages)), state
-            )
+            sent = dataclasses.replace(request, messages=tuple(state.messages))
+            c = await self._call(attempt, sent, state)
+            if c.stop_reason == "max_tokens":  # continued or retried (retry.truncation)
+                c = await self._recover(attempt, sent, state, c)
             failure = _STOP_FAILURES.get(c.stop_reason)
             if failure is not None:  # a cut-off answer is never used, nor its tool calls
                 raise _Failed(*failure)
@@ -289,6 +294,26 @@ class AgentRunner:
                 return text, parse_output(request.style, text, styles=self.styles)
             except StyleError as err:
                 self._reask(attempt, request.style, text, err, state)
+
+    async def _recover(
+        self, attempt: Attempt, request: CompletionRequest, state: _Turns, cut: Completion
+    ) -> Completion:
+        """An answer cut at max_tokens, continued or retried as the plan says
+        (runtime/truncation.py); every call it makes is one of this loop's calls."""
+        turn = state.calls
+
+        def note(**fields: Any) -> None:
+            ids = {"task_id": attempt.task.id, "attempt_id": attempt.attempt_id}
+            self.gate.note(AnswerContinued, **ids, agent=attempt.agent, turn=turn, **fields)
+
+        async def call(r: CompletionRequest) -> Completion:
+            why = self.gate.stopped()
+            if why:
+                raise _Failed(ErrorClass.BUDGET, why)
+            return await self._call(attempt, r, state)
+
+        mode, cap = self.retry.truncation, self.retry.max_continuations
+        return await recover(cut, request, mode=mode, cap=cap, call=call, note=note)
 
     async def _call(
         self, attempt: Attempt, request: CompletionRequest, state: _Turns
