@@ -395,11 +395,21 @@ class Plan:
         return plan
 
     def _with_base_url(self, url: str, provider: str | None) -> Plan:
-        """``--base-url``: the server of the ``--provider`` (else the plan's) provider kind."""
+        """``--base-url``: the server of the ``--provider`` (else the plan's, else the one
+        kind its agents use) provider kind."""
         name = provider or self.provider
-        if not name:
-            raise PlanError("--base-url needs a provider: give --provider", file=self.source)
-        kind = name.partition(":")[0]
+        kinds = (
+            {name.partition(":")[0]}
+            if name
+            else {(a.provider or DEFAULT_PROVIDER).partition(":")[0] for a in self.agents}
+        )
+        if len(kinds) != 1:
+            raise PlanError(
+                f"--base-url is the server of one provider; the agents use {len(kinds)} "
+                "kinds: give --provider PROVIDER:MODEL",
+                file=self.source,
+            )
+        (kind,) = kinds
         providers = {k: dict(v) for k, v in self.providers.items()}
         providers.setdefault(kind, {})["base_url"] = url
         return dataclasses.replace(self, providers=providers)

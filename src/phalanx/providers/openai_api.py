@@ -149,14 +149,16 @@ class OpenAIProvider:
         return completion
 
     def _falls_back(self, s: Structured | None, exc: ProviderError) -> bool:
-        """A compatible server refused OpenAI's ``json_schema`` form (400/422 naming it)."""
+        """A compatible server refused OpenAI's ``json_schema`` form: an error status whose
+        message names ``response_format`` (llama-cpp-python's server answers 500 with its
+        request validation error, FastAPI servers 422)."""
         return (
             self._auto_form
             and s is not None
             and s.schema is not None
             and self.schema_form == "json_schema"
-            and exc.status in (400, 422)
-            and ("response_format" in str(exc) or "json_schema" in str(exc))
+            and exc.status in (400, 422, 500)
+            and "response_format" in str(exc)
         )
 
     async def _complete_once(self, request: CompletionRequest, s: Structured | None) -> Completion:
@@ -413,4 +415,6 @@ def _body_text(exc: openai.APIError) -> str:
 
 def _detail(exc: openai.APIError, secret: str | None) -> str:
     message = exc.body.get("message") if isinstance(exc.body, dict) else None
+    if message is None and isinstance(exc.body, dict) and "detail" in exc.body:
+        message = json.dumps(exc.body["detail"], default=str)  # FastAPI's validation errors
     return redact(message if isinstance(message, str) else exc.message, secret)

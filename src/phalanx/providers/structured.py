@@ -41,11 +41,18 @@ __all__ = [
 
 ANSWER_FORMATS = frozenset({"json", "yaml", "table"})
 WRAP_KEY = "value"
+_CELL = {"type": "string", "minLength": 1, "maxLength": 120}
+# bounded, so that even a tiny model neither answers an empty table nor loops to max_tokens
 TABLE_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
-        "columns": {"type": "array", "items": {"type": "string"}},
-        "rows": {"type": "array", "items": {"type": "array", "items": {"type": "string"}}},
+        "columns": {"type": "array", "items": _CELL, "minItems": 2, "maxItems": 6},
+        "rows": {
+            "type": "array",
+            "items": {"type": "array", "items": _CELL, "minItems": 2, "maxItems": 6},
+            "minItems": 1,
+            "maxItems": 30,
+        },
     },
     "required": ["columns", "rows"],
     "additionalProperties": False,
@@ -89,13 +96,35 @@ def structured_for(request: CompletionRequest) -> Structured | None:
     return Structured(form=form, schema=schema)
 
 
+# keywords OpenAI's strict mode does not take (it takes pattern, format, the number bounds,
+# minItems and maxItems): a schema that uses one is sent with strict false
+_NOT_STRICT = frozenset(
+    {
+        "minLength",
+        "maxLength",
+        "patternProperties",
+        "minProperties",
+        "maxProperties",
+        "uniqueItems",
+        "contains",
+        "not",
+        "if",
+        "then",
+        "else",
+    }
+)
+
+
 def strict_ok(schema: Any) -> bool:
     """True when OpenAI's ``strict`` mode accepts ``schema``: every object closes its
-    properties (``additionalProperties: false``) and requires all of them."""
+    properties (``additionalProperties: false``) and requires all of them, and no keyword
+    outside strict mode's set is used."""
     if isinstance(schema, list):
         return all(strict_ok(s) for s in schema)
     if not isinstance(schema, Mapping):
         return True
+    if _NOT_STRICT & set(schema):
+        return False
     if schema.get("type") == "object" or "properties" in schema:
         props = schema.get("properties") or {}
         if schema.get("additionalProperties") is not False:
@@ -120,14 +149,24 @@ def render(s: Structured, value: Any) -> str:
 
 def render_text(s: Structured, text: str) -> str:
     """A provider's answer text rendered into the style: left as it is when it is not JSON,
-    or when it is JSON already in its final form (the ``json`` style, not wrapped)."""
+    or when it is JSON already in its final form (the ``json`` style, not wrapped). A
+    grammar-held answer may have raw line breaks inside its strings (not JSON to a strict
+    reader): it is read leniently and written out as valid JSON."""
     try:
-        value = json.loads(text)
+        value = json.loads(text, strict=False)
     except (json.JSONDecodeError, ValueError):
         return text
     if s.form == "json" and not s.wrapped:
-        return text
+        return text if _strict_json(text) else json.dumps(value, ensure_ascii=False, indent=2)
     return render(s, value)
+
+
+def _strict_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except (json.JSONDecodeError, ValueError):
+        return False
+    return True
 
 
 def _cell(value: Any) -> str:
