@@ -172,6 +172,31 @@ def test_the_setting_round_trips_through_a_plan_file() -> None:
 # --------------------------------------------------------------------------- over HTTP
 
 
+def _whole(text: str, finish: str) -> dict[str, Any]:
+    return {
+        "id": "c",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "m",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}
+        ],
+        "usage": {"prompt_tokens": 50, "completion_tokens": 8, "total_tokens": 58},
+    }
+
+
+def _provider(respond: Any) -> OpenAIProvider:
+    client = openai.AsyncOpenAI(
+        api_key="none",
+        base_url="http://127.0.0.1:9/v1",
+        max_retries=0,
+        http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(respond)),
+    )
+    return OpenAIProvider(
+        "m", {"base_url": "http://127.0.0.1:9/v1"}, compatible=True, client=client, env={}
+    )
+
+
 def test_an_openai_compatible_answer_cut_by_length_is_continued(state: Path) -> None:
     """finish_reason ``length`` from a real SDK response: continued, usage from both calls."""
     answers = iter([("The token is single-", "length"), ("use.", "stop")])
@@ -179,38 +204,53 @@ def test_an_openai_compatible_answer_cut_by_length_is_continued(state: Path) -> 
 
     def respond(request: httpx2.Request) -> httpx2.Response:
         sent.append(json.loads(request.content))
-        text, finish = next(answers)
-        body = {
-            "id": "c",
-            "object": "chat.completion",
-            "created": 1,
-            "model": "m",
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": text},
-                    "finish_reason": finish,
-                }
-            ],
-            "usage": {"prompt_tokens": 50, "completion_tokens": 8, "total_tokens": 58},
-        }
-        return httpx2.Response(200, json=body)
+        return httpx2.Response(200, json=_whole(*next(answers)))
 
-    client = openai.AsyncOpenAI(
-        api_key="none",
-        base_url="http://127.0.0.1:9/v1",
-        max_retries=0,
-        http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(respond)),
-    )
-    provider = OpenAIProvider(
-        "m", {"base_url": "http://127.0.0.1:9/v1"}, compatible=True, client=client, env={}
-    )
     p = Plan.build(
         agents=[AgentSpec(provider="openai-compatible:m", style="concise")],
         tasks=[Task(id="t", prompt="Describe the token.", max_attempts=1)],
     )
-    result = phalanx.run_sync(p, custom_providers={"openai-compatible:m": provider})
+    result = phalanx.run_sync(p, custom_providers={"openai-compatible:m": _provider(respond)})
     assert result.tasks["t"].output == "The token is single-use."
     assert result.usage.input_tokens == 100 and result.usage.output_tokens == 16
     assert sent[1]["messages"][-2] == {"role": "assistant", "content": "The token is single-"}
     assert len(events(state, result.run_id, "answer_continued")) == 1
+
+
+def test_an_answer_already_over_its_word_limit_is_reasked_not_continued(state: Path) -> None:
+    rambling = cut("word " * 200)  # concise allows 150: more text cannot mend it
+    script = ScriptedProvider([rambling, whole("Single-use, expiring tokens.")])
+    result = phalanx.run_sync(plan("concise"), custom_providers={"scripted": script})
+    assert result.tasks["t"].output == "Single-use, expiring tokens."
+    assert events(state, result.run_id, "answer_continued") == []
+    rejected = events(state, result.run_id, "output_rejected")
+    assert len(rejected) == 1 and "limit is 150" in rejected[0]["error"]
+
+
+def test_a_server_window_refusal_is_sent_again_with_the_room_left() -> None:
+    """A compatible server with a small context window refuses prompt + max_tokens, naming
+    both: the call goes again with the room that is left (what a continuation needs)."""
+    sent: list[int] = []
+
+    def respond(request: httpx2.Request) -> httpx2.Response:
+        limit = json.loads(request.content)["max_tokens"]
+        sent.append(limit)
+        if limit + 1500 > 2048:
+            message = (
+                "This model's maximum context length is 2048 tokens. However, you requested "
+                f"{1500 + limit} tokens (1500 in the messages, {limit} in the completion). "
+                "Please reduce the length of the messages or completion."
+            )
+            err = {"message": message, "type": "invalid_request_error", "param": "messages",
+                   "code": "context_length_exceeded"}  # fmt: skip
+            return httpx2.Response(400, json={"error": err})
+        return httpx2.Response(200, json=_whole("fits", "stop"))
+
+    provider = _provider(respond)
+    p = Plan.build(
+        agents=[AgentSpec(provider="openai-compatible:m", style="concise")],
+        tasks=[Task(id="t", prompt="Say it.", max_attempts=1)],
+    )
+    result = phalanx.run_sync(p, custom_providers={"openai-compatible:m": provider})
+    assert result.tasks["t"].output == "fits", result.summary()
+    assert sent == [1024, 2048 - 1500 - 1]

@@ -86,6 +86,12 @@ class Style:
     structured: bool = False
     json_schema: Mapping[str, Any] | None = None
     answer_format: str = ""
+    max_words: int | None = None  # the parser's word limit, if it has one
+
+    def over_words(self, text: str) -> bool:
+        """True when ``text`` (even unfinished) already has more words than the limit: no
+        continuation can make it valid."""
+        return self.max_words is not None and _word_count(text) > self.max_words
 
     def validate(self, text: str) -> Any:
         """Parse ``text`` and check it against ``json_schema`` when there is one."""
@@ -159,7 +165,7 @@ def parse_yaml(text: str) -> Any:
         value = yaml.safe_load(body)
     except yaml.YAMLError as err:
         raise _yaml_error(err, offset) from None
-    if value is None:
+    if value is None or value == {} or value == []:  # an empty mapping answers nothing
         raise StyleError("$", "the YAML document is empty")
     if not isinstance(value, dict | list):
         kind = type(value).__name__
@@ -452,6 +458,7 @@ STYLES: dict[str, Style] = {
             "only what is needed, no preamble.",
             ".md",
             parse_concise,
+            max_words=CONCISE_MAX_WORDS,
         ),
         _builtin(
             "ultra_concise",
@@ -459,6 +466,7 @@ STYLES: dict[str, Style] = {
             'no preamble such as "Sure" or "Here is", no filler.',
             ".md",
             parse_ultra_concise,
+            max_words=ULTRA_CONCISE_MAX_WORDS,
         ),
         _builtin("markdown", "Answer in Markdown.", ".md", parse_markdown),
         _builtin(
@@ -681,6 +689,7 @@ def style_from_config(name: str, config: Mapping[str, Any]) -> Style:
         structured=base.structured,
         json_schema=base.json_schema,
         answer_format=base.answer_format,
+        max_words=max_words if max_words is not None else base.max_words,
     )
     schema = _config_value(config, "schema", Mapping, where)
     return style.with_schema(schema) if schema is not None else style

@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -137,16 +138,31 @@ class OpenAIProvider:
 
     async def complete(self, request: CompletionRequest) -> Completion:
         s = structured_for(request)
+        limit = (self.max_tokens or request.max_tokens) * request.max_tokens_factor
         try:
-            completion = await self._complete_once(request, s)
+            completion = await self._complete_fitted(request, s, limit)
         except ProviderError as exc:
             if not self._falls_back(s, exc):
                 raise
             self.schema_form = "json_object"  # the server's own form, from now on
-            completion = await self._complete_once(request, s)
+            completion = await self._complete_fitted(request, s, limit)
         if s is not None and completion.stop_reason == "end":
             return dataclasses.replace(completion, text=render_text(s, completion.text))
         return completion
+
+    async def _complete_fitted(
+        self, request: CompletionRequest, s: Structured | None, limit: int
+    ) -> Completion:
+        """One call; when the server refuses it because the prompt and ``limit`` together
+        pass its context window and says by how much (OpenAI's, vLLM's and llama-cpp-python's
+        wording), sent once more with the room that is left."""
+        try:
+            return await self._complete_once(request, s, limit)
+        except ProviderError as exc:
+            room = _room_left(exc)
+            if room is None or room >= limit:
+                raise
+            return await self._complete_once(request, s, room)
 
     def _falls_back(self, s: Structured | None, exc: ProviderError) -> bool:
         """A compatible server refused OpenAI's ``json_schema`` form: an error status whose
@@ -161,12 +177,14 @@ class OpenAIProvider:
             and "response_format" in str(exc)
         )
 
-    async def _complete_once(self, request: CompletionRequest, s: Structured | None) -> Completion:
+    async def _complete_once(
+        self, request: CompletionRequest, s: Structured | None, limit: int
+    ) -> Completion:
         if not self.stream:
-            return await self._complete_whole(request, s)
+            return await self._complete_whole(request, s, limit)
         acc = _Accumulator()
         try:
-            stream = await self._client.chat.completions.create(**self._params(request, s))
+            stream = await self._client.chat.completions.create(**self._params(request, s, limit))
         except (openai.OpenAIError, httpx2.HTTPError) as exc:
             raise classify(exc, secret=self._key, name=self.name) from None
         try:
@@ -182,8 +200,10 @@ class OpenAIProvider:
             )
         return acc.completion(self.name)
 
-    async def _complete_whole(self, request: CompletionRequest, s: Structured | None) -> Completion:
-        params = self._params(request, s)
+    async def _complete_whole(
+        self, request: CompletionRequest, s: Structured | None, limit: int
+    ) -> Completion:
+        params = self._params(request, s, limit)
         params.pop("stream_options", None)
         params["stream"] = False
         try:
@@ -216,9 +236,10 @@ class OpenAIProvider:
             tool_calls=calls,
         )
 
-    def _params(self, request: CompletionRequest, s: Structured | None) -> dict[str, Any]:
+    def _params(
+        self, request: CompletionRequest, s: Structured | None, limit: int
+    ) -> dict[str, Any]:
         messages = [_message(m) for m in request.messages]
-        limit = (self.max_tokens or request.max_tokens) * request.max_tokens_factor
         params: dict[str, Any] = {
             "model": self.model,
             "messages": messages,
@@ -301,6 +322,26 @@ class _Accumulator:
             model=name,
             tool_calls=tuple(_tool_call(t) for _, t in sorted(self.tools.items())),
         )
+
+
+_WINDOW = re.compile(
+    r"maximum context length is (\d+) tokens.*?\((\d+) in the messages, \d+ in the completion\)",
+    re.DOTALL,
+)
+_MIN_ROOM = 64  # fewer tokens left for the answer than this: the prompt is the problem
+
+
+def _room_left(exc: ProviderError) -> int | None:
+    """The tokens a context window leaves for the answer, from a context-length refusal
+    that names the window and the prompt's size; None when it does not (or leaves too
+    little for an answer)."""
+    if exc.error_class is not ErrorClass.CONTEXT_LENGTH:
+        return None
+    m = _WINDOW.search(str(exc))
+    if m is None:
+        return None
+    room = int(m.group(1)) - int(m.group(2)) - 1
+    return room if room >= _MIN_ROOM else None
 
 
 def _tool_call(t: dict[str, str]) -> ToolCall:

@@ -313,7 +313,10 @@ class AgentRunner:
             return await self._call(attempt, r, state)
 
         mode, cap = self.retry.truncation, self.retry.max_continuations
-        return await recover(cut, request, mode=mode, cap=cap, call=call, note=note)
+        style = get_style(request.style, self.styles)
+        return await recover(
+            cut, request, mode=mode, cap=cap, call=call, note=note, hopeless=style.over_words
+        )
 
     async def _call(
         self, attempt: Attempt, request: CompletionRequest, state: _Turns

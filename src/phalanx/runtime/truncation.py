@@ -10,6 +10,9 @@ The plan's ``retry.truncation`` decides (:class:`phalanx.plan.RetryConfig`):
 - ``retry``: the call is sent once more with twice the room (``max_tokens_factor``).
 - ``fail``: the cut answer stands and the attempt fails as ``truncated``.
 
+A partial answer already over its style's word limit is not continued: it goes to the
+style's parser, which rejects it, and the model is re-asked with the limit.
+
 An answer cut inside a tool call is never continued as text (its call's arguments are
 incomplete and are never run): it is retried with twice the room in both modes.
 
@@ -46,11 +49,18 @@ async def recover(
     cap: int,
     call: Call,
     note: Note,
+    hopeless: Callable[[str], bool] = lambda text: False,
 ) -> Completion:
     """The answer to use instead of ``cut`` (which stopped at ``max_tokens``): whole, or
-    still cut (``stop_reason`` ``max_tokens``) when the mode or the cap gives up."""
+    still cut (``stop_reason`` ``max_tokens``) when the mode or the cap gives up.
+
+    ``hopeless``: the partial answer already breaks its style in a way more text cannot
+    mend (over a word limit); it is handed back as finished, so that the style's parser
+    rejects it and the model is re-asked with the limit, instead of being continued."""
     if mode == "fail" or cut.stop_reason != "max_tokens":
         return cut
+    if not cut.tool_calls and hopeless(cut.text):
+        return dataclasses.replace(cut, stop_reason="end")
     if mode == "retry" or cut.tool_calls:
         factor = request.max_tokens_factor * 2
         note(mode="retry", n=1, chars=len(cut.text), factor=factor)
