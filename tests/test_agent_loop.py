@@ -199,7 +199,7 @@ def test_truncated_answer_runs_no_tool(state: Path, tmp_path: Path) -> None:
         usage=U,
         tool_calls=(ToolCall(id="c1", name="write_file", arguments={"path": "x", "content": "y"}),),
     )
-    script = ScriptedProvider([cut])
+    script = ScriptedProvider([cut, cut])  # cut inside a tool call: retried with more room
     plan = Plan.build(
         agents=[AgentSpec(provider="scripted", tools=("write_file",))],
         tasks=[Task(id="t", prompt="write", max_attempts=1)],
@@ -208,6 +208,7 @@ def test_truncated_answer_runs_no_tool(state: Path, tmp_path: Path) -> None:
     assert result.tasks["t"].error_class == "truncated"
     assert not (tmp_path / "x").exists()
     assert result.tasks["t"].output == ""
+    assert [r.max_tokens_factor for r in script.requests] == [1, 2]
 
 
 def test_runaway_tool_loop_stops_at_the_token_and_usd_caps(state: Path, tmp_path: Path) -> None:

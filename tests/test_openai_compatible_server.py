@@ -9,7 +9,8 @@ short (``data: [DONE]`` with no ``finish_reason``) whenever another request arri
 agents that call it concurrently would see every overlapping answer as a cut stream.
 Requests are serialised inside the server either way; the model is small enough for that.
 
-Prompts ask for short answers: an answer that reaches ``max_tokens`` fails as ``truncated``.
+Prompts ask for short answers (an answer that reaches ``max_tokens`` is continued, which
+costs calls). The README's feature example runs here unedited, through the command line.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import ctypes
 import json
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -31,10 +33,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 import phalanx
 from conftest import alive
 from phalanx import Plan
+from phalanx.agents.styles import parse_output
 from phalanx.exceptions import ErrorClass, ProviderError
 from phalanx.journal import Journal
 from phalanx.providers.base import CompletionRequest, Message
@@ -44,6 +48,7 @@ from phalanx.providers.openai_api import OpenAIProvider
 N_CTX = 2048
 START_SECONDS = 60
 MAX_TOKENS = 256  # the answers asked for here are a few dozen tokens
+FEATURE_SECONDS = 900  # six tasks of a 135M model on one server thread, on a shared machine
 
 
 @dataclass(frozen=True)
@@ -305,3 +310,56 @@ def test_server_still_answers_after_a_rejected_prompt(server: Server) -> None:
     assert completion.stop_reason == "end", completion
     assert completion.text.strip(), completion
     assert completion.model == "openai-compatible:smollm2"
+
+
+# --------------------------------------------------------------------------- acceptance
+
+FEATURE_EXAMPLE = Path(phalanx.__file__).parent / "examples" / "feature-team.yaml"
+
+
+@pytest.fixture(scope="module")
+def feature_run(server: Server, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The README's feature example, unedited, through the command line against the
+    server: ``phalanx run feature-team.yaml --provider openai-compatible:smollm2
+    --base-url URL``."""
+    state = tmp_path_factory.mktemp("feature-state")
+    command = [
+        sys.executable, "-m", "phalanx", "--state-dir", str(state), "run", str(FEATURE_EXAMPLE),
+        "-q", "--no-tui", "--provider", "openai-compatible:smollm2", "--base-url", server.base_url,
+    ]  # fmt: skip
+    t0 = time.monotonic()
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=FEATURE_SECONDS)
+    seconds = time.monotonic() - t0
+    db = sqlite3.connect(state / "journal.sqlite")
+    try:
+        tasks = db.execute("SELECT task_id, state, error_class, error FROM tasks").fetchall()
+        kinds = dict(db.execute("SELECT type, COUNT(*) FROM events GROUP BY type").fetchall())
+        outputs = dict(db.execute("SELECT task_id, output FROM results").fetchall())
+    finally:
+        db.close()
+    return {
+        "proc": proc,
+        "seconds": seconds,
+        "tasks": tasks,
+        "events": kinds,
+        "outputs": outputs,
+    }
+
+
+def test_the_feature_example_succeeds_unedited_on_the_server(feature_run: dict[str, Any]) -> None:
+    proc, tasks = feature_run["proc"], feature_run["tasks"]
+    report = (
+        f"exit {proc.returncode} after {feature_run['seconds']:.0f}s\n{proc.stdout[-2000:]}\n"
+        f"{proc.stderr[-2000:]}\ntasks: {tasks}\nevents: {feature_run['events']}"
+    )
+    ok = sum(1 for _, state, _, _ in tasks if state == "succeeded")
+    seconds, kinds = feature_run["seconds"], feature_run["events"]
+    print(f"feature example on the server: {ok}/{len(tasks)} in {seconds:.0f}s; events {kinds}")
+    plan = phalanx.load_plan(FEATURE_EXAMPLE)
+    assert proc.returncode == 0, report
+    assert sorted(t[0] for t in tasks) == sorted(t.id for t in plan.tasks), report
+    assert all(state == "succeeded" for _, state, _, _ in tasks), report
+    assert set(feature_run["outputs"]) == {t.id for t in plan.tasks}, report
+    # each answer is in its agent's style: the designer's YAML, the validator's table
+    assert yaml.safe_load(feature_run["outputs"]["design-api"]), report
+    parse_output("table", feature_run["outputs"]["test-flow"])

@@ -773,7 +773,10 @@ def test_openai_json_schema_response_format(compatible: bool) -> None:
 
 
 @pytest.mark.parametrize(
-    ("compatible", "expected"), [(False, {"type": "json_object"}), (True, None)]
+    # a compatible server gets JSON mode too (llama.cpp, vLLM, Ollama know it);
+    # providers.openai-compatible.response_format: none turns it off
+    ("compatible", "expected"),
+    [(False, {"type": "json_object"}), (True, {"type": "json_object"})],
 )
 def test_openai_json_style_without_schema(compatible: bool, expected: Any) -> None:
     server = Server(lambda r: streamed(*o_chunks(["{}"])))

@@ -203,6 +203,8 @@ def test_line_numbers_count_the_lines_of_the_raw_answer() -> None:
 INVALID: list[tuple[str, str, str, str]] = [
     # style, answer, expected path, a fragment of the message
     ("yaml", "", "$", "empty"),
+    ("yaml", "{}", "$", "empty"),  # an empty mapping answers nothing
+    ("yaml", "[]\n", "$", "empty"),
     ("yaml", "just a sentence", "$", "mapping or list"),
     ("yaml", "42", "$", "mapping or list"),
     ("yaml", "a: 1\nb: [1, 2\nc: 3\n", "line 3", ""),

@@ -25,6 +25,7 @@ __all__ = [
     "AgentTurn",
     "AgentWaiting",
     "Alert",
+    "AnswerContinued",
     "AttemptFinished",
     "AttemptStarted",
     "BreakerChanged",
@@ -306,6 +307,24 @@ class CallRetried:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class AnswerContinued:
+    """An answer stopped at ``max_tokens`` and was not given up (``retry.truncation``):
+    ``mode`` ``continue`` sent continuation call ``n`` with the partial answer so far
+    (``chars`` long); ``retry`` sent the call again with ``factor`` times the room."""
+
+    type: Literal["answer_continued"] = "answer_continued"
+    ts: float
+    task_id: str
+    attempt_id: int
+    agent: str
+    turn: int  # the model call of the attempt whose answer was cut (1 is the first)
+    mode: Literal["continue", "retry"]
+    n: int  # 1 for the first continuation (or the retry)
+    chars: int = 0  # the partial answer's length so far
+    factor: int = 1  # the room the call is sent with, as a multiple of max_tokens
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class BreakerChanged:
     """A circuit breaker moved: ``open`` pauses the agent (or every agent of a provider)."""
 
@@ -472,6 +491,7 @@ Event = (
     | LoopResumed
     | OutputRejected
     | CallRetried
+    | AnswerContinued
     | BreakerChanged
     | TaskStolen
     | AgentJoined
@@ -503,6 +523,7 @@ _TYPES: dict[str, type[Any]] = {
         LoopResumed,
         OutputRejected,
         CallRetried,
+        AnswerContinued,
         BreakerChanged,
         TaskStolen,
         AgentJoined,

@@ -22,6 +22,7 @@ CLI without a traceback.
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
@@ -97,10 +98,48 @@ class NotComparable(UsageError):
     nothing."""
 
 
+# a key path, flag or variable a message tells the user to set: never cut
+_KEY_PATH = re.compile(
+    r"[(\['\"`]*"
+    r"(--[a-z][\w-]*|[A-Z][A-Z0-9]*_[A-Z0-9_]+|[A-Za-z_][\w-]*(\[\d+\])?(\.[A-Za-z_][\w-]*(\[\d+\])?)+)"
+    r"[)\]'\"`,.:;]*"
+)
+_KEY_MAX = 80  # longer "paths" are values, cut like any other
+_WORD_MIN = 9  # a word is never cut shorter than this
+
+
 def one_line(text: str, limit: int) -> str:
     """``text`` printable on one line (line breaks and control characters escaped) and at
-    most ``limit`` characters (cut in the middle, so both ends stay readable)."""
-    return _one_line(text, limit, keep="ends", escape=True)
+    most ``limit`` characters. A longer text has its longest other words cut in the middle
+    first, so key paths, flags and variable names (``providers.openai-compatible.base_url``,
+    ``--base-url``, ``OPENAI_BASE_URL``) stay whole; only when that is not enough is the
+    text cut in its middle, so both ends stay readable."""
+    text = _one_line(text, None, escape=True)
+    if len(text) > limit:
+        text = _shorten_values(text, limit)
+    return _one_line(text, limit, keep="ends")
+
+
+def _shorten_values(text: str, limit: int) -> str:
+    words = text.split(" ")
+    cuttable = sorted(
+        (i for i, w in enumerate(words) if len(w) > _WORD_MIN and not _is_key(w)),
+        key=lambda i: -len(words[i]),
+    )
+    excess = len(text) - limit
+    for i in cuttable:
+        if excess <= 0:
+            break
+        word = words[i]
+        keep = max(_WORD_MIN - 1, len(word) - excess - 1)  # and the mark
+        head = keep // 2
+        words[i] = word[:head] + "…" + word[len(word) - (keep - head) :]
+        excess -= len(word) - len(words[i])
+    return " ".join(words)
+
+
+def _is_key(word: str) -> bool:
+    return len(word) <= _KEY_MAX and _KEY_PATH.fullmatch(word) is not None
 
 
 class PlanError(UsageError):
@@ -116,7 +155,7 @@ class PlanError(UsageError):
         line: int | None = None,
     ) -> None:
         file = one_line(file, 100) if file else file
-        field = one_line(field, 60) if field else field
+        field = one_line(field, 80) if field else field
         message = one_line(message, 120)
         self.file = file
         self.field = field

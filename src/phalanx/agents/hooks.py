@@ -42,21 +42,24 @@ import asyncio
 import contextlib
 import dataclasses
 import enum
+import errno
 import inspect
 import json
 import os
 import re
 import shlex
+import shutil
 import traceback
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import PurePath
+from pathlib import Path, PurePath
 from typing import Any, Literal, get_args
 
 from .._util import kill_group, one_line
 from ..events import Alert, Event, event_to_dict
-from ..exceptions import PlanError, VetoTask
+from ..exceptions import PlanError, ToolError, VetoTask
 from ..redaction import scrubbed_env, secret_values
+from . import sandbox
 
 __all__ = [
     "HOOK_POINTS",
@@ -90,7 +93,7 @@ _MESSAGE_CHARS = 300
 _STDERR_KEEP = 64 * 1024
 _READ_CHUNK = 64 * 1024
 _EXIT_POLL = 0.05  # seconds between looks at a command's exit status
-_COMMAND_KEYS = ("command", "cwd", "name", "on", "timeout")
+_COMMAND_KEYS = ("command", "cwd", "name", "network", "on", "sandbox", "timeout")
 
 
 # -- values ----------------------------------------------------------------------------------
@@ -376,6 +379,11 @@ class CommandHook:
     cwd: str | None = None
     name: str = ""
     env_pass: tuple[str, ...] = ()  # the plan's env.pass: secrets it gets on purpose
+    # opt in to run_command's bubblewrap sandbox: only ``cwd`` (default: the current
+    # directory) is writable, home, other worktrees and the state dir are hidden, a private
+    # /tmp, no network unless ``network``; refused in one line where bwrap is missing
+    sandbox: bool = False
+    network: bool = False
 
     def __post_init__(self) -> None:
         _check_point(self.on, "CommandHook.on", None)
@@ -408,6 +416,8 @@ class CommandHook:
             ),
             cwd=_check_optional_str(data.get("cwd"), f"{where}.cwd", file),
             name=_check_optional_str(data.get("name"), f"{where}.name", file) or "",
+            sandbox=_check_bool(data.get("sandbox", False), f"{where}.sandbox", file),
+            network=_check_bool(data.get("network", False), f"{where}.network", file),
         )
 
     async def run(self, data: str, timeout: float | None = None) -> HookOutcome:
@@ -417,20 +427,37 @@ class CommandHook:
             proc = await self._spawn()
         except OSError as exc:
             return _failed(self.on, self.name, self._cannot_start(exc))
+        except ToolError as exc:  # sandbox: true where bwrap is missing
+            return _failed(self.on, self.name, _safe_line(exc.message, _MESSAGE_CHARS))
         rc, stderr = await self._communicate(proc, data.encode())
         if rc is None:
             return _failed(self.on, self.name, self._timed_out(stderr))
         return self._verdict(rc, stderr.decode("utf-8", "replace"))
 
     async def _spawn(self) -> asyncio.subprocess.Process:
+        env = _scrubbed_env(self.env_pass)
+        cwd = _expand(self.cwd)
         return await asyncio.create_subprocess_exec(
-            *self.command,
+            *self._argv(env, cwd),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            cwd=_expand(self.cwd),
-            env=_scrubbed_env(self.env_pass),
+            cwd=cwd,
+            env=env,
             start_new_session=True,
+        )
+
+    def _argv(self, env: Mapping[str, str], cwd: str | None) -> list[str]:
+        """The command, inside bubblewrap when the hook opted in (its ``cwd`` the only
+        writable folder); a missing program is the OSError a plain start would raise."""
+        if not self.sandbox:
+            return list(self.command)
+        found = shutil.which(self.command[0], path=env.get("PATH") or os.defpath)
+        if found is None:
+            raise FileNotFoundError(errno.ENOENT, "not found on PATH", self.command[0])
+        place = Path(cwd or os.getcwd())
+        return sandbox.wrap(
+            list(self.command), found, place, network=self.network, home=env.get("HOME")
         )
 
     async def _communicate(
@@ -571,6 +598,12 @@ def _check_timeout(value: Any, where: str, file: str | None) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1e9:
         raise PlanError("expected a positive number of seconds", field=where, file=file)
     return float(value)
+
+
+def _check_bool(value: Any, where: str, file: str | None) -> bool:
+    if not isinstance(value, bool):
+        raise PlanError(f"expected true or false, got {value!r}", field=where, file=file)
+    return value
 
 
 def _check_optional_str(value: Any, where: str, file: str | None) -> str | None:

@@ -74,6 +74,9 @@ class Style:
 
     ``structured`` styles (yaml, json) are the ones a local model should answer with
     constrained decoding; ``json_schema``, when set, is checked after parsing.
+    ``answer_format`` (``json``, ``yaml``, ``table``; "" for prose) is how a provider with
+    structured output holds the answer to a JSON schema and renders it back into this style
+    (``phalanx.providers.structured``).
     """
 
     name: str
@@ -82,6 +85,13 @@ class Style:
     parse: Callable[[str], Any]
     structured: bool = False
     json_schema: Mapping[str, Any] | None = None
+    answer_format: str = ""
+    max_words: int | None = None  # the parser's word limit, if it has one
+
+    def over_words(self, text: str) -> bool:
+        """True when ``text`` (even unfinished) already has more words than the limit: no
+        continuation can make it valid."""
+        return self.max_words is not None and _word_count(text) > self.max_words
 
     def validate(self, text: str) -> Any:
         """Parse ``text`` and check it against ``json_schema`` when there is one."""
@@ -155,7 +165,7 @@ def parse_yaml(text: str) -> Any:
         value = yaml.safe_load(body)
     except yaml.YAMLError as err:
         raise _yaml_error(err, offset) from None
-    if value is None:
+    if value is None or value == {} or value == []:  # an empty mapping answers nothing
         raise StyleError("$", "the YAML document is empty")
     if not isinstance(value, dict | list):
         kind = type(value).__name__
@@ -448,6 +458,7 @@ STYLES: dict[str, Style] = {
             "only what is needed, no preamble.",
             ".md",
             parse_concise,
+            max_words=CONCISE_MAX_WORDS,
         ),
         _builtin(
             "ultra_concise",
@@ -455,6 +466,7 @@ STYLES: dict[str, Style] = {
             'no preamble such as "Sure" or "Here is", no filler.',
             ".md",
             parse_ultra_concise,
+            max_words=ULTRA_CONCISE_MAX_WORDS,
         ),
         _builtin("markdown", "Answer in Markdown.", ".md", parse_markdown),
         _builtin(
@@ -464,6 +476,7 @@ STYLES: dict[str, Style] = {
             ".yaml",
             parse_yaml,
             structured=True,
+            answer_format="yaml",
         ),
         _builtin(
             "json",
@@ -471,6 +484,7 @@ STYLES: dict[str, Style] = {
             ".json",
             parse_json,
             structured=True,
+            answer_format="json",
         ),
         _builtin(
             "table",
@@ -478,6 +492,7 @@ STYLES: dict[str, Style] = {
             "(| --- | --- |), then the data rows; every row has as many cells as the header.",
             ".md",
             parse_table,
+            answer_format="table",
         ),
         _builtin(
             "html",
@@ -673,6 +688,8 @@ def style_from_config(name: str, config: Mapping[str, Any]) -> Style:
         parse=_extra_checks(base.parse, max_words, regex),
         structured=base.structured,
         json_schema=base.json_schema,
+        answer_format=base.answer_format,
+        max_words=max_words if max_words is not None else base.max_words,
     )
     schema = _config_value(config, "schema", Mapping, where)
     return style.with_schema(schema) if schema is not None else style

@@ -362,6 +362,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         args.cases,
         repeat=args.repeat,
         provider=args.provider,
+        base_url=args.base_url,
         seed=args.seed,
         state=args.state_dir,
         run_id=args.run_id,

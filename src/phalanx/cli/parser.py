@@ -258,6 +258,7 @@ def _add_eval_commands(sub: Any) -> None:
         "--repeat", type=_positive_int, default=1, metavar="N", help="run every case N times"
     )
     ev.add_argument("--provider", metavar="P", help="provider:model for every agent (not recorded)")
+    _base_url_arg(ev)
     ev.add_argument("--seed", type=_int, default=0, metavar="S", help="seed (default 0)")
     ev.add_argument("--run-id", metavar="ID", help="use this run id instead of a generated one")
     ev.add_argument(

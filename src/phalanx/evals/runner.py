@@ -53,13 +53,15 @@ async def evaluate(
     tools: Sequence[ToolSpec] = (),
     custom_providers: Mapping[str, Provider] | None = None,
     record: bool = True,
+    base_url: str | None = None,
 ) -> EvalReport:
     """Run every case of ``cases`` on every spec ``repeat`` times, in one run, and score it.
 
     ``specs``: saved agents (``"reviewer@2"``), plan agents (``"plan.yaml:reviewer"``) or
     :class:`AgentSpec` objects. ``provider`` overrides every agent's model (then nothing is
     recorded in the library: the score would not be the saved spec's). ``record``: append
-    each saved agent's result to its eval history (only for a complete eval)."""
+    each saved agent's result to its eval history (only for a complete eval). ``base_url``:
+    the server of that provider (else of the one provider kind the specs use)."""
     cf, cands, rid, run_dir = _prepare(specs, cases, repeat=repeat, state=state, run_id=run_id)
     build = build_plan(cf, cands, repeat, run_dir)
     result = await run(
@@ -72,6 +74,7 @@ async def evaluate(
         tools=sandboxed_tools(build, tools),
         workspace=run_dir / "workspace",
         custom_providers=custom_providers,
+        base_url=base_url,
     )
     timings, finished = read_timings(result.journal_path, rid)
     runs = await score(build, result, timings)

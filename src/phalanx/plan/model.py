@@ -24,9 +24,11 @@ from .config import AutoscaleConfig, BreakerConfig, MessagePolicy, RateLimit
 
 __all__ = [
     "DEFAULT_CALL_ATTEMPTS",
+    "DEFAULT_MAX_CONTINUATIONS",
     "DEFAULT_MAX_PROMPT_TOKENS",
     "DEFAULT_PROVIDER",
     "POLICIES",
+    "TRUNCATION_MODES",
     "Commands",
     "EngineConfig",
     "Limits",
@@ -49,6 +51,10 @@ DEFAULT_MAX_PROMPT_TOKENS = 200_000
 # (the first and two retries, after ~0.25-0.5 s and ~0.5-1 s with the default backoff, or
 # the provider's Retry-After) before its attempt fails and is retried as a whole
 DEFAULT_CALL_ATTEMPTS = 3
+# retry.max_continuations by default: an answer cut at max_tokens is continued at most 3
+# times (4 calls, about 4x the room) before the attempt fails as truncated
+DEFAULT_MAX_CONTINUATIONS = 3
+TRUNCATION_MODES = ("continue", "retry", "fail")
 TASK_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -128,19 +134,37 @@ class RetryConfig:
     ``on_in_doubt``: what a resumed attempt does with a call of a writing tool or command
     that started before a crash and has no recorded result (read-only tools are simply run
     again): ``ask`` (default) tells the model the outcome is unknown and that it must check
-    before acting again; ``rerun`` runs it again; ``fail`` fails the attempt, naming it."""
+    before acting again; ``rerun`` runs it again; ``fail`` fails the attempt, naming it.
+
+    ``truncation``: what an answer cut at ``max_tokens`` gets. ``continue`` (default): a
+    continuation call is sent with the partial answer ("continue exactly where you stopped")
+    and the parts are joined, up to ``max_continuations`` calls; ``retry``: the call is sent
+    once more with twice the room (``max_tokens``); ``fail``: the attempt fails as
+    ``truncated``. An answer cut inside a tool call is never continued as text: it is retried
+    with twice the room (``continue`` and ``retry``). Each call is journaled
+    (``AnswerContinued``) and charged."""
 
     base_seconds: float = 0.5
     cap_seconds: float = 30.0
     call_attempts: int = DEFAULT_CALL_ATTEMPTS
     on_in_doubt: Literal["ask", "rerun", "fail"] = "ask"
+    truncation: Literal["continue", "retry", "fail"] = "continue"
+    max_continuations: int = DEFAULT_MAX_CONTINUATIONS
 
     def __post_init__(self) -> None:
-        n = self.call_attempts
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        for name, n, what in (
+            ("call_attempts", self.call_attempts, "tries"),
+            ("max_continuations", self.max_continuations, "calls"),
+        ):
+            if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+                raise PlanError(
+                    f"must be a positive whole number of {what}, got {n!r}",
+                    field=f"retry.{name}",
+                )
+        if self.truncation not in TRUNCATION_MODES:
             raise PlanError(
-                f"must be a positive whole number of tries, got {n!r}",
-                field="retry.call_attempts",
+                f"must be one of {', '.join(TRUNCATION_MODES)}, got {self.truncation!r}",
+                field="retry.truncation",
             )
         if self.on_in_doubt not in IN_DOUBT_ACTIONS:
             raise PlanError(
@@ -388,11 +412,21 @@ class Plan:
         return plan
 
     def _with_base_url(self, url: str, provider: str | None) -> Plan:
-        """``--base-url``: the server of the ``--provider`` (else the plan's) provider kind."""
+        """``--base-url``: the server of the ``--provider`` (else the plan's, else the one
+        kind its agents use) provider kind."""
         name = provider or self.provider
-        if not name:
-            raise PlanError("--base-url needs a provider: give --provider", file=self.source)
-        kind = name.partition(":")[0]
+        kinds = (
+            {name.partition(":")[0]}
+            if name
+            else {(a.provider or DEFAULT_PROVIDER).partition(":")[0] for a in self.agents}
+        )
+        if len(kinds) != 1:
+            raise PlanError(
+                f"--base-url is the server of one provider; the agents use {len(kinds)} "
+                "kinds: give --provider PROVIDER:MODEL",
+                file=self.source,
+            )
+        (kind,) = kinds
         providers = {k: dict(v) for k, v in self.providers.items()}
         providers.setdefault(kind, {})["base_url"] = url
         return dataclasses.replace(self, providers=providers)

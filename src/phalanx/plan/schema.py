@@ -14,7 +14,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..agents.spec import AgentSpec, Category
 from ..ids import AgentName, TaskId
-from .model import DEFAULT_CALL_ATTEMPTS, DEFAULT_MAX_PROMPT_TOKENS, EngineConfig, Task
+from .model import (
+    DEFAULT_CALL_ATTEMPTS,
+    DEFAULT_MAX_CONTINUATIONS,
+    DEFAULT_MAX_PROMPT_TOKENS,
+    EngineConfig,
+    Task,
+)
 
 _STRICT = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
@@ -254,6 +260,8 @@ class RetryModel(BaseModel):
     cap_seconds: float = Field(default=30.0, ge=0)
     call_attempts: int = Field(default=DEFAULT_CALL_ATTEMPTS, ge=1, strict=True)
     on_in_doubt: Literal["ask", "rerun", "fail"] = "ask"
+    truncation: Literal["continue", "retry", "fail"] = "continue"
+    max_continuations: int = Field(default=DEFAULT_MAX_CONTINUATIONS, ge=1, strict=True)
 
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

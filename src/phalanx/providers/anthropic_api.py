@@ -3,9 +3,18 @@
 Options (plan ``providers: {anthropic: {...}}``)::
 
     api_key_env: ANTHROPIC_API_KEY   # the variable that holds the key
-    base_url: https://...            # a gateway or proxy; default: the SDK's
+    base_url: https://...            # a gateway or proxy; default: ANTHROPIC_BASE_URL, else
+                                     # the public endpoint
     timeout: 600                     # seconds per call
     max_tokens: 4096                 # default: the request's max_tokens
+    structured_output: tool          # tool | native | none
+
+Structured styles (json, yaml, table: :mod:`phalanx.providers.structured`) are held to
+their JSON schema. ``tool`` (default; every Claude model and gateway): a tool named
+``final_answer`` whose ``input_schema`` is the schema, forced with ``tool_choice`` (when the
+agent has tools of its own, any tool is required and ``final_answer`` ends the turns); its
+input is the answer. ``native``: the API's own structured output
+(``output_config.format``, the models that have it). ``none``: the style is prompted only.
 
 The SDK's own retries are off (``max_retries=0``): retries belong to the orchestrator.
 :func:`classify` is the one place SDK errors become a :class:`ProviderError`.
@@ -13,6 +22,7 @@ The SDK's own retries are off (``max_retries=0``): retries belong to the orchest
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Mapping
@@ -39,10 +49,13 @@ from ._http import (
     retry_after,
 )
 from .base import Completion, CompletionRequest, Message, StopReason, ToolCall
+from .structured import Structured, render, render_text, structured_for
 
 __all__ = ["AnthropicProvider", "classify"]
 
-_OPTIONS = frozenset({"api_key_env", "base_url", "timeout", "max_tokens"})
+_OPTIONS = frozenset({"api_key_env", "base_url", "timeout", "max_tokens", "structured_output"})
+_MODES = ("tool", "native", "none")
+ANSWER_TOOL = "final_answer"
 _STOP: dict[str, StopReason] = {
     "end_turn": "end",
     "stop_sequence": "stop_sequence",
@@ -95,28 +108,36 @@ class AnthropicProvider:
         unknown = sorted(set(opts) - _OPTIONS)
         if unknown:
             raise UsageError(f"providers.anthropic: unknown option(s) {', '.join(unknown)}")
+        environ = env if env is not None else os.environ
         key_env = str(opts.get("api_key_env") or "ANTHROPIC_API_KEY")
-        self._key = (env if env is not None else os.environ).get(key_env) or None
+        self._key = environ.get(key_env) or None
+        # the plan's (or --base-url's) server, else the SDK's own variable
+        self.base_url = opts.get("base_url") or environ.get("ANTHROPIC_BASE_URL") or None
         redaction.register(self._key)
         redaction.install_log_filter()
         self.max_tokens = positive_int(opts.get("max_tokens"), "anthropic.max_tokens")
         timeout = positive_seconds(opts.get("timeout", 600), "anthropic.timeout")
+        self.structured_output = opts.get("structured_output", "tool")
+        if self.structured_output not in _MODES:
+            raise UsageError(f"providers.anthropic.structured_output: one of {', '.join(_MODES)}")
         if client is None:
             if self._key is None:
                 raise UsageError(f"{self.name} needs an API key: set {key_env}")
             client = anthropic.AsyncAnthropic(
                 api_key=self._key,
-                base_url=opts.get("base_url") or None,
+                base_url=self.base_url,
                 max_retries=0,
                 timeout=timeout,
             )
         self._client = client
 
     async def complete(self, request: CompletionRequest) -> Completion:
+        s = structured_for(request) if self.structured_output != "none" else None
         acc = _Accumulator()
         opened = False  # the status line arrived: a transport break now cuts the stream
         try:
-            stream = await self._client.messages.create(**self._params(request), stream=True)
+            params = self._params(request, s)
+            stream = await self._client.messages.create(**params, stream=True)
             opened = True
             async with stream:
                 async for event in stream:
@@ -128,13 +149,14 @@ class AnthropicProvider:
                 f"{self.name}: the stream ended before message_stop",
                 error_class=ErrorClass.STREAM_CUT,
             )
-        return acc.completion(self.name)
+        completion = acc.completion(self.name)
+        return completion if s is None else _answer(completion, s)
 
-    def _params(self, request: CompletionRequest) -> dict[str, Any]:
+    def _params(self, request: CompletionRequest, s: Structured | None) -> dict[str, Any]:
         messages = _messages(request.messages)
         params: dict[str, Any] = {
             "model": self.model,
-            "max_tokens": self.max_tokens or request.max_tokens,
+            "max_tokens": (self.max_tokens or request.max_tokens) * request.max_tokens_factor,
             "messages": messages,
         }
         if request.system:
@@ -146,6 +168,17 @@ class AnthropicProvider:
                 {"name": t.name, "description": t.description, "input_schema": dict(t.parameters)}
                 for t in request.tools
             ]
+        if s is not None and self.structured_output == "tool":
+            answer = {
+                "name": ANSWER_TOOL,
+                "description": "Give your final answer: its input is the whole answer.",
+                "input_schema": s.schema or {"type": "object"},
+            }
+            params["tools"] = [*params.get("tools", ()), answer]
+            forced = {"type": "tool", "name": ANSWER_TOOL}
+            params["tool_choice"] = {"type": "any"} if request.tools else forced
+        elif s is not None and s.schema is not None:  # native
+            params["output_config"] = {"format": {"type": "json_schema", "schema": s.schema}}
         return params
 
     async def aclose(self) -> None:
@@ -234,6 +267,23 @@ class _Accumulator:
             model=name,
             tool_calls=tuple(_tool_call(t) for _, t in sorted(self.tools.items())),
         )
+
+
+def _answer(c: Completion, s: Structured) -> Completion:
+    """A structured answer as the style's text: the ``final_answer`` tool's input (or the
+    JSON text of native structured output) rendered; other tool calls go first."""
+    answers = [t for t in c.tool_calls if t.name == ANSWER_TOOL]
+    if not answers:
+        return dataclasses.replace(c, text=render_text(s, c.text)) if c.stop_reason == "end" else c
+    others = tuple(t for t in c.tool_calls if t.name != ANSWER_TOOL)
+    if others:  # the agent's own tools run first; the answer comes in a later turn
+        return dataclasses.replace(c, tool_calls=others, stop_reason="tool_use")
+    value = answers[0].arguments
+    if c.stop_reason == "max_tokens":  # cut inside the answer: its partial JSON
+        text = value if isinstance(value, str) else json.dumps(value)
+        return dataclasses.replace(c, text=text, tool_calls=())
+    text = render(s, value) if not isinstance(value, str) else value
+    return dataclasses.replace(c, text=text, tool_calls=(), stop_reason="end")
 
 
 def _tool_call(t: dict[str, Any]) -> ToolCall:

@@ -59,6 +59,12 @@ class CompletionRequest:
     temperature: float | None = None
     style: str = "text"
     json_schema: Mapping[str, Any] | None = None
+    # a structured style's family (json, yaml, table): a provider with structured output
+    # holds the answer to a JSON schema and renders it back (providers/structured.py)
+    answer_format: str = ""
+    # the room of this call as a multiple of its max_tokens (the provider's option or the
+    # request's): a call retried after an answer cut at max_tokens asks for more
+    max_tokens_factor: int = 1
     tools: tuple[ToolDef, ...] = ()
     # who is asking: used for deterministic simulation, logs and attribution, never sent as-is
     run_id: str = ""

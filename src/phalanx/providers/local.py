@@ -180,7 +180,7 @@ class LocalModelProvider:
                 {"role": m.role if m.role != "tool" else "user", "content": m.content}
                 for m in request.messages
             ],
-            "max_tokens": min(request.max_tokens, self.opts.max_tokens),
+            "max_tokens": min(request.max_tokens, self.opts.max_tokens) * request.max_tokens_factor,
             "temperature": self.opts.temperature
             if request.temperature is None
             else request.temperature,

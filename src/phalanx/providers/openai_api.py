@@ -9,6 +9,16 @@ Options (plan ``providers: {openai: {...}}`` or ``providers: {openai-compatible:
     base_url: http://127.0.0.1:8080/v1
     timeout: 600                     # seconds per call
     max_tokens: 4096                 # default: the request's max_tokens
+    response_format: auto            # how a JSON schema is sent (see below)
+
+Structured styles (json, yaml, table: :mod:`phalanx.providers.structured`) are sent with a
+JSON schema in ``response_format``: ``{"type": "json_schema", "json_schema": {...}}``, the
+OpenAI form (vLLM, llama.cpp's ``llama-server``, Ollama and LM Studio read it too); a
+schema-less ``json``/``yaml`` answer as ``{"type": "json_object"}``. ``response_format``
+on ``openai-compatible``: ``auto`` (default) sends the OpenAI form and, when the server
+refuses it (llama-cpp-python's server takes only ``{"type": "json_object", "schema": ...}``),
+switches to that form for the rest of the run and sends the call again; ``json_schema`` or
+``json_object`` fix the form; ``none`` sends no format (the style is prompted only).
 
 The SDK's own retries are off (``max_retries=0``): retries belong to the orchestrator.
 :func:`classify` is the one place SDK errors become a :class:`ProviderError`.
@@ -16,8 +26,10 @@ The SDK's own retries are off (``max_retries=0``): retries belong to the orchest
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,10 +53,14 @@ from ._http import (
     retry_after,
 )
 from .base import Completion, CompletionRequest, Message, StopReason, ToolCall
+from .structured import Structured, render_text, strict_ok, structured_for
 
 __all__ = ["OpenAIProvider", "classify"]
 
-_OPTIONS = frozenset({"api_key_env", "base_url", "timeout", "max_tokens", "stream"})
+_OPTIONS = frozenset(
+    {"api_key_env", "base_url", "timeout", "max_tokens", "stream", "response_format"}
+)
+_FORMS = ("auto", "json_schema", "json_object", "none")
 _STOP: dict[str, StopReason] = {
     "stop": "end",
     "length": "max_tokens",
@@ -113,13 +129,62 @@ class OpenAIProvider:
         # context overflow arrives as an empty 200 stream), so they answer in one piece
         # unless the plan says `stream: true`.
         self.stream = bool(opts.get("stream", not compatible))
+        form = opts.get("response_format", "auto")
+        if form not in _FORMS:
+            raise UsageError(f"providers.{self.kind}.response_format: one of {', '.join(_FORMS)}")
+        # the form a JSON schema is sent in; auto starts with OpenAI's and may fall back
+        self.schema_form = "json_schema" if form == "auto" else str(form)
+        self._auto_form = form == "auto" and compatible
 
     async def complete(self, request: CompletionRequest) -> Completion:
+        s = structured_for(request)
+        limit = (self.max_tokens or request.max_tokens) * request.max_tokens_factor
+        try:
+            completion = await self._complete_fitted(request, s, limit)
+        except ProviderError as exc:
+            if not self._falls_back(s, exc):
+                raise
+            self.schema_form = "json_object"  # the server's own form, from now on
+            completion = await self._complete_fitted(request, s, limit)
+        if s is not None and completion.stop_reason == "end":
+            return dataclasses.replace(completion, text=render_text(s, completion.text))
+        return completion
+
+    async def _complete_fitted(
+        self, request: CompletionRequest, s: Structured | None, limit: int
+    ) -> Completion:
+        """One call; when the server refuses it because the prompt and ``limit`` together
+        pass its context window and says by how much (OpenAI's, vLLM's and llama-cpp-python's
+        wording), sent once more with the room that is left."""
+        try:
+            return await self._complete_once(request, s, limit)
+        except ProviderError as exc:
+            room = _room_left(exc)
+            if room is None or room >= limit:
+                raise
+            return await self._complete_once(request, s, room)
+
+    def _falls_back(self, s: Structured | None, exc: ProviderError) -> bool:
+        """A compatible server refused OpenAI's ``json_schema`` form: an error status whose
+        message names ``response_format`` (llama-cpp-python's server answers 500 with its
+        request validation error, FastAPI servers 422)."""
+        return (
+            self._auto_form
+            and s is not None
+            and s.schema is not None
+            and self.schema_form == "json_schema"
+            and exc.status in (400, 422, 500)
+            and "response_format" in str(exc)
+        )
+
+    async def _complete_once(
+        self, request: CompletionRequest, s: Structured | None, limit: int
+    ) -> Completion:
         if not self.stream:
-            return await self._complete_whole(request)
+            return await self._complete_whole(request, s, limit)
         acc = _Accumulator()
         try:
-            stream = await self._client.chat.completions.create(**self._params(request))
+            stream = await self._client.chat.completions.create(**self._params(request, s, limit))
         except (openai.OpenAIError, httpx2.HTTPError) as exc:
             raise classify(exc, secret=self._key, name=self.name) from None
         try:
@@ -135,8 +200,10 @@ class OpenAIProvider:
             )
         return acc.completion(self.name)
 
-    async def _complete_whole(self, request: CompletionRequest) -> Completion:
-        params = self._params(request)
+    async def _complete_whole(
+        self, request: CompletionRequest, s: Structured | None, limit: int
+    ) -> Completion:
+        params = self._params(request, s, limit)
         params.pop("stream_options", None)
         params["stream"] = False
         try:
@@ -169,9 +236,10 @@ class OpenAIProvider:
             tool_calls=calls,
         )
 
-    def _params(self, request: CompletionRequest) -> dict[str, Any]:
+    def _params(
+        self, request: CompletionRequest, s: Structured | None, limit: int
+    ) -> dict[str, Any]:
         messages = [_message(m) for m in request.messages]
-        limit = self.max_tokens or request.max_tokens
         params: dict[str, Any] = {
             "model": self.model,
             "messages": messages,
@@ -183,17 +251,8 @@ class OpenAIProvider:
         }
         if request.temperature is not None:
             params["temperature"] = request.temperature
-        if request.json_schema is not None:
-            params["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {
-                    "name": "output",
-                    "schema": dict(request.json_schema),
-                    "strict": True,
-                },
-            }
-        elif request.style == "json" and not self.compatible:
-            params["response_format"] = {"type": "json_object"}
+        if s is not None and self.schema_form != "none":
+            params["response_format"] = self._response_format(s)
         if request.tools:
             params["tools"] = [
                 {
@@ -207,6 +266,16 @@ class OpenAIProvider:
                 for t in request.tools
             ]
         return params
+
+    def _response_format(self, s: Structured) -> dict[str, Any]:
+        if s.schema is None:
+            return {"type": "json_object"}
+        if self.schema_form == "json_object":
+            return {"type": "json_object", "schema": s.schema}
+        return {
+            "type": "json_schema",
+            "json_schema": {"name": "output", "schema": s.schema, "strict": strict_ok(s.schema)},
+        }
 
     async def aclose(self) -> None:
         await self._client.close()
@@ -253,6 +322,26 @@ class _Accumulator:
             model=name,
             tool_calls=tuple(_tool_call(t) for _, t in sorted(self.tools.items())),
         )
+
+
+_WINDOW = re.compile(
+    r"maximum context length is (\d+) tokens.*?\((\d+) in the messages, \d+ in the completion\)",
+    re.DOTALL,
+)
+_MIN_ROOM = 64  # fewer tokens left for the answer than this: the prompt is the problem
+
+
+def _room_left(exc: ProviderError) -> int | None:
+    """The tokens a context window leaves for the answer, from a context-length refusal
+    that names the window and the prompt's size; None when it does not (or leaves too
+    little for an answer)."""
+    if exc.error_class is not ErrorClass.CONTEXT_LENGTH:
+        return None
+    m = _WINDOW.search(str(exc))
+    if m is None:
+        return None
+    room = int(m.group(1)) - int(m.group(2)) - 1
+    return room if room >= _MIN_ROOM else None
 
 
 def _tool_call(t: dict[str, str]) -> ToolCall:
@@ -367,4 +456,6 @@ def _body_text(exc: openai.APIError) -> str:
 
 def _detail(exc: openai.APIError, secret: str | None) -> str:
     message = exc.body.get("message") if isinstance(exc.body, dict) else None
+    if message is None and isinstance(exc.body, dict) and "detail" in exc.body:
+        message = json.dumps(exc.body["detail"], default=str)  # FastAPI's validation errors
     return redact(message if isinstance(message, str) else exc.message, secret)

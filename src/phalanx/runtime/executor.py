@@ -6,8 +6,10 @@ parses in the agent's output style (an answer that does not is re-asked with the
 A request estimated above ``limits.max_prompt_tokens`` is never sent: the attempt fails as
 ``context_length``. A retryable failure of a model call after the attempt's first is retried
 there, with the same messages (``retry.call_attempts``), so the turns and tools before it
-are kept; each call retry is noted as ``CallRetried``. Usage is summed over the calls made,
-each charged once. Engine-agnostic: the local engine and Ray hosts call it.
+are kept; each call retry is noted as ``CallRetried``. An answer cut at ``max_tokens`` is
+continued or retried with more room as ``retry.truncation`` says (``runtime/truncation.py``,
+noted as ``AnswerContinued``). Usage is summed over the calls made, each charged once.
+Engine-agnostic: the local engine and Ray hosts call it.
 
 The tool journal: a model turn that asks for tools is noted (``AgentTurn``: its text and
 calls), and each call when it starts (``ToolStarted``) and ends (``ToolCalled``: result,
@@ -36,6 +38,7 @@ from ..agents.tools import ToolContext, ToolResult, ToolSpec, call_tool
 from ..cost import ZERO, Price, Usage
 from ..events import (
     AgentTurn,
+    AnswerContinued,
     CallRetried,
     InDoubtAction,
     LoopResumed,
@@ -59,6 +62,7 @@ from ..providers.base import (
 from ..redaction import redact
 from .governor import Gate
 from .retry import decide_retry
+from .truncation import recover
 
 __all__ = [
     "IN_DOUBT_NOTE",
@@ -161,6 +165,7 @@ def build_request(
         ),
         style=style,
         json_schema=get_style(style, styles).json_schema,
+        answer_format=get_style(style, styles).answer_format,
         tools=tools,
         run_id=attempt.run_id,
         task_id=task.id,
@@ -330,9 +335,10 @@ class AgentRunner:
             why = self.gate.stopped()
             if why:
                 raise _Failed(ErrorClass.BUDGET, why)
-            c = await self._call(
-                attempt, dataclasses.replace(request, messages=tuple(state.messages)), state
-            )
+            sent = dataclasses.replace(request, messages=tuple(state.messages))
+            c = await self._call(attempt, sent, state)
+            if c.stop_reason == "max_tokens":  # continued or retried (retry.truncation)
+                c = await self._recover(attempt, sent, state, c)
             failure = _STOP_FAILURES.get(c.stop_reason)
             if failure is not None:  # a cut-off answer is never used, nor its tool calls
                 raise _Failed(*failure)
@@ -344,6 +350,29 @@ class AgentRunner:
                 return text, parse_output(request.style, text, styles=self.styles)
             except StyleError as err:
                 self._reask(attempt, request.style, text, err, state)
+
+    async def _recover(
+        self, attempt: Attempt, request: CompletionRequest, state: _Turns, cut: Completion
+    ) -> Completion:
+        """An answer cut at max_tokens, continued or retried as the plan says
+        (runtime/truncation.py); every call it makes is one of this loop's calls."""
+        turn = state.calls
+
+        def note(**fields: Any) -> None:
+            ids = {"task_id": attempt.task.id, "attempt_id": attempt.attempt_id}
+            self.gate.note(AnswerContinued, **ids, agent=attempt.agent, turn=turn, **fields)
+
+        async def call(r: CompletionRequest) -> Completion:
+            why = self.gate.stopped()
+            if why:
+                raise _Failed(ErrorClass.BUDGET, why)
+            return await self._call(attempt, r, state)
+
+        mode, cap = self.retry.truncation, self.retry.max_continuations
+        style = get_style(request.style, self.styles)
+        return await recover(
+            cut, request, mode=mode, cap=cap, call=call, note=note, hopeless=style.over_words
+        )
 
     async def _call(
         self, attempt: Attempt, request: CompletionRequest, state: _Turns
