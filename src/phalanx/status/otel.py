@@ -42,6 +42,7 @@ the tool's ``duration`` when the event has one; otherwise from the end of the st
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import logging
 import os
@@ -70,6 +71,14 @@ PROVIDER_NAMES: Mapping[str, str] = {
 _NO_CALL = frozenset({"max_turns", "budget", "context_length", "vetoed"})
 # attempts whose last model request answered, the answer then refused by phalanx
 _ANSWERED = frozenset({"output_invalid"})
+
+
+def _version() -> str | None:
+    """phalanx's version, for the tracer's instrumentation scope (None when not installed)."""
+    try:
+        return importlib.metadata.version("phalanx")
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def _ns(ts: float) -> int:
@@ -116,9 +125,7 @@ class OTelSink:
             ) from None
         self._trace = trace
         if tracer is None:
-            from .. import __version__
-
-            tracer = trace.get_tracer("phalanx", __version__)
+            tracer = trace.get_tracer("phalanx", _version())
         self.tracer = tracer
         self.run_id = ""
         self._run: Any = None  # the open session span
@@ -417,6 +424,4 @@ def otel_from_env(flag: bool, env: Mapping[str, str] | None = None) -> OTelSetup
     resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME") or "phalanx"})
     provider = TracerProvider(resource=resource)
     provider.add_span_processor(BatchSpanProcessor(exporter))
-    from .. import __version__
-
-    return OTelSetup(OTelSink(provider.get_tracer("phalanx", __version__)), note, provider)
+    return OTelSetup(OTelSink(provider.get_tracer("phalanx", _version())), note, provider)
