@@ -22,12 +22,14 @@ from phalanx.agents.tools import tool
 from phalanx.cli.app import main
 from phalanx.cost import Usage
 from phalanx.events import (
+    AgentTurn,
     AttemptFinished,
     AttemptStarted,
     CallRetried,
     RunFinished,
     RunStarted,
     ToolCalled,
+    ToolStarted,
 )
 from phalanx.exceptions import ErrorClass, ProviderError
 from phalanx.ids import AgentName
@@ -270,8 +272,13 @@ def test_span_times_are_the_journals_not_the_sinks(
             assert (span.start_time if isinstance(e, AttemptStarted) else span.end_time) == ns(e.ts)
     a = _attempt_of(spans, "tools")
     kids = _children(spans, a)
-    tool_ends = [ns(e.ts) for e in evs if isinstance(e, ToolCalled)]
-    assert [s.end_time for s in _by_op(kids, "execute_tool")] == tool_ends
+    called = [e for e in evs if isinstance(e, ToolCalled)]
+    assert [(s.start_time, s.end_time) for s in _by_op(kids, "execute_tool")] == [
+        (ns(e.ts - e.duration), ns(e.ts)) for e in called
+    ]
+    turns = [e for e in evs if isinstance(e, AgentTurn) and e.task_id == "tools"]
+    asked = [s for s in _by_op(kids, "chat") if "error.type" not in s.attributes][:2]
+    assert [s.end_time for s in asked] == [ns(e.ts) for e in turns]  # asked for tools then
     (retried,) = [e for e in evs if isinstance(e, CallRetried)]
     failed_try = next(s for s in kids if s.attributes.get("error.type") == "rate_limited")
     assert failed_try.end_time == ns(retried.ts)
@@ -280,29 +287,16 @@ def test_span_times_are_the_journals_not_the_sinks(
     assert retried.delay > 0
 
 
-def test_tool_duration_when_the_event_has_one(exporter: Any) -> None:
-    """A ToolCalled that carries ``duration`` (the tool journal's) starts its span there; an
-    ``agent_turn`` event ends the model call."""
+def test_agent_turn_and_tool_duration_place_the_spans(exporter: Any) -> None:
+    """``AgentTurn`` ends the model request; a tool span is its ``duration`` up to its end."""
     exp, provider = exporter
     sink = _sink(provider)
-
-    class Ev:
-        def __init__(self, **kw: Any) -> None:
-            self.__dict__.update(kw)
-
-    sink.emit(AttemptStarted(ts=100.0, task_id="t", attempt_id=1, attempt_no=1, agent="A"))
-    sink.emit(Ev(type="agent_turn", ts=102.0, task_id="t", attempt_id=1, agent="A", turn=1))
-    sink.emit(
-        Ev(
-            type="tool_called", ts=105.0, task_id="t", attempt_id=1, agent="A", tool="x",
-            ok=True, turn=1, error_code=None, duration=2.0, call_id="c1",
-        )
-    )  # fmt: skip
-    sink.emit(
-        AttemptFinished(
-            ts=109.0, task_id="t", attempt_id=1, agent="A", ok=True, duration=9.0, usage=U
-        )
-    )
+    ids = {"task_id": "t", "attempt_id": 1, "agent": "A"}
+    sink.emit(AttemptStarted(ts=100.0, attempt_no=1, **ids))
+    sink.emit(AgentTurn(ts=102.0, turn=1, tools=("x",), **ids))
+    sink.emit(ToolStarted(ts=102.5, tool="x", turn=1, call_id="c1", **ids))
+    sink.emit(ToolCalled(ts=105.0, tool="x", ok=True, turn=1, duration=2.0, call_id="c1", **ids))
+    sink.emit(AttemptFinished(ts=109.0, ok=True, duration=9.0, usage=U, **ids))
     spans = exp.get_finished_spans()
     chats = sorted((s for s in spans if s.name == "chat"), key=lambda s: s.start_time)
     assert [(s.start_time / NS, s.end_time / NS) for s in chats] == [(100.0, 102.0), (105.0, 109.0)]

@@ -30,14 +30,14 @@ its error code (``unknown_tool``, ``invalid_arguments``, ... or ``tool_error``);
 is its run status when it did not succeed (``failed``, ``interrupted``, ...).
 
 Times are the journal's, never the moment the sink saw an event: an attempt span runs from
-``AttemptStarted`` to ``AttemptFinished``; a model call from the end of the step before it
+``AttemptStarted`` to ``AttemptFinished``; a model request from the end of the step before it
 (the attempt's start, the last tool call, a rejected answer, or ``delay`` after a failed try
-of the same call) to the event that shows it answered (its first tool call, a rejected
-answer, a ``CallRetried`` when it failed, the attempt's end). The journal has no per-call
-event with token counts, so ``gen_ai.usage.*`` is on the attempt span (the sum of its calls)
-and on a chat span only when it is the attempt's only model request. A tool span runs for
-the tool's ``duration`` when the event has one; otherwise from the end of the step before it
-(the first tool of a model turn then has no length of its own: it is inside the chat span).
+of the same call) to the event that shows it answered: ``AgentTurn`` (it asked for tools), a
+rejected answer, ``CallRetried`` (it failed), the attempt's end. A tool span runs for the
+``ToolCalled`` event's ``duration``, up to its time. A resumed loop (``LoopResumed``) replays
+its recorded turns without sending them: they have no chat spans. The journal has no
+per-request token counts, so ``gen_ai.usage.*`` is on the attempt span (the sum of its
+requests) and on a chat span only when it is the attempt's only model request.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ PROVIDER_NAMES: Mapping[str, str] = {
     "sim": "phalanx.sim",
 }
 # attempts that failed before sending another model request: no chat span for their end
-_NO_CALL = frozenset({"max_turns", "budget", "context_length", "vetoed"})
+_NO_CALL = frozenset({"max_turns", "budget", "context_length", "vetoed", "in_doubt"})
 # attempts whose last model request answered, the answer then refused by phalanx
 _ANSWERED = frozenset({"output_invalid"})
 
@@ -279,10 +279,18 @@ class OTelSink:
             self._answered(a, e.ts)
 
     def _agent_turn(self, e: Any) -> None:
-        """The model asked for tools (the tool journal's ``AgentTurn``, when it is there)."""
+        """The model asked for tools (``AgentTurn``): its request ended then."""
         a = self._attempts.get(e.attempt_id)
         if a is not None and e.turn > a.turn:
             self._answered(a, e.ts)
+
+    def _loop_resumed(self, e: Any) -> None:
+        """The attempt continues an interrupted one's loop: its recorded turns are replayed
+        to the model, not sent again (the tool journal's ``LoopResumed``)."""
+        a = self._attempts.get(e.attempt_id)
+        if a is not None:
+            a.turn = max(a.turn, e.turns)
+            a.span.set_attribute("phalanx.resumed_from_attempt", e.from_attempt)
 
     def _tool_called(self, e: Any) -> None:
         a = self._attempts.get(e.attempt_id)
@@ -316,6 +324,7 @@ _HANDLERS: dict[str, Callable[[OTelSink, Any], None]] = {
     "call_retried": OTelSink._call_retried,
     "output_rejected": OTelSink._output_rejected,
     "agent_turn": OTelSink._agent_turn,
+    "loop_resumed": OTelSink._loop_resumed,
     "tool_called": OTelSink._tool_called,
 }
 
