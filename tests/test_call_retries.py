@@ -642,7 +642,9 @@ def test_metrics_count_call_retries_per_scope() -> None:
     assert m.run.call_retries == 2
     assert m.by_agent["Ada"].call_retries == 2 and m.by_role["coder"].call_retries == 2
     assert m.to_dict()["run"]["call_retries"] == 2
-    assert 'phalanx_call_retries_total{run="r1"} 2' in prometheus_text(m).splitlines()
+    lines = prometheus_text(m).splitlines()
+    assert 'phalanx_call_retries_total{run="r1",role="coder",agent="Ada"} 2' in lines
+    assert sum(line.startswith("phalanx_call_retries_total{") for line in lines) == 1
 
 
 # -- the plan ----------------------------------------------------------------------------------

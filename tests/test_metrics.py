@@ -460,10 +460,17 @@ def parse_prometheus(text: str) -> list[tuple[str, dict[str, str], float]]:
             assert lm, f"bad labels in {line!r}"
             labels[lm.group(1)] = _unescape(lm.group(2))
             pos = lm.end()
-        base = re.sub(r"_(sum|count)$", "", name)
+        base = re.sub(r"_(bucket|sum|count)$", "", name)
         assert name in typed or base in typed, f"{name} has no TYPE line before it"
         samples.append((name, labels, float(value)))
     return samples
+
+
+def _sum(samples: list[tuple[str, dict[str, str], float]], name: str, **match: str) -> float:
+    """What ``sum(name{match})`` gives in Prometheus."""
+    picked = [v for n, labels, v in samples if n == name and labels.items() >= match.items()]
+    assert picked, f"no series {name}{match}"
+    return sum(picked)
 
 
 def test_prometheus_text_parses_and_carries_the_values() -> None:
@@ -471,15 +478,56 @@ def test_prometheus_text_parses_and_carries_the_values() -> None:
     samples = parse_prometheus(prometheus_text(m, "r1"))
     by = {(n, tuple(sorted(labels.items()))): v for n, labels, v in samples}
     assert by[("phalanx_throughput_tasks_per_hour", (("run", "r1"),))] == pytest.approx(1080)
-    key = ("phalanx_utilisation_ratio", (("agent", "Bob"), ("role", "coder"), ("run", "r1")))
-    assert by[key] == pytest.approx(0.5)
-    assert by[("phalanx_error_ratio", (("role", "coder"), ("run", "r1")))] == pytest.approx(0.5)
-    quantile = (("quantile", "0.95"), ("run", "r1"))
-    assert by[("phalanx_task_latency_seconds", quantile)] == pytest.approx(6.0)
-    assert by[("phalanx_task_latency_seconds_count", (("run", "r1"),))] == 3
-    assert by[("phalanx_cost_usd_total", (("run", "r1"),))] == pytest.approx(0.0475)
+    # a role's or an agent's ratio: a quotient of the per-agent counters, summed as needed
+    bob = {"agent": "Bob", "role": "coder"}
+    busy = _sum(samples, "phalanx_busy_seconds_total", **bob)
+    assert busy / _sum(samples, "phalanx_agent_seconds_total", **bob) == pytest.approx(0.5)
+    faults = _sum(samples, "phalanx_attempts_failed_total", role="coder") - _sum(
+        samples, "phalanx_attempts_rate_limited_total", role="coder"
+    )
+    finished = _sum(samples, "phalanx_attempts_finished_total", role="coder")
+    assert faults / finished == pytest.approx(0.5) == m.by_role["coder"].error_rate
+    assert _sum(samples, "phalanx_attempts_failed_total", error_class="auth") == 1
+    assert _sum(samples, "phalanx_attempts_failed_total", error_class="rate_limited") == 1
+    # task latencies: a histogram per agent; summed, the run's (p95 6.0 s, in the le=10 bucket)
+    assert _sum(samples, "phalanx_task_latency_seconds_count") == 3
+    assert _sum(samples, "phalanx_task_latency_seconds_sum") == pytest.approx(
+        m.run.task_latency.total
+    )
+    assert m.run.task_latency.p95 == pytest.approx(6.0)
+    assert _sum(samples, "phalanx_task_latency_seconds_bucket", le="5.0") == 2
+    assert _sum(samples, "phalanx_task_latency_seconds_bucket", le="10.0") == 3
+    assert _sum(samples, "phalanx_cost_usd_total") == pytest.approx(0.0475)
+    assert _sum(samples, "phalanx_tokens_total", kind="input") == m.run.usage.input_tokens
+    assert _sum(samples, "phalanx_communication_tokens_total") == 30
     assert by[("phalanx_wall_seconds", (("run", "r1"),))] == 10.0
+    assert by[("phalanx_utilisation_ratio", (("run", "r1"),))] == pytest.approx(m.run.utilisation)
     assert all(n.startswith("phalanx_") for n, _, _ in samples)
+
+
+def test_prometheus_families_sum_to_the_run() -> None:
+    """Only the finest series: every per-agent family sums to the run's figure (no run or
+    role series beside them to count twice)."""
+    m = compute_metrics(one_session())
+    samples = parse_prometheus(prometheus_text(m, "r1"))
+    f = m.run
+    for name, want in (
+        ("phalanx_tasks_succeeded_total", f.tasks_succeeded),
+        ("phalanx_attempts_total", f.attempts),
+        ("phalanx_attempts_finished_total", f.finished_attempts),
+        ("phalanx_attempts_failed_total", f.failed_attempts),
+        ("phalanx_attempts_rate_limited_total", f.rate_limited_attempts),
+        ("phalanx_busy_seconds_total", f.busy_seconds),
+        ("phalanx_agent_seconds_total", f.agent_seconds),
+        ("phalanx_tokens_total", f.usage.total_tokens),
+        ("phalanx_success_output_tokens_total", f.success_output_tokens),
+        ("phalanx_attempt_service_seconds_count", f.attempt_latency.count),
+    ):
+        assert _sum(samples, name) == pytest.approx(want), name
+    assert _sum(samples, "phalanx_tasks") == m.tasks_total
+    for name, labels, _ in samples:
+        if name.startswith(("phalanx_tokens", "phalanx_attempts", "phalanx_busy")):
+            assert {"run", "role", "agent"} <= set(labels), (name, labels)
 
 
 def test_prometheus_labels_are_escaped() -> None:

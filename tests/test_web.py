@@ -436,7 +436,11 @@ def test_metrics(client: TestClient, finished: Path) -> None:
     finally:
         journal.close()
     assert text == r.text  # one writer: phalanx.status.prometheus
-    assert 'phalanx_attempts_total{run="r1"} 30' in text
+    attempts = [ln for ln in text.splitlines() if ln.startswith("phalanx_attempts_total{")]
+    assert attempts and all('run="r1",role="' in ln and ',agent="' in ln for ln in attempts)
+    assert sum(int(ln.rsplit(" ", 1)[1]) for ln in attempts) == 30  # sum() is the truth
+    again = client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert again.text == r.text  # the app's fold, scraped again: the same
 
 
 def _read(state: Path, run_id: str) -> list[Any]:

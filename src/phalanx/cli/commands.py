@@ -160,10 +160,37 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return _run_plan(args)
 
 
+def _tracing(args: argparse.Namespace) -> Any:
+    """The run's OpenTelemetry spans: ``--otel`` or the ``OTEL_*`` variables (one line on
+    stderr says where they go, or what to install)."""
+    from ..status.otel import otel_from_env
+
+    setup = otel_from_env(getattr(args, "otel", False))
+    if setup.note:
+        print(f"otel: {setup.note}", file=sys.stderr)
+    return setup
+
+
 def _run_plan(args: argparse.Namespace) -> int:
     spy = _RunIdSpy()
-    sinks: list[Any] = [spy, *_progress_sinks(args)]
-    result = _drive(
+    tracing = _tracing(args)
+    sinks: list[Any] = [spy, *_progress_sinks(args), *([tracing.sink] if tracing.sink else [])]
+    try:
+        result = _run_with(args, sinks)
+    finally:
+        tracing.close()
+    code = _finish(result, spy.run_id, as_json=args.json)
+    if args.sequential and not isinstance(result, int):
+        print(
+            f"  sequential baseline: compare a parallel run of the plan with "
+            f"'phalanx report RUN_ID --baseline {result.run_id}'",
+            file=sys.stderr,
+        )
+    return code
+
+
+def _run_with(args: argparse.Namespace, sinks: list[Any]) -> RunResult | int:
+    return _drive(
         run(
             _sequential_plan(args) if args.sequential else args.plan,
             agents=args.agents,
@@ -178,27 +205,23 @@ def _run_plan(args: argparse.Namespace) -> int:
             address=args.address,
         )
     )
-    code = _finish(result, spy.run_id, as_json=args.json)
-    if args.sequential and not isinstance(result, int):
-        print(
-            f"  sequential baseline: compare a parallel run of the plan with "
-            f"'phalanx report RUN_ID --baseline {result.run_id}'",
-            file=sys.stderr,
-        )
-    return code
 
 
 def _cmd_resume(args: argparse.Namespace) -> int:
-    sinks = _progress_sinks(args)
-    result = _drive(
-        resume(
-            args.run_id,
-            state=args.state_dir,
-            sinks=sinks,
-            engine=args.engine,
-            address=args.address,
+    tracing = _tracing(args)
+    sinks: list[Any] = [*_progress_sinks(args), *([tracing.sink] if tracing.sink else [])]
+    try:
+        result = _drive(
+            resume(
+                args.run_id,
+                state=args.state_dir,
+                sinks=sinks,
+                engine=args.engine,
+                address=args.address,
+            )
         )
-    )
+    finally:
+        tracing.close()
     return _finish(result, args.run_id, as_json=args.json)
 
 

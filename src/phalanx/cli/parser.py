@@ -87,6 +87,15 @@ def _json_result_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _otel_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--otel",
+        action="store_true",
+        help="export OpenTelemetry GenAI spans (also on with OTEL_EXPORTER_OTLP_ENDPOINT or "
+        "OTEL_TRACES_EXPORTER; OTLP needs opentelemetry-exporter-otlp-proto-http)",
+    )
+
+
 def _add_run_commands(sub: Any) -> None:
     r = sub.add_parser("run", help="run a plan file")
     r.add_argument("plan", metavar="PLAN", help="the plan file (YAML)")
@@ -111,6 +120,7 @@ def _add_run_commands(sub: Any) -> None:
     r.add_argument("--quiet", "-q", action="store_true", help="no per-task lines")
     r.add_argument("--no-tui", action="store_true", help="plain lines even on a terminal")
     r.add_argument("--web", action="store_true", help="also serve the live web dashboard")
+    _otel_arg(r)
     _json_result_arg(r)
     r.add_argument(
         "--sequential",
@@ -124,6 +134,7 @@ def _add_run_commands(sub: Any) -> None:
     rs.add_argument("run_id", metavar="RUN_ID")
     rs.add_argument("--quiet", "-q", action="store_true", help="no per-task lines")
     rs.add_argument("--no-tui", action="store_true", help="plain lines even on a terminal")
+    _otel_arg(rs)
     _json_result_arg(rs)
     _engine_args(rs)
 

@@ -84,6 +84,7 @@ __all__ = [
     "Figures",
     "Latency",
     "Metrics",
+    "MetricsFeed",
     "compute_metrics",
     "metrics_from_journal",
     "percentile",
@@ -157,6 +158,9 @@ class Figures:
     attempt_latency: Latency
     task_latency_samples: tuple[float, ...] = field(default=(), repr=False, compare=False)
     call_retries: int = 0  # model calls sent again inside their attempt
+    attempt_latency_samples: tuple[float, ...] = field(default=(), repr=False, compare=False)
+    # failed attempts by error class (they add up to ``failed_attempts``)
+    failed_by_class: Mapping[str, int] = field(default_factory=dict, compare=False)
 
     @property
     def cost_usd(self) -> float | None:
@@ -321,6 +325,7 @@ class _Acc:
     unpriced: int = 0
     task_latencies: list[float] = field(default_factory=list)
     attempt_latencies: list[float] = field(default_factory=list)
+    failed_by_class: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -450,6 +455,8 @@ class _Fold:
             if not e.ok:
                 acc.failed += 1
                 acc.rate_limited += e.error_class in BACKPRESSURE
+                cls = str(e.error_class or "unknown")
+                acc.failed_by_class[cls] = acc.failed_by_class.get(cls, 0) + 1
 
     def _task_succeeded(self, e: TaskSucceeded) -> None:
         self.states[e.task_id] = "succeeded"
@@ -573,6 +580,8 @@ def _freeze(name: str, agents: int, wall: float, agent_seconds: float, acc: _Acc
         attempt_latency=Latency.of(acc.attempt_latencies),
         task_latency_samples=tuple(acc.task_latencies),
         call_retries=acc.call_retries,
+        attempt_latency_samples=tuple(acc.attempt_latencies),
+        failed_by_class=dict(acc.failed_by_class),
     )
 
 
@@ -632,6 +641,25 @@ def with_baseline(metrics: Metrics, baseline: Metrics) -> Metrics:
         else None,
         speedup_basis="measured",
     )
+
+
+class MetricsFeed:
+    """The metrics of one journaled run, kept up to date incrementally: each :meth:`update`
+    folds only the events written since the last one (``read_events(run_id, after=seq)``),
+    never the whole journal again. ``events_read`` counts the events it has read."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        self.seq = 0  # the last event folded
+        self.events_read = 0
+        self._fold = _Fold()
+
+    def update(self, journal: Journal) -> Metrics:
+        for seq, event in journal.read_events(self.run_id, after=self.seq):
+            self._fold.emit(event)
+            self.seq = seq
+            self.events_read += 1
+        return self._fold.metrics()
 
 
 def metrics_from_journal(

@@ -41,6 +41,7 @@ from ...exceptions import UsageError
 from ...journal import Journal, RunRecord
 from ...redaction import register
 from ..liveness import run_summaries
+from ..prometheus import PrometheusExporter
 from .auth import LOOPBACK_HOSTS, Guard, to_cookie
 from .views import RunView, agent_detail, full_view, metrics_text
 
@@ -65,6 +66,8 @@ class Settings:
     token: str
     run_id: str | None
     closing: threading.Event = field(default_factory=threading.Event)
+    # /metrics: a fold per run, reading only the events since the last scrape
+    prometheus: PrometheusExporter = field(default_factory=PrometheusExporter)
 
 
 def _settings(request: Request) -> Settings:
@@ -222,7 +225,7 @@ def _metrics(request: Request) -> Response:
         except UsageError:
             text = "# no runs yet\n"
         else:
-            text = metrics_text(journal, rec.run_id)
+            text = metrics_text(journal, rec.run_id, _settings(request).prometheus)
     return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 

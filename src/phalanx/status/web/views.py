@@ -33,9 +33,8 @@ from ...events import (
 from ...journal import Journal, RunRecord
 from ...redaction import redact
 from ..liveness import process_gone
-from ..metrics import metrics_from_journal
 from ..progress import failure_reason
-from ..prometheus import prometheus_text
+from ..prometheus import PrometheusExporter
 from ..snapshot import (
     STOPPED,
     AgentStatus,
@@ -476,6 +475,8 @@ def _last_output(journal: Journal, run_id: str, spans: list[Span]) -> dict[str, 
 
 
 # -- /metrics ----------------------------------------------------------------------------------
-def metrics_text(journal: Journal, run_id: str) -> str:
-    """The run's Prometheus text (the one writer: :mod:`phalanx.status.prometheus`)."""
-    return prometheus_text(metrics_from_journal(journal, run_id), run_id)
+def metrics_text(journal: Journal, run_id: str, exporter: PrometheusExporter | None = None) -> str:
+    """The run's Prometheus text (the one writer: :mod:`phalanx.status.prometheus`).
+    ``exporter``: the app's, whose per-run fold reads only the events since the last scrape
+    (default: a new one, reading the whole run)."""
+    return (exporter or PrometheusExporter()).text(journal, journal.get_run(run_id).run_id)
