@@ -22,7 +22,7 @@ CLI without a traceback.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._util import one_line as _one_line
 
@@ -126,7 +126,10 @@ class PlanError(UsageError):
 class ProviderError(PhalanxError):
     """A model call failed. ``error_class`` drives the retry decision. ``usage``: what the
     failed call used, when the provider reported it (a stream cut after its usage arrived);
-    the executor charges it once, like a call that answered."""
+    the executor charges it once, like a call that answered. ``rate``: the rate limits the
+    error response's headers reported (a ``providers.ratelimits.RateInfo``), if any;
+    ``reached``: False when the request never reached the server (a refused connection),
+    so it spent no rate permit."""
 
     def __init__(
         self,
@@ -136,6 +139,8 @@ class ProviderError(PhalanxError):
         status: int | None = None,
         retry_after: float | None = None,
         usage: Usage | None = None,
+        rate: Any = None,
+        reached: bool = True,
     ) -> None:
         from .redaction import redact
 
@@ -144,6 +149,8 @@ class ProviderError(PhalanxError):
         self.status = status
         self.retry_after = retry_after
         self.usage = usage
+        self.rate = rate
+        self.reached = reached
 
     @property
     def retryable(self) -> bool:

@@ -26,6 +26,7 @@ from anthropic.types import MessageParam, RawMessageStreamEvent
 from .. import redaction
 from ..cost import Usage
 from ..exceptions import ErrorClass, ProviderError, UsageError
+from . import ratelimits
 from ._http import (
     body_broke_off,
     classify_status,
@@ -111,24 +112,26 @@ class AnthropicProvider:
                 timeout=timeout,
             )
         self._client = client
+        self.quota_id = ratelimits.quota_id("anthropic", getattr(client, "base_url", ""), self._key)
 
     async def complete(self, request: CompletionRequest) -> Completion:
         acc = _Accumulator()
         opened = False  # the status line arrived: a transport break now cuts the stream
         try:
             stream = await self._client.messages.create(**self._params(request), stream=True)
-            opened = True
+            opened, rate = True, ratelimits.read(stream)
             async with stream:
                 async for event in stream:
                     acc.add(event)
         except (anthropic.AnthropicError, httpx2.HTTPError, json.JSONDecodeError) as exc:
-            raise classify(exc, secret=self._key, name=self.name, mid_stream=opened) from None
+            error = classify(exc, secret=self._key, name=self.name, mid_stream=opened)
+            raise ratelimits.annotate(error, exc) from None
         if not acc.done:
             raise ProviderError(
                 f"{self.name}: the stream ended before message_stop",
                 error_class=ErrorClass.STREAM_CUT,
             )
-        return acc.completion(self.name)
+        return ratelimits.stamp(acc.completion(self.name), rate)
 
     def _params(self, request: CompletionRequest) -> dict[str, Any]:
         messages = _messages(request.messages)
