@@ -2,7 +2,8 @@
 
 ``<state>/quota.sqlite`` holds, per quota (a hash of provider kind, address and API key,
 never the key itself, plus the ``provider:model`` key), the times and token counts of the
-requests granted in the last window, the limits learned from the provider's headers, a
+requests granted in the last window (their count and tokens kept beside them by
+triggers, so a permit never counts rows), the limits learned from the provider's headers, a
 pause (a 429's Retry-After) and what the server last said remained. Two runs on one key
 read and write the same rows, so together they stay under the key's limit.
 
@@ -35,8 +36,19 @@ CREATE TABLE IF NOT EXISTS windows (
     paused_until REAL NOT NULL DEFAULT 0,
     seen REAL NOT NULL DEFAULT 0,        -- when the last headers were read (wall clock)
     req_left INTEGER, req_until REAL NOT NULL DEFAULT 0,
-    tok_left INTEGER, tok_until REAL NOT NULL DEFAULT 0
+    tok_left INTEGER, tok_until REAL NOT NULL DEFAULT 0,
+    n INTEGER NOT NULL DEFAULT 0,        -- the key's grants and their tokens (triggers)
+    token_sum REAL NOT NULL DEFAULT 0
 );
+CREATE TRIGGER IF NOT EXISTS grants_insert AFTER INSERT ON grants BEGIN
+    UPDATE windows SET n = n + 1, token_sum = token_sum + NEW.tokens WHERE key = NEW.key;
+END;
+CREATE TRIGGER IF NOT EXISTS grants_delete AFTER DELETE ON grants BEGIN
+    UPDATE windows SET n = n - 1, token_sum = token_sum - OLD.tokens WHERE key = OLD.key;
+END;
+CREATE TRIGGER IF NOT EXISTS grants_settle AFTER UPDATE OF tokens ON grants BEGIN
+    UPDATE windows SET token_sum = token_sum - OLD.tokens + NEW.tokens WHERE key = NEW.key;
+END;
 """
 
 

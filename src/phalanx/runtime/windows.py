@@ -203,12 +203,11 @@ class MemoryWindow(Window):
         self.paused_until = max(self.paused_until, self.now() + seconds)
 
 
-_ROW = "SELECT rpm, tpm, paused_until, seen, req_left, req_until, tok_left, tok_until"
-_COUNT = (
-    "SELECT total(t > ?), total(CASE WHEN t > ? THEN tokens ELSE 0 END),"
-    " total(t > ?), total(CASE WHEN t > ? THEN tokens ELSE 0 END)"
-    " FROM grants WHERE key = ? AND t > ?"
+_ROW = (
+    "SELECT rpm, tpm, paused_until, seen, req_left, req_until, tok_left, tok_until, n,"
+    " token_sum FROM windows WHERE key = ?"
 )
+_SINCE = "SELECT count(*), total(tokens) FROM grants WHERE key = ? AND t > ?"
 
 
 class SharedWindow(Window):
@@ -229,14 +228,15 @@ class SharedWindow(Window):
     ) -> tuple[float, Any]:
         key = self.key
         with self.store.transaction() as db:
-            row = db.execute(f"{_ROW} FROM windows WHERE key = ?", (key,)).fetchone()
+            limit = effective(explicit, default, self.learned_rpm, self.learned_tpm)
+            span = (limit or RateLimit()).window + (limit or RateLimit()).margin
+            db.execute("DELETE FROM grants WHERE key = ? AND t <= ?", (key, now - span))
+            row = db.execute(_ROW, (key,)).fetchone()
             if row is None:  # the file was emptied under us: start the window again
                 db.execute("INSERT OR IGNORE INTO windows (key) VALUES (?)", (key,))
-                row = (None, None, 0.0, 0.0, None, 0.0, None, 0.0)
+                row = (None, None, 0.0, 0.0, None, 0.0, None, 0.0, 0, 0.0)
             self.learned_rpm, self.learned_tpm = row[0], row[1]
             limit = effective(explicit, default, row[0], row[1]) or RateLimit()
-            span = limit.window + limit.margin
-            db.execute("DELETE FROM grants WHERE key = ? AND t < ?", (key, now - max(span, RETAIN)))
             wait = self._wait(db, now, tokens, limit, row)
             if wait > 0:
                 return wait, None
@@ -247,27 +247,23 @@ class SharedWindow(Window):
 
     def _wait(self, db: Any, now: float, tokens: float, limit: RateLimit, row: Any) -> float:
         key, span = self.key, limit.window + limit.margin
-        start = now - span
-        server = Server(*row[3:])
-        watch = server.req_left is not None or server.tok_left is not None
-        low = min(start, server.seen) if watch else start
-        n, token_sum, since, since_tokens = db.execute(
-            _COUNT, (start, start, server.seen, server.seen, key, low)
-        ).fetchone()
+        n, token_sum = row[8], row[9]
         wait: float = max(0.0, float(row[2]) - now)
         if limit.rpm is not None and n >= limit.rpm:
             (t,) = db.execute(
-                "SELECT t FROM grants WHERE key = ? AND t > ? ORDER BY t DESC LIMIT 1 OFFSET ?",
-                (key, start, limit.rpm - 1),
+                "SELECT t FROM grants WHERE key = ? ORDER BY t DESC LIMIT 1 OFFSET ?",
+                (key, limit.rpm - 1),
             ).fetchone()
             wait = max(wait, float(t) + span - now)
         if limit.tpm is not None and n and token_sum + tokens > limit.tpm:
-            rows = db.execute(
-                "SELECT t, tokens FROM grants WHERE key = ? AND t > ? ORDER BY t", (key, start)
-            )
+            rows = db.execute("SELECT t, tokens FROM grants WHERE key = ? ORDER BY t", (key,))
             wait = max(wait, _token_wait(rows, token_sum + tokens - limit.tpm, span, now))
-        if watch:
-            wait = max(wait, server.wait(now, int(since), since_tokens, tokens))
+        server = Server(*row[3:8])
+        if (server.req_left is not None and now < server.req_until) or (
+            server.tok_left is not None and now < server.tok_until
+        ):
+            since, since_tokens = db.execute(_SINCE, (key, server.seen)).fetchone()
+            wait = max(wait, server.wait(now, since, since_tokens, tokens))
         return wait
 
     def settle(self, entry: Any, tokens: float) -> None:
