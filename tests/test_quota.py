@@ -454,31 +454,25 @@ def test_two_processes_share_one_keys_window(tmp_path: Path, state: Path) -> Non
     }
     env.pop("OPENAI_BASE_URL", None)
     with FakeProviderServer(quota=R, quota_window=W, rate_headers=True) as srv:
+        plans = [_plan(tmp_path / f"{name}.yaml", srv.url, name) for name in ("a", "b")]
         procs = [
             subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "phalanx",
-                    "run",
-                    "-q",
-                    str(_plan(tmp_path / f"{name}.yaml", srv.url, name)),
-                ],
+                [sys.executable, "-m", "phalanx", "run", "-q", str(plan)],
                 env=env,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
-            )  # fmt: skip
-            for name in ("a", "b")
+            )
+            for plan in plans
         ]
-        outs = []
-        for p in procs:
-            try:
-                outs.append(p.communicate(timeout=60))
-            finally:
+        try:
+            errs = [p.communicate(timeout=60)[1] for p in procs]
+        finally:
+            for p in procs:
                 p.kill()
+                p.wait()
         served: list[Served] = list(srv.served)
-    for p, (out, err) in zip(procs, outs, strict=True):
+    for p, err in zip(procs, errs, strict=True):
         assert p.returncode == 0, err[-2000:]
     ok = [s for s in served if s.behaviour == "ok"]
     limited = srv.counts["rate_limited"]

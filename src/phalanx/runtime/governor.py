@@ -227,8 +227,16 @@ class RateGovernor(Gate):
 
     def learn(self, key: str, rate: object) -> None:
         """Adopt what a response's rate-limit headers said (a ``RateInfo``)."""
-        if isinstance(rate, RateInfo):
-            self._key(key).window.learn(rate)
+        if not isinstance(rate, RateInfo):
+            return
+        window = self._key(key).window
+        before = (window.learned_rpm, window.learned_tpm)
+        window.learn(rate)
+        if (window.learned_rpm, window.learned_tpm) != before:
+            log.info(
+                "%s: the provider's limits: %s requests, %s tokens per window",
+                key, window.learned_rpm, window.learned_tpm,
+            )  # fmt: skip
 
     def pause(self, key: str, seconds: float) -> None:
         """Retry-After: nobody sends on this key for ``seconds``."""
