@@ -38,6 +38,7 @@ from phalanx.providers.ratelimits import Quota, RateInfo, parse, quota_id
 from phalanx.runtime.governor import RateGovernor
 from phalanx.runtime.quota import QuotaStore
 from phalanx.runtime.windows import MemoryWindow, SharedWindow
+from phalanx.testing import run_virtual
 
 KEY = "sk-test-quota-0123456789abcdef"  # a dummy key; it must never reach the quota file
 NOW = 1_700_000_000.0
@@ -247,6 +248,27 @@ def test_two_stores_on_one_file_share_the_window_and_never_hold_the_key(tmp_path
     two.close()
     assert KEY.encode() not in path.read_bytes()
     assert not any(KEY.encode() in p.read_bytes() for p in tmp_path.glob("quota.sqlite*"))
+
+
+def test_the_shared_window_keeps_time_by_the_event_loop(tmp_path: Path) -> None:
+    """On a virtual-time loop the shared window's clock moves with the loop: 5 permits at
+    2 a minute are granted at 0, 0, 60, 60, 120 virtual seconds, in no real time."""
+
+    async def go() -> list[float]:
+        store = QuotaStore(tmp_path / "quota.sqlite")
+        gov = RateGovernor({"openai": RateLimit(rpm=2)}, store=store, shared={"openai:m": "q"})
+        loop = asyncio.get_running_loop()
+        grants = []
+        for i in range(5):
+            await gov.acquire("openai:m", 1, agent="a", task_id=str(i))
+            grants.append(loop.time())
+        gov.close()
+        return grants
+
+    t0 = time.perf_counter()
+    grants = run_virtual(go())
+    assert time.perf_counter() - t0 < 5
+    assert [round(g - grants[0]) for g in grants] == [0, 0, 60, 60, 120]
 
 
 def test_the_cost_of_a_permit(tmp_path: Path) -> None:

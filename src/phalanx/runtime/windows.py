@@ -7,7 +7,8 @@ what the headers taught (the key's limits), which replace the documented default
 
 :class:`MemoryWindow` lives in this process, on the event loop's clock (so a virtual-time
 loop drives it in tests). :class:`SharedWindow` lives in the state directory's quota file
-(:mod:`.quota`), on the wall clock, so runs on one key share it.
+(:mod:`.quota`), on the wall clock (as the event loop keeps it), so runs on one key share
+it.
 """
 
 from __future__ import annotations
@@ -218,10 +219,20 @@ class SharedWindow(Window):
     def __init__(self, store: QuotaStore, key: str) -> None:
         self.store = store
         self.key = key
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._offset = 0.0
         store.ensure(key)
 
     def now(self) -> float:
-        return time.time()
+        """The wall clock, kept by the event loop's (so a virtual-time loop drives it too):
+        ``time.time()`` at the loop's start plus the loop's time since."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return time.time()
+        if loop is not self._loop:
+            self._loop, self._offset = loop, time.time() - loop.time()
+        return self._offset + loop.time()
 
     def take(
         self, now: float, tokens: float, explicit: RateLimit | None, default: RateLimit | None
@@ -274,12 +285,13 @@ class SharedWindow(Window):
 
     def learn(self, rate: RateInfo) -> None:
         self._learned(rate)
-        key, s = self.key, Server.of(rate, rate.at)
+        seen = self.now() - max(0.0, time.time() - rate.at)
+        key, s = self.key, Server.of(rate, seen)
         self.store.later(
             "UPDATE windows SET rpm = coalesce(?, rpm), tpm = coalesce(?, tpm),"
             " paused_until = max(paused_until, ?) WHERE key = ?",
             rate.requests.limit or None, rate.tokens.limit or None,
-            rate.at + rate.exhausted_for, key,
+            seen + rate.exhausted_for, key,
         )  # fmt: skip
         self.store.later(
             "UPDATE windows SET seen = ?, req_left = ?, req_until = ?, tok_left = ?,"
