@@ -12,7 +12,8 @@ Point a plan at it with ``providers: {anthropic: {base_url: srv.url}}`` or
 
 Each request gets one *behaviour*:
 
-``ok``            a streamed answer: ``{"answer": "..."}`` (valid text, JSON and YAML)
+``ok``            a streamed answer: ``{"answer": "..."}`` (valid text, JSON and YAML);
+                  OpenAI with ``stream: false``: the same answer whole
 ``rate_limited``  429 with ``Retry-After: <retry_after>`` (a passing rate limit)
 ``quota``         429 that says the spend cap / quota is exhausted (final)
 ``overloaded``    529 (Anthropic) / 503 (OpenAI)
@@ -28,6 +29,14 @@ Each request gets one *behaviour*:
 ``truncated_tool``  the same, with a half-written ``write_file`` tool call in it
 ``tool_call``     a complete ``write_file`` tool call (``tool_args``)
 ``malformed``     an answer that is neither valid JSON nor valid YAML
+
+A *quota* (``quota=R, quota_window=W``) makes the server enforce at most R accepted
+requests in any W seconds (sliding, by arrival time): a request beyond it gets a 429
+(behaviour ``rate_limited``, Retry-After: until the oldest leaves the window) whatever else
+was chosen. ``rate_headers=True`` sends the provider's own rate-limit headers on every
+answer (Anthropic's ``anthropic-ratelimit-*``, RFC 3339 resets; OpenAI's
+``x-ratelimit-*``, duration resets): the limit R (``quota_tokens`` for tokens), what
+remains and when the oldest request leaves the window.
 
 How it is chosen, per request, deterministically whatever the threads' interleaving:
 the request's *key* is its first user message, and ``n`` counts the requests seen for that
@@ -51,9 +60,10 @@ import select
 import socket
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -94,6 +104,8 @@ class Served:
     behaviour: str
     started: float  # time.time() when the request was read
     ended: float | None = None  # when the server finished with it
+    headers: dict[str, str] = field(default_factory=dict)  # extra headers of its answer
+    retry_after: float | None = None  # a quota's 429: seconds until there is room
 
 
 @dataclass
@@ -223,12 +235,35 @@ def _o_events(
     return pieces
 
 
+def _o_whole(text: str) -> dict[str, Any]:
+    """An unstreamed chat completion (``stream: false``)."""
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "gpt-fake",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": "stop",
+                "logprobs": None,
+            }
+        ],
+        "usage": {"prompt_tokens": 20, "completion_tokens": 9, "total_tokens": 29},
+    }
+
+
 # =========================================================================== the handler
 
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _HTTPServer
+    _served: Served | None = None  # the request being answered
+
+    def _extra(self) -> dict[str, str]:
+        return self._served.headers if self._served is not None else {}
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
@@ -255,7 +290,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(404, {"error": {"message": f"no route {self.path}"}})
             return
         req = _Request(self.path, body, anthropic, _first_user_text(body))
-        served = fake._choose(req)
+        served = self._served = fake._choose(req)
         try:
             getattr(self, f"_b_{served.behaviour}")(req)
         except (BrokenPipeError, ConnectionResetError, OSError):
@@ -266,6 +301,9 @@ class _Handler(BaseHTTPRequestHandler):
     # -- behaviours ------------------------------------------------------------------------
     def _b_ok(self, req: _Request) -> None:
         text = json.dumps({"answer": f"done: {req.key[:40]}"})
+        if not req.anthropic and req.body.get("stream") is False:  # a whole answer
+            self._json(200, _o_whole(text))
+            return
         pieces = [text[: len(text) // 2], text[len(text) // 2 :]]
         self._stream(_a_events(pieces) if req.anthropic else _o_events(pieces))
 
@@ -274,7 +312,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._stream(_a_events(pieces) if req.anthropic else _o_events(pieces))
 
     def _b_rate_limited(self, req: _Request) -> None:
-        ra = {"retry-after": f"{self.server.fake.retry_after:g}"}
+        wait = self._served.retry_after if self._served is not None else None
+        ra = {"retry-after": f"{self.server.fake.retry_after if wait is None else wait:g}"}
         if req.anthropic:
             self._json(429, _a_error("rate_limit_error", "rate limited, slow down"), ra)
         else:
@@ -380,7 +419,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(data)))
-        for k, v in (headers or {}).items():
+        for k, v in {**self._extra(), **(headers or {})}.items():
             self.send_header(k, v)
         self.end_headers()
         self.wfile.write(data)
@@ -389,6 +428,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("content-type", "text/event-stream")
         self.send_header("transfer-encoding", "chunked")
+        for k, v in self._extra().items():
+            self.send_header(k, v)
         self.end_headers()
         for piece in pieces:
             self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
@@ -430,6 +471,10 @@ class FakeProviderServer:
     faults: Mapping[str, float] = field(default_factory=dict)
     retry_after: float = 0.05
     tool_call: tuple[str, dict[str, Any]] = ("write_file", {"path": "x.txt", "content": "x"})
+    quota: int | None = None  # at most this many accepted requests per quota_window
+    quota_window: float = 60.0
+    quota_tokens: int | None = None  # the token limit the headers advertise
+    rate_headers: bool = False  # send anthropic-ratelimit-* / x-ratelimit-* headers
     served: list[Served] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
 
@@ -441,6 +486,7 @@ class FakeProviderServer:
             raise ValueError("fault probabilities add up to more than 1")
         self._lock = threading.Lock()
         self._per_key: Counter[str] = Counter()
+        self._accepted: deque[float] = deque()  # arrival times inside the quota's window
         self._stopping = threading.Event()
         self._conns: set[socket.socket] = set()
         self.open_handlers = 0  # handler threads alive now
@@ -519,10 +565,52 @@ class FakeProviderServer:
             behaviour = self.behaviour_for(req.key, n)
             if behaviour not in BEHAVIOURS:
                 behaviour = "server_error"
-            s = Served(req.path, req.key, n, behaviour, time.time())
+            now = time.time()
+            wait = self._over_quota(now)
+            if wait is not None:
+                behaviour = "rate_limited"
+            s = Served(req.path, req.key, n, behaviour, now, retry_after=wait)
+            if self.rate_headers:
+                s.headers = self._limit_headers(req.anthropic, now)
             self.served.append(s)
             self.counts[behaviour] += 1
         return s
+
+    def _over_quota(self, now: float) -> float | None:
+        """None: the request fits the quota (and is counted); else seconds until room."""
+        if self.quota is None:
+            return None
+        window = self._accepted
+        while window and window[0] <= now - self.quota_window:
+            window.popleft()
+        if len(window) >= self.quota:
+            return max(0.001, window[0] + self.quota_window - now)
+        window.append(now)
+        return None
+
+    def _limit_headers(self, anthropic: bool, now: float) -> dict[str, str]:
+        limit = self.quota if self.quota is not None else 1_000_000
+        left = max(0, limit - len(self._accepted))
+        reset = (self._accepted[0] + self.quota_window - now) if self._accepted else 0.0
+        tokens = self.quota_tokens
+        if anthropic:
+            at = datetime.fromtimestamp(now + reset, UTC).isoformat()
+            out = {
+                "anthropic-ratelimit-requests-limit": str(limit),
+                "anthropic-ratelimit-requests-remaining": str(left),
+                "anthropic-ratelimit-requests-reset": at.replace("+00:00", "Z"),
+            }
+            if tokens is not None:
+                out["anthropic-ratelimit-input-tokens-limit"] = str(tokens)
+            return out
+        out = {
+            "x-ratelimit-limit-requests": str(limit),
+            "x-ratelimit-remaining-requests": str(left),
+            "x-ratelimit-reset-requests": f"{reset * 1000:.0f}ms",
+        }
+        if tokens is not None:
+            out["x-ratelimit-limit-tokens"] = str(tokens)
+        return out
 
     # -- queries ---------------------------------------------------------------------------
     def requests_for(self, needle: str) -> list[Served]:

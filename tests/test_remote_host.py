@@ -20,6 +20,7 @@ from phalanx.exceptions import ErrorClass
 from phalanx.plan import Task
 from phalanx.providers import ProviderRecipe
 from phalanx.providers.base import Completion, CompletionRequest, ToolCall
+from phalanx.providers.ratelimits import Quota, RateInfo
 from phalanx.runtime.executor import AgentRunner, Attempt
 from phalanx.runtime.remote import AgentBlueprint, HostCore, blueprint_of
 
@@ -88,6 +89,20 @@ def test_a_retry_after_pauses_the_driver_and_governs_the_key_from_then_on(
     core = HostCore("h1", {"Ada": _sim_blueprint(tmp_path)})
     core.gate.pause("sim", 2.5)
     assert core.drain() == [("pause", "sim", 2.5)]
+    assert "sim" in core.governed
+
+
+def test_learned_limits_and_given_back_permits_travel_to_the_driver(tmp_path: Path) -> None:
+    """A response's rate-limit headers set the driver's limits and govern the key from then
+    on; a permit whose request never reached the server goes back to the driver."""
+    core = HostCore("h1", {"Ada": _sim_blueprint(tmp_path)})
+    rate = RateInfo(requests=Quota(3, 2, 1.0), at=1.0)
+    core.gate.learn("sim", rate)
+    core.gate.release(7)
+    core.gate.release(None)  # a key nobody governs: no permit to give back
+    sent = core.drain()
+    assert sent == [("learn", "sim", rate), ("release", 7)]
+    assert pickle.loads(pickle.dumps(sent)) == sent  # they cross to the driver
     assert "sim" in core.governed
 
 

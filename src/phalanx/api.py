@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import os
 import secrets
 import sys
@@ -41,6 +42,7 @@ from .runtime.assembly import (
 from .runtime.engine import Engine, LocalEngine
 from .runtime.governor import RateGovernor, public_defaults
 from .runtime.orchestrator import Orchestrator, Prior, RunGate, TaskRecord
+from .runtime.quota import QuotaStore, QuotaStoreError
 from .runtime.router import LLMPolicy
 from .status.liveness import HEARTBEAT_EVERY, owner_alive, this_process
 from .status.logsink import log_sinks
@@ -472,7 +474,7 @@ def _orchestrator(
 ) -> Orchestrator:
     """The run's orchestrator: its agents' runners, messages, router, hooks and sinks (the
     journal's first)."""
-    gate = RunGate(RateGovernor(plan.limits.rate_limits, defaults=public_defaults(plan.providers)))
+    gate = RunGate(_governor(plan, providers, state_dir_of(journal)))
     late = _LateOrchestrator()
     comms = Comms(
         {a.name or "": a.role for a in plan.agents}, plan.messaging, clock=late.now, emit=late.emit
@@ -509,6 +511,25 @@ def _orchestrator(
         ),
     )
     return orch
+
+
+def _governor(plan: Plan, providers: Mapping[str, Provider], state: Path) -> RateGovernor:
+    """The run's rate governor. Keys whose provider names its quota (an API key on a
+    server) keep their window in ``<state>/quota.sqlite``, shared by every run on this
+    machine; if that file cannot be used, in this process only."""
+    shared = {name: q for name, p in providers.items() if (q := getattr(p, "quota_id", None))}
+    store = None
+    if shared:
+        try:
+            store = QuotaStore(state / "quota.sqlite")
+        except QuotaStoreError as exc:
+            logging.getLogger(__name__).warning("rate windows kept in this process: %s", exc)
+    return RateGovernor(
+        plan.limits.rate_limits,
+        defaults=public_defaults(plan.providers),
+        store=store,
+        shared=shared,
+    )
 
 
 def _status_so_far(journal: Journal, run_id: str, prior: Prior) -> tuple[StatusTracker, Prior]:
@@ -578,6 +599,8 @@ async def _drive_to_end(
         notes = _write_outputs(outputs, plan, orch.records)
         journal.release(run_id, session)
         journal.close()
+        if orch.governor is not None:
+            orch.governor.close()
         for provider in providers.values():
             with contextlib.suppress(Exception):
                 await provider.aclose()

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._util import one_line as _one_line
 
@@ -172,7 +172,10 @@ class PlanError(UsageError):
 class ProviderError(PhalanxError):
     """A model call failed. ``error_class`` drives the retry decision. ``usage``: what the
     failed call used, when the provider reported it (a stream cut after its usage arrived);
-    the executor charges it once, like a call that answered."""
+    the executor charges it once, like a call that answered. ``rate``: the rate limits the
+    error response's headers reported (a ``providers.ratelimits.RateInfo``), if any;
+    ``reached``: False when the request never reached the server (a refused connection),
+    so it spent no rate permit."""
 
     def __init__(
         self,
@@ -182,6 +185,8 @@ class ProviderError(PhalanxError):
         status: int | None = None,
         retry_after: float | None = None,
         usage: Usage | None = None,
+        rate: Any = None,
+        reached: bool = True,
     ) -> None:
         from .redaction import redact
 
@@ -190,6 +195,8 @@ class ProviderError(PhalanxError):
         self.status = status
         self.retry_after = retry_after
         self.usage = usage
+        self.rate = rate
+        self.reached = reached
 
     @property
     def retryable(self) -> bool:

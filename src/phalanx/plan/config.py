@@ -42,6 +42,9 @@ class RateLimit:
     # seconds added to the 60 s window: requests released exactly 60 s apart can arrive
     # less than 60 s apart (network jitter) and meet in one of the server's windows
     margin: float = 0.0
+    # seconds of the window rpm and tpm are counted over: 60 (a minute) unless a server
+    # counts over another length (a gateway's per-second limit: window 1)
+    window: float = 60.0
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

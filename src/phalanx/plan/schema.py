@@ -154,6 +154,7 @@ class RateLimitModel(BaseModel):
     rpm: int | None = Field(default=None, ge=1)
     tpm: int | None = Field(default=None, ge=1)
     margin: float = Field(default=0.0, ge=0, le=60)
+    window: float = Field(default=60.0, gt=0, le=86400)
 
 
 class PriceModel(BaseModel):

@@ -36,6 +36,7 @@ from anthropic.types import MessageParam, RawMessageStreamEvent
 from .. import redaction
 from ..cost import Usage
 from ..exceptions import ErrorClass, ProviderError, UsageError
+from . import ratelimits
 from ._http import (
     body_broke_off,
     classify_status,
@@ -130,6 +131,7 @@ class AnthropicProvider:
                 timeout=timeout,
             )
         self._client = client
+        self.quota_id = ratelimits.quota_id("anthropic", getattr(client, "base_url", ""), self._key)
 
     async def complete(self, request: CompletionRequest) -> Completion:
         s = structured_for(request) if self.structured_output != "none" else None
@@ -138,18 +140,19 @@ class AnthropicProvider:
         try:
             params = self._params(request, s)
             stream = await self._client.messages.create(**params, stream=True)
-            opened = True
+            opened, rate = True, ratelimits.read(stream)
             async with stream:
                 async for event in stream:
                     acc.add(event)
         except (anthropic.AnthropicError, httpx2.HTTPError, json.JSONDecodeError) as exc:
-            raise classify(exc, secret=self._key, name=self.name, mid_stream=opened) from None
+            error = classify(exc, secret=self._key, name=self.name, mid_stream=opened)
+            raise ratelimits.annotate(error, exc) from None
         if not acc.done:
             raise ProviderError(
                 f"{self.name}: the stream ended before message_stop",
                 error_class=ErrorClass.STREAM_CUT,
             )
-        completion = acc.completion(self.name)
+        completion = ratelimits.stamp(acc.completion(self.name), rate)
         return completion if s is None else _answer(completion, s)
 
     def _params(self, request: CompletionRequest, s: Structured | None) -> dict[str, Any]:

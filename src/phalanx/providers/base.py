@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from ..cost import ZERO, Usage
+from .ratelimits import RateInfo
 
 __all__ = [
     "Completion",
@@ -95,6 +96,8 @@ class Completion:
     # seconds the call waited inside the provider for capacity (a pool of local model
     # instances, a concurrency limit) before it ran: queue wait, not service time
     queued: float = 0.0
+    # the rate limits the response's headers reported (the governor adopts them), if any
+    rate: RateInfo | None = field(default=None, repr=False, compare=False)
 
 
 @runtime_checkable

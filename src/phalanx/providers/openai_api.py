@@ -41,6 +41,7 @@ from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
 from .. import redaction
 from ..cost import Usage
 from ..exceptions import ErrorClass, ProviderError, UsageError
+from . import ratelimits
 from ._http import (
     body_broke_off,
     classify_status,
@@ -125,6 +126,7 @@ class OpenAIProvider:
                 api_key=self._key or "none", max_retries=0, timeout=timeout, **kwargs
             )
         self._client = client
+        self.quota_id = ratelimits.quota_id(self.kind, getattr(client, "base_url", ""), self._key)
         # Compatible servers differ in what they stream (llama.cpp's sends no usage, and a
         # context overflow arrives as an empty 200 stream), so they answer in one piece
         # unless the plan says `stream: true`.
@@ -185,20 +187,23 @@ class OpenAIProvider:
         acc = _Accumulator()
         try:
             stream = await self._client.chat.completions.create(**self._params(request, s, limit))
+            rate = ratelimits.read(stream)
         except (openai.OpenAIError, httpx2.HTTPError) as exc:
-            raise classify(exc, secret=self._key, name=self.name) from None
+            error = classify(exc, secret=self._key, name=self.name)
+            raise ratelimits.annotate(error, exc) from None
         try:
             async with stream:
                 async for chunk in stream:
                     acc.add(chunk)
         except (openai.OpenAIError, httpx2.HTTPError, json.JSONDecodeError) as exc:
-            raise classify(exc, secret=self._key, name=self.name, mid_stream=True) from None
+            error = classify(exc, secret=self._key, name=self.name, mid_stream=True)
+            raise ratelimits.annotate(error, exc) from None
         if acc.finish is None:
             raise ProviderError(
                 f"{self.name}: the stream ended without a finish_reason",
                 error_class=ErrorClass.STREAM_CUT,
             )
-        return acc.completion(self.name)
+        return ratelimits.stamp(acc.completion(self.name), rate)
 
     async def _complete_whole(
         self, request: CompletionRequest, s: Structured | None, limit: int
@@ -207,9 +212,11 @@ class OpenAIProvider:
         params.pop("stream_options", None)
         params["stream"] = False
         try:
-            response = await self._client.chat.completions.create(**params)
+            raw = await self._client.chat.completions.with_raw_response.create(**params)
+            response = raw.parse()
         except (openai.OpenAIError, httpx2.HTTPError, json.JSONDecodeError) as exc:
-            raise classify(exc, secret=self._key, name=self.name) from None
+            error = classify(exc, secret=self._key, name=self.name)
+            raise ratelimits.annotate(error, exc) from None
         if not response.choices:
             raise ProviderError(
                 f"{self.name}: the answer had no choices", error_class=ErrorClass.SERVER_ERROR
@@ -224,7 +231,7 @@ class OpenAIProvider:
             for c in (choice.message.tool_calls or ())
             if c.type == "function"
         )
-        return Completion(
+        completion = Completion(
             text=choice.message.content or "",
             usage=Usage(
                 input_tokens=max(0, (u.prompt_tokens if u else 0) - cached),
@@ -235,6 +242,7 @@ class OpenAIProvider:
             model=self.name,
             tool_calls=calls,
         )
+        return ratelimits.stamp(completion, ratelimits.read(raw))
 
     def _params(
         self, request: CompletionRequest, s: Structured | None, limit: int

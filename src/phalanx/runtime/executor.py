@@ -445,7 +445,12 @@ class AgentRunner:
             async with asyncio.timeout(timeout):
                 completion = await self.provider.complete(request)
         except ProviderError as exc:
-            self._charge(ticket, exc.usage, estimate, state)
+            if exc.rate is not None:
+                self.gate.learn(self.key, exc.rate)
+            if exc.reached:
+                self._charge(ticket, exc.usage, estimate, state)
+            else:  # a refused connection: the server never saw it, the permit is not spent
+                self.gate.release(ticket)
             if exc.error_class is ErrorClass.RATE_LIMITED and exc.retry_after:
                 self.gate.pause(self.key, exc.retry_after)
             raise _Failed(
@@ -463,6 +468,8 @@ class AgentRunner:
         waited = min(max(0.0, getattr(completion, "queued", 0.0)), loop.time() - t1)
         state.busy -= waited
         state.queued += waited
+        if completion.rate is not None:
+            self.gate.learn(self.key, completion.rate)
         self._charge(ticket, completion.usage, estimate, state)
         return completion
 

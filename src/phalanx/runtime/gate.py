@@ -56,6 +56,12 @@ class RunGate(Gate):
     def pause(self, key: str, seconds: float) -> None:
         self.governor.pause(key, seconds)
 
+    def release(self, ticket: object) -> None:
+        self.governor.release(ticket)
+
+    def learn(self, key: str, rate: object) -> None:
+        self.governor.learn(key, rate)
+
     def governs(self, key: str) -> bool:
         limit = self.governor.limit_for(key)
         return limit is not None and (limit.rpm is not None or limit.tpm is not None)

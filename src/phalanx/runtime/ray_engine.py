@@ -360,9 +360,11 @@ class RayEngine:
                 gate.note(m[1], **m[2])
             elif kind == "settle":
                 gate.settle(self._tickets.pop(m[1], None), m[2])
-            elif kind == "pause":
-                gate.pause(m[1], m[2])
+            elif kind == "pause" or kind == "learn":
+                getattr(gate, kind)(m[1], m[2])
                 self._govern(m[1])
+            elif kind == "release":
+                gate.release(self._tickets.pop(m[1], None))
             elif kind == "acquire":
                 self._spawn(self._grant(h, *m[1:]))
             elif kind == "tool":

@@ -7,7 +7,10 @@ the plan's options, and read their keys from the host's environment) and runs at
 
 The host talks back through an outbox of small messages that the driver collects:
 ``spend`` (usage as soon as a call ends, so budgets hold), ``note`` (events such as tool
-calls and call retries), ``settle``/``pause`` (the governor), ``acquire`` (a rate permit,
+calls and call retries), ``settle``/``pause``/``release``/``learn`` (the governor: a
+permit's real tokens, a 429's pause, a permit given back, a response's rate-limit headers;
+a host that saw a pause or headers asks the driver for that key's permits from then on),
+``acquire`` (a rate permit,
 for keys the driver governs) and ``tool`` (tools that must run on the driver: messages and
 the shared context). The driver answers ``acquire`` and ``tool`` with :meth:`HostCore.reply`.
 This module is plain asyncio: the Ray actor is a thin shell around :class:`HostCore`, and
@@ -142,6 +145,14 @@ class _HostGate(Gate):
     def pause(self, key: str, seconds: float) -> None:
         self.core.governed.add(key)  # from now on this host asks the driver for permits
         self.core.post(("pause", key, seconds))
+
+    def release(self, ticket: object) -> None:
+        if ticket is not None:
+            self.core.post(("release", ticket))
+
+    def learn(self, key: str, rate: object) -> None:
+        self.core.governed.add(key)  # the driver now knows the key's limits: ask it
+        self.core.post(("learn", key, rate))
 
     def spend(self, usage: Usage) -> None:
         self.core.post(("spend", usage))

@@ -107,6 +107,8 @@ class LLMPolicy:
         )
         ticket = await self.gate.acquire(self.key, 400, agent="router", task_id=task.id)
         completion = await self.provider.complete(request)
+        if completion.rate is not None:
+            self.gate.learn(self.key, completion.rate)
         self.gate.settle(ticket, completion.usage.total_tokens)
         self.gate.spend(completion.usage)
         return str(json.loads(completion.text)["agent"])
