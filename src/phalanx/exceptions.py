@@ -15,6 +15,8 @@
     ├── VetoTask              raised by a Python ``before_task`` hook: do not run this task
     ├── BudgetExhausted       a run limit was reached (``RunResult.raise_for_status()``)
     └── JournalError          the SQLite journal cannot be opened or is inconsistent
+        └── QuotaStoreError   the shared quota file cannot be used (the rate window falls
+                              back to this process's; never raised to a caller)
 
 Every error a user can cause is a ``UsageError`` whose ``str()`` is one line, printed by the
 CLI without a traceback.
@@ -41,6 +43,7 @@ __all__ = [
     "PlanError",
     "PlannerError",
     "ProviderError",
+    "QuotaStoreError",
     "StyleError",
     "TTSRenderError",
     "ToolError",
@@ -211,6 +214,11 @@ class BudgetExhausted(PhalanxError):
 
 class JournalError(PhalanxError):
     """The journal cannot be used (unreadable file, unknown run, schema mismatch)."""
+
+
+class QuotaStoreError(JournalError):
+    """The quota file (``<state>/quota.sqlite``) cannot be used: the governor falls back to
+    this process's window."""
 
 
 class PlannerError(UsageError):

@@ -23,6 +23,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ..exceptions import QuotaStoreError
+
 __all__ = ["QuotaStore", "QuotaStoreError"]
 
 log = logging.getLogger(__name__)
@@ -50,10 +52,6 @@ CREATE TRIGGER IF NOT EXISTS grants_settle AFTER UPDATE OF tokens ON grants BEGI
     UPDATE windows SET token_sum = token_sum - OLD.tokens + NEW.tokens WHERE key = NEW.key;
 END;
 """
-
-
-class QuotaStoreError(Exception):
-    """The quota file cannot be used (the governor falls back to this process's window)."""
 
 
 class QuotaStore:
