@@ -301,7 +301,8 @@ def validate_arguments(schema: Mapping[str, Any], arguments: object) -> dict[str
     error = _first_error(schema, out)
     if error is not None:
         raise ToolError("bad_arguments", error)
-    return _ints(out, schema)
+    converted: dict[str, Any] = _ints(out, schema)
+    return converted
 
 
 def _first_error(schema: Mapping[str, Any], value: object) -> str | None:
@@ -335,7 +336,8 @@ def _validator(schema: Mapping[str, Any]) -> Any:
         try:
             cls.check_schema(dict(schema))
         except exceptions.SchemaError as err:
-            raise ToolError("bad_schema", f"the tool's JSON Schema is invalid: {err.message}")
+            message = f"the tool's JSON Schema is invalid: {err.message}"
+            raise ToolError("bad_schema", message) from None
         found = _VALIDATORS.setdefault(key, cls(dict(schema)))
         if len(_VALIDATORS) > 4096:  # tool schemas are few; a leak of generated ones is not
             _VALIDATORS.clear()
