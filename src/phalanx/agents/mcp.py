@@ -137,6 +137,7 @@ class McpHub:
     def __init__(self) -> None:
         self.tools: dict[str, ToolSpec] = {}
         self.servers: dict[str, Any] = {}  # name -> mcp.Client
+        self._logs: dict[str, str] = {}  # name -> a stdio server's stderr file
         self._stack = contextlib.AsyncExitStack()
 
     @classmethod
@@ -174,7 +175,11 @@ class McpHub:
                 listed = await _list_tools(client)
         except Exception as exc:
             what = f"{server.kind} server {' '.join(server.command) or server.url}"
-            raise UsageError(f"mcp.{server.name}: the {what} did not start: {_why(exc)}") from None
+            said = _last_line(self._logs.get(server.name))
+            raise UsageError(
+                f"mcp.{server.name}: the {what} did not start: {_why(exc)}"
+                + (f" (its stderr: {said})" if said else "")
+            ) from None
         self.servers[server.name] = client
         for tool in listed:
             spec = _tool_spec(server, client, tool)
@@ -205,6 +210,7 @@ class McpHub:
         else:
             where.log_dir.mkdir(parents=True, exist_ok=True)
             path = str(where.log_dir / f"mcp-{server.name}.log")
+            self._logs[server.name] = path
         return self._stack.enter_context(open(path, "a", encoding="utf-8"))
 
     async def _http(self, server: McpServer) -> Any:
@@ -244,6 +250,7 @@ def _server_argv(server: McpServer, where: _Where, env: Mapping[str, str], cwd: 
     kind = server.sandbox or where.sandbox
     if kind == "none":
         return [executable, *argv[1:]]
+    where.workspace.mkdir(parents=True, exist_ok=True)  # bound into the sandbox
     network = where.network if server.network is None else server.network
     try:
         wrapped = sandbox.wrap(
@@ -282,6 +289,18 @@ async def _list_tools(client: Any) -> list[Any]:
         if cursor is None:
             break
     return tools
+
+
+def _last_line(path: str | None) -> str:
+    """The last line a server wrote to its stderr log (why it did not start), redacted."""
+    if path is None:
+        return ""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            lines = [line.strip() for line in f.readlines()[-20:] if line.strip()]
+    except OSError:
+        return ""
+    return redact(one_line(lines[-1], 300)) if lines else ""
 
 
 def _why(exc: BaseException) -> str:

@@ -288,22 +288,6 @@ class EnvModel(BaseModel):
         return v
 
 
-class McpHeaderModel(BaseModel):
-    """A header value read from an environment variable: ``{env: NAME, prefix: "Bearer "}``."""
-
-    model_config = _STRICT
-
-    env: str
-    prefix: str = ""
-
-    @field_validator("env")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not _ENV_NAME.fullmatch(v):
-            raise ValueError(f"{v!r} is not an environment variable name")
-        return v
-
-
 _STDIO_ONLY = ("cwd", "sandbox", "network", "env")
 
 
@@ -317,7 +301,7 @@ class McpServerModel(BaseModel):
     url: str | None = None
     env: EnvModel = EnvModel()
     cwd: str | None = None
-    headers: dict[str, str | McpHeaderModel] = {}
+    headers: dict[str, Any] = {}  # a text, or {env: NAME, prefix: ...} (McpHeaderModel)
     timeout: float = Field(default=60.0, gt=0)
     start_timeout: float = Field(default=30.0, gt=0)
     sandbox: Literal["bwrap", "none"] | None = None
@@ -327,6 +311,26 @@ class McpServerModel(BaseModel):
     @classmethod
     def _split(cls, v: Any) -> Any:
         return shlex.split(v) if isinstance(v, str) else v
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, v: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for header, value in v.items():
+            if isinstance(value, str):
+                out[header] = value
+            elif isinstance(value, dict) and set(value) <= {"env", "prefix"} and "env" in value:
+                name, prefix = value["env"], value.get("prefix", "")
+                if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
+                    raise ValueError(f"{header}: {name!r} is not an environment variable name")
+                if not isinstance(prefix, str):
+                    raise ValueError(f"{header}: prefix must be a text")
+                out[header] = {"env": name, "prefix": prefix}
+            else:
+                raise ValueError(
+                    f"{header}: a text, or {{env: NAME}} (optionally with prefix), got {value!r}"
+                )
+        return out
 
     @model_validator(mode="after")
     def _one_transport(self) -> McpServerModel:
@@ -351,9 +355,7 @@ class McpServerModel(BaseModel):
             url=self.url,
             env_pass=tuple(self.env.pass_),
             cwd=self.cwd,
-            headers={
-                k: v if isinstance(v, str) else v.model_dump() for k, v in self.headers.items()
-            },
+            headers=dict(self.headers),
             timeout=self.timeout,
             start_timeout=self.start_timeout,
             sandbox=self.sandbox,
