@@ -35,9 +35,8 @@ from phalanx.providers.base import Completion, CompletionRequest, ToolCall
 from phalanx.testing import ScriptedProvider
 
 pytest.importorskip("mcp")
-import uvicorn  # noqa: E402
-from mcp.server.mcpserver import MCPServer  # noqa: E402
-from mcp.types import ToolAnnotations  # noqa: E402
+import uvicorn
+from mcp.server.mcpserver import MCPServer
 
 U = Usage(input_tokens=50, output_tokens=10)
 TOKEN = "tok-9f3b2c7d5e1a4608"  # the HTTP server's bearer token, from $SEARCH_TOKEN
@@ -505,3 +504,18 @@ def test_nested_schema_errors_name_their_path_for_any_tool(tmp_path: Path) -> No
         content = call(arguments)
         assert content.startswith("error: bad_arguments: ") and path in content, (path, content)
     assert len(got) == 1  # no bad call reached the tool
+
+
+def test_mcp_servers_refuse_the_ray_engine_given_on_the_command_line(
+    tmp_path: Path, state: Path
+) -> None:
+    plan = write_plan(
+        tmp_path / "plan.yaml",
+        {
+            "mcp": {"files": {"command": [sys.executable, "-c", "pass"]}},
+            "agents": [{"provider": "scripted", "tools": ["mcp:files"]}],
+            "tasks": [{"id": "t", "prompt": "p"}],
+        },
+    )
+    with pytest.raises(PlanError, match="MCP servers need the local engine"):
+        phalanx.run_sync(plan, engine="ray", custom_providers={"scripted": ScriptedProvider(["x"])})

@@ -448,7 +448,7 @@ async def _execute(
     hub: McpHub | None = None
     try:
         tracker, prior = _status_so_far(journal, run_id, prior)
-        hub = await _start_mcp(plan, journal, run_id, workspace)
+        hub = await _start_mcp(plan, journal, run_id, workspace, engine)
         orch = _orchestrator(
             plan, run_id, journal, providers, prior,
             [tracker, *log_sinks(), *map(_SafeSink, sinks)],
@@ -475,11 +475,19 @@ async def _execute(
                      changes=changes, notes=tuple(notes))  # fmt: skip
 
 
-async def _start_mcp(plan: Plan, journal: Journal, run_id: str, workspace: Path) -> McpHub:
+async def _start_mcp(
+    plan: Plan, journal: Journal, run_id: str, workspace: Path, engine: Engine | None
+) -> McpHub:
     """The run's MCP servers, connected (stdio ones started, in the command sandbox), their
     tools listed; none: an empty hub. A stdio server's stderr goes to the run's folder."""
     if not plan.mcp:
         return McpHub()
+    if plan.engine.kind != "local" or not isinstance(engine, LocalEngine | None):  # ray
+        raise PlanError(
+            "MCP servers need the local engine (their connections live in this process)",
+            file=plan.source,
+            field="mcp",
+        )
     try:
         return await McpHub.start(
             plan.mcp,

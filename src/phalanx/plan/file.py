@@ -21,7 +21,7 @@ from ..cost import Price
 from ..exceptions import PlanError, UsageError
 from ..ids import AgentName
 from .config import AutoscaleConfig, BreakerConfig, MessagePolicy, RateLimit
-from .library import Library, spec_to_dict
+from .library import Library, schema_entry, spec_to_dict
 from .model import _PARSER, Commands, Limits, Plan, RetryConfig, RouterConfig, Task
 from .schema import (
     _SAVED_AGENT_KEYS,
@@ -361,7 +361,7 @@ def _agent_to_dict(a: AgentSpec) -> dict[str, Any]:
         "max_turns": a.max_turns,
         "subscribe": list(a.subscribe),
         "hooks": [h for h in a.hooks if isinstance(h, dict | str)],
-        **_schema(a.output_type),
+        **schema_entry(a.output_type),
         **_eval_score(a),
     }
 
@@ -381,18 +381,8 @@ def _task_to_dict(t: Task) -> dict[str, Any]:
         "timeout": t.timeout,
         "max_turns": t.max_turns,
         "agent": t.agent,
-        **_schema(t.output_type),
+        **schema_entry(t.output_type),
     }
-
-
-def _schema(output_type: Any) -> dict[str, Any]:
-    """A typed output as plan data: its JSON Schema (a pydantic model's, for a model class:
-    a resumed run checks the same schema and parses into plain data)."""
-    if output_type is None:
-        return {}
-    if isinstance(output_type, Mapping):
-        return {"schema": dict(output_type)}
-    return {"schema": output_type.model_json_schema()}
 
 
 def _mcp_to_dict(s: McpServer) -> dict[str, Any]:
