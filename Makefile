@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-EXTRAS ?= dev,local,anthropic,openai,web,otel,ray
+EXTRAS ?= dev,local,anthropic,openai,web,otel,ray,mcp
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: help venv sysdeps test lint typecheck unit demo bench clean lock test-lowest

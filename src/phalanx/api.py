@@ -21,7 +21,16 @@ from typing import Any, TypedDict
 
 from ._util import blocking
 from .agents.hooks import from_config
-from .agents.styles import TTS_UNAVAILABLE_NOTE, Styles, extension, render_tts
+from .agents.mcp import McpHub
+from .agents.spec import AgentSpec
+from .agents.styles import (
+    TTS_UNAVAILABLE_NOTE,
+    Styles,
+    extension,
+    parse_output,
+    render_tts,
+    typed_value,
+)
 from .agents.tools import BUILTIN_TOOLS, ToolSpec
 from .comms import COMMS_TOOLS, Comms
 from .cost import Usage, price_for
@@ -29,7 +38,7 @@ from .events import Event, EventSink, MessageSent, RunStatus, TaskState
 from .exceptions import BudgetExhausted, JournalError, PhalanxError, PlanError, UsageError
 from .journal import Journal, driven_by
 from .plan.file import load_plan, plan_to_dict
-from .plan.model import DEFAULT_PROVIDER, Plan
+from .plan.model import DEFAULT_PROVIDER, Plan, Task, style_of
 from .providers import Provider, is_simulated, resolve_provider
 from .runtime.assembly import (
     RunnerFactory,
@@ -62,6 +71,9 @@ class TaskResult:
     usage: Usage
     error_class: str | None = None
     error: str | None = None
+    # the answer parsed in its style: an instance of the output_type model of the task (or
+    # of its agent), the JSON of a schema:, a json/yaml style's data, the text of a prose one
+    parsed: Any = None
 
     @property
     def ok(self) -> bool:
@@ -433,28 +445,70 @@ async def _execute(
     flush_interval: float,
 ) -> RunResult:
     """Drive the run, this process its owner since ``prior.session`` began: build its
-    orchestrator and run it to the end. A failure before it starts gives the run up."""
+    orchestrator and run it to the end. A failure before it starts gives the run up. The
+    plan's MCP servers are connected first and stopped at the end, whatever happens."""
+    hub: McpHub | None = None
     try:
         tracker, prior = _status_so_far(journal, run_id, prior)
+        hub = await _start_mcp(plan, journal, run_id, workspace, engine)
         orch = _orchestrator(
             plan, run_id, journal, providers, prior,
             [tracker, *log_sinks(), *map(_SafeSink, sinks)],
-            seed=seed, hooks=hooks, tools=tools, workspace=workspace, engine=engine,
-            custom=custom,
+            seed=seed, hooks=hooks, tools=[*tools, *hub.tools.values()], workspace=workspace,
+            engine=engine, custom=custom,
         )  # fmt: skip
     except BaseException:
+        if hub is not None:
+            await hub.aclose()
         with contextlib.suppress(Exception):
             journal.release(run_id, prior.session)
             journal.close()
         raise
     outputs = state_dir_of(journal) / "runs" / run_id / "outputs"
-    changes, notes = await _drive_to_end(
-        orch, plan, prior.session, journal, providers, outputs, flush_interval
-    )
+    try:
+        changes, notes = await _drive_to_end(
+            orch, plan, prior.session, journal, providers, outputs, flush_interval
+        )
+    finally:
+        await hub.aclose()
     tasks = _task_results(plan, orch.records)
     return RunResult(run_id=run_id, status=orch.status, tasks=tasks, snapshot=tracker.snapshot(),
                      simulated=orch.simulated, journal_path=journal.path, outputs_dir=outputs,
                      changes=changes, notes=tuple(notes))  # fmt: skip
+
+
+async def _start_mcp(
+    plan: Plan, journal: Journal, run_id: str, workspace: Path, engine: Engine | None
+) -> McpHub:
+    """The run's MCP servers, connected (stdio ones started, in the command sandbox), their
+    tools listed; none: an empty hub. A stdio server's stderr goes to the run's folder."""
+    if not plan.mcp:
+        return McpHub()
+    if plan.engine.kind != "local" or not isinstance(engine, LocalEngine | None):  # ray
+        raise PlanError(
+            "MCP servers need the local engine (their connections live in this process)",
+            file=plan.source,
+            field="mcp",
+        )
+    try:
+        return await McpHub.start(
+            plan.mcp,
+            workspace=workspace,
+            base_dir=_plan_dir(plan),
+            sandbox=plan.commands.sandbox,
+            network=plan.commands.network,
+            env_pass=plan.env_pass,
+            log_dir=state_dir_of(journal) / "runs" / run_id,
+        )
+    except UsageError as exc:
+        raise PlanError(str(exc), file=plan.source, field="mcp") from None
+
+
+def _plan_dir(plan: Plan) -> Path:
+    """The plan file's folder (what its relative paths start from), else the current one."""
+    if plan.source and Path(plan.source).is_file():
+        return Path(plan.source).resolve().parent
+    return Path.cwd()
 
 
 def _orchestrator(
@@ -633,7 +687,7 @@ async def _heartbeat_every(journal: Journal, run_id: str, session: int, interval
 def _write_outputs(outputs: Path, plan: Plan, records: Mapping[str, TaskRecord]) -> list[str]:
     """Each result as ``TASK_ID.<ext>``; ``tts`` results also as ``TASK_ID.wav`` when
     espeak-ng is installed. Returns notes for the summary."""
-    styles: dict[str, str] = {a.name or "": a.style for a in plan.agents}
+    agents = {a.name or "": a for a in plan.agents}
     known = Styles(plan.own_styles())
     outputs.mkdir(parents=True, exist_ok=True)
     notes: list[str] = []
@@ -641,7 +695,8 @@ def _write_outputs(outputs: Path, plan: Plan, records: Mapping[str, TaskRecord])
         rec = records[t.id]
         if rec.state != "succeeded":
             continue
-        style = t.style or styles.get(rec.agent or "", "text")
+        agent = agents.get(rec.agent or "")
+        style = style_of(t, agent) if agent is not None else t.style or "text"
         target = outputs / f"{t.id}{extension(style, known)}"
         if style == "tts" and not (outputs / f"{t.id}.wav").exists():
             notes += _speak(rec.output, outputs / f"{t.id}.wav", notes)
@@ -658,7 +713,21 @@ def _speak(text: str, wav: Path, notes: list[str]) -> list[str]:
     return []
 
 
+def _parsed(t: Task, rec: TaskRecord, agent: AgentSpec | None, styles: Styles) -> Any:
+    """A succeeded task's answer parsed in its style (typed: into its output type)."""
+    if rec.state != "succeeded" or agent is None:
+        return None
+    output_type = t.output_type if t.output_type is not None or t.style else agent.output_type
+    try:
+        value = parse_output(style_of(t, agent), rec.output, styles=styles)
+        return value if output_type is None else typed_value(output_type, value)
+    except (PhalanxError, ValueError):  # an answer kept from before a change of style
+        return None
+
+
 def _task_results(plan: Plan, records: Mapping[str, TaskRecord]) -> dict[str, TaskResult]:
+    styles = Styles(plan.own_styles())
+    agents = {a.name or "": a for a in plan.agents}
     return {
         t.id: TaskResult(
             id=t.id,
@@ -671,6 +740,7 @@ def _task_results(plan: Plan, records: Mapping[str, TaskRecord]) -> dict[str, Ta
             usage=records[t.id].usage,
             error_class=records[t.id].error_class,
             error=records[t.id].error,
+            parsed=_parsed(t, records[t.id], agents.get(records[t.id].agent or ""), styles),
         )
         for t in plan.tasks
     }

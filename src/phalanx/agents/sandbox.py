@@ -89,14 +89,24 @@ def sandbox_warning(allow: tuple[str, ...] | list[str], sandbox: str) -> str | N
 
 
 def wrap(
-    argv: list[str], executable: str, workspace: Path, *, network: bool, home: str | None
+    argv: list[str],
+    executable: str,
+    workspace: Path,
+    *,
+    network: bool,
+    home: str | None,
+    read_only: tuple[str, ...] = (),
+    chdir: str | None = None,
 ) -> list[str]:
     """The argv that runs ``argv`` (its program resolved to ``executable``) in the sandbox;
-    ``home`` is the command's ``$HOME`` (hidden, an empty one in its place)."""
+    ``home`` is the command's ``$HOME`` (hidden, an empty one in its place). ``read_only``:
+    more folders shown read-only (an MCP server's own folder; the workspace stays writable
+    inside them); ``chdir``: the working directory (default: the workspace)."""
     bwrap = bwrap_path()
     if bwrap is None:
         raise ToolError("sandbox_unavailable", INSTALL_HINT)
     root = os.path.realpath(workspace)
+    extra = [os.path.realpath(p) for p in read_only]
     options = [
         *("--unshare-all", "--die-with-parent", "--new-session", "--cap-drop", "ALL"),
         *(("--share-net",) if network else ()),
@@ -104,7 +114,8 @@ def wrap(
         *_private_home(home),
         *_system(),
         *_installations(executable, root, home or "/"),
-        *("--bind", root, root, "--chdir", root),
+        *(arg for p in extra for arg in ("--ro-bind", p, p)),
+        *("--bind", root, root, "--chdir", os.path.realpath(chdir) if chdir else root),
     ]
     return [bwrap, *options, "--", executable, *argv[1:]]
 

@@ -88,6 +88,9 @@ class AgentSpec:
 
     ``provider`` is ``"provider:model"`` (``"sim"``, ``"local:smollm2"``,
     ``"anthropic:claude-sonnet-4-5"`` …); ``None`` takes the run's default.
+    ``output_type``: a pydantic model class (or a JSON Schema dict) its answers must be:
+    it answers in JSON with that schema, and the task's result is parsed into it (over
+    ``style``; a task's own ``output_type`` or ``style`` wins over the agent's).
     """
 
     role: str = "generalist"
@@ -104,6 +107,9 @@ class AgentSpec:
     subscribe: tuple[str, ...] = ()  # shared-context key prefixes (or "#tag") to be shown
     hooks: tuple[Any, ...] = field(default=(), compare=False)
     options: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    # a typed answer: a pydantic model class, or a JSON Schema (a plan's ``schema:``); the
+    # agent answers in JSON that validates against it (phalanx.agents.styles.typed_style)
+    output_type: Any = field(default=None, hash=False)
 
     @property
     def specialities(self) -> frozenset[str]:

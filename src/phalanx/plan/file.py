@@ -15,12 +15,13 @@ import yaml
 from pydantic import ValidationError
 
 from .._util import describe_error
+from ..agents.mcp import McpServer
 from ..agents.spec import AgentSpec
 from ..cost import Price
 from ..exceptions import PlanError, UsageError
 from ..ids import AgentName
 from .config import AutoscaleConfig, BreakerConfig, MessagePolicy, RateLimit
-from .library import Library, spec_to_dict
+from .library import Library, schema_entry, spec_to_dict
 from .model import _PARSER, Commands, Limits, Plan, RetryConfig, RouterConfig, Task
 from .schema import (
     _SAVED_AGENT_KEYS,
@@ -231,6 +232,7 @@ def _build(
         messaging=_policy(model.messaging),
         router=RouterConfig(**model.router.model_dump()),
         engine=model.engine.config(),
+        mcp=[server.server(name) for name, server in model.mcp.items()],
         retry=RetryConfig(**model.retry.model_dump()),
         policy=model.policy,
         provider=model.provider,
@@ -338,6 +340,7 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
             else None,
         },
         "retry": vars_of(plan.retry),
+        "mcp": {s.name: _mcp_to_dict(s) for s in plan.mcp},
         "agents": [_agent_to_dict(a) for a in plan.agents],
         "tasks": [_task_to_dict(t) for t in plan.tasks],
     }
@@ -358,6 +361,7 @@ def _agent_to_dict(a: AgentSpec) -> dict[str, Any]:
         "max_turns": a.max_turns,
         "subscribe": list(a.subscribe),
         "hooks": [h for h in a.hooks if isinstance(h, dict | str)],
+        **schema_entry(a.output_type),
         **_eval_score(a),
     }
 
@@ -377,7 +381,19 @@ def _task_to_dict(t: Task) -> dict[str, Any]:
         "timeout": t.timeout,
         "max_turns": t.max_turns,
         "agent": t.agent,
+        **schema_entry(t.output_type),
     }
+
+
+def _mcp_to_dict(s: McpServer) -> dict[str, Any]:
+    out: dict[str, Any] = {"timeout": s.timeout, "start_timeout": s.start_timeout}
+    if s.command:
+        out |= {"command": list(s.command), "env": {"pass": list(s.env_pass)}}
+        out |= {k: v for k, v in (("cwd", s.cwd), ("sandbox", s.sandbox)) if v is not None}
+        out |= {"network": s.network} if s.network is not None else {}
+    else:
+        out |= {"url": s.url, "headers": {k: v for k, v in s.headers.items()}}
+    return out
 
 
 def _eval_score(a: AgentSpec) -> dict[str, Any]:

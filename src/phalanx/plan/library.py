@@ -45,6 +45,7 @@ __all__ = [
     "load",
     "parse_ref",
     "project_dir",
+    "schema_entry",
     "spec_to_dict",
     "user_dir",
 ]
@@ -101,7 +102,18 @@ def spec_to_dict(spec: AgentSpec) -> dict[str, Any]:
         "context_max_tokens": spec.context_max_tokens,
         "max_turns": spec.max_turns,
         "subscribe": list(spec.subscribe),
+        **schema_entry(spec.output_type),
     }
+
+
+def schema_entry(output_type: Any) -> dict[str, Any]:
+    """A typed output as an agent entry's ``schema:`` (none: no key, so the specs saved
+    before typed outputs keep their content)."""
+    if output_type is None:
+        return {}
+    if isinstance(output_type, Mapping):
+        return {"schema": dict(output_type)}
+    return {"schema": output_type.model_json_schema()}
 
 
 # -- eval history ------------------------------------------------------------------------------

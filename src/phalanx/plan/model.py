@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from ..agents.mcp import MCP_PREFIX, McpServer
 from ..agents.spec import CATEGORIES, AgentSpec, Category, assign_names
 from ..cost import Price
 
@@ -37,6 +38,7 @@ __all__ = [
     "Task",
     "assign_agents",
     "decompose_project",
+    "style_of",
 ]
 
 DEFAULT_PROVIDER = "local:smollm2"  # the embedded model: a plan runs with nothing else
@@ -81,6 +83,9 @@ class Task:
     timeout: float | None = None  # seconds per model call
     max_turns: int | None = None  # model calls per attempt (tools, re-asks); agent default 8
     agent: str | None = None  # assigned to this agent (idle agents may still steal it)
+    # a typed answer: a pydantic model class or a JSON Schema (a plan's ``schema:``); wins
+    # over the agent's style and output type (see style_of)
+    output_type: Any = field(default=None, hash=False)
 
     @property
     def label(self) -> str:
@@ -240,6 +245,7 @@ class Plan:
     messaging: MessagePolicy = field(default_factory=MessagePolicy)
     router: RouterConfig = field(default_factory=RouterConfig)  # for policy "llm"
     engine: EngineConfig = field(default_factory=EngineConfig)
+    mcp: tuple[McpServer, ...] = ()  # MCP tool servers (phalanx.agents.mcp)
     source: str | None = None  # the file it came from, for messages
     raw: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
@@ -268,6 +274,7 @@ class Plan:
         messaging: MessagePolicy | None = None,
         router: RouterConfig | None = None,
         engine: EngineConfig | None = None,
+        mcp: Sequence[McpServer] = (),
         source: str | None = None,
         raw: Mapping[str, Any] | None = None,
     ) -> Plan:
@@ -292,6 +299,7 @@ class Plan:
             messaging=messaging or MessagePolicy(),
             router=router or RouterConfig(),
             engine=engine or EngineConfig(),
+            mcp=tuple(mcp),
             source=source,
             raw=raw,
         )
@@ -452,6 +460,7 @@ class Plan:
                 skills=frozenset(),
                 agent=None,
                 style=self._style_for(t),
+                output_type=self._output_type_for(t),
                 priority=len(order) - order[t.id],
             )
             for t in self.tasks
@@ -470,10 +479,18 @@ class Plan:
         """The style ``t`` is answered in by the agent the parallel run would give it."""
         if t.style:
             return t.style
+        return self._agent_for(t).style
+
+    def _output_type_for(self, t: Task) -> Any:
+        if t.output_type is not None or t.style:
+            return t.output_type
+        return self._agent_for(t).output_type
+
+    def _agent_for(self, t: Task) -> AgentSpec:
         named = [a for a in self.agents if t.agent is not None and a.name == t.agent]
         by_role = [a for a in self.agents if t.role is not None and a.role == t.role]
         by_category = [a for a in self.agents if t.category in a.specialities]
-        return (named or by_role or by_category or list(self.agents))[0].style
+        return (named or by_role or by_category or list(self.agents))[0]
 
     @property
     def scaling(self) -> AutoscaleConfig | None:
@@ -516,6 +533,7 @@ class Plan:
         self._validate_tasks()
         self._validate_hooks()
         self._validate_styles()
+        self._validate_mcp()
         _, cycle = _toposort(self.tasks)
         if cycle:
             i = next(i for i, t in enumerate(self.tasks) if t.id == cycle[0])
@@ -549,7 +567,8 @@ class Plan:
             )
 
     def own_styles(self) -> list[Style]:
-        """The plan's ``styles:`` as Style objects (a bad one is a PlanError)."""
+        """The plan's ``styles:`` as Style objects (a bad one is a PlanError), and one per
+        typed output of its agents and tasks (``output_type``, a plan's ``schema:``)."""
         from ..agents.styles import BUILTIN_STYLES, style_from_config
 
         out = []
@@ -560,7 +579,47 @@ class Plan:
                 out.append(style_from_config(name, config))
             except UsageError as exc:
                 raise self._error(f"styles.{name}", str(exc)) from None
-        return out
+        return out + self._typed_styles()
+
+    def _typed_styles(self) -> list[Style]:
+        from ..agents.styles import typed_style
+
+        where = [(f"agents[{i}].schema", a.output_type) for i, a in enumerate(self.agents)]
+        where += [(f"tasks[{i}].schema", t.output_type) for i, t in enumerate(self.tasks)]
+        seen: dict[str, tuple[Any, Style]] = {}
+        for field_, output_type in where:
+            if output_type is None:
+                continue
+            try:
+                style = typed_style(output_type)
+            except UsageError as exc:
+                raise self._error(field_, str(exc)) from None
+            first = seen.setdefault(style.name, (output_type, style))
+            if first[0] is not output_type and first[0] != output_type:
+                raise self._error(field_, f"two different output types are named {style.name}")
+        return [style for _, style in seen.values()]
+
+    def _validate_mcp(self) -> None:
+        """Every ``mcp:SERVER/...`` tool pattern of an agent names a server of the plan;
+        MCP servers need the local engine (their connections live in this process)."""
+        names = {s.name for s in self.mcp}
+        if len(names) != len(self.mcp):
+            raise self._error("mcp", "two MCP servers have the same name")
+        if self.mcp and self.engine.kind != "local":
+            raise self._error("mcp", "MCP servers need engine: local (not ray)")
+        for i, a in enumerate(self.agents):
+            for pattern in a.tools:
+                body = pattern.removeprefix("!")
+                if not body.startswith(MCP_PREFIX):
+                    continue
+                server = body[len(MCP_PREFIX) :].partition("/")[0]
+                if server not in names:
+                    known = ", ".join(sorted(names)) or "none: add an mcp: section"
+                    raise self._error(
+                        f"agents[{i}].tools",
+                        f"{pattern!r} names MCP server {server!r}, which the plan does not "
+                        f"define (its servers: {known})",
+                    )
 
     def _validate_styles(self) -> None:
         from ..agents.styles import STYLES
@@ -572,6 +631,11 @@ class Plan:
             if style not in known:
                 raise self._error(
                     field_, f"unknown style {style!r} (known: {', '.join(sorted(known))})"
+                )
+        for i, t in enumerate(self.tasks):
+            if t.style and t.output_type is not None:
+                raise self._error(
+                    f"tasks[{i}].schema", "give a task either a style or a schema, not both"
                 )
 
     def _validate_hooks(self) -> None:
@@ -714,3 +778,17 @@ def assign_agents(plan: Plan) -> dict[str, list[str]]:
 def decompose_project(plan: Plan) -> dict[str, list[Task]]:
     """The strategy's ``decompose_project``: a plan's tasks by category."""
     return plan.by_category()
+
+
+def style_of(task: Task, spec: AgentSpec) -> str:
+    """The style ``task`` is answered in by ``spec``: the task's typed output, else its
+    style, else the agent's typed output, else the agent's style."""
+    from ..agents.styles import typed_style_name
+
+    if task.output_type is not None:
+        return typed_style_name(task.output_type)
+    if task.style:
+        return task.style
+    if spec.output_type is not None:
+        return typed_style_name(spec.output_type)
+    return spec.style

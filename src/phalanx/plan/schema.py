@@ -7,11 +7,13 @@ the agent library and eval case files validate their agent and price entries wit
 from __future__ import annotations
 
 import re
+import shlex
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..agents.mcp import SERVER_NAME, McpServer
 from ..agents.spec import AgentSpec, Category
 from ..ids import AgentName, TaskId
 from .model import (
@@ -48,8 +50,13 @@ def _str_list(v: Any) -> Any:
 _SAVED_AGENT_KEYS = frozenset({"agent", "count", "name", "names"})
 
 
+_STRICT_ALIASED = ConfigDict(
+    extra="forbid", frozen=True, str_strip_whitespace=True, populate_by_name=True
+)
+
+
 class AgentModel(BaseModel):
-    model_config = _STRICT
+    model_config = _STRICT_ALIASED
 
     role: str = "generalist"
     count: int = Field(default=1, ge=1, le=100_000)
@@ -66,6 +73,7 @@ class AgentModel(BaseModel):
     max_turns: int = Field(default=8, ge=1, le=1000)
     subscribe: list[str] = []
     hooks: list[Any] = []
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")  # typed output
     agent: str | None = None  # a saved agent, NAME or NAME@VERSION (phalanx.plan.library)
     eval_score: float | None = Field(default=None, ge=0, le=1)  # its last eval pass rate
 
@@ -101,13 +109,14 @@ class AgentModel(BaseModel):
                 subscribe=tuple(self.subscribe),
                 hooks=tuple(self.hooks),
                 options=dict(options),
+                output_type=self.schema_,
             )
             for n in names
         ]
 
 
 class TaskModel(BaseModel):
-    model_config = _STRICT
+    model_config = _STRICT_ALIASED
 
     id: str
     prompt: str
@@ -122,6 +131,7 @@ class TaskModel(BaseModel):
     timeout: float | None = Field(default=None, gt=0)
     max_turns: int | None = Field(default=None, ge=1, le=1000)
     agent: str | None = None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")  # typed output
 
     _as_list = field_validator("needs", "skills", mode="before")(_str_list)
 
@@ -145,6 +155,7 @@ class TaskModel(BaseModel):
             timeout=self.timeout,
             max_turns=self.max_turns,
             agent=self.agent,
+            output_type=self.schema_,
         )
 
 
@@ -286,6 +297,90 @@ class EnvModel(BaseModel):
         return v
 
 
+_STDIO_ONLY = ("cwd", "sandbox", "network", "env")
+
+
+class McpServerModel(BaseModel):
+    """One MCP server: ``command`` (stdio: an argv list, or a string split like a shell
+    would, without running one) or ``url`` (streamable HTTP)."""
+
+    model_config = _STRICT
+
+    command: list[str] | None = None
+    url: str | None = None
+    env: EnvModel = EnvModel()
+    cwd: str | None = None
+    headers: dict[str, Any] = {}  # a text, or {env: NAME, prefix: ...} (McpHeaderModel)
+    timeout: float = Field(default=60.0, gt=0)
+    start_timeout: float = Field(default=30.0, gt=0)
+    sandbox: Literal["bwrap", "none"] | None = None
+    network: bool | None = None
+
+    @field_validator("command", mode="before")
+    @classmethod
+    def _split(cls, v: Any) -> Any:
+        return shlex.split(v) if isinstance(v, str) else v
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, v: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for header, value in v.items():
+            if isinstance(value, str):
+                out[header] = value
+            elif isinstance(value, dict) and set(value) <= {"env", "prefix"} and "env" in value:
+                name, prefix = value["env"], value.get("prefix", "")
+                if not isinstance(name, str) or not _ENV_NAME.fullmatch(name):
+                    raise ValueError(f"{header}: {name!r} is not an environment variable name")
+                if not isinstance(prefix, str):
+                    raise ValueError(f"{header}: prefix must be a text")
+                out[header] = {"env": name, "prefix": prefix}
+            else:
+                raise ValueError(
+                    f"{header}: a text, or {{env: NAME}} (optionally with prefix), got {value!r}"
+                )
+        return out
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> McpServerModel:
+        if (self.command is None) == (self.url is None):
+            raise ValueError("give either 'command' (a stdio server) or 'url' (HTTP), not both")
+        if self.command is not None and not self.command:
+            raise ValueError("'command' is empty")
+        if self.url is not None and not re.match(r"^https?://", self.url):
+            raise ValueError(f"'url' must start with http:// or https://, got {self.url!r}")
+        if self.url is not None:
+            given = sorted(k for k in _STDIO_ONLY if k in self.model_fields_set)
+            if given:
+                raise ValueError(f"'{given[0]}' is for stdio servers (a command), not a url")
+        if self.command is not None and self.headers:
+            raise ValueError("'headers' are for HTTP servers (a url), not a command")
+        return self
+
+    def server(self, name: str) -> McpServer:
+        return McpServer(
+            name=name,
+            command=tuple(self.command or ()),
+            url=self.url,
+            env_pass=tuple(self.env.pass_),
+            cwd=self.cwd,
+            headers=dict(self.headers),
+            timeout=self.timeout,
+            start_timeout=self.start_timeout,
+            sandbox=self.sandbox,
+            network=self.network,
+        )
+
+
+def _server_names(v: Any) -> Any:
+    for name in v if isinstance(v, dict) else ():
+        if not isinstance(name, str) or not SERVER_NAME.fullmatch(name):
+            raise ValueError(
+                f"MCP server name {name!r}: a letter, then letters, digits or '-' (at most 32)"
+            )
+    return v
+
+
 class PlanModel(BaseModel):
     model_config = _STRICT
 
@@ -308,7 +403,9 @@ class PlanModel(BaseModel):
     messaging: MessagingModel = MessagingModel()
     router: RouterModel = RouterModel()
     engine: EngineModel = EngineModel()
+    mcp: dict[str, McpServerModel] = {}
     agents: list[AgentModel] = Field(min_length=1)
     tasks: list[TaskModel] = Field(min_length=1)
 
     _engine = field_validator("engine", mode="before")(_engine_kind)
+    _mcp = field_validator("mcp", mode="before")(_server_names)

@@ -4,12 +4,14 @@ the agents' workspaces and worktrees, and the end of an isolated run (each agent
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
 
 from ..agents.context import load_context
+from ..agents.mcp import MCP_PREFIX
 from ..agents.spec import AgentSpec
 from ..agents.styles import Styles
 from ..agents.tools import ToolContext, ToolSpec
@@ -28,6 +30,7 @@ from ..runtime.orchestrator import Orchestrator
 __all__ = [
     "RunnerFactory",
     "agent_tool",
+    "agent_tools",
     "agent_workspaces",
     "finish_isolation",
     "run_workspace",
@@ -75,6 +78,7 @@ class RunnerFactory:
             comms=self.comms,
         )
         name = a.provider or plan.provider or DEFAULT_PROVIDER
+        tools, denied = agent_tools(plan, self.tools, a)
         try:
             bundle = load_context(
                 a.context,
@@ -91,7 +95,8 @@ class RunnerFactory:
             gate=self.gate,
             key=name,
             price=price_for(name, plan.prices),
-            tools={t: agent_tool(plan, self.tools, t, a.name or "") for t in a.tools},
+            tools=tools,
+            denied=denied,
             tool_context=ctx,
             context=bundle.text,
             context_tokens=bundle.tokens,
@@ -104,6 +109,61 @@ class RunnerFactory:
             if name in self.custom
             else ProviderRecipe(name=name, options=self.plan.providers, seed=self.seed),
         )
+
+
+def agent_tools(
+    plan: Plan, tools: Mapping[str, ToolSpec], a: AgentSpec
+) -> tuple[dict[str, ToolSpec], frozenset[str]]:
+    """An agent's tools from its ``tools`` list, and the run's other tools (refused to it as
+    ``tool_not_allowed``). Each entry is a tool name, or ``mcp:SERVER/TOOL`` where TOOL may
+    be a glob (``mcp:files/*``; ``mcp:files`` is every tool of server files); an entry
+    starting with ``!`` takes the tools it matches away again (a deny list)."""
+    agent = a.name or ""
+    allowed: dict[str, ToolSpec] = {}
+    for entry in a.tools:
+        if entry.startswith("!"):
+            continue
+        if entry.startswith(MCP_PREFIX):
+            allowed.update(_mcp_tools(plan, tools, entry, agent))
+        else:
+            allowed[entry] = agent_tool(plan, tools, entry, agent)
+    for entry in a.tools:
+        if entry.startswith("!"):
+            for name in [n for n, spec in allowed.items() if _matches(entry[1:], n, spec)]:
+                del allowed[name]
+    return allowed, frozenset(tools) - frozenset(allowed)
+
+
+def _mcp_pattern(entry: str) -> str:
+    return entry if "/" in entry else entry + "/*"
+
+
+def _matches(pattern: str, name: str, spec: ToolSpec) -> bool:
+    if pattern.startswith(MCP_PREFIX):
+        return bool(spec.origin) and fnmatch.fnmatchcase(spec.origin, _mcp_pattern(pattern))
+    return fnmatch.fnmatchcase(name, pattern)
+
+
+def _mcp_tools(
+    plan: Plan, tools: Mapping[str, ToolSpec], entry: str, agent: str
+) -> dict[str, ToolSpec]:
+    """The MCP tools ``entry`` names; an exact name (no glob) that matches none is an error
+    listing the server's tools."""
+    pattern = _mcp_pattern(entry)
+    found = {n: s for n, s in tools.items() if s.origin and fnmatch.fnmatchcase(s.origin, pattern)}
+    if not found and not any(c in pattern for c in "*?["):
+        server = pattern[len(MCP_PREFIX) :].partition("/")[0]
+        prefix = f"{MCP_PREFIX}{server}/"
+        known = sorted(
+            s.origin[len(prefix) :] for s in tools.values() if s.origin.startswith(prefix)
+        )
+        raise PlanError(
+            f"{entry!r} for agent {agent}: server {server} has no such tool "
+            f"(its tools: {', '.join(known) or 'none'})",
+            file=plan.source,
+            field="agents.tools",
+        )
+    return found
 
 
 def agent_tool(plan: Plan, tools: Mapping[str, ToolSpec], name: str, agent: str) -> ToolSpec:

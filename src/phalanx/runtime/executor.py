@@ -49,7 +49,7 @@ from ..events import (
 )
 from ..exceptions import ErrorClass, ProviderError
 from ..journal import RecordedCall, RecordedLoop, RecordedTurn
-from ..plan.model import DEFAULT_MAX_PROMPT_TOKENS, RetryConfig, Task
+from ..plan.model import DEFAULT_MAX_PROMPT_TOKENS, RetryConfig, Task, style_of
 from ..providers import ProviderRecipe
 from ..providers.base import (
     Completion,
@@ -138,7 +138,7 @@ def build_request(
 ) -> CompletionRequest:
     """Prompt = role + system prompt + style + context, then the task and upstream results."""
     task = attempt.task
-    style = task.style or spec.style
+    style = style_of(task, spec)  # a typed output (output_type, schema:) is a JSON style
     system = [f"You are {spec.name}, the {spec.role} of a team of agents."]
     if spec.description:
         system.append(f"Your job: {spec.description}.")
@@ -248,6 +248,7 @@ class AgentRunner:
         max_prompt_tokens: int = DEFAULT_MAX_PROMPT_TOKENS,
         retry: RetryConfig | None = None,
         rng: random.Random | None = None,
+        denied: frozenset[str] = frozenset(),
     ) -> None:
         self.spec = spec
         self.styles = styles  # the run's styles (phalanx.agents.styles.Styles)
@@ -268,6 +269,7 @@ class AgentRunner:
         self.rng = rng  # the call retries' jitter (None: the random module's)
         self.recipe = recipe  # how a remote host rebuilds the provider (None: ship it)
         self.tool_defs = tuple(t.to_def() for t in self.tools.values())
+        self.denied = denied  # the run's tools this agent may not use (never run for it)
 
     async def run(self, attempt: Attempt, *, inbox: str | None = None) -> Outcome:
         """One attempt to its outcome. ``inbox``: the messages and shared context for the
@@ -539,11 +541,7 @@ class AgentRunner:
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         if spec is None or self.tool_context is None:
-            result = ToolResult(
-                ok=False,
-                content=f"error: unknown_tool: no tool {call.name!r}",
-                error_code="unknown_tool",
-            )
+            result = self._refused(call.name)
         else:
             result = await call_tool(spec, call.arguments, self.tool_context)
         self.gate.note(
@@ -558,6 +556,21 @@ class AgentRunner:
             content=result.content,
         )
         return result
+
+    def _refused(self, name: str) -> ToolResult:
+        """A call of a tool this agent does not have: a tool of the run outside its allowed
+        tools (``tool_not_allowed``), or no tool at all (``unknown_tool``)."""
+        if name in self.denied:
+            yours = ", ".join(sorted(self.tools)) or "none"
+            return ToolResult(
+                ok=False,
+                content=f"error: tool_not_allowed: {name!r} is not one of your tools "
+                f"(yours: {yours}); it was not run",
+                error_code="tool_not_allowed",
+            )
+        return ToolResult(
+            ok=False, content=f"error: unknown_tool: no tool {name!r}", error_code="unknown_tool"
+        )
 
     @staticmethod
     def _args_digest(call: ToolCall) -> str:
