@@ -88,3 +88,21 @@ def test_budget_exhausted_is_raised_for_a_run_stopped_by_a_budget() -> None:
     assert result.status == "budget_exhausted"
     with pytest.raises(phalanx.BudgetExhausted, match="budget"):
         result.raise_for_status()
+
+
+def test_one_line_never_mangles_names_and_keeps_key_paths_whole() -> None:
+    from phalanx.exceptions import one_line
+
+    points = "on_run_start, before_task, after_task, on_error, on_message, on_scale, on_breaker"
+    text = f"plan: hooks[0].on: unknown hook point 'x' (known: {points}, on_run_end)"
+    cut = one_line(text, 120)
+    assert len(cut) <= 120 and " … " in cut  # whole words left out of the middle
+    assert cut.startswith("plan: hooks[0].on: unknown hook point 'x'")
+    assert cut.endswith("on_breaker, on_run_end)")
+    words = set(text.split(" ")) | {"…"}
+    assert all(w in words for w in cut.split(" ")), cut  # no word cut in two
+    model = "openai-compatible:" + "very-long-model-name-" * 6 + "q4"
+    text = f"{model} needs its server: --base-url URL or providers.openai-compatible.base_url"
+    cut = one_line(text, 100)
+    assert len(cut) <= 100 and cut.endswith("providers.openai-compatible.base_url")
+    assert "--base-url" in cut and "very-long-model-name-" not in cut  # the value gave way

@@ -346,6 +346,7 @@ def feature_run(server: Server, tmp_path_factory: pytest.TempPathFactory) -> dic
     }
 
 
+@pytest.mark.timeout(FEATURE_SECONDS + 60)  # the run's own bound, not the suite's 300 s
 def test_the_feature_example_succeeds_unedited_on_the_server(feature_run: dict[str, Any]) -> None:
     proc, tasks = feature_run["proc"], feature_run["tasks"]
     report = (

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 import phalanx
-from conftest import sim_plan
+from conftest import CHROMIUM, CHROMIUM_ARGS, sim_plan
 from phalanx.cost import Usage
 from phalanx.events import (
     AgentInfo,
@@ -44,16 +44,6 @@ from phalanx.status.report import (
 )
 from phalanx.testing import run_virtual
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 PLOTS = ("timeline", "throughput", "cost", "latency")
 
 

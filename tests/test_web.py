@@ -21,7 +21,7 @@ import pytest
 from starlette.testclient import TestClient
 
 import phalanx
-from conftest import sim_plan, write_plan
+from conftest import CHROMIUM, CHROMIUM_ARGS, sim_plan, write_plan
 from phalanx.events import AttemptFinished, AttemptStarted, TaskFailed, TaskSucceeded
 from phalanx.exceptions import UsageError
 from phalanx.journal import Journal
@@ -52,16 +52,6 @@ BASE = "http://127.0.0.1:8123"
 ROUTES = ["/", "/events", "/api/snapshot", "/api/runs", "/api/agents/Cipher", "/metrics"]
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]
 SECRET_KEY = "sk-test-abcdefghijklmnop"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 # -- fixtures ----------------------------------------------------------------------------------

@@ -23,22 +23,12 @@ from typing import Any
 import pytest
 
 import phalanx
-from conftest import sim_plan, write_plan
+from conftest import CHROMIUM, CHROMIUM_ARGS, sim_plan, write_plan
 from phalanx.journal import Journal
 from phalanx.status.web import DashboardThread
 
 pytestmark = pytest.mark.timeout(120)
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "build" / "test-artifacts"
 PAGE_TIMEOUT_MS = 20_000
 START_TIMEOUT = 30.0  # the killed run: until it has an owner and two successes

@@ -109,6 +109,8 @@ _KEY_PATH = re.compile(
 )
 _KEY_MAX = 80  # longer "paths" are values, cut like any other
 _WORD_MIN = 9  # a word is never cut shorter than this
+_VALUE_MIN = 25  # only longer words are values to shorten (a URL, a path, a model name)
+_NAME = re.compile(r"[(\['\"`]*[A-Za-z_]\w*[)\]'\"`,.:;]*")  # on_run_start, after_task,
 
 
 def one_line(text: str, limit: int) -> str:
@@ -119,14 +121,29 @@ def one_line(text: str, limit: int) -> str:
     text cut in its middle, so both ends stay readable."""
     text = _one_line(text, None, escape=True)
     if len(text) > limit:
-        text = _shorten_values(text, limit)
+        text = _drop_middle_words(_shorten_values(text, limit), limit)
     return _one_line(text, limit, keep="ends")
+
+
+def _drop_middle_words(text: str, limit: int) -> str:
+    """``text`` with whole words taken out of its middle (``…`` in their place) until it
+    fits; both ends stay, and no word is cut in two (the caller cuts what still does not
+    fit: a single word longer than ``limit``)."""
+    words = text.split(" ")
+    head, tail = words[: len(words) // 2], words[len(words) // 2 :]
+    while len(text) > limit and (head or tail):
+        if len(head) >= len(tail):
+            head.pop()
+        else:
+            tail.pop(0)
+        text = " ".join([*head, "…", *tail])
+    return text
 
 
 def _shorten_values(text: str, limit: int) -> str:
     words = text.split(" ")
     cuttable = sorted(
-        (i for i, w in enumerate(words) if len(w) > _WORD_MIN and not _is_key(w)),
+        (i for i, w in enumerate(words) if len(w) >= _VALUE_MIN and not _is_key(w)),
         key=lambda i: -len(words[i]),
     )
     excess = len(text) - limit
@@ -142,7 +159,10 @@ def _shorten_values(text: str, limit: int) -> str:
 
 
 def _is_key(word: str) -> bool:
-    return len(word) <= _KEY_MAX and _KEY_PATH.fullmatch(word) is not None
+    """A key path, flag, variable or plain name (``on_run_start``): never shortened."""
+    if len(word) > _KEY_MAX:
+        return False
+    return _KEY_PATH.fullmatch(word) is not None or _NAME.fullmatch(word) is not None
 
 
 class PlanError(UsageError):
