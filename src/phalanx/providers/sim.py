@@ -244,7 +244,8 @@ def _instance(schema: Any, root: Mapping[str, Any], text: str, depth: int) -> An
     kind = schema.get("type", "object")
     if isinstance(kind, list):
         kind = next((k for k in kind if k != "null"), "null")
-    return _BY_TYPE.get(kind, lambda *_: None)(schema, root, text, depth)
+    make = _BY_TYPE.get(kind)
+    return make(schema, root, text, depth) if make is not None else None
 
 
 def _object(schema: Mapping[str, Any], root: Mapping[str, Any], text: str, depth: int) -> Any:
@@ -282,5 +283,4 @@ _BY_TYPE: dict[str, Callable[..., Any]] = {
     "integer": _number,
     "number": _number,
     "boolean": lambda *_: True,
-    "null": lambda *_: None,
 }
