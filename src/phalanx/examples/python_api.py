@@ -15,6 +15,7 @@ scheduler, retries, budgets, ``phalanx status RUN_ID`` afterwards.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
@@ -73,9 +74,12 @@ def build(provider: str) -> Plan:
 
 
 def main(argv: list[str]) -> int:
-    provider = argv[0] if argv else os.environ.get("PHALANX_PROVIDER", "sim")
-    base_url = argv[argv.index("--base-url") + 1] if "--base-url" in argv else None
-    result = phalanx.run_sync(build(provider), base_url=base_url)  # or: await phalanx.run(...)
+    cli = argparse.ArgumentParser(description="Three agents, typed results.")
+    cli.add_argument("provider", nargs="?", default=os.environ.get("PHALANX_PROVIDER", "sim"))
+    cli.add_argument("--base-url", help="a proxy, or an OpenAI-compatible server's /v1 URL")
+    args = cli.parse_args(argv)
+    plan = build(args.provider)
+    result = phalanx.run_sync(plan, base_url=args.base_url)  # or: await phalanx.run(...)
     print(result.summary(), file=sys.stderr)  # progress and summary: stderr; results: stdout
     if result.status != "succeeded":
         return 1
