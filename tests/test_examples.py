@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -382,12 +382,6 @@ def test_mcp_example_server_tools_are_called_over_stdio(tmp_path: Path) -> None:
     assert model.tools_offered("one-page") == {"mcp__notes__find_notes"}
     log = (state / "runs" / run_id / "mcp-notes.log").read_text()
     assert log.count("notes server started") == 1 and "delete_notes" not in log
-
-
-@pytest.fixture
-def no_ray_left() -> Iterator[None]:
-    yield
-    subprocess.run(["ray", "stop", "--force"], capture_output=True, timeout=60, check=False)
 
 
 def test_ray_example_runs_on_a_local_ray(tmp_path: Path) -> None:
