@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 import phalanx
 from conftest import events, write_plan
@@ -154,3 +154,44 @@ def test_schema_mistakes_are_plan_errors(task: dict[str, object], message: str) 
 def test_output_type_must_be_a_model_or_a_schema() -> None:
     with pytest.raises(PlanError, match="pydantic model class or a JSON Schema"):
         Plan.build(agents=[AgentSpec()], tasks=[Task(id="t", prompt="p", output_type=int)])
+
+
+class Severity(BaseModel):
+    level: Literal["low", "high"]
+    score: int = Field(ge=3, le=9)
+
+
+class Audit(BaseModel):
+    findings: list[Finding] = Field(min_length=2)
+    worst: Severity
+    ratio: float = Field(gt=0.5)
+    note: str | None
+    labels: list[str] = Field(min_length=1, max_length=1)
+
+
+def test_a_pydantic_output_type_asks_the_provider_for_json(state: Path) -> None:
+    """A typed style is a structured JSON answer: providers that constrain decoding (OpenAI's
+    response_format, Anthropic's final_answer tool) get its schema."""
+    script = ScriptedProvider(['{"verdict": "approve"}'])
+    plan = Plan.build(
+        agents=[AgentSpec(provider="scripted")],
+        tasks=[Task(id="t", prompt="p", output_type=Review)],
+    )
+    phalanx.run_sync(plan, custom_providers={"scripted": script})
+    (request,) = script.requests
+    assert request.answer_format == "json"
+    assert request.json_schema == Review.model_json_schema()
+
+
+def test_sim_answers_a_typed_task_with_a_value_of_its_type(state: Path) -> None:
+    plan = Plan.build(
+        agents=[AgentSpec(provider="sim")],
+        tasks=[Task(id="audit", prompt="p", output_type=Audit)],  # nested, $refs, bounds
+    )
+    result = phalanx.run_sync(plan)
+    assert result.status == "succeeded", result.summary()
+    audit = result.tasks["audit"].parsed
+    assert isinstance(audit, Audit)
+    assert len(audit.findings) == 2 and audit.worst.level == "low"
+    assert audit.worst.score == 3 and audit.ratio > 0.5 and len(audit.labels) == 1
+    assert result.snapshot.failed_attempts == 0  # right the first time: no re-ask

@@ -70,6 +70,22 @@ def test_wheel_contents(wheel: Path) -> None:
     assert "phalanx/examples/feature-team.yaml" in names
     assert "phalanx/examples/evals/team.yaml" in names
     assert "phalanx/examples/evals/fixtures/add/calc.py" in names
+    for shipped in (
+        "README.md",
+        "python_api.py",
+        "anthropic.yaml",
+        "openai.yaml",
+        "llama-server.yaml",
+        "ray.yaml",
+        "tools-and-hooks/plan.yaml",
+        "tools-and-hooks/hooks/guard.py",
+        "tools-and-hooks/hooks/notify.py",
+        "tools-and-hooks/project/slug.py",
+        "tools-and-hooks/project/test_slug.py",
+        "mcp/plan.yaml",
+        "mcp/notes_server.py",
+    ):
+        assert f"phalanx/examples/{shipped}" in names, shipped
     assert f"{dist}/licenses/LICENSE" in names
     meta = zipfile.ZipFile(wheel).read(f"{dist}/METADATA").decode()
     assert f"Version: {phalanx.__version__}" in meta
@@ -103,7 +119,18 @@ def test_wheel_installs_and_runs_in_a_clean_venv(wheel: Path, tmp_path: Path) ->
     assert "wrote" in out and (tmp_path / "proj").is_dir()
     assert list((tmp_path / "proj").glob("*.yaml"))
     names = sh(venv / "bin" / "phalanx", "init", "--example", "list", cwd=tmp_path, env=env)
-    assert "feature-team" in names.split()
+    listed = [line.split()[0] for line in names.splitlines()]
+    assert {"feature-team", "python_api", "tools-and-hooks", "mcp", "ray"} <= set(listed)
+    sh(
+        venv / "bin" / "phalanx",
+        "init",
+        "--example",
+        "tools-and-hooks",
+        "ex",
+        cwd=tmp_path,
+        env=env,
+    )
+    assert (tmp_path / "ex" / "tools-and-hooks" / "hooks" / "guard.py").is_file()
     sh(venv / "bin" / "phalanx", "init", "--example", "feature-team", "ex", cwd=tmp_path, env=env)
     shipped = ROOT / "src" / "phalanx" / "examples" / "feature-team.yaml"
     assert (tmp_path / "ex" / "feature-team.yaml").read_text() == shipped.read_text()

@@ -111,6 +111,14 @@ class AgentSpec:
     # agent answers in JSON that validates against it (phalanx.agents.styles.typed_style)
     output_type: Any = field(default=None, hash=False)
 
+    def __post_init__(self) -> None:
+        # skills=("python",) or ["python"] as well as a frozenset: matching compares sets
+        for name in ("skills", "categories"):
+            value = getattr(self, name)
+            if not isinstance(value, frozenset):
+                items = (value,) if isinstance(value, str) else value
+                object.__setattr__(self, name, frozenset(items))
+
     @property
     def specialities(self) -> frozenset[str]:
         """Task categories this agent is specialised in (explicit, else from its role)."""

@@ -763,6 +763,7 @@ def typed_style(output_type: Any) -> Style:
         extension=base.extension,
         parse=base.parse,
         structured=True,
+        answer_format=base.answer_format,  # "json": providers constrain decoding to it
         json_schema=schema,
         model=output_type,
     )

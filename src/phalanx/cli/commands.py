@@ -308,18 +308,47 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 # -- templates, roles and the sequential baseline ------------------------------------------
-def _copy_example(name: str, dest: Path) -> int:
-    """``phalanx init --example NAME DIR``: the examples ship inside the package."""
-    from importlib.resources import as_file, files
+def _examples() -> dict[str, Any]:
+    """The shipped examples by name: a folder, a ``NAME.yaml`` plan or a ``NAME.py`` script
+    (the README beside them is their index)."""
+    from importlib.resources import files
 
     root = files("phalanx") / "examples"
-    names = sorted(p.name.removesuffix(".yaml") for p in root.iterdir() if p.name[0] != "_")
-    if name == "list" or name not in names:
-        if name != "list":
-            raise UsageError(f"no example named {name!r}: one of {', '.join(names)}")
-        print("\n".join(names))
+    found = {}
+    for entry in root.iterdir():
+        if entry.name[0] in "_." or entry.name == "README.md":
+            continue
+        if entry.is_dir() or entry.name.endswith((".yaml", ".py")):
+            found[entry.name.removesuffix(".yaml").removesuffix(".py")] = entry
+    return dict(sorted(found.items()))
+
+
+def _example_summaries() -> dict[str, str]:
+    """What each example shows: the index table of the examples' README.md."""
+    from importlib.resources import files
+
+    readme = files("phalanx") / "examples" / "README.md"
+    found = {}
+    for line in readme.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 2 and cells[0].startswith("`") and cells[0].endswith("`"):
+            found[cells[0].strip("`")] = cells[1]
+    return found
+
+
+def _copy_example(name: str, dest: Path) -> int:
+    """``phalanx init --example NAME DIR``: the examples ship inside the package."""
+    from importlib.resources import as_file
+
+    examples = _examples()
+    if name == "list":
+        width, what = max(map(len, examples)), _example_summaries()
+        for key in examples:
+            print(f"{key:<{width}}  {what.get(key, '')}".rstrip())
         return 0
-    entry = root / name if (root / name).is_dir() else root / f"{name}.yaml"
+    if name not in examples:
+        raise UsageError(f"no example named {name!r}: one of {', '.join(examples)}")
+    entry = examples[name]
     target = dest / entry.name
     if target.exists():
         raise UsageError(f"{target} exists: choose another DIR or remove it")

@@ -189,6 +189,9 @@ def _answer(req: CompletionRequest, n_words: int, rng: random.Random) -> str:
     body = _TEXT[start : start + 8 * min(n_words, limit)].rsplit(" ", 1)[0].strip() or "done"
     body = " ".join(body.split()[: limit - 6])
     who = f"{req.agent or 'agent'} ({req.role or 'agent'})"
+    schema = req.json_schema
+    if req.answer_format == "json" and schema and _has_shape(schema):
+        return json.dumps(_instance(schema, schema, body, 0))  # a typed output: its shape
     if req.style == "json":
         return json.dumps(
             {"simulated": True, "task": req.task_id, "agent": req.agent, "summary": body}
@@ -204,3 +207,80 @@ def _answer(req: CompletionRequest, n_words: int, rng: random.Random) -> str:
     if req.style == "tts":
         return f"Simulated answer. {body.capitalize()}."
     return f"[simulated] {who} on {req.title or req.task_id}: {body}"
+
+
+# -- typed outputs: an answer in the shape of the request's JSON Schema ------------------------
+_MAX_DEPTH = 6
+
+
+def _has_shape(schema: Mapping[str, Any]) -> bool:
+    """More than "any JSON object": properties, items, a type other than object, a $ref."""
+    return any(k in schema for k in ("properties", "items", "$ref", "anyOf", "oneOf", "enum")) or (
+        schema.get("type", "object") != "object"
+    )
+
+
+def _instance(schema: Any, root: Mapping[str, Any], text: str, depth: int) -> Any:
+    """A value valid against the common part of JSON Schema (types, required properties,
+    enums, consts, bounds, ``$ref`` into ``$defs``, ``anyOf``/``oneOf``/``allOf``: the
+    first branch), deterministic: the sim's stand-in for a model answering in a type."""
+    if not isinstance(schema, Mapping) or depth > _MAX_DEPTH:
+        return None
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/"):
+        target: Any = root
+        for part in ref[2:].split("/"):
+            target = target.get(part, {}) if isinstance(target, Mapping) else {}
+        return _instance(target, root, text, depth + 1)
+    for key in ("anyOf", "oneOf", "allOf"):
+        if schema.get(key):
+            return _instance(schema[key][0], root, text, depth + 1)
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
+        return schema["enum"][0]
+    if "default" in schema:
+        return schema["default"]
+    kind = schema.get("type", "object")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    make = _BY_TYPE.get(kind)
+    return make(schema, root, text, depth) if make is not None else None
+
+
+def _object(schema: Mapping[str, Any], root: Mapping[str, Any], text: str, depth: int) -> Any:
+    props = schema.get("properties") or {}
+    if not props:
+        return {"simulated": True, "summary": text}
+    return {k: _instance(v, root, text, depth + 1) for k, v in props.items()}
+
+
+def _array(schema: Mapping[str, Any], root: Mapping[str, Any], text: str, depth: int) -> Any:
+    n = max(1, int(schema.get("minItems", 1)))
+    if "maxItems" in schema:
+        n = min(n, int(schema["maxItems"]))
+    return [_instance(schema.get("items", {}), root, text, depth + 1) for _ in range(n)]
+
+
+def _string(schema: Mapping[str, Any], root: Mapping[str, Any], text: str, depth: int) -> Any:
+    low, high = int(schema.get("minLength", 0)), int(schema.get("maxLength", 80))
+    words = " ".join(text.split()[:8]) or "simulated"
+    return (words + " x" * low)[: max(low, min(high, len(words)))]
+
+
+def _number(schema: Mapping[str, Any], root: Mapping[str, Any], text: str, depth: int) -> Any:
+    low = schema.get("minimum", schema.get("exclusiveMinimum", 0))
+    value = max(1, low + (1 if "exclusiveMinimum" in schema else 0))
+    high = schema.get("maximum")
+    value = min(value, high) if high is not None else value
+    return int(value) if schema.get("type") == "integer" else float(value)
+
+
+_BY_TYPE: dict[str, Callable[..., Any]] = {
+    "object": _object,
+    "array": _array,
+    "string": _string,
+    "integer": _number,
+    "number": _number,
+    "boolean": lambda *_: True,
+}
