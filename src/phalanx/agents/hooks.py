@@ -537,7 +537,7 @@ class CommandHook:
             return _answer(self.on, self.name, decision, stderr.strip())
         how = f"killed by signal {-rc}" if rc < 0 else f"exited with {rc}"
         if rc in (VETO_EXIT, ASK_EXIT):
-            how += f" (only {VETO_POINT} can veto or ask)"
+            how += f" (only {VETO_POINT} can {'veto' if rc == VETO_EXIT else 'ask'})"
         tail = _safe_line(stderr, _MESSAGE_CHARS - len(how) - 2, keep="tail")
         return _failed(self.on, self.name, f"{how}: {tail}" if tail else how)
 
