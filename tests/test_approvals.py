@@ -158,7 +158,7 @@ def test_one_branch_waits_its_siblings_finish_and_phalanx_approve_releases_it(
     decided = time.monotonic()
     picked = wait_for(lambda: bool(attempts_of(state, "A1", "deploy")), within=5, what="pickup")
     assert picked < 1.5, f"the running orchestrator took {picked:.2f}s to notice"
-    out, err = proc.communicate(timeout=30)
+    _out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert time.monotonic() - decided < 10
     assert set(task_states(state, "A1").values()) == {"succeeded"}
@@ -328,7 +328,7 @@ def test_kill_9_while_awaiting_then_approve_and_resume(
     assert [w["task"] for w in data["awaiting_approval"]] == ["release"]
 
     assert cli(state, "approve", "K1", "release").returncode == 0
-    out, err = resumed.communicate(timeout=30)
+    _out, err = resumed.communicate(timeout=30)
     assert resumed.returncode == 0, err
     assert set(task_states(state, "K1").values()) == {"succeeded"}
     for tid in ("deploy", "release", "announce"):
