@@ -365,6 +365,7 @@ class Orchestrator:
         """A ``before_task`` hook asked for an approval: the attempt gives its agent back
         (cancelled, not counted) and the task waits for a person's decision."""
         tid, slot = self.attempts.drop(attempt.attempt_id)
+        self.breakers.cancel_probe(slot)
         now = self.now()
         slot.idle_since = now if slot.running == 0 else slot.idle_since
         self.emit(attempt_cancelled(tid, attempt.attempt_id, slot.name, now, "awaiting approval"))
