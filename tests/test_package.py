@@ -14,7 +14,8 @@ EXPECTED = {
     "ROLES", "AgentSpec", "BudgetExhausted", "ErrorClass", "JournalError", "Limits",
     "PhalanxError", "Plan", "PlanError", "ProviderError", "Role", "RunResult", "Snapshot",
     "StatusTracker", "Swarm", "Task", "TaskResult", "Usage", "UsageError", "__version__",
-    "decompose_project", "fold", "load_plan", "render_status", "resume", "run", "run_sync",
+    "approve", "decompose_project", "fold", "load_plan", "render_status", "resume", "run",
+    "run_sync",
     "AgentPipeline", "AgentSwarm", "Pipeline", "Team",
 }  # fmt: skip
 

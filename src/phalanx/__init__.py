@@ -16,7 +16,7 @@ from types import ModuleType
 __version__ = "0.1.0"
 
 from .agents.spec import ROLES, AgentSpec, Role
-from .api import RunResult, TaskResult, resume, run, run_sync
+from .api import RunResult, TaskResult, approve, resume, run, run_sync
 from .cost import Usage
 from .exceptions import (
     BudgetExhausted,
@@ -60,6 +60,7 @@ __all__ = [
     "Usage",
     "UsageError",
     "__version__",
+    "approve",
     "decompose_project",
     "fold",
     "load_plan",

@@ -36,10 +36,11 @@ from .comms import COMMS_TOOLS, Comms
 from .cost import Usage, price_for
 from .events import Event, EventSink, MessageSent, RunStatus, TaskState
 from .exceptions import BudgetExhausted, JournalError, PhalanxError, PlanError, UsageError
-from .journal import Journal, driven_by
+from .journal import Decision, Journal, driven_by
 from .plan.file import load_plan, plan_to_dict
 from .plan.model import DEFAULT_PROVIDER, Plan, Task, style_of
 from .providers import Provider, is_simulated, resolve_provider
+from .runtime.approvals import PriorWaits, record_decision
 from .runtime.assembly import (
     RunnerFactory,
     agent_workspaces,
@@ -258,6 +259,29 @@ def merge_run(run_id: str, *, state: str | os.PathLike[str] | None = None) -> An
     if not (root / isolation.BASE_FILE).exists():
         raise UsageError(f"run {rec.run_id} did not use isolation: worktree")
     return isolation.merge(root)
+
+
+def approve(
+    run_id: str,
+    task_id: str,
+    *,
+    reject: bool = False,
+    reason: str = "",
+    state: str | os.PathLike[str] | None = None,
+    by: str = "api",
+) -> Decision:
+    """Decide a task awaiting approval (``approval: required``, or a ``before_task`` hook
+    asked): approve it (it runs) or, with ``reject``, refuse it (it is skipped with
+    ``reason``, and only the tasks that need it with it). The decision goes into the run's
+    journal: the process driving the run picks it up within a second, and a run no process
+    drives acts on it when resumed. Raises :class:`UsageError` for an unknown run or task,
+    a task not awaiting approval, or one already decided (the first decision stands)."""
+    journal = Journal(state_dir(state) / "journal.sqlite")
+    try:
+        _, d = record_decision(journal, run_id, task_id, approve=not reject, reason=reason, by=by)
+    finally:
+        journal.close()
+    return d
 
 
 def _check_budgets(plan: Plan, providers: Mapping[str, Provider]) -> None:
@@ -563,6 +587,7 @@ def _orchestrator(
         hooks=from_config(
             [*plan.hooks, *hooks], where="hooks", file=plan.source, env_pass=plan.env_pass
         ),
+        decisions=journal,
     )
     return orch
 
@@ -591,9 +616,11 @@ def _status_so_far(journal: Journal, run_id: str, prior: Prior) -> tuple[StatusT
     so far counts against the budgets)."""
     tracker = StatusTracker()
     if prior.session > 1:
+        waits = PriorWaits()
         for _, ev in journal.read_events(run_id):
             tracker.emit(ev)
-        prior = dataclasses.replace(prior, spent=tracker.usage)
+            waits.emit(ev)
+        prior = dataclasses.replace(prior, spent=tracker.usage, approvals=waits.waits)
     return tracker, prior
 
 

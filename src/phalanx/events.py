@@ -26,6 +26,8 @@ __all__ = [
     "AgentWaiting",
     "Alert",
     "AnswerContinued",
+    "ApprovalDecided",
+    "ApprovalRequested",
     "AttemptFinished",
     "AttemptStarted",
     "BreakerChanged",
@@ -59,7 +61,16 @@ __all__ = [
 
 RunStatus = Literal["running", "succeeded", "failed", "interrupted", "budget_exhausted", "error"]
 # a task in the runtime's records: pending until it is ready and dispatched
-TaskState = Literal["pending", "queued", "running", "retrying", "succeeded", "failed", "skipped"]
+TaskState = Literal[
+    "pending",
+    "queued",
+    "running",
+    "retrying",
+    "awaiting_approval",
+    "succeeded",
+    "failed",
+    "skipped",
+]
 AgentState = Literal["idle", "running", "waiting", "paused", "failed", "retired"]
 
 
@@ -408,6 +419,39 @@ class AgentWaiting:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class ApprovalRequested:
+    """A ready task waits for a person's decision (``approval: required``, or a
+    ``before_task`` hook asked): nothing that needs it starts until someone approves it
+    (``phalanx approve RUN TASK``); the rest of the run goes on. ``since``: when the wait
+    began (a resumed run keeps the first session's); ``deadline``: when
+    ``approval_timeout`` ends it (``on_timeout``: fail or skip), None without one."""
+
+    type: Literal["approval_requested"] = "approval_requested"
+    ts: float
+    task_id: str
+    reason: str  # "approval: required" or what the hook said
+    by: str = "plan"  # "plan" or "hook:NAME"
+    since: float = 0.0
+    deadline: float | None = None
+    on_timeout: Literal["fail", "skip"] = "fail"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ApprovalDecided:
+    """A decision on a task awaiting approval: written by whoever decided (``phalanx
+    approve``, the dashboard, the Python API: ``by``), or by the run when
+    ``approval_timeout`` passed (``decision`` ``timed_out``). The first decision on a task
+    wins (the journal's ``approvals`` table holds it)."""
+
+    type: Literal["approval_decided"] = "approval_decided"
+    ts: float
+    task_id: str
+    decision: Literal["approved", "rejected", "timed_out"]
+    reason: str = ""
+    by: str = ""
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Alert:
     """Something an operator should see: a budget reached, a breaker open, a warning."""
 
@@ -499,6 +543,8 @@ Event = (
     | AgentPlaced
     | ScaleDecision
     | AgentWaiting
+    | ApprovalRequested
+    | ApprovalDecided
     | Alert
     | MessageSent
     | ContextWritten
@@ -531,6 +577,8 @@ _TYPES: dict[str, type[Any]] = {
         AgentPlaced,
         ScaleDecision,
         AgentWaiting,
+        ApprovalRequested,
+        ApprovalDecided,
         Alert,
         MessageSent,
         ContextWritten,

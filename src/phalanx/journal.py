@@ -1,10 +1,12 @@
 """The journal: SQLite (WAL), the single source of truth of every run.
 
 Tables: ``runs``, ``agents``, ``tasks``, ``attempts`` (one row per attempt id, the fencing
-token), ``results`` (at most one per task: its primary key is the task), and ``events`` (the
-append-only log that status folds). Events are buffered and written in batches, one
-transaction per batch, in order; a crash loses at most the unflushed tail, which resume then
-redoes (at-least-once attempts, exactly-once success).
+token), ``results`` (at most one per task: its primary key is the task), ``approvals`` (at
+most one decision per task: whoever decides first, a person or the timeout, wins; written by
+any process, read by the run's owner), and ``events`` (the append-only log that status
+folds). Events are buffered and written in batches, one transaction per batch, in order; a
+crash loses at most the unflushed tail, which resume then redoes (at-least-once attempts,
+exactly-once success).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from typing import Any
 
 from .events import (
     AgentTurn,
+    ApprovalDecided,
+    ApprovalRequested,
     AttemptFinished,
     AttemptStarted,
     Event,
@@ -40,6 +44,7 @@ from .exceptions import JournalError, UsageError
 from .redaction import redact
 
 __all__ = [
+    "Decision",
     "Journal",
     "Owner",
     "RecordedCall",
@@ -113,6 +118,11 @@ CREATE TABLE IF NOT EXISTS events (
     ts REAL NOT NULL, type TEXT NOT NULL, data TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_by_run ON events (run_id, seq);
+CREATE TABLE IF NOT EXISTS approvals (
+    run_id TEXT NOT NULL, task_id TEXT NOT NULL, decision TEXT NOT NULL,
+    reason TEXT NOT NULL DEFAULT '', decided_by TEXT NOT NULL DEFAULT '',
+    decided_at REAL NOT NULL, PRIMARY KEY (run_id, task_id)
+);
 CREATE TABLE IF NOT EXISTS agent_turns (
     run_id TEXT NOT NULL, attempt_id INTEGER NOT NULL, turn INTEGER NOT NULL,
     task_id TEXT NOT NULL, agent TEXT NOT NULL, text TEXT NOT NULL, calls_json TEXT NOT NULL,
@@ -173,6 +183,18 @@ def _owner(r: Sequence[Any]) -> Owner | None:
     if r[0] is None:
         return None
     return Owner(pid=r[0], host=r[1] or "", start=r[2], session=r[3] or 0, heartbeat=r[4])
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Decision:
+    """A decision on a task awaiting approval: ``approved``, ``rejected`` or ``timed_out``,
+    why, by whom (``cli``, ``dashboard``, ``api``, ``timeout``) and when."""
+
+    task_id: str
+    decision: str
+    reason: str = ""
+    by: str = ""
+    at: float = 0.0
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -588,6 +610,32 @@ class Journal:
         names = [d[0] for d in cur.description]
         return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 
+    # -- approvals -------------------------------------------------------------------------
+    def decide(self, run_id: str, d: Decision) -> tuple[Decision, bool]:
+        """Record ``d`` unless the task already has a decision: the decision that stands,
+        and whether it is ``d`` (one transaction, so of two deciders exactly one wins).
+        Any process may call this while the run's owner writes its events."""
+        try:
+            with self._tx():
+                cur = self._db.execute(
+                    "INSERT OR IGNORE INTO approvals VALUES (?, ?, ?, ?, ?, ?)",
+                    (run_id, d.task_id, d.decision, d.reason, d.by, d.at),
+                )
+        except sqlite3.Error as exc:
+            raise JournalError(f"{self.path}: approval of {d.task_id}: {exc}") from None
+        return self.decisions(run_id)[d.task_id], cur.rowcount == 1
+
+    def decisions(self, run_id: str) -> dict[str, Decision]:
+        """Every decision taken on the run's approvals (cheap: polled while a task waits)."""
+        rows = self._db.execute(
+            "SELECT task_id, decision, reason, decided_by, decided_at FROM approvals"
+            " WHERE run_id = ?",
+            (run_id,),
+        ).fetchall()
+        return {
+            r[0]: Decision(task_id=r[0], decision=r[1], reason=r[2], by=r[3], at=r[4]) for r in rows
+        }
+
     def read_events(self, run_id: str, after: int = 0) -> Iterator[tuple[int, Event]]:
         cur = self._db.execute(
             "SELECT seq, data FROM events WHERE run_id = ? AND seq > ? ORDER BY seq",
@@ -822,6 +870,13 @@ class _Writes:
             state="skipped", error_class="skipped", error=e.reason, updated_at=e.ts
         )
 
+    def approval_requested(self, run_id: str, session: int, e: ApprovalRequested) -> None:
+        self._task(run_id, e.task_id).update(state="awaiting_approval", updated_at=e.ts)
+
+    def approval_decided(self, run_id: str, session: int, e: ApprovalDecided) -> None:
+        if e.decision == "approved":  # back in the queue; a rejection's skip says the rest
+            self._task(run_id, e.task_id).update(state="pending", updated_at=e.ts)
+
     def agent_turn(self, run_id: str, session: int, e: AgentTurn) -> None:
         calls = redact(_dumps(list(e.calls)))  # a key the model wrote is not kept
         self.turn_rows.append(
@@ -926,6 +981,8 @@ _FOLD: dict[type[Any], Any] = {
     TaskSucceeded: _Writes.task_succeeded,
     TaskFailed: _Writes.task_failed,
     TaskSkipped: _Writes.task_skipped,
+    ApprovalRequested: _Writes.approval_requested,
+    ApprovalDecided: _Writes.approval_decided,
     AgentTurn: _Writes.agent_turn,
     ToolStarted: _Writes.tool_started,
     ToolCalled: _Writes.tool_called,

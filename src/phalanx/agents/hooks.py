@@ -16,8 +16,16 @@ Python hooks are objects with methods named like the points (sync or async, one
 
     runner = HookRunner([Guard(), {"on_run_end": print}])
 
+A ``before_task`` hook may also *ask*: the task then waits for a person's decision
+(state ``awaiting_approval``, ``phalanx approve RUN TASK [--reject]``) while the rest of the
+run goes on; a Python hook returns ``Ask("why")`` (or ``{"decision": "ask", "reason":
+...}``). Once the task is approved its payload carries ``"approval": {"decision":
+"approved", ...}`` and a hook that asks again is taken as allowing it (the decision stands).
+
 Command hooks are declared in the plan; the payload arrives as JSON on stdin, and exit
-code 2 from a ``before_task`` hook vetoes the task with its stderr as the reason::
+code 2 from a ``before_task`` hook vetoes the task with its stderr as the reason, exit 3
+asks for an approval (stderr the reason); exit 0 with a JSON object on stdout,
+``{"decision": "allow" | "veto" | "ask", "reason": "..."}``, says the same in JSON::
 
     agents:
       - role: coder
@@ -63,6 +71,7 @@ from . import sandbox
 
 __all__ = [
     "HOOK_POINTS",
+    "Ask",
     "CommandHook",
     "HookFailure",
     "HookOutcome",
@@ -86,6 +95,8 @@ HOOK_POINTS: tuple[str, ...] = (
 )
 VETO_POINT = "before_task"  # the only point whose hooks may refuse something
 VETO_EXIT = 2  # a command hook's exit code that vetoes (at ``before_task``)
+ASK_EXIT = 3  # a command hook's exit code that asks for a person's approval (``before_task``)
+_DECISIONS = ("allow", "veto", "ask")  # a JSON answer's "decision"
 DEFAULT_COMMAND_TIMEOUT = 30.0  # seconds
 
 _REASON_CHARS = 500
@@ -102,6 +113,14 @@ _COMMAND_KEYS = ("command", "cwd", "name", "network", "on", "sandbox", "timeout"
 @dataclass(frozen=True)
 class Veto:
     """Returned by a Python ``before_task`` hook: do not run this task."""
+
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class Ask:
+    """Returned by a Python ``before_task`` hook: run this task only once a person
+    approves it (it waits in ``awaiting_approval``; only what needs it waits too)."""
 
     reason: str = ""
 
@@ -124,15 +143,23 @@ class HookFailure:
 
 @dataclass(frozen=True, kw_only=True)
 class HookOutcome:
-    """What firing one point came to: a veto (``before_task`` only) and any failures."""
+    """What firing one point came to: a veto or an ask for approval (``before_task`` only,
+    ``hook`` names who), and any failures."""
 
     veto: bool = False
     reason: str = ""
     failures: tuple[HookFailure, ...] = ()
+    ask: bool = False
+    hook: str = ""
 
     @property
     def ok(self) -> bool:
-        return not self.veto and not self.failures
+        return not self.veto and not self.ask and not self.failures
+
+    @property
+    def stops(self) -> bool:
+        """A veto or an ask: the hooks after this one are not run."""
+        return self.veto or self.ask
 
 
 _OK = HookOutcome()
@@ -280,15 +307,31 @@ class _PythonHook:
     def _verdict(self, result: Any) -> HookOutcome:
         if isinstance(result, Veto):
             return self._veto(result.reason)
+        if isinstance(result, Ask):
+            return _answer(self.on, self.name, "ask", result.reason)
+        if isinstance(result, Mapping) and "decision" in result:
+            return _answer(self.on, self.name, result.get("decision"), result.get("reason"))
         if result is False and self.on == VETO_POINT:
             return self._veto("")
         return _OK
 
     def _veto(self, reason: str) -> HookOutcome:
-        if self.on != VETO_POINT:
-            return _failed(self.on, self.name, f"cannot veto at {self.on} (only {VETO_POINT})")
-        reason = _safe_line(str(reason), _REASON_CHARS) or f"vetoed by hook {self.name}"
-        return HookOutcome(veto=True, reason=reason)
+        return _answer(self.on, self.name, "veto", reason)
+
+
+def _answer(point: str, hook: str, decision: Any, reason: Any) -> HookOutcome:
+    """A hook's decision (``allow``, ``veto`` or ``ask``) as an outcome; any other, or one
+    at a point other than ``before_task``, is a failure."""
+    if decision not in _DECISIONS:
+        return _failed(point, hook, f"unknown decision {decision!r} (allow, veto or ask)")
+    if decision == "allow":
+        return _OK
+    if point != VETO_POINT:
+        return _failed(point, hook, f"cannot {decision} at {point} (only {VETO_POINT})")
+    text = _safe_line(str(reason or ""), _REASON_CHARS)
+    if decision == "ask":
+        return HookOutcome(ask=True, reason=text or f"hook {hook} asks for approval", hook=hook)
+    return HookOutcome(veto=True, reason=text or f"vetoed by hook {hook}", hook=hook)
 
 
 def _describe(exc: BaseException) -> str:
@@ -369,8 +412,10 @@ def _unknown_point(value: Any) -> str:
 class CommandHook:
     """A command run at one point: payload JSON on stdin, bounded by ``timeout`` seconds.
 
-    Exit 0 is fine; exit 2 at ``before_task`` vetoes with stderr as the reason; any other
-    non-zero exit (or 2 elsewhere), a timeout or a missing executable is a failure.
+    Exit 0 is fine (at ``before_task``, unless stdout is a JSON answer ``{"decision":
+    "allow" | "veto" | "ask", "reason": ...}``); exit 2 at ``before_task`` vetoes and exit 3
+    asks for a person's approval, stderr the reason; any other non-zero exit (or 2 or 3
+    elsewhere), a timeout or a missing executable is a failure.
     """
 
     on: str
@@ -429,10 +474,10 @@ class CommandHook:
             return _failed(self.on, self.name, self._cannot_start(exc))
         except ToolError as exc:  # sandbox: true where bwrap is missing
             return _failed(self.on, self.name, _safe_line(exc.message, _MESSAGE_CHARS))
-        rc, stderr = await self._communicate(proc, data.encode())
+        rc, stderr, stdout = await self._communicate(proc, data.encode())
         if rc is None:
             return _failed(self.on, self.name, self._timed_out(stderr))
-        return self._verdict(rc, stderr.decode("utf-8", "replace"))
+        return self._verdict(rc, stderr.decode("utf-8", "replace"), stdout)
 
     async def _spawn(self) -> asyncio.subprocess.Process:
         env = _scrubbed_env(self.env_pass)
@@ -462,13 +507,14 @@ class CommandHook:
 
     async def _communicate(
         self, proc: asyncio.subprocess.Process, data: bytes
-    ) -> tuple[int | None, bytes]:
-        """The exit code (``None`` on timeout) and the head of stderr; the group is killed."""
+    ) -> tuple[int | None, bytes, bytes]:
+        """The exit code (``None`` on timeout), the head of stderr and, at ``before_task``,
+        of stdout (a JSON answer); the group is killed."""
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
-        stderr = bytearray()
+        stderr, stdout = bytearray(), bytearray()
         pumps = asyncio.gather(
             _feed(proc.stdin, data),
-            _drain(proc.stdout, None),
+            _drain(proc.stdout, stdout if self.on == VETO_POINT else None),
             _drain(proc.stderr, stderr),
             return_exceptions=True,
         )
@@ -481,19 +527,32 @@ class CommandHook:
             await _reap(proc, pumps)
             raise
         await _reap(proc, pumps)
-        return rc, bytes(stderr)
+        return rc, bytes(stderr), bytes(stdout)
 
-    def _verdict(self, rc: int, stderr: str) -> HookOutcome:
+    def _verdict(self, rc: int, stderr: str, stdout: bytes = b"") -> HookOutcome:
         if rc == 0:
-            return _OK
-        if rc == VETO_EXIT and self.on == VETO_POINT:
-            reason = _safe_line(stderr.strip(), _REASON_CHARS)
-            return HookOutcome(veto=True, reason=reason or f"vetoed by hook {self.name}")
+            return self._json_answer(stdout)
+        if rc in (VETO_EXIT, ASK_EXIT) and self.on == VETO_POINT:
+            decision = "veto" if rc == VETO_EXIT else "ask"
+            return _answer(self.on, self.name, decision, stderr.strip())
         how = f"killed by signal {-rc}" if rc < 0 else f"exited with {rc}"
-        if rc == VETO_EXIT:
-            how += f" (only {VETO_POINT} can veto)"
+        if rc in (VETO_EXIT, ASK_EXIT):
+            how += f" (only {VETO_POINT} can {'veto' if rc == VETO_EXIT else 'ask'})"
         tail = _safe_line(stderr, _MESSAGE_CHARS - len(how) - 2, keep="tail")
         return _failed(self.on, self.name, f"{how}: {tail}" if tail else how)
+
+    def _json_answer(self, stdout: bytes) -> HookOutcome:
+        """Exit 0: allowed, unless stdout is a JSON object with a ``decision``."""
+        text = stdout.decode("utf-8", "replace").strip()
+        if not text.startswith("{"):
+            return _OK
+        try:
+            answer = json.loads(text)
+        except ValueError:
+            return _OK  # not an answer: whatever the command printed
+        if not isinstance(answer, dict) or "decision" not in answer:
+            return _OK
+        return _answer(self.on, self.name, answer["decision"], answer.get("reason"))
 
     def _timed_out(self, stderr: bytes) -> str:
         how = f"timed out after {self.timeout:g}s; process group killed"
@@ -697,8 +756,8 @@ class HookRunner:
         for hook in hooks:
             outcome = await _run_one(hook, data, self.timeout)
             failures += outcome.failures
-            if outcome.veto:
-                return HookOutcome(veto=True, reason=outcome.reason, failures=tuple(failures))
+            if outcome.stops:
+                return dataclasses.replace(outcome, failures=tuple(failures))
         return HookOutcome(failures=tuple(failures)) if failures else _OK
 
 

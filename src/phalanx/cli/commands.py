@@ -18,7 +18,7 @@ from ..api import RunResult, resume, run, state_dir
 from ..exceptions import UsageError
 from ..journal import Journal
 from ..status.console import LineLog
-from ..status.liveness import live_snapshot, run_summaries
+from ..status.liveness import live_snapshot, owner_alive, run_summaries
 from ..status.snapshot import StatusTracker
 from ..status.text import render_text
 
@@ -231,6 +231,27 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     report = merge_run(args.run_id, state=args.state_dir)
     print(report.render())
     return 0 if report.ok else 1
+
+
+def _cmd_approve(args: argparse.Namespace) -> int:
+    from ..runtime.approvals import record_decision
+
+    journal = Journal(state_dir(args.state_dir) / "journal.sqlite")
+    try:
+        rec, d = record_decision(
+            journal, args.run_id, args.task_id, approve=not args.reject, reason=args.reason,
+            by="cli",
+        )  # fmt: skip
+        _, owner = journal.run_state(rec.run_id)
+    finally:
+        journal.close()
+    word = "approved" if d.decision == "approved" else "rejected"
+    if owner is not None and owner_alive(owner):
+        then = "the run picks it up within a second"
+    else:
+        then = f"no process drives the run: 'phalanx resume {rec.run_id}' acts on it"
+    print(f"{args.task_id} {word} in run {rec.run_id}; {then}")
+    return 0
 
 
 def _cmd_runs(args: argparse.Namespace) -> int:
@@ -588,6 +609,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "report": _cmd_report,
     "dashboard": _cmd_dashboard,
     "merge": _cmd_merge,
+    "approve": _cmd_approve,
     "run": _cmd_run,
     "resume": _cmd_resume,
     "runs": _cmd_runs,

@@ -150,6 +150,19 @@ def _add_run_commands(sub: Any) -> None:
     mg = sub.add_parser("merge", help="merge the agent branches of an isolation: worktree run")
     mg.add_argument("run_id", metavar="RUN_ID")
 
+    ap = sub.add_parser(
+        "approve",
+        help="decide a task awaiting approval: it runs (or, with --reject, is skipped)",
+        description="Approve a task awaiting approval (approval: required, or a before_task "
+        "hook asked): it runs. With --reject it is skipped, and only the tasks that need it "
+        "with it. The run's process picks the decision up within a second; a run no process "
+        "drives acts on it when resumed. The first decision on a task stands.",
+    )
+    ap.add_argument("run_id", metavar="RUN_ID", help="run id or a unique prefix")
+    ap.add_argument("task_id", metavar="TASK_ID")
+    ap.add_argument("--reject", action="store_true", help="refuse it: the task is skipped")
+    ap.add_argument("--reason", default="", metavar="TEXT", help="why (kept in the journal)")
+
 
 def _add_view_commands(sub: Any) -> None:
     db = sub.add_parser("dashboard", help="the live web dashboard (127.0.0.1, token in URL)")

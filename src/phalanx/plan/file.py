@@ -382,7 +382,20 @@ def _task_to_dict(t: Task) -> dict[str, Any]:
         "max_turns": t.max_turns,
         "agent": t.agent,
         **schema_entry(t.output_type),
+        **_approval_entry(t),
     }
+
+
+def _approval_entry(t: Task) -> dict[str, Any]:
+    """A task's approval keys, only when it has any (plans without keep their shape)."""
+    out: dict[str, Any] = {}
+    if t.approval is not None:
+        out["approval"] = t.approval
+    if t.approval_timeout is not None:
+        out["approval_timeout"] = t.approval_timeout
+    if t.approval_on_timeout != "fail":
+        out["approval_on_timeout"] = t.approval_on_timeout
+    return out
 
 
 def _mcp_to_dict(s: McpServer) -> dict[str, Any]:

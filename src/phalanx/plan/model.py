@@ -86,6 +86,12 @@ class Task:
     # a typed answer: a pydantic model class or a JSON Schema (a plan's ``schema:``); wins
     # over the agent's style and output type (see style_of)
     output_type: Any = field(default=None, hash=False)
+    # ``"required"``: the task waits for a person's decision once it is ready (phalanx
+    # approve RUN TASK); ``approval_timeout`` (seconds) bounds any such wait, also one a
+    # ``before_task`` hook asked for; ``approval_on_timeout`` then fails or skips the task
+    approval: Literal["required"] | None = None
+    approval_timeout: float | None = None
+    approval_on_timeout: Literal["fail", "skip"] = "fail"
 
     @property
     def label(self) -> str:
@@ -665,6 +671,7 @@ class Plan:
                 )
             if t.max_attempts < 1:
                 raise self._error(f"tasks[{i}].max_attempts", "must be at least 1")
+            self._validate_approval(i, t)
         for i, t in enumerate(self.tasks):
             for n in t.needs:
                 if n not in ids:
@@ -674,6 +681,17 @@ class Plan:
             self._validate_servable(i, t)
             if t.agent is not None and t.agent not in names:
                 raise self._error(f"tasks[{i}].agent", f"no agent named {t.agent!r}")
+
+    def _validate_approval(self, i: int, t: Task) -> None:
+        if t.approval not in (None, "required"):
+            raise self._error(f"tasks[{i}].approval", f"expected 'required', got {t.approval!r}")
+        if t.approval_timeout is not None and not t.approval_timeout > 0:
+            raise self._error(f"tasks[{i}].approval_timeout", "must be positive (seconds)")
+        if t.approval_on_timeout not in ("fail", "skip"):
+            raise self._error(
+                f"tasks[{i}].approval_on_timeout",
+                f"expected 'fail' or 'skip', got {t.approval_on_timeout!r}",
+            )
 
     def _validate_servable(self, i: int, t: Task) -> None:
         if t.role is not None and not any(a.role == t.role for a in self.agents):

@@ -132,6 +132,9 @@ class TaskModel(BaseModel):
     max_turns: int | None = Field(default=None, ge=1, le=1000)
     agent: str | None = None
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")  # typed output
+    approval: Literal["required"] | None = None
+    approval_timeout: float | None = Field(default=None, gt=0)
+    approval_on_timeout: Literal["fail", "skip"] = "fail"
 
     _as_list = field_validator("needs", "skills", mode="before")(_str_list)
 
@@ -156,6 +159,9 @@ class TaskModel(BaseModel):
             max_turns=self.max_turns,
             agent=self.agent,
             output_type=self.schema_,
+            approval=self.approval,
+            approval_timeout=self.approval_timeout,
+            approval_on_timeout=self.approval_on_timeout,
         )
 
 

@@ -76,6 +76,13 @@ class FleetBreakers:
         if slot.provider in self.providers:
             self.providers[slot.provider].start_probe()
 
+    def cancel_probe(self, slot: AgentSlot) -> None:
+        """The attempt started as a half-open probe never ran (it waits for an approval):
+        the next attempt may probe instead."""
+        for breaker in (self.agents[slot.name], self.providers.get(slot.provider)):
+            if breaker is not None and breaker.state == "half_open":
+                breaker.probing = False
+
     def record(self, o: Outcome, slots: Mapping[str, AgentSlot]) -> None:
         """Count an attempt against its agent's and provider's breakers. Backpressure (429),
         vetoes, cancellations and budget stops say nothing about the agent's health."""

@@ -32,8 +32,9 @@ from ..events import (
 )
 from ..exceptions import ErrorClass
 from ..ids import TaskId
-from ..journal import RecordedLoop
+from ..journal import Decision, RecordedLoop
 from ..plan.model import Plan
+from .approvals import ApprovalDesk, DecisionStore, MemoryDecisions
 from .attempts import AttemptLedger
 from .autoscaler import Autoscaler, slot_for
 from .breakers import FleetBreakers
@@ -86,6 +87,7 @@ class Orchestrator:
         comms: Any = None,
         router: LLMPolicy | None = None,
         timed: bool = True,
+        decisions: DecisionStore | None = None,
     ) -> None:
         self.plan, self.run_id, self.engine = plan, run_id, engine
         self.runners, self.sinks, self.simulated = dict(runners), list(sinks), simulated
@@ -114,6 +116,16 @@ class Orchestrator:
         self._wake = asyncio.Event()
         self._retry_handles: set[asyncio.TimerHandle] = set()
         self._loops = dict(self.prior.loops)  # interrupted loops the next attempts continue
+        self.approvals = ApprovalDesk(
+            plan,
+            run_id,
+            decisions if decisions is not None else MemoryDecisions(),
+            prior=self.prior.approvals,
+            now=self.now,
+            emit=self.emit,
+            park=self.progress.awaiting,
+            resolve=self._decided,
+        )
 
     def _init_fleet(self, hooks: HookRunner, router: LLMPolicy | None) -> None:
         """The agents' slots (trimmed by the autoscaler), hooks, policy and breakers."""
@@ -228,7 +240,7 @@ class Orchestrator:
         self.dispatcher.affinity = {
             TaskId(tid): loop.agent for tid, loop in self._loops.items() if loop.agent in self.slots
         }
-        self.dispatcher.enqueue(self.dag.initially_ready())
+        self.dispatcher.enqueue(self.approvals.admit(self.dag.initially_ready()))
 
     def _warn_unsandboxed(self) -> None:
         """A warning at the start when allowed commands will run outside bubblewrap (the
@@ -243,6 +255,7 @@ class Orchestrator:
         the run finished."""
         for h in self._retry_handles:
             h.cancel()
+        self.approvals.close()
         self.attempts.cancel_leases()
         await self.engine.stop()
         self.overhead.check(len(self.slots), force=True)
@@ -329,19 +342,50 @@ class Orchestrator:
         return loop
 
     async def _vet_then_submit(self, attempt: Attempt, hooks: HookRunner) -> None:
+        tid = attempt.task.id
         verdict = await self.hooks.fire(
             "before_task",
             hooks,
             attempt.agent,
             task=task_info(attempt.task),
             attempt=attempt.attempt_no,
+            approval=self.approvals.payload(tid),
         )
         if attempt.attempt_id not in self.attempts.inflight:
             return  # the run stopped this attempt meanwhile
         if verdict.veto:
             self._deliver(vetoed(attempt, verdict.reason))
-        else:
+        elif verdict.ask and not self.approvals.approved(tid):
+            self._ask(attempt, verdict.reason, verdict.hook)
+        else:  # an ask about an approved task: the decision stands
             self.engine.submit(attempt)
+
+    # -- approvals -------------------------------------------------------------------------
+    def _ask(self, attempt: Attempt, reason: str, hook: str) -> None:
+        """A ``before_task`` hook asked for an approval: the attempt gives its agent back
+        (cancelled, not counted) and the task waits for a person's decision."""
+        tid, slot = self.attempts.drop(attempt.attempt_id)
+        self.breakers.cancel_probe(slot)
+        now = self.now()
+        slot.idle_since = now if slot.running == 0 else slot.idle_since
+        self.emit(attempt_cancelled(tid, attempt.attempt_id, slot.name, now, "awaiting approval"))
+        self.approvals.wait(TaskId(tid), reason, f"hook:{hook}" if hook else "hook")
+        self._wake.set()
+
+    def _decided(self, tid: TaskId, d: Decision) -> None:
+        """A waiting task's decision: approved, it is queued; rejected, it is skipped (and
+        what needs it); timed out, it fails or is skipped (``approval_on_timeout``)."""
+        if d.decision == "approved":
+            self.progress.approved(tid)
+            self.dispatcher.enqueue([tid])
+        elif d.decision == "rejected":
+            why = f"approval rejected by {d.by or 'someone'}"
+            why += f": {d.reason}" if d.reason else ""
+            self.progress.refused(tid, why, fail=False)
+        else:
+            fail = self.tasks[tid].approval_on_timeout == "fail"
+            self.progress.refused(tid, d.reason or "approval timed out", fail=fail)
+        self._wake.set()
 
     # -- outcomes --------------------------------------------------------------------------
     def _on_outcome(self, o: Outcome) -> None:
@@ -371,7 +415,7 @@ class Orchestrator:
             self.scaler.completed(self.slots[o.agent].role)
         ready = self.progress.succeeded(o, now)
         self.hooks.after_task(o, self.tasks[TaskId(o.task_id)], False)
-        self.dispatcher.enqueue(ready)
+        self.dispatcher.enqueue(self.approvals.admit(ready))
 
     def _failed(self, tid: TaskId, o: Outcome) -> None:
         """A failed attempt: retry the task, or fail it (and skip what depends on it)."""

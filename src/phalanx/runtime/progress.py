@@ -126,6 +126,38 @@ class Progress:
         rec.error = f"upstream task {cause!r} did not succeed"
         self.emit(TaskSkipped(ts=self.now(), task_id=tid, upstream=cause, reason=rec.error))
 
+    def awaiting(self, tid: TaskId) -> None:
+        """The task waits for a person's decision (its ``ApprovalRequested`` is the desk's)."""
+        self.dag.park(tid)
+        self.records[tid].state = "awaiting_approval"
+
+    def approved(self, tid: TaskId) -> None:
+        self.dag.requeue(tid)
+        self.records[tid].state = "pending"
+
+    def refused(self, tid: TaskId, reason: str, *, fail: bool) -> None:
+        """A rejected (or timed-out) approval: the task is skipped, or with ``fail`` fails
+        as a timeout; only what needs it is skipped with it."""
+        rec = self.records[tid]
+        if fail:
+            rec.state, rec.error_class, rec.error = "failed", ErrorClass.TIMEOUT.value, reason
+            self.emit(
+                TaskFailed(
+                    ts=self.now(),
+                    task_id=tid,
+                    error_class=ErrorClass.TIMEOUT,
+                    error=reason,
+                    attempts=rec.attempts,
+                )
+            )
+            downstream = self.dag.fail(tid)
+        else:
+            rec.state, rec.error_class, rec.error = "skipped", "skipped", reason
+            self.emit(TaskSkipped(ts=self.now(), task_id=tid, upstream=tid, reason=reason))
+            downstream = self.dag.reject(tid)
+        for d in downstream:
+            self.skip(d, tid)
+
     def skip_orphans(self) -> None:
         """Tasks whose upstream failed or was skipped in an earlier session."""
         for tid, cause in self.dag.orphans():

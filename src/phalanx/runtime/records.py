@@ -14,6 +14,7 @@ from ..events import AgentInfo, AttemptFinished, RunStarted, TaskInfo, TaskState
 from ..exceptions import ErrorClass
 from ..journal import RecordedLoop
 from ..plan.model import Plan, Task
+from .approvals import PriorWait
 from .executor import AgentRunner, Outcome, Upstream
 from .policies import AgentSlot
 
@@ -58,6 +59,7 @@ class Prior:
     failed_attempts: Mapping[str, int] = field(default_factory=dict)
     spent: Usage = ZERO  # tokens and cost of every earlier attempt (budgets span sessions)
     loops: Mapping[str, RecordedLoop] = field(default_factory=dict)  # interrupted agent loops
+    approvals: Mapping[str, PriorWait] = field(default_factory=dict)  # journaled approval waits
 
 
 def load_records(plan: Plan, prior: Prior) -> dict[str, TaskRecord]:

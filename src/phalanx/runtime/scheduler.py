@@ -49,6 +49,16 @@ class DagState:
     def requeue(self, tid: TaskId) -> None:
         self.state[tid] = "pending"
 
+    def park(self, tid: TaskId) -> None:
+        """``tid`` waits for a person's decision (not terminal: the run waits for it)."""
+        self.state[tid] = "awaiting_approval"
+
+    def reject(self, tid: TaskId) -> list[TaskId]:
+        """``tid`` is skipped (its approval was refused); returns the tasks downstream,
+        now skipped too."""
+        self._finish(tid, "skipped")
+        return self._skip_from(tid)
+
     def succeed(self, tid: TaskId) -> list[TaskId]:
         """Mark ``tid`` succeeded; return the dependants that became ready."""
         self._finish(tid, "succeeded")

@@ -63,6 +63,8 @@ from ..cost import ZERO, Usage
 from ..events import (
     AgentJoined,
     AgentRetired,
+    ApprovalDecided,
+    ApprovalRequested,
     AttemptFinished,
     AttemptStarted,
     CallRetried,
@@ -241,7 +243,7 @@ class Metrics:
     finished: float | None
     wall_seconds: float
     tasks_total: int
-    task_states: Mapping[str, int]  # succeeded | failed | skipped | pending
+    task_states: Mapping[str, int]  # succeeded | failed | skipped | awaiting_approval | pending
     lost_attempts: int  # attempts a crash cut short (re-run by resume)
     run: Figures
     by_role: Mapping[str, Figures]
@@ -399,6 +401,10 @@ class _Fold:
                 acc.call_retries += 1
         elif _get(e, "type") in COMMUNICATION_EVENTS:
             self._communication(e)
+        elif isinstance(e, ApprovalRequested):
+            self.states[e.task_id] = "awaiting_approval"
+        elif isinstance(e, ApprovalDecided) and e.decision == "approved":
+            self.states[e.task_id] = "pending"
 
     def _leave(self, agent: str, ts: float) -> None:
         since = self.present.pop(agent, None)

@@ -2,8 +2,9 @@
 the segments of a bar.
 
 A task is in exactly one of six states here: **succeeded**, **failed**, **skipped** (its
-upstream failed), **running**, **waiting** (an attempt failed and its retry is due) and
-**pending** (not started, or back in the queue). *Done* means terminal: succeeded, failed
+upstream failed), **running**, **waiting** (an attempt failed and its retry is due, or it
+awaits a person's approval: ``awaiting`` counts those apart) and **pending** (not started,
+or back in the queue). *Done* means terminal: succeeded, failed
 or skipped, so "done" never reads as "succeeded" — the headline names failures and skips
 next to it (``34/37 done · 3 failed · 2 skipped``), and no bar is all "succeeded" while a
 task under it failed or was skipped.
@@ -40,6 +41,7 @@ _FROM_TASK = {
     "skipped": "skipped",
     "running": "running",
     "retrying": "waiting",
+    "awaiting_approval": "waiting",
     "queued": "pending",
     "pending": "pending",
 }
@@ -55,15 +57,15 @@ class Progress:
     running: int = 0
     waiting: int = 0
     pending: int = 0
+    awaiting: int = 0  # of the waiting ones, those awaiting a person's approval
 
     @classmethod
     def of_states(cls, states: Iterable[str]) -> Progress:
         """From task states as the fold names them (queued, retrying, ...)."""
         counts: dict[str, int] = {}
         for s in states:
-            key = _FROM_TASK.get(s, "pending")
-            counts[key] = counts.get(key, 0) + 1
-        return cls(**counts)
+            counts[s] = counts.get(s, 0) + 1
+        return cls.of_counts(counts)
 
     @classmethod
     def of_counts(cls, counts: Mapping[str, int]) -> Progress:
@@ -72,10 +74,11 @@ class Progress:
         for s, n in counts.items():
             key = _FROM_TASK.get(s, "pending")
             out[key] = out.get(key, 0) + n
+        out["awaiting"] = counts.get("awaiting_approval", 0)
         return cls(**out)
 
     def __add__(self, other: Progress) -> Progress:
-        return Progress(*(getattr(self, s) + getattr(other, s) for s in STATES))
+        return Progress(**{s: getattr(self, s) + getattr(other, s) for s in (*STATES, "awaiting")})
 
     def count(self, state: str) -> int:
         return int(getattr(self, state))
@@ -100,12 +103,15 @@ class Progress:
         return bool(self.failed or self.skipped)
 
     def headline(self) -> str:
-        """``34/37 done · 3 failed · 2 skipped`` (failures and skips named when there are any)."""
+        """``34/37 done · 3 failed · 2 skipped · 1 awaiting approval`` (failures, skips and
+        approvals named when there are any)."""
         out = f"{self.done}/{self.total} done"
         if self.failed:
             out += f" · {self.failed} failed"
         if self.skipped:
             out += f" · {self.skipped} skipped"
+        if self.awaiting:
+            out += f" · {self.awaiting} awaiting approval"
         return out
 
     def breakdown(self) -> str:
@@ -133,6 +139,7 @@ class Progress:
         """JSON: the counts, done/total, the headline and the segments (of ``width`` cells)."""
         return {
             **{s: self.count(s) for s in STATES},
+            "awaiting_approval": self.awaiting,
             "done": self.done,
             "total": self.total,
             "fraction": self.fraction,

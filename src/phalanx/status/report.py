@@ -260,7 +260,14 @@ def render_markdown(r: Report) -> str:
         [(_secs(a.at), a.kind, a.agent or "", a.message) for a in r.alerts[:MAX_ROWS]],
     )
     out += _more(len(r.alerts), "alerts")
+    if r.awaiting:
+        out += ["", "## Awaiting approval", ""]
+        out += _md_table(["task", "since", "why", "decide with"], _awaiting_rows(r))
     return "\n".join(out) + "\n"
+
+
+def _awaiting_rows(r: Report) -> list[tuple[str, str, str, str]]:
+    return [(w.task, _secs(w.since), f"{w.reason} ({w.by})", w.command) for w in r.awaiting]
 
 
 def _task_cells(t: TaskRow) -> list[object]:
@@ -549,6 +556,12 @@ def render_html(r: Report) -> str:
         f"<h1>{_e(title)}</h1>{sim}",
         _progress_html(Progress.of_counts(m.task_states)),
         _table(["measure", "value"], _summary(r), "summary"),
+        *(
+            ["<h2>Awaiting approval</h2>"]
+            + [_table(["task", "since", "why", "decide with"], _awaiting_rows(r), "awaiting")]
+            if r.awaiting
+            else []
+        ),
         "<h2>Timeline</h2>",
         _figure(_gantt(r), "Attempts per agent over active time, coloured by outcome."),
         "<h2>Throughput</h2>",

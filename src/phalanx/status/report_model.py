@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 from ..events import (
     AgentJoined,
     Alert,
+    ApprovalDecided,
+    ApprovalRequested,
     AttemptFinished,
     AttemptStarted,
     RunStarted,
@@ -95,6 +97,17 @@ class AlertRow:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class AwaitingRow:
+    """A task awaiting a person's approval when the report was made."""
+
+    task: str
+    since: float  # active seconds
+    reason: str
+    by: str
+    command: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Report:
     metrics: Metrics
     bars: tuple[Bar, ...]
@@ -105,6 +118,8 @@ class Report:
     agents: tuple[str, ...]
     title: str = ""
     baseline_run_id: str | None = None  # the run the speedup is measured against
+    # tasks still awaiting a person's approval: task, since (active seconds), why, command
+    awaiting: tuple[AwaitingRow, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         m = self.metrics
@@ -119,6 +134,7 @@ class Report:
             "progress": Progress.of_counts(m.task_states).to_dict(),
             "tasks": [_asdict(t) for t in self.tasks],
             "alerts": [_asdict(a) for a in self.alerts],
+            "awaiting_approval": [_asdict(w) for w in self.awaiting],
             "plots": {
                 "timeline": [_asdict(b) for b in self.bars],
                 "session_starts": list(self.session_starts),
@@ -180,6 +196,8 @@ class _Collect:
     session_starts: list[float] = field(default_factory=list)
     agents: dict[str, None] = field(default_factory=dict)
     last_ts: float = 0.0
+    awaiting: dict[str, AwaitingRow] = field(default_factory=dict)
+    run_id: str = ""
 
     def emit(self, e: object) -> None:
         if isinstance(e, RunStarted):
@@ -212,13 +230,35 @@ class _Collect:
         elif isinstance(e, ScaleDecision) and e.action != "hold":  # breakers send Alerts
             text = f"{e.action} {e.role}: {e.before} -> {e.after} ({e.reason})"
             self._alert(e.ts, "scale", text, None)
+        elif isinstance(e, ApprovalRequested | ApprovalDecided):
+            self._approval(e)
+
+    def _approval(self, e: ApprovalRequested | ApprovalDecided) -> None:
+        """A wait for a person (listed until decided) or a decision (an alert row)."""
+        if isinstance(e, ApprovalRequested):
+            t = self.tasks.setdefault(e.task_id, _Task(title=e.task_id))
+            t.state = "awaiting_approval"
+            self.awaiting[e.task_id] = AwaitingRow(
+                task=e.task_id,
+                since=self.clock(e.since or e.ts),
+                reason=e.reason,
+                by=e.by,
+                command=f"phalanx approve {self.run_id} {e.task_id}",
+            )
+            return
+        self.awaiting.pop(e.task_id, None)
+        if e.decision == "approved" and e.task_id in self.tasks:
+            self.tasks[e.task_id].state = "pending"
+        who = f" by {e.by}" if e.by and e.decision != "timed_out" else ""
+        why = f" ({e.reason})" if e.reason else ""
+        self._alert(e.ts, "approval", f"{e.task_id} {e.decision.replace('_', ' ')}{who}{why}", None)
 
     def _run_started(self, e: RunStarted) -> None:
         self._close_open("lost")
         start = self.clock.next_session()
         if self.clock.k > 0:
             self.session_starts.append(start)
-        self.last_ts = e.ts
+        self.last_ts, self.run_id = e.ts, e.run_id
         for a in e.agents:
             self.agents.setdefault(a.name, None)
         for t in e.tasks:
@@ -260,6 +300,7 @@ class _Collect:
     ) -> None:
         t = self.tasks.setdefault(tid, _Task(title=tid))
         t.state, t.error_class, t.error = state, cls, error
+        self.awaiting.pop(tid, None)
         if agent is not None:
             t.agent = agent
 
@@ -322,6 +363,7 @@ def report_from_events(
         agents=tuple(collect.agents),
         title=clean(title, 200),
         baseline_run_id=baseline_run_id if baseline is not None else None,
+        awaiting=tuple(replace(w, reason=clean(w.reason)) for w in collect.awaiting.values()),
     )
 
 

@@ -8,7 +8,7 @@ same snapshot feeds ``phalanx status``, the live terminal view and the web dashb
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -21,6 +21,8 @@ from ..events import (
     AgentState,
     AgentWaiting,
     Alert,
+    ApprovalDecided,
+    ApprovalRequested,
     AttemptFinished,
     AttemptStarted,
     BreakerChanged,
@@ -164,6 +166,11 @@ class Snapshot:
     eta_over: int = 0
     timed: bool = True  # false: every model simulated with zero latency (RunStarted.timed)
     last_event: float = 0.0  # the newest event's time (a stopped run's clock stops no earlier)
+    # tasks awaiting a person's approval, oldest first: task, title, since, reason, by,
+    # deadline, on_timeout, command (what decides it); the ETA leaves them and what needs
+    # them out (``eta_waits``: how many tasks that is)
+    awaiting: list[dict[str, Any]] = field(default_factory=list)
+    eta_waits: int = 0
 
     @property
     def elapsed(self) -> float:
@@ -230,6 +237,8 @@ class Snapshot:
             "failed_attempts": self.failed_attempts,
             "call_retries": self.call_retries,
             "in_doubt": [dict(d) for d in self.in_doubt],
+            "awaiting_approval": [dict(w) for w in self.awaiting],
+            "eta_waits_on_approval": self.eta_waits,
             "alerts": list(self.alerts),
             "agents": [
                 {
@@ -284,6 +293,7 @@ class StatusTracker:
         self.failed_attempts = 0
         self.call_retries = 0
         self.in_doubt: list[dict[str, Any]] = []
+        self.awaiting: dict[str, dict[str, Any]] = {}  # task -> its wait for an approval
         self.busy = 0.0
         self.alerts: list[str] = []
         self._completions: deque[float] = deque(maxlen=eta_window)
@@ -300,6 +310,7 @@ class StatusTracker:
 
     def _task_succeeded(self, e: TaskSucceeded) -> None:
         self._set(e.task_id, "succeeded")
+        self.awaiting.pop(e.task_id, None)
         t = self.tasks.get(e.task_id)
         if t is not None and e.agent:
             t.agent = e.agent
@@ -307,6 +318,7 @@ class StatusTracker:
 
     def _task_failed(self, e: TaskFailed) -> None:
         self._set(e.task_id, "failed")
+        self.awaiting.pop(e.task_id, None)
         t = self.tasks.get(e.task_id)
         a = self.agents.get(t.agent) if t is not None and t.agent else None
         if a is not None and a.failure is not None and a.failure.task_id == e.task_id:
@@ -316,6 +328,32 @@ class StatusTracker:
 
     def _task_skipped(self, e: TaskSkipped) -> None:
         self._set(e.task_id, "skipped")
+        self.awaiting.pop(e.task_id, None)
+
+    def _approval_requested(self, e: ApprovalRequested) -> None:
+        """A task waits for a person: listed (with the command that decides it)."""
+        self._set(e.task_id, "awaiting_approval")
+        t = self.tasks.get(e.task_id)
+        self.awaiting[e.task_id] = {
+            "task": e.task_id,
+            "title": t.title if t is not None else e.task_id,
+            "since": e.since or e.ts,
+            "reason": e.reason,
+            "by": e.by,
+            "deadline": e.deadline,
+            "on_timeout": e.on_timeout,
+            "command": f"phalanx approve {self.run_id} {e.task_id}",
+        }
+
+    def _approval_decided(self, e: ApprovalDecided) -> None:
+        self.awaiting.pop(e.task_id, None)
+        if e.decision == "approved":
+            self._set(e.task_id, "queued")
+        self._alert(
+            f"approval: {e.task_id} {e.decision.replace('_', ' ')}"
+            + (f" by {e.by}" if e.by and e.decision != "timed_out" else "")
+            + (f" ({e.reason})" if e.reason else "")
+        )
 
     def _retry_scheduled(self, e: RetryScheduled) -> None:
         self._set(e.task_id, "retrying")
@@ -488,7 +526,8 @@ class StatusTracker:
         total = len(self.tasks)
         terminal = sum(self.counts.get(s, 0) for s in ("succeeded", "failed", "skipped"))
         mine = self.agent_tasks()
-        eta, over = self._eta(now, total - terminal)
+        held = self.held_by_approvals()
+        eta, over = self._eta(now, total - terminal - len(held), held)
         return Snapshot(
             run_id=self.run_id,
             plan=self.plan,
@@ -518,7 +557,29 @@ class StatusTracker:
             unheld=self.unheld_by_role(),
             timed=self.timed,
             last_event=self.last_ts,
+            awaiting=sorted((dict(w) for w in self.awaiting.values()), key=lambda w: w["since"]),
+            eta_waits=len(held),
         )
+
+    def held_by_approvals(self) -> set[str]:
+        """The unfinished tasks a person's decision holds: those awaiting approval and the
+        ones that need them (directly or not). The ETA leaves them out: nobody can say when
+        a person will answer."""
+        if not self.awaiting:
+            return set()
+        deps: dict[str, list[str]] = {}
+        for tid, t in self.tasks.items():
+            for n in t.needs:
+                deps.setdefault(n, []).append(tid)
+        held: set[str] = set()
+        stack = [tid for tid in self.awaiting if tid in self.tasks]
+        while stack:
+            tid = stack.pop()
+            if tid in held or self.tasks[tid].state in ("succeeded", "failed", "skipped"):
+                continue
+            held.add(tid)
+            stack.extend(deps.get(tid, ()))
+        return held
 
     def agent_tasks(self) -> dict[str, Progress]:
         """Each agent's tasks: the one it runs and those that ended on its attempt
@@ -548,7 +609,9 @@ class StatusTracker:
                 out[role] = out.get(role, Progress()) + Progress.of_states([t.state])
         return out
 
-    def _eta(self, now: float, remaining: int) -> tuple[float | None, int]:
+    def _eta(
+        self, now: float, remaining: int, held: set[str] | None = None
+    ) -> tuple[float | None, int]:
         """The seconds left, and how many running tasks are already longer than every
         finished one ("over estimate"). Both from evidence only: the service times of the
         attempts that succeeded (the last 50) and the ages of the running ones, read at
@@ -562,7 +625,8 @@ class StatusTracker:
         the ETA is a lower bound (unknown when only such tasks are left). Remaining work =
         queued tasks x the estimate + the running ones' time left, over the parallelism
         observed (busy agent-seconds this session / its elapsed time), never below the
-        remaining critical path. Unknown (None) until 3 attempts have succeeded."""
+        remaining critical path. Unknown (None) until 3 attempts have succeeded. ``held``:
+        the tasks a person's approval holds, left out (``remaining`` does not count them)."""
         if remaining == 0:
             return 0.0, 0
         if self.finished is not None or len(self._durations) < 3:
@@ -581,12 +645,14 @@ class StatusTracker:
         if elapsed <= 0 or busy <= 0:
             return None, len(over)
         work = max(0, remaining - len(ages)) * mean + sum(left.values())
-        eta = max(work / (busy / elapsed), self._critical_path_left(mean, left))
+        eta = max(work / (busy / elapsed), self._critical_path_left(mean, left, held or set()))
         return (None if len(over) == remaining else eta), len(over)
 
-    def _critical_path_left(self, mean: float, left: dict[str, float]) -> float:
+    def _critical_path_left(
+        self, mean: float, left: dict[str, float], held: Collection[str] = ()
+    ) -> float:
         """The longest chain of unfinished tasks, in seconds: a running task's time left,
-        ``mean`` for each other one."""
+        ``mean`` for each other one (the tasks an approval holds left out)."""
         memo: dict[str, float] = {}
         deps: dict[str, list[str]] = {}
         for tid, t in self.tasks.items():
@@ -595,7 +661,7 @@ class StatusTracker:
         weight = {
             tid: left.get(tid, mean) if t.state == "running" else mean
             for tid, t in self.tasks.items()
-            if t.state in ("queued", "running", "retrying")
+            if t.state in ("queued", "running", "retrying") and tid not in held
         }
         return max((_chain(tid, deps, weight, memo) for tid in weight), default=0.0)
 
@@ -626,6 +692,8 @@ _FOLDS: dict[type[Event], Callable[[StatusTracker, Any], None]] = {
     AgentPlaced: StatusTracker._agent_placed,
     RunStarted: StatusTracker._run_started,
     RunFinished: StatusTracker._run_finished,
+    ApprovalRequested: StatusTracker._approval_requested,
+    ApprovalDecided: StatusTracker._approval_decided,
 }
 
 

@@ -35,6 +35,7 @@ __all__ = [
     "agent_line",
     "agent_progress",
     "agent_state",
+    "awaiting_lines",
     "bar",
     "eta_text",
     "fit",
@@ -400,7 +401,7 @@ def _fit_label(label: str, width: int) -> str:
 # -- level 3: the swarm ------------------------------------------------------------------------
 def title_line(s: Snapshot) -> str:
     """The first line: run, plan, status, and the headline when a task failed or skipped."""
-    head = f" · {s.tasks.headline()}" if s.tasks.troubled else ""
+    head = f" · {s.tasks.headline()}" if s.tasks.troubled or s.tasks.awaiting else ""
     sim = " · SIMULATED (sim provider)" if s.simulated else ""
     return f"Run {s.run_id} · plan {s.plan} · {status_text(s.status, s.run_id)}{head}{sim}"
 
@@ -411,12 +412,43 @@ def eta_text(s: Snapshot) -> str:
     run's status instead."""
     if s.status == STOPPED:
         return status_text(s.status, s.run_id)
+    if s.eta_waits:
+        return _eta_with_approvals(s)
     if s.eta_over:
         over = f"({s.eta_over} running over estimate)"
         if s.eta_seconds is None:
             return f"ETA: unknown {over}"
         return f"ETA: >{fmt_duration(s.eta_seconds)} {over}"
     return f"ETA: {fmt_duration(s.eta_seconds)}"
+
+
+def _eta_with_approvals(s: Snapshot) -> str:
+    """``ETA: 12s + waits on a person (1 approval)``: the ETA of the work no approval holds;
+    ``ETA: waits on a person (1 approval)`` when nothing else is left."""
+    person = f"waits on a person ({len(s.awaiting)} approval{'s' if len(s.awaiting) != 1 else ''})"
+    rest = s.tasks.total - s.tasks.done - s.eta_waits
+    if rest <= 0:
+        return f"ETA: {person}"
+    if s.eta_seconds is None:
+        return f"ETA: unknown + {person}"
+    lower = ">" if s.eta_over else ""
+    return f"ETA: {lower}{fmt_duration(s.eta_seconds)} + {person}"
+
+
+def awaiting_lines(s: Snapshot, limit: int = 5) -> list[str]:
+    """``awaiting approval: deploy (since 12s) — phalanx approve RUN deploy``, one per task
+    a person's decision holds (oldest first; the rest counted)."""
+    out = []
+    for w in s.awaiting[:limit]:
+        since = fmt_duration(max(0.0, s.now - w["since"]))
+        why = "" if w["by"] == "plan" else f", {w['reason']}"
+        left = ""
+        if w.get("deadline") is not None:
+            left = f", {w['on_timeout']} in {fmt_duration(max(0.0, w['deadline'] - s.now))}"
+        out.append(f"awaiting approval: {w['task']} (since {since}{why}{left}) — {w['command']}")
+    if len(s.awaiting) > limit:
+        out.append(f"… {len(s.awaiting) - limit} more awaiting approval")
+    return out
 
 
 def _role_parts(s: Snapshot) -> list[str]:
@@ -435,9 +467,11 @@ def _task_lines(s: Snapshot) -> tuple[str, str]:
         tasks = f"Tasks: {p.breakdown()} (of {p.total})"
         done = f"{p.headline()} [{p.bar(20)}]"
     else:
+        person = f" · {p.awaiting} awaiting approval" if p.awaiting else ""
         tasks = (
             f"Tasks: {p.succeeded} done · {p.running} running · "
-            f"{p.waiting + p.pending} queued · 0 failed · 0 skipped (of {p.total})"
+            f"{p.waiting + p.pending - p.awaiting} queued{person} · 0 failed · 0 skipped"
+            f" (of {p.total})"
         )
         done = f"{p.fraction * 100:.0f}%"
     total = (
@@ -482,7 +516,7 @@ def swarm_lines(
         if s.in_doubt
         else ""
     )
-    extra = [line for line in (retries, doubt) if line]
+    extra = [*awaiting_lines(s), *(line for line in (retries, doubt) if line)]
     if width is None:
         out = [*_role_parts(s), tasks, total, *extra]
         return out + (["Alerts: " + " | ".join(s.alerts)] if s.alerts else [])

@@ -4,8 +4,10 @@
 :class:`~phalanx.status.web.auth.Guard`. ``/events`` streams ``snapshot`` events (at most
 four a second) from a :class:`_Follower` that runs in its own worker thread and switches to
 a newer run when following the latest; ``/api/snapshot``, ``/api/runs`` and
-``/api/agents/{name}`` answer JSON; ``/metrics`` Prometheus text; ``/`` the page
-(``static/dashboard.html``, read once) with a fresh CSP nonce per load.
+``/api/agents/{name}`` answer JSON; ``POST /api/approve`` decides a task awaiting approval
+(the only route that changes anything: same-origin or bearer token, see ``auth``);
+``/metrics`` Prometheus text; ``/`` the page (``static/dashboard.html``, read once) with a
+fresh CSP nonce per load.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import (
@@ -37,9 +40,10 @@ from starlette.responses import (
 )
 from starlette.routing import Route
 
-from ...exceptions import UsageError
+from ...exceptions import PhalanxError, UsageError
 from ...journal import Journal, RunRecord
 from ...redaction import register
+from ...runtime.approvals import record_decision
 from ..liveness import run_summaries
 from ..prometheus import PrometheusExporter
 from .auth import LOOPBACK_HOSTS, Guard, to_cookie
@@ -229,6 +233,37 @@ def _metrics(request: Request) -> Response:
     return PlainTextResponse(text, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
+MAX_DECISION_BYTES = 4096
+
+
+async def _api_approve(request: Request) -> Response:
+    """``POST /api/approve`` with ``{"run", "task", "reject": bool, "reason"}``: the
+    decision goes into the journal (the run's process picks it up within a second). 400
+    for a bad body, 409 when the task is not awaiting approval or was already decided."""
+    body = await request.body()
+    if len(body) > MAX_DECISION_BYTES:
+        return JSONResponse({"error": "request too large"}, status_code=413)
+    try:
+        data = json.loads(body or b"{}")
+        run_id, task_id = str(data["run"]), str(data["task"])
+        reject, reason = bool(data.get("reject", False)), str(data.get("reason") or "")
+    except (ValueError, KeyError, TypeError):
+        return JSONResponse({"error": "expected JSON {run, task, reject, reason}"}, 400)
+    settings = _settings(request)
+
+    def decide() -> dict[str, Any]:
+        with _journal(settings) as journal:
+            rec, d = record_decision(
+                journal, run_id, task_id, approve=not reject, reason=reason, by="dashboard"
+            )
+        return {"run": rec.run_id, "task": task_id, "decision": d.decision, "reason": d.reason}
+
+    try:
+        return JSONResponse(await run_in_threadpool(decide))
+    except PhalanxError as exc:
+        return JSONResponse({"error": str(exc)}, status_code=409)
+
+
 # -- the page ----------------------------------------------------------------------------------
 @functools.cache
 def page_template() -> str:
@@ -273,6 +308,7 @@ def create_app(
             Route("/api/snapshot", _api_snapshot),
             Route("/api/runs", _api_runs),
             Route("/api/agents/{name:path}", _api_agent),
+            Route("/api/approve", _api_approve, methods=["POST"]),
             Route("/metrics", _metrics),
         ],
         middleware=[Middleware(Guard, token=token, allowed_hosts=tuple(allowed_hosts))],

@@ -3,9 +3,11 @@
 Every request, whatever its path or method, passes :class:`Guard` first: a foreign ``Host``
 (DNS rebinding) or a cross-origin ``Origin`` is 403, no token (``?token=``, ``Authorization:
 Bearer`` or the cookie the first page load sets) is 401, a wrong one 403, and anything but
-GET is 405. Allowed responses get the security headers. Also here: the token itself, the one
-URL to print, and the loopback checks that refuse a non-loopback bind without an explicit
-token.
+GET is 405, except a POST to one of :data:`POST_PATHS` (an approval decision), which must
+also come from the page itself (an ``Origin`` of this very host, and no ``Sec-Fetch-Site``
+other than ``same-origin``) or carry the token as ``Authorization: Bearer`` (a script).
+Allowed responses get the security headers. Also here: the token itself, the one URL to
+print, and the loopback checks that refuse a non-loopback bind without an explicit token.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from ...exceptions import UsageError
 __all__ = [
     "COOKIE",
     "LOOPBACK_HOSTS",
+    "POST_PATHS",
     "Guard",
     "check_bind",
     "dashboard_url",
@@ -38,6 +41,7 @@ __all__ = [
 ]
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
+POST_PATHS = frozenset({"/api/approve"})  # the only routes that change anything
 COOKIE = "phalanx_token"
 _WILDCARD_BINDS = ("0.0.0.0", "::", "")
 
@@ -142,7 +146,7 @@ class Guard:
             return
         denied = self.verdict(scope)
         if denied is None and scope["method"] != "GET":
-            denied = (405, "method not allowed")
+            denied = self._post_verdict(scope)
         if denied is not None:
             await _deny(*denied)(scope, receive, send)
             return
@@ -163,6 +167,24 @@ class Guard:
             return 403, "forbidden: wrong access token"
         return None
 
+    def _post_verdict(self, scope: Scope) -> tuple[int, str] | None:
+        """A request that may pass the token check but is not a GET: only a POST to a
+        :data:`POST_PATHS` route, sent by the page itself or by a script with a bearer
+        token (a browser always sends ``Origin`` with a POST; a forged form cannot set
+        ``Authorization``)."""
+        if scope["method"] != "POST" or scope.get("path") not in POST_PATHS:
+            return 405, "method not allowed"
+        site = (_header(scope, b"sec-fetch-site") or "same-origin").lower()
+        if site not in ("same-origin", "none"):
+            return 403, "forbidden: cross-site request"
+        if _header(scope, b"origin") is not None:
+            return None  # same-origin (verdict checked it)
+        auth = _header(scope, b"authorization") or ""
+        bearer = auth.partition(" ")
+        if bearer[0].lower() == "bearer" and token_ok(bearer[2].strip(), self.token):
+            return None
+        return 403, "forbidden: a POST needs the page's Origin or an Authorization header"
+
     def _host_ok(self, value: str) -> bool:
         host, _ = split_host(value)
         return self.any_host or host in self.hosts
@@ -178,7 +200,7 @@ def _deny(status: int, text: str) -> Response:
     if status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="phalanx"'
     if status == 405:
-        headers["Allow"] = "GET"
+        headers["Allow"] = "GET"  # and POST on POST_PATHS
     return PlainTextResponse(text + "\n", status_code=status, headers=headers)
 
 

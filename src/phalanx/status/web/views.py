@@ -47,6 +47,7 @@ from ..snapshot import (
 from ..text import (
     agent_line,
     agent_progress,
+    eta_text,
     fmt_cost,
     swarm_lines,
     team_line,
@@ -293,7 +294,7 @@ def full_view(journal: Journal, run_id: str) -> RunView:
 def page_title(s: Snapshot) -> str:
     """``Run ID · plan P · STATUS`` (a stopped run's with its resume hint), the headline when
     a task failed or was skipped, and whether it is simulated: plain text."""
-    head = f" · {s.tasks.headline()}" if s.tasks.troubled else ""
+    head = f" · {s.tasks.headline()}" if s.tasks.troubled or s.tasks.awaiting else ""
     sim = " · SIMULATED (sim provider)" if s.simulated else ""
     return f"Run {s.run_id} · plan {s.plan} · {status_text(s.status, s.run_id)}{head}{sim}"
 
@@ -372,6 +373,8 @@ def _times_json(s: Snapshot) -> dict[str, Any]:
         eta = "none: " + status_text(s.status, s.run_id)
     elif s.finished is not None:
         eta = "finished"
+    elif s.eta_waits:
+        eta = eta_text(s).removeprefix("ETA: ")
     else:
         eta = fmt_duration(s.eta_seconds)
     return {"elapsed_text": s.elapsed_text(), "eta_text": eta}
