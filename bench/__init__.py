@@ -18,4 +18,5 @@ BENCHMARKS: tuple[str, ...] = (
     "b7_quota",
     "b8_policy",
     "b9_status",
+    "b10_provider",
 )

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-IDS = ("B1", "B2", "B3", "B4", "B5", "B5m", "B6", "B7", "B7b", "B7c", "B8", "B9")
+IDS = ("B1", "B2", "B3", "B4", "B5", "B5m", "B6", "B7", "B7b", "B7c", "B8", "B9", "B10a", "B10b")
 
 
 @pytest.fixture(scope="module")

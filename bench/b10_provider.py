@@ -1,0 +1,185 @@
+"""B10: the real-provider path. CPU time per request of a phalanx run on ``openai-compatible``
+and on ``anthropic`` against a local instant server (``bench.instant_server``, its own
+process), against the bare SDK (``openai.AsyncOpenAI`` / ``anthropic.AsyncAnthropic`` with an
+``asyncio.Semaphore``) sending the same requests at the same concurrency. Each side runs in a
+fresh process of its own, measured with ``time.process_time`` (every thread of it: the
+journal's writer included) after a warm-up, so the figure is what phalanx adds to a call.
+Target: phalanx <= 1.15x the bare SDK's CPU per request."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from .common import ROOT, BenchError, Config, Row, log, median, spread, state_dir
+
+TARGET = 1.15
+_SYSTEM = "You are Cipher, the generalist of a team of agents. Do whatever the task asks."
+_KEY = "sk-bench-0000000000000000"
+_MODELS = {"openai": "openai-compatible:m", "anthropic": "anthropic:claude-bench"}
+
+
+@contextlib.contextmanager
+def instant_server() -> Iterator[int]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.instant_server", "0"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if not line.startswith("listening "):
+            raise BenchError(f"the instant server did not start: {line!r}")
+        yield int(line.split()[1])
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+# -- the two sides, each in a process of its own -------------------------------------------
+async def _bare(kind: str, port: int, n: int, k: int) -> None:
+    sem = asyncio.Semaphore(k)
+    if kind == "openai":
+        import openai
+
+        oc = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=_KEY)
+
+        async def one(i: int) -> None:
+            async with sem:
+                r = await oc.chat.completions.create(
+                    model="m",
+                    messages=[
+                        {"role": "system", "content": _SYSTEM},
+                        {"role": "user", "content": f"do part {i}"},
+                    ],
+                    max_tokens=1024,
+                )
+                assert r.choices[0].message.content
+
+        async with oc:
+            await asyncio.gather(*(one(i) for i in range(n)))
+    else:
+        import anthropic
+
+        ac = anthropic.AsyncAnthropic(base_url=f"http://127.0.0.1:{port}", api_key=_KEY)
+
+        async def one(i: int) -> None:
+            async with sem:
+                stream = await ac.messages.create(
+                    model="claude-bench",
+                    system=_SYSTEM,
+                    messages=[{"role": "user", "content": f"do part {i}"}],
+                    max_tokens=1024,
+                    stream=True,
+                )
+                text = []
+                async with stream:
+                    async for event in stream:
+                        if event.type == "content_block_delta":
+                            text.append(event.delta.text)  # type: ignore[union-attr]
+                assert text
+
+        async with ac:
+            await asyncio.gather(*(one(i) for i in range(n)))
+
+
+def _plan(kind: str, port: int, n: int, k: int) -> Any:
+    from phalanx import Plan
+
+    provider = _MODELS[kind]
+    base = f"http://127.0.0.1:{port}" + ("/v1" if kind == "openai" else "")
+    return Plan.from_dict(
+        {
+            "name": f"b10-{kind}",
+            "provider": provider,
+            "providers": {provider.partition(":")[0]: {"base_url": base}},
+            "agents": [{"role": "generalist", "count": k}],
+            "tasks": [{"id": f"t{i}", "prompt": f"do part {i}"} for i in range(n)],
+        }
+    )
+
+
+async def _phalanx(kind: str, port: int, n: int, k: int, state: str) -> None:
+    import phalanx
+
+    result = await phalanx.run(_plan(kind, port, n, k), state=state)
+    if result.status != "succeeded":
+        raise BenchError(f"b10 {kind}: the run ended {result.status}: {result.snapshot.reason}")
+
+
+def client(side: str, kind: str, port: int, n: int, k: int, state: str) -> dict[str, float]:
+    """One measurement in this process: a warm-up of ``k`` requests, then ``n``."""
+    os.environ.update({"OPENAI_COMPATIBLE_API_KEY": _KEY, "ANTHROPIC_API_KEY": _KEY})
+
+    def once(count: int, where: str) -> None:
+        if side == "bare":
+            asyncio.run(_bare(kind, port, count, k))
+        else:
+            asyncio.run(_phalanx(kind, port, count, k, where))
+
+    once(k, os.path.join(state, "warm"))
+    cpu, t0 = time.process_time(), time.perf_counter()
+    once(n, os.path.join(state, "run"))
+    return {"cpu": time.process_time() - cpu, "wall": time.perf_counter() - t0}
+
+
+def _measure(side: str, kind: str, port: int, n: int, k: int) -> dict[str, float]:
+    with state_dir(tempfile.gettempdir()) as d:  # on disk, as users keep it
+        out = subprocess.run(
+            [sys.executable, "-m", "bench.b10_provider", side, kind, str(port), str(n), str(k), d],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
+    if out.returncode != 0:
+        raise BenchError(f"b10 {side} {kind}: {out.stderr.strip()[-2000:]}")
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+def run(cfg: Config) -> list[Row]:
+    n, k = cfg.size((500, 20), (40, 4))
+    rows = []
+    with instant_server() as port:
+        for kind in ("openai", "anthropic"):
+            bare, ours = [], []
+            for i in range(cfg.repeats):
+                bare.append(_measure("bare", kind, port, n, k)["cpu"] / n)
+                ours.append(_measure("phalanx", kind, port, n, k)["cpu"] / n)
+                log(
+                    f"B10 {kind} run {i + 1}/{cfg.repeats}: bare {bare[-1] * 1e3:.2f} ms, "
+                    f"phalanx {ours[-1] * 1e3:.2f} ms CPU per request"
+                )
+            ratio = median(ours) / median(bare)
+            rows.append(
+                Row(
+                    id=f"B10{'a' if kind == 'openai' else 'b'}",
+                    title=f"CPU per request, {_MODELS[kind].partition(':')[0]} "
+                    f"(N={n}, K={k}, instant local server)",
+                    figure=f"{median(ours) * 1e3:.2f} ms",
+                    baseline=f"{median(bare) * 1e3:.2f} ms (bare {kind} SDK + semaphore)",
+                    target=f"<= {TARGET}x",
+                    ratio=ratio,
+                    passed=ratio <= TARGET,
+                    note=f"phalanx {spread([x * 1e3 for x in ours], 'ms')}, bare SDK "
+                    f"{spread([x * 1e3 for x in bare], 'ms')}; each side a fresh process, "
+                    "CPU of every thread, journal on disk, after a warm-up of K requests.",
+                )
+            )
+    return rows
+
+
+if __name__ == "__main__":
+    side, kind, port, n, k, state = sys.argv[1:7]
+    print(json.dumps(client(side, kind, int(port), int(n), int(k), state)))
