@@ -49,6 +49,7 @@ __all__ = [
     "TaskState",
     "TaskStolen",
     "TaskSucceeded",
+    "TasksAdded",
     "ToolCalled",
     "ToolInDoubt",
     "ToolStarted",
@@ -80,6 +81,7 @@ class TaskInfo:
     category: str
     needs: tuple[str, ...] = ()
     role: str | None = None
+    grows: bool = False  # may add tasks while it runs (a foreach template, a spawner)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -170,6 +172,39 @@ class TaskSkipped:
     task_id: str
     upstream: str  # the failed task this one depended on (directly or through others)
     reason: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TasksAdded:
+    """The plan grew: a foreach template was expanded (``kind`` foreach: ``group`` is the
+    template, ``by_task``/``by_attempt`` the upstream result it was expanded over) or an
+    agent spawned subtasks (``kind`` spawn: ``group`` and ``by_task`` the spawning task,
+    ``by_attempt`` its attempt, ``call`` the spawn call's place in its loop, ``TURN.INDEX``).
+    ``tasks``: each new task as plan-file data, with its ``depth``; ``joins``: tasks that now
+    also need every new one (the template; a spawn's collector). Journaled in the same
+    transaction as the result that caused it, so a resume rebuilds exactly this DAG.
+    ``result``: what the spawn call answered (a replayed call gets it back)."""
+
+    type: Literal["tasks_added"] = "tasks_added"
+    ts: float
+    kind: Literal["foreach", "spawn"]
+    group: str
+    by_task: str
+    by_attempt: int
+    tasks: tuple[Mapping[str, Any], ...]
+    joins: tuple[str, ...] = ()
+    call: str = ""
+    wait: bool = False
+    items: int = 0
+    result: str = ""
+
+    def __post_init__(self) -> None:  # lists from JSON
+        object.__setattr__(self, "tasks", tuple(dict(t) for t in self.tasks))
+        object.__setattr__(self, "joins", tuple(self.joins))
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return tuple(str(t["id"]) for t in self.tasks)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -484,6 +519,7 @@ Event = (
     | TaskSucceeded
     | TaskFailed
     | TaskSkipped
+    | TasksAdded
     | AgentTurn
     | ToolStarted
     | ToolCalled
@@ -516,6 +552,7 @@ _TYPES: dict[str, type[Any]] = {
         TaskSucceeded,
         TaskFailed,
         TaskSkipped,
+        TasksAdded,
         AgentTurn,
         ToolStarted,
         ToolCalled,

@@ -69,6 +69,7 @@ from ..events import (
     RunFinished,
     RunStarted,
     TaskFailed,
+    TasksAdded,
     TaskSkipped,
     TaskSucceeded,
 )
@@ -397,6 +398,11 @@ class _Fold:
         elif isinstance(e, CallRetried):
             for acc in self._scopes(e.agent):
                 acc.call_retries += 1
+        elif isinstance(e, TasksAdded):  # the plan grew
+            for d in e.tasks:
+                if str(d["id"]) not in self.states:
+                    self.task_ids.append(str(d["id"]))
+                    self.states[str(d["id"])] = "pending"
         elif _get(e, "type") in COMMUNICATION_EVENTS:
             self._communication(e)
 
@@ -465,7 +471,7 @@ class _Fold:
         attempt = self.finished_attempts.get(e.attempt_id)
         if attempt is not None:
             self.task_work[e.task_id] = attempt.duration
-        for acc in self._scopes(e.agent):
+        for acc in self._scopes(e.agent or None):  # a foreach template has no agent
             acc.tasks_succeeded += 1
             acc.task_latencies.append(latency)
             if attempt is not None:

@@ -31,6 +31,7 @@ from ..events import (
     RunStarted,
     RunStatus,
     TaskFailed,
+    TasksAdded,
     TaskSkipped,
     TaskState,
     TaskSucceeded,
@@ -127,6 +128,7 @@ class _Task:
     state: TaskState = "queued"
     agent: str | None = None
     attempts: int = 0
+    grows: bool = False  # may add tasks while unfinished (a foreach template, a spawner)
 
 
 @dataclass(slots=True)
@@ -164,6 +166,9 @@ class Snapshot:
     eta_over: int = 0
     timed: bool = True  # false: every model simulated with zero latency (RunStarted.timed)
     last_event: float = 0.0  # the newest event's time (a stopped run's clock stops no earlier)
+    # a task that may add tasks (a foreach template, a spawner) is unfinished: the total is
+    # what is known so far, and the ETA is for the known tasks only
+    growing: bool = False
 
     @property
     def elapsed(self) -> float:
@@ -222,6 +227,7 @@ class Snapshot:
             "counts": self.counts,
             "tasks": self.tasks.to_dict(),
             "total": self.total,
+            "growing": self.growing,
             "progress": self.progress,
             "eta_seconds": self.eta_seconds,
             "eta_over_estimate": self.eta_over,
@@ -421,11 +427,31 @@ class StatusTracker:
             a.state, a.task_id, a.since = "idle", None, e.ts
         for t in e.tasks:
             if t.id not in self.tasks:
-                self.tasks[t.id] = _Task(title=t.title, category=t.category, needs=t.needs)
-                self.counts["queued"] = self.counts.get("queued", 0) + 1
+                self._add_task(t.id, t.title, t.category, t.needs, t.grows)
         for tid, task in self.tasks.items():  # attempts cut short by a crash re-run
             if task.state in ("running", "retrying"):
                 self._set(tid, "queued")
+
+    def _add_task(
+        self, tid: str, title: str, category: str, needs: tuple[str, ...], grows: bool
+    ) -> None:
+        self.tasks[tid] = _Task(title=title, category=category, needs=needs, grows=grows)
+        self.counts["queued"] = self.counts.get("queued", 0) + 1
+
+    def _tasks_added(self, e: TasksAdded) -> None:
+        """The plan grew: its new tasks are queued; the joins now need them."""
+        for d in e.tasks:
+            tid = str(d["id"])
+            if tid not in self.tasks:
+                needs = tuple(str(n) for n in d.get("needs") or ())
+                title = str(d.get("title") or tid)
+                self._add_task(
+                    tid, title, str(d.get("category") or "other"), needs, bool(d.get("grows"))
+                )
+        for j in e.joins:
+            t = self.tasks.get(j)
+            if t is not None:
+                t.needs = (*t.needs, *e.ids)
 
     def _attempt_started(self, e: AttemptStarted) -> None:
         self.attempts += 1
@@ -518,6 +544,8 @@ class StatusTracker:
             unheld=self.unheld_by_role(),
             timed=self.timed,
             last_event=self.last_ts,
+            growing=self.status == "running"
+            and any(t.grows and t.state not in _TERMINAL for t in self.tasks.values()),
         )
 
     def agent_tasks(self) -> dict[str, Progress]:
@@ -626,7 +654,9 @@ _FOLDS: dict[type[Event], Callable[[StatusTracker, Any], None]] = {
     AgentPlaced: StatusTracker._agent_placed,
     RunStarted: StatusTracker._run_started,
     RunFinished: StatusTracker._run_finished,
+    TasksAdded: StatusTracker._tasks_added,
 }
+_TERMINAL = ("succeeded", "failed", "skipped")
 
 
 def _chain(
