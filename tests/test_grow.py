@@ -22,8 +22,10 @@ import phalanx
 from conftest import events, rows
 from growmodel import GrowModel
 from phalanx import AgentSpec, Plan, Task
+from phalanx.status.metrics import compute_metrics
 from phalanx.status.snapshot import fold
-from phalanx.status.text import eta_text
+from phalanx.status.text import _task_lines, eta_text
+from phalanx.status.web.views import snapshot_json
 
 FILES = {"type": "object", "required": ["files"], "properties": {"files": {"type": "array"}}}
 
@@ -197,8 +199,16 @@ def test_status_says_a_run_still_grows(state: Path) -> None:
     first = next(i for i, e in enumerate(evs) if e.type == "tasks_added" and e.kind == "foreach")
     during = fold(evs[: first + 1])
     assert during.growing and during.total >= 4 + 20
-    assert "(growing)" in eta_text(during) or "still growing" in eta_text(during)
-    assert not fold(evs).growing and fold(evs).total == 4 + 20 + 3
+    assert eta_text(during).endswith("(for the known tasks; still growing)")
+    tasks_line, total_line = _task_lines(during)
+    assert f"(of {during.total} (growing))" in tasks_line and "done (growing))" in total_line
+    page = snapshot_json(during)
+    assert page["growing"] and page["headline"].endswith(" (growing)")
+    assert page["eta_text"].endswith("still growing)")
+    assert compute_metrics(evs[: first + 1]).growing
+    end = fold(evs)
+    assert not end.growing and end.total == 4 + 20 + 3
+    assert "(growing)" not in _task_lines(end)[0] and not compute_metrics(evs).growing
 
 
 # -- kill -9 during expansion and spawning, then resume ------------------------------------
