@@ -22,6 +22,8 @@ import phalanx
 from conftest import events, rows
 from growmodel import GrowModel
 from phalanx import AgentSpec, Plan, Task
+from phalanx.exceptions import ErrorClass, ProviderError
+from phalanx.providers.base import Completion, CompletionRequest
 from phalanx.status.metrics import compute_metrics
 from phalanx.status.snapshot import fold
 from phalanx.status.text import _task_lines, eta_text
@@ -169,6 +171,32 @@ def test_an_agent_spawns_subtasks_and_waits_for_them(state: Path) -> None:
     order = _order(state, result.run_id)
     i = next(i for i, (t, d) in enumerate(order) if t == "tasks_added" and '"spawn"' in d)
     assert order[i - 1][0] == "tool_started" and '"spawn_tasks"' in order[i - 1][1]
+
+
+class _FailsAfterSpawning(GrowModel):
+    """The spawner's first attempt fails on the call after its spawn (a 500)."""
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        tool_done = any(m.role == "tool" for m in request.messages)
+        if request.task_id == "split" and request.attempt_no == 1 and tool_done:
+            raise ProviderError("boom", error_class=ErrorClass.SERVER_ERROR, status=500)
+        return await super().complete(request)
+
+
+def test_a_retried_spawning_attempt_does_not_spawn_twice(state: Path) -> None:
+    plan = grow_plan()
+    plan["retry"] = {"call_attempts": 1, "base_seconds": 0.01}
+    result = _run(plan, _FailsAfterSpawning())
+    assert result.status == "succeeded", result.summary()
+    assert result.tasks["split"].attempts == 2
+    spawns = [e for e in events(state, result.run_id, "tasks_added") if e["kind"] == "spawn"]
+    assert len(spawns) == 1  # the second attempt's call got the recorded answer
+    assert sorted(t for t in result.tasks if t.startswith("split.")) == [
+        "split.1",
+        "split.2",
+        "split.3",
+    ]
+    assert result.tasks["split"].output.startswith("collected: spawned 3 subtask(s)")
 
 
 def test_spawning_is_bounded_by_depth_and_tasks(state: Path) -> None:

@@ -181,9 +181,10 @@ class TasksAdded:
     agent spawned subtasks (``kind`` spawn: ``group`` and ``by_task`` the spawning task,
     ``by_attempt`` its attempt, ``call`` the spawn call's place in its loop, ``TURN.INDEX``).
     ``tasks``: each new task as plan-file data, with its ``depth``; ``joins``: tasks that now
-    also need every new one (the template; a spawn's collector). Journaled in the same
-    transaction as the result that caused it, so a resume rebuilds exactly this DAG.
-    ``result``: what the spawn call answered (a replayed call gets it back)."""
+    also need every new one (the template; a spawn's collector). One event, journaled with
+    the upstream's success (foreach) or right after the spawn call's committed start, so a
+    resume rebuilds exactly this DAG. ``result``: what the spawn call answered at once (a
+    call made again at the same place gets it back; a waiting call adds the results)."""
 
     type: Literal["tasks_added"] = "tasks_added"
     ts: float

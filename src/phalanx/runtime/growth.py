@@ -18,11 +18,15 @@ returns at once; a ``collector`` task (pending) also receives their results. Bou
 ``limits.max_tasks`` (tasks in the run): a call over one is refused with a tool error and
 an alert. Spawned tasks go through the run's one dispatcher, agents, governor and budgets.
 
-Every growth is one :class:`TasksAdded` event with its provenance, emitted in the same
-event group (journal transaction) as the result that caused it: the upstream's success (a
-template) or the spawn call's result. A resume rebuilds the grown plan from these events
-(:func:`grow_plan`); a spawn call made again at the same place of the same task's loop (a
-resumed loop, a retried attempt) gets its recorded answer back and spawns nothing.
+Every growth is one :class:`TasksAdded` event with its provenance (one event: never half
+a growth). A template's is emitted in the event group (journal transaction) of the
+upstream's success; a spawn's right after the call's start, which is committed before the
+call runs, and with ``wait: false`` in the group of the call's answer (a waiting call
+answers later). A resume rebuilds the grown plan from these events (:func:`grow_plan`); a
+spawn call made again at the same place (``TURN.INDEX``) of the same task's loop (a resumed
+loop replaying a call left in doubt, a retried attempt) gets its recorded answer back and
+spawns nothing; a spawn lost with the unflushed tail of a crash left no trace, and its call,
+in doubt, is simply made again.
 """
 
 from __future__ import annotations
