@@ -5,6 +5,7 @@ duplicate grown tasks."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import random
@@ -74,6 +75,7 @@ def test_an_analyzer_answer_of_20_items_grows_20_migrate_tasks(state: Path) -> N
     migrated = sorted(t for t in result.tasks if t.startswith("migrate["))
     assert migrated == sorted(f"migrate[{i}]" for i in range(20))
     assert all(result.tasks[t].ok and result.tasks[t].attempts == 1 for t in migrated)
+    assert result.tasks["migrate"].ok and result.tasks["migrate"].attempts == 0  # a template
     # the prompt and title come from the item
     assert result.tasks["migrate[7]"].output == "done migrate[7] (1 upstream)"
     # report ran after all 20, with each one's result handed over
@@ -219,6 +221,29 @@ def test_spawning_is_bounded_by_depth_and_tasks(state: Path) -> None:
     assert len(result.tasks) <= 10
     alerts = [a["message"] for a in events(state, result.run_id, "alert") if a["kind"] == "growth"]
     assert alerts and all("max_tasks" in a for a in alerts)
+
+
+class _Clocked(GrowModel):
+    """Notes when each model call arrives."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.times: list[float] = []
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        self.times.append(asyncio.get_running_loop().time())
+        return await super().complete(request)
+
+
+def test_spawned_work_at_every_depth_stays_under_the_governors_rpm(state: Path) -> None:
+    plan = grow_plan(max_depth=2, rate_limits={"grow": {"rpm": 4, "window": 0.5}})
+    plan["tasks"] = [{"id": "root", "role": "migrator", "prompt": "SPAWN 2 RECURSE"}]
+    model = _Clocked()
+    result = _run(plan, model)
+    assert result.status == "succeeded", result.summary()
+    assert len(result.tasks) == 7 and len(model.times) == 14  # 2 calls each, 3 depths
+    worst = max(sum(1 for u in model.times if t <= u < t + 0.5 - 0.01) for t in model.times)
+    assert worst <= 4, sorted(round(t - model.times[0], 3) for t in model.times)
 
 
 def test_status_says_a_run_still_grows(state: Path) -> None:

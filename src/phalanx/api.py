@@ -739,7 +739,9 @@ def _task_results(plan: Plan, records: Mapping[str, TaskRecord]) -> dict[str, Ta
             else "pending",
             output=records[t.id].output,
             agent=records[t.id].agent,
-            attempts=records[t.id].attempts + (1 if records[t.id].state == "succeeded" else 0),
+            # a foreach template succeeds without an attempt (its attempt id is 0)
+            attempts=records[t.id].attempts
+            + (1 if records[t.id].state == "succeeded" and records[t.id].attempt_id else 0),
             usage=records[t.id].usage,
             error_class=records[t.id].error_class,
             error=records[t.id].error,
