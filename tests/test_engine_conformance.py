@@ -330,6 +330,31 @@ def test_shared_context_tools_run_on_the_driver(engine: str, state: Path) -> Non
     assert journaled == [("context_get", 0, 1), ("context_put", 1, 1)]
 
 
+# -- a plan that grows while it runs (issue 20) ---------------------------------------------
+def test_a_growing_dag_expands_and_spawns_the_same_way(engine: str, state: Path) -> None:
+    from growmodel import GrowModel
+    from test_grow import grow_plan
+
+    r = go(grow_plan(), engine, state, custom_providers={"grow": GrowModel(items=6)})
+    assert r.status == "succeeded", r.summary()
+    assert sorted(t for t in r.tasks if t.startswith("migrate[")) == [
+        f"migrate[{i}]" for i in range(6)
+    ]
+    assert r.tasks["report"].output == "done report (6 upstream)"
+    assert r.tasks["split"].output.startswith("collected: spawned 3 subtask(s)")
+    assert all(r.tasks[f"split.{i}"].ok for i in (1, 2, 3))
+    with db(state) as c:
+        grown = c.execute(
+            "SELECT COUNT(*) FROM events WHERE run_id = ? AND type = 'tasks_added'", (r.run_id,)
+        ).fetchone()[0]
+        wins = c.execute(
+            "SELECT COUNT(*), COUNT(DISTINCT task_id) FROM attempts WHERE run_id = ?"
+            " AND outcome = 'succeeded'",
+            (r.run_id,),
+        ).fetchone()
+    assert grown == 2 and wins[0] == wins[1] == len(r.tasks) - 1  # the template: no attempt
+
+
 # -- one rate governor for every agent, wherever it runs -----------------------------------
 def test_a_retry_after_pauses_the_key_for_every_agent(engine: str, state: Path) -> None:
     data = sim_plan(30, agents=3, latency_ms=5, faults={"rate_limited": 0.15}, seed=5)

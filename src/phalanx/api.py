@@ -51,6 +51,7 @@ from .runtime.assembly import (
 )
 from .runtime.engine import Engine, LocalEngine
 from .runtime.governor import RateGovernor, public_defaults
+from .runtime.growth import SPAWN_TOOL, SPAWN_TOOL_SPEC
 from .runtime.orchestrator import Orchestrator, Prior, RunGate, TaskRecord
 from .runtime.quota import QuotaStore, QuotaStoreError
 from .runtime.router import LLMPolicy
@@ -417,6 +418,8 @@ async def resume(
         terminal=terminal,
         failed_attempts=journal.finished_attempts(rec.run_id),
         loops=journal.interrupted_loops(rec.run_id),
+        parsed={k: r.parsed for k, r in results.items()},
+        growth=journal.growth(rec.run_id),  # the plan as it had grown
     )
     return await _execute(
         plan,
@@ -495,7 +498,7 @@ async def _execute(
         )
     finally:
         await hub.aclose()
-    tasks = _task_results(plan, orch.records)
+    tasks = _task_results(orch.plan, orch.records)  # the plan as it grew
     return RunResult(run_id=run_id, status=orch.status, tasks=tasks, snapshot=tracker.snapshot(),
                      simulated=orch.simulated, journal_path=journal.path, outputs_dir=outputs,
                      changes=changes, notes=tuple(notes))  # fmt: skip
@@ -562,7 +565,7 @@ def _orchestrator(
         providers,
         gate,
         agent_workspaces(plan, run_id, workspace, journal),
-        {**BUILTIN_TOOLS, **COMMS_TOOLS, **{t.name: t for t in tools}},
+        {**BUILTIN_TOOLS, **COMMS_TOOLS, SPAWN_TOOL: SPAWN_TOOL_SPEC, **{t.name: t for t in tools}},
         comms,
         seed=seed,
         custom=custom,
@@ -677,7 +680,7 @@ async def _drive_to_end(
                 await task
         changes = finish_isolation(plan, run_id, journal, orch)
         journal.flush()
-        notes = _write_outputs(outputs, plan, orch.records)
+        notes = _write_outputs(outputs, orch.plan, orch.records)
         journal.release(run_id, session)
         journal.close()
         if orch.governor is not None:
@@ -763,7 +766,9 @@ def _task_results(plan: Plan, records: Mapping[str, TaskRecord]) -> dict[str, Ta
             else "pending",
             output=records[t.id].output,
             agent=records[t.id].agent,
-            attempts=records[t.id].attempts + (1 if records[t.id].state == "succeeded" else 0),
+            # a foreach template succeeds without an attempt (its attempt id is 0)
+            attempts=records[t.id].attempts
+            + (1 if records[t.id].state == "succeeded" and records[t.id].attempt_id else 0),
             usage=records[t.id].usage,
             error_class=records[t.id].error_class,
             error=records[t.id].error,

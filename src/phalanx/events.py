@@ -51,6 +51,7 @@ __all__ = [
     "TaskState",
     "TaskStolen",
     "TaskSucceeded",
+    "TasksAdded",
     "ToolCalled",
     "ToolInDoubt",
     "ToolStarted",
@@ -91,6 +92,7 @@ class TaskInfo:
     category: str
     needs: tuple[str, ...] = ()
     role: str | None = None
+    grows: bool = False  # may add tasks while it runs (a foreach template, a spawner)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -181,6 +183,40 @@ class TaskSkipped:
     task_id: str
     upstream: str  # the failed task this one depended on (directly or through others)
     reason: str
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TasksAdded:
+    """The plan grew: a foreach template was expanded (``kind`` foreach: ``group`` is the
+    template, ``by_task``/``by_attempt`` the upstream result it was expanded over) or an
+    agent spawned subtasks (``kind`` spawn: ``group`` and ``by_task`` the spawning task,
+    ``by_attempt`` its attempt, ``call`` the spawn call's place in its loop, ``TURN.INDEX``).
+    ``tasks``: each new task as plan-file data, with its ``depth``; ``joins``: tasks that now
+    also need every new one (the template; a spawn's collector). One event, journaled with
+    the upstream's success (foreach) or right after the spawn call's committed start, so a
+    resume rebuilds exactly this DAG. ``result``: what the spawn call answered at once (a
+    call made again at the same place gets it back; a waiting call adds the results)."""
+
+    type: Literal["tasks_added"] = "tasks_added"
+    ts: float
+    kind: Literal["foreach", "spawn"]
+    group: str
+    by_task: str
+    by_attempt: int
+    tasks: tuple[Mapping[str, Any], ...]
+    joins: tuple[str, ...] = ()
+    call: str = ""
+    wait: bool = False
+    items: int = 0
+    result: str = ""
+
+    def __post_init__(self) -> None:  # lists from JSON
+        object.__setattr__(self, "tasks", tuple(dict(t) for t in self.tasks))
+        object.__setattr__(self, "joins", tuple(self.joins))
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return tuple(str(t["id"]) for t in self.tasks)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -528,6 +564,7 @@ Event = (
     | TaskSucceeded
     | TaskFailed
     | TaskSkipped
+    | TasksAdded
     | AgentTurn
     | ToolStarted
     | ToolCalled
@@ -562,6 +599,7 @@ _TYPES: dict[str, type[Any]] = {
         TaskSucceeded,
         TaskFailed,
         TaskSkipped,
+        TasksAdded,
         AgentTurn,
         ToolStarted,
         ToolCalled,

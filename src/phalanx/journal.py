@@ -32,6 +32,7 @@ from .events import (
     RunFinished,
     RunStarted,
     TaskFailed,
+    TasksAdded,
     TaskSkipped,
     TaskSucceeded,
     ToolCalled,
@@ -290,7 +291,8 @@ def _event_text(e: Event) -> str:
     data = event_to_json(e)
     # errors and answers are redacted where they arise; a run's task titles come from the
     # plan as written, so they are checked here
-    return redact(data) if e.type == "run_started" else data
+    # (a grown task's prompt may come from a model: checked too)
+    return redact(data) if e.type in ("run_started", "tasks_added") else data
 
 
 class Journal:
@@ -636,6 +638,19 @@ class Journal:
             r[0]: Decision(task_id=r[0], decision=r[1], reason=r[2], by=r[3], at=r[4]) for r in rows
         }
 
+    def growth(self, run_id: str) -> list[TasksAdded]:
+        """How the run's plan grew, in order (what a resume rebuilds its DAG from)."""
+        cur = self._db.execute(
+            "SELECT data FROM events WHERE run_id = ? AND type = 'tasks_added' ORDER BY seq",
+            (run_id,),
+        )
+        out = []
+        for (data,) in cur:
+            event = event_from_dict(json.loads(data))
+            assert isinstance(event, TasksAdded)
+            out.append(event)
+        return out
+
     def read_events(self, run_id: str, after: int = 0) -> Iterator[tuple[int, Event]]:
         cur = self._db.execute(
             "SELECT seq, data FROM events WHERE run_id = ? AND seq > ? ORDER BY seq",
@@ -786,6 +801,7 @@ class _Writes:
         "attempt_updates",
         "copies",
         "new_attempts",
+        "new_tasks",
         "results",
         "task_updates",
         "tool_rows",
@@ -801,6 +817,7 @@ class _Writes:
         self.attempt_updates: dict[tuple[str, int], dict[str, Any]] = {}
         self.task_updates: dict[tuple[str, str], dict[str, Any]] = {}
         self.results: list[tuple[Any, ...]] = []
+        self.new_tasks: list[tuple[Any, ...]] = []  # tasks the plan grew by
         # the tool journal: model turns, tool calls started, their ends, resumed loops
         self.turn_rows: list[tuple[Any, ...]] = []
         self.tool_rows: list[tuple[Any, ...]] = []
@@ -859,6 +876,13 @@ class _Writes:
         self._task(run_id, e.task_id).update(
             state="succeeded", error_class=None, error=None, updated_at=e.ts
         )
+
+    def tasks_added(self, run_id: str, session: int, e: TasksAdded) -> None:
+        self.new_tasks.extend(
+            (run_id, str(t["id"]), str(t.get("title") or ""), str(t.get("category") or "other"),
+             _dumps(list(t.get("needs") or ())))
+            for t in e.tasks
+        )  # fmt: skip
 
     def task_failed(self, run_id: str, session: int, e: TaskFailed) -> None:
         self._task(run_id, e.task_id).update(
@@ -931,6 +955,13 @@ class _Writes:
 
     def apply(self, db: sqlite3.Connection) -> None:
         """Write what was folded (inserts first: an update may name a row they add)."""
+        if self.new_tasks:
+            db.executemany(
+                "INSERT OR IGNORE INTO tasks (run_id, task_id, title, category, needs_json,"
+                " state) VALUES (?, ?, ?, ?, ?, 'pending')",
+                self.new_tasks,
+            )
+            self.new_tasks = []
         if self.attempt_rows:
             db.executemany(_INSERT_ATTEMPT, self.attempt_rows)
         if self.results:
@@ -983,6 +1014,7 @@ _FOLD: dict[type[Any], Any] = {
     TaskSkipped: _Writes.task_skipped,
     ApprovalRequested: _Writes.approval_requested,
     ApprovalDecided: _Writes.approval_decided,
+    TasksAdded: _Writes.tasks_added,
     AgentTurn: _Writes.agent_turn,
     ToolStarted: _Writes.tool_started,
     ToolCalled: _Writes.tool_called,

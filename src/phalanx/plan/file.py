@@ -29,6 +29,7 @@ from .schema import (
     MessagingModel,
     PlanLoader,
     PlanModel,
+    TaskModel,
 )
 
 
@@ -366,6 +367,17 @@ def _agent_to_dict(a: AgentSpec) -> dict[str, Any]:
     }
 
 
+def task_to_dict(t: Task) -> dict[str, Any]:
+    """A task as plan-file data (a grown task journaled with its growth)."""
+    return _task_to_dict(t)
+
+
+def task_from_dict(data: Mapping[str, Any]) -> Task:
+    """A task from :func:`task_to_dict` data (ids of grown tasks, ``migrate[3]``, are kept
+    as they are: they never pass through a plan file)."""
+    return TaskModel.model_validate(dict(data)).task()
+
+
 def _task_to_dict(t: Task) -> dict[str, Any]:
     return {
         "id": t.id,
@@ -383,6 +395,11 @@ def _task_to_dict(t: Task) -> dict[str, Any]:
         "agent": t.agent,
         **schema_entry(t.output_type),
         **_approval_entry(t),
+        **(
+            {"foreach": t.foreach, "foreach_key": t.foreach_key, "max_items": t.max_items}
+            if t.foreach
+            else {}
+        ),
     }
 
 

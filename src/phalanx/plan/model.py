@@ -57,6 +57,12 @@ DEFAULT_CALL_ATTEMPTS = 3
 # times (4 calls, about 4x the room) before the attempt fails as truncated
 DEFAULT_MAX_CONTINUATIONS = 3
 TRUNCATION_MODES = ("continue", "retry", "fail")
+# a foreach template's bound on items (Task.max_items) and the run's bounds on growth
+# (limits.max_tasks in all, limits.max_depth of nested spawns, limits.max_width per spawn)
+DEFAULT_MAX_ITEMS = 100
+DEFAULT_MAX_TASKS = 1000
+DEFAULT_MAX_DEPTH = 3
+DEFAULT_MAX_WIDTH = 20
 TASK_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -92,10 +98,31 @@ class Task:
     approval: Literal["required"] | None = None
     approval_timeout: float | None = None
     approval_on_timeout: Literal["fail", "skip"] = "fail"
+    # a template expanded at run time: one task per item of a list in an upstream task's
+    # parsed answer (``UPSTREAM.FIELD``, FIELD a dotted path); ids ``ID[0]``.. or by
+    # ``foreach_key`` (a field of each item); more than ``max_items`` items fail the task.
+    # The upstream task is one of its needs (added when missing).
+    foreach: str | None = None
+    foreach_key: str | None = None
+    max_items: int = DEFAULT_MAX_ITEMS
+
+    def __post_init__(self) -> None:
+        if self.foreach:
+            source = TaskId(self.foreach.partition(".")[0])
+            if source not in self.needs:
+                object.__setattr__(self, "needs", (*self.needs, source))
 
     @property
     def label(self) -> str:
         return self.title or self.id
+
+    @property
+    def foreach_source(self) -> tuple[TaskId, str] | None:
+        """``(upstream task, field path)`` of a template, None for a plain task."""
+        if not self.foreach:
+            return None
+        source, _, path = self.foreach.partition(".")
+        return TaskId(source), path
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -117,6 +144,11 @@ class Limits:
     # no model call is sent with a prompt estimated above this (messages, tool calls and tool
     # definitions so far, ~4 characters a token); the attempt fails as context_length instead
     max_prompt_tokens: int = DEFAULT_MAX_PROMPT_TOKENS
+    # a plan that grows (foreach, spawn_tasks): the most tasks in all, the deepest nesting of
+    # spawned subtasks (a plan's tasks are depth 0), the most subtasks one spawn call adds
+    max_tasks: int = DEFAULT_MAX_TASKS
+    max_depth: int = DEFAULT_MAX_DEPTH
+    max_width: int = DEFAULT_MAX_WIDTH
 
     def __post_init__(self) -> None:
         n = self.max_prompt_tokens
@@ -672,6 +704,8 @@ class Plan:
             if t.max_attempts < 1:
                 raise self._error(f"tasks[{i}].max_attempts", "must be at least 1")
             self._validate_approval(i, t)
+            if t.foreach is not None:
+                self._validate_foreach(i, t)
         for i, t in enumerate(self.tasks):
             for n in t.needs:
                 if n not in ids:
@@ -692,6 +726,17 @@ class Plan:
                 f"tasks[{i}].approval_on_timeout",
                 f"expected 'fail' or 'skip', got {t.approval_on_timeout!r}",
             )
+
+    def _validate_foreach(self, i: int, t: Task) -> None:
+        source = t.foreach_source
+        if source is None or not source[1] or source[0] not in self.task_map:
+            raise self._error(
+                f"tasks[{i}].foreach",
+                f"{t.foreach!r} must be UPSTREAM.FIELD, UPSTREAM a task of the plan "
+                "(e.g. analyze.files)",
+            )
+        if t.max_items < 0:
+            raise self._error(f"tasks[{i}].max_items", "must be at least 0")
 
     def _validate_servable(self, i: int, t: Task) -> None:
         if t.role is not None and not any(a.role == t.role for a in self.agents):

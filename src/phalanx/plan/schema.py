@@ -19,7 +19,11 @@ from ..ids import AgentName, TaskId
 from .model import (
     DEFAULT_CALL_ATTEMPTS,
     DEFAULT_MAX_CONTINUATIONS,
+    DEFAULT_MAX_DEPTH,
+    DEFAULT_MAX_ITEMS,
     DEFAULT_MAX_PROMPT_TOKENS,
+    DEFAULT_MAX_TASKS,
+    DEFAULT_MAX_WIDTH,
     EngineConfig,
     Task,
 )
@@ -135,6 +139,9 @@ class TaskModel(BaseModel):
     approval: Literal["required"] | None = None
     approval_timeout: float | None = Field(default=None, gt=0)
     approval_on_timeout: Literal["fail", "skip"] = "fail"
+    foreach: str | None = None  # UPSTREAM.FIELD: a template expanded at run time
+    foreach_key: str | None = None
+    max_items: int = Field(default=DEFAULT_MAX_ITEMS, ge=0)
 
     _as_list = field_validator("needs", "skills", mode="before")(_str_list)
 
@@ -162,6 +169,9 @@ class TaskModel(BaseModel):
             approval=self.approval,
             approval_timeout=self.approval_timeout,
             approval_on_timeout=self.approval_on_timeout,
+            foreach=self.foreach,
+            foreach_key=self.foreach_key,
+            max_items=self.max_items,
         )
 
 
@@ -248,6 +258,9 @@ class LimitsModel(BaseModel):
     max_tokens: int | None = Field(default=None, ge=1)
     max_wall_seconds: float | None = Field(default=None, gt=0)
     max_prompt_tokens: int = Field(default=DEFAULT_MAX_PROMPT_TOKENS, ge=1, strict=True)
+    max_tasks: int = Field(default=DEFAULT_MAX_TASKS, ge=1)
+    max_depth: int = Field(default=DEFAULT_MAX_DEPTH, ge=0)
+    max_width: int = Field(default=DEFAULT_MAX_WIDTH, ge=1)
 
 
 def _engine_kind(value: Any) -> Any:

@@ -35,6 +35,8 @@ from ..agents.context import CHARS_PER_TOKEN
 from ..agents.spec import AgentSpec
 from ..agents.styles import Style, StyleError, get_style, parse_output, repair_prompt
 from ..agents.tools import ToolContext, ToolResult, ToolSpec, call_tool
+from ..agents.toolspec import validate_arguments
+from ..agents.workspace import ToolError
 from ..cost import ZERO, Price, Usage
 from ..events import (
     AgentTurn,
@@ -76,6 +78,7 @@ __all__ = [
 ]
 
 UPSTREAM_CHARS = 4000  # per upstream result handed to a downstream prompt
+SPAWN_TOOL = "spawn_tasks"  # the tool whose calls grow the run (runtime/growth.py)
 IN_DOUBT_NOTE = (
     "error: in_doubt: this call of {tool} started before the run was interrupted and its "
     "outcome is unknown: it may or may not have taken effect. Check the current state "
@@ -542,6 +545,8 @@ class AgentRunner:
         t0 = loop.time()
         if spec is None or self.tool_context is None:
             result = self._refused(call.name)
+        elif call.name == SPAWN_TOOL:  # the run grows: the driver's run answers
+            result = await self._spawn(attempt, spec, call, f"{turn}.{index}")
         else:
             result = await call_tool(spec, call.arguments, self.tool_context)
         self.gate.note(
@@ -555,6 +560,24 @@ class AgentRunner:
             error=None if result.ok else result.content.partition("\n")[0][:300],
             content=result.content,
         )
+        return result
+
+    async def _spawn(
+        self, attempt: Attempt, spec: ToolSpec, call: ToolCall, where: str
+    ) -> ToolResult:
+        """A ``spawn_tasks`` call, its arguments checked here, the subtasks added by the run
+        (``where``: the call's place in the loop, what fences a call made again)."""
+        try:
+            arguments = validate_arguments(spec.parameters, call.arguments)
+        except ToolError as exc:
+            return ToolResult(
+                ok=False, content=f"error: {exc.code}: {exc.message}", error_code=exc.code
+            )
+        result = await self.gate.spawn(attempt.task.id, attempt.attempt_id, where, arguments)
+        if result is None:  # no run to grow (an agent run on its own)
+            assert self.tool_context is not None
+            return await call_tool(spec, call.arguments, self.tool_context)
+        assert isinstance(result, ToolResult)
         return result
 
     def _refused(self, name: str) -> ToolResult:
@@ -625,7 +648,8 @@ class AgentRunner:
         """What to do with a call that started and has no result: a read-only tool runs
         again; a writing one as ``retry.on_in_doubt`` says (``fail`` ends the attempt)."""
         spec = self.tools.get(c.tool)
-        read_only = not c.writes or (spec is not None and spec.read_only)
+        # a spawn whose answer is not journaled added nothing, or is fenced: run it again
+        read_only = not c.writes or (spec is not None and spec.read_only) or c.tool == SPAWN_TOOL
         action: InDoubtAction = "rerun" if read_only else self.retry.on_in_doubt
         self.gate.note(
             ToolInDoubt,

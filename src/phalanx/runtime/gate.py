@@ -34,6 +34,8 @@ class GateHost(Protocol):
 
     def commit(self) -> None: ...
 
+    async def spawn(self, task_id: str, attempt_id: int, call: str, arguments: Any) -> Any: ...
+
 
 class RunGate(Gate):
     """The gate a run gives its executors: the governor, the run's spend, events."""
@@ -80,3 +82,8 @@ class RunGate(Gate):
     async def commit(self) -> None:
         if self.orchestrator is not None:
             self.orchestrator.commit()
+
+    async def spawn(self, task_id: str, attempt_id: int, call: str, arguments: Any) -> Any:
+        if self.orchestrator is None:
+            return None
+        return await self.orchestrator.spawn(task_id, attempt_id, call, arguments)

@@ -119,6 +119,11 @@ class Gate:
         before going on: what a tool that writes needs before it runs."""
         return None
 
+    async def spawn(self, task_id: str, attempt_id: int, call: str, arguments: Any) -> Any:
+        """A ``spawn_tasks`` call: the run adds the subtasks and answers (a ToolResult);
+        None outside a run that can grow."""
+        return None
+
 
 class RateGovernor(Gate):
     """The run's rate limits (the orchestrator wraps it with spend and notes).

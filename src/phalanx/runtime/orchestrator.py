@@ -19,6 +19,7 @@ from typing import Any
 from ..agents.hooks import HookRunner
 from ..agents.sandbox import sandbox_warning
 from ..agents.spec import AgentSpec
+from ..agents.toolspec import ToolResult
 from ..cost import Usage
 from ..events import (
     AgentWaiting,
@@ -44,6 +45,7 @@ from .engine import Engine, EngineLost
 from .executor import AgentRunner, Attempt, Outcome
 from .gate import RunGate
 from .governor import RateGovernor
+from .growth import Growth, grow_plan, grows, refused
 from .overhead import OverheadWatch
 from .policies import AgentSlot, make_policy
 from .progress import Progress
@@ -89,10 +91,11 @@ class Orchestrator:
         timed: bool = True,
         decisions: DecisionStore | None = None,
     ) -> None:
+        self.prior = prior or Prior()
+        plan = grow_plan(plan, self.prior.growth)  # a resumed run's plan, as it had grown
         self.plan, self.run_id, self.engine = plan, run_id, engine
         self.runners, self.sinks, self.simulated = dict(runners), list(sinks), simulated
         self.timed = timed  # false: every model is simulated with zero latency
-        self.prior = prior or Prior()
         self.rng, self.tasks = random.Random(seed), plan.task_map
         self.progress = Progress(plan, self.prior, self.rng, now=self.now, emit=self.emit)
         self.records, self.dag = self.progress.records, self.progress.dag
@@ -104,6 +107,15 @@ class Orchestrator:
         self.status: RunStatus = "running"
         self.governor: RateGovernor | None = None  # set by the run's gate
         self._init_fleet(hooks or HookRunner(), router)
+        self.progress.tasks = self.tasks  # one map of tasks, grown in place
+        self.growth = Growth(
+            self,
+            self.prior.growth,
+            self.prior.parsed,
+            succeed=lambda o: self.progress.succeeded(o, self.now()),
+            fail=lambda tid, o: self.progress.failed(tid, o, "foreach"),
+        )
+        self._sources = {t.foreach_source[0] for t in plan.tasks if t.foreach_source}
         self.attempts = AttemptLedger(
             self.prior.max_attempt_id + 1, plan.limits.lease_seconds, self._deliver
         )
@@ -162,6 +174,7 @@ class Orchestrator:
             emit=self.emit,
             start=self._start,
         )
+        self.dispatcher.tasks = self.tasks  # the run's one map of tasks, grown in place
 
     # -- clock, events and timers ----------------------------------------------------------
     def now(self) -> float:
@@ -228,6 +241,11 @@ class Orchestrator:
                 runners=self.runners,
                 records=self.records,
                 timed=self.timed,
+                grows={
+                    t.id
+                    for t in self.plan.tasks
+                    if grows(self.plan, t, self.growth.depth.get(t.id, 0))
+                },
             )
         )
         self._warn_unsandboxed()
@@ -240,7 +258,7 @@ class Orchestrator:
         self.dispatcher.affinity = {
             TaskId(tid): loop.agent for tid, loop in self._loops.items() if loop.agent in self.slots
         }
-        self.dispatcher.enqueue(self.approvals.admit(self.dag.initially_ready()))
+        self.dispatcher.enqueue(self.approvals.admit(self.growth.route(self.dag.initially_ready())))
 
     def _warn_unsandboxed(self) -> None:
         """A warning at the start when allowed commands will run outside bubblewrap (the
@@ -256,6 +274,7 @@ class Orchestrator:
         for h in self._retry_handles:
             h.cancel()
         self.approvals.close()
+        self.growth.release_all()
         self.attempts.cancel_leases()
         await self.engine.stop()
         self.overhead.check(len(self.slots), force=True)
@@ -289,6 +308,7 @@ class Orchestrator:
                     self.engine_lost = outcome.reason
                     return
                 self._on_outcome(outcome)
+            self.growth.check()
             self._dispatch()
             self.checkpoint()
 
@@ -323,7 +343,7 @@ class Orchestrator:
             attempt_no=rec.attempts + 1,
             task=task,
             agent=agent.name,
-            upstream=upstream_of(task, self.records),
+            upstream=upstream_of(task, self.records, self.growth.expanded),
             resume=self._resumable(tid, agent.name),
         )
         self.attempts.lease(tid, aid, agent.name)
@@ -413,7 +433,9 @@ class Orchestrator:
         self.slots[o.agent].done += 1
         if self.scaler is not None:
             self.scaler.completed(self.slots[o.agent].role)
-        ready = self.progress.succeeded(o, now)
+        if o.task_id in self._sources:
+            self.growth.parsed[o.task_id] = o.parsed
+        ready = self.growth.route(self.progress.succeeded(o, now))  # templates expand here
         self.hooks.after_task(o, self.tasks[TaskId(o.task_id)], False)
         self.dispatcher.enqueue(self.approvals.admit(ready))
 
@@ -451,7 +473,32 @@ class Orchestrator:
 
     def _on_exhausted(self, reason: str) -> None:
         self.emit(Alert(ts=self.now(), kind="budget", message=reason))
+        self.growth.release_all()  # spawners waiting for subtasks that will not run go on
         self._wake.set()
+
+    # -- growth ----------------------------------------------------------------------------
+    async def spawn(
+        self, task_id: str, attempt_id: int, call: str, arguments: Mapping[str, Any]
+    ) -> ToolResult:
+        """A ``spawn_tasks`` call of an attempt (``call``: its place in the loop): the
+        subtasks join the DAG in the event group of the call's answer; with ``wait`` the
+        answer comes once they have ended (the caller's agent is free meanwhile)."""
+        e, ready, why = self.growth.spawn(task_id, attempt_id, call, arguments)
+        if e is None:
+            return refused(why)
+        self.dispatcher.enqueue(ready)
+        self._wake.set()
+        if not e.wait:
+            return ToolResult(ok=True, content=e.result)
+        slot = self.attempts.inflight.get(attempt_id)
+        if slot is not None:
+            slot.running -= 1
+        try:
+            await self.growth.wait_for(e.ids)
+        finally:
+            if slot is not None and self.attempts.inflight.get(attempt_id) is slot:
+                slot.running += 1
+        return ToolResult(ok=True, content=e.result + "\n\n" + self.growth.results(e.ids))
 
     def _wall_time_up(self) -> None:
         """``max_wall_seconds`` passed: no new work, and the attempts in flight stop now."""

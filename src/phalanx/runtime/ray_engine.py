@@ -371,11 +371,16 @@ class RayEngine:
                 self._spawn(self._driver_tool(h, *m[1:]))
             elif kind == "commit":  # the notes before it are emitted: commit, then answer
                 self._spawn(self._commit(h, m[1]))
+            elif kind == "spawn":  # spawn_tasks: the run grows on the driver
+                self._spawn(self._grow(h, *m[1:]))
         self._push_stopped()
 
     async def _commit(self, h: _Host, rid: int) -> None:
         await self._gate.commit()
         h.actor.reply.remote(rid, None)
+
+    async def _grow(self, h: _Host, rid: int, *call: Any) -> None:
+        h.actor.reply.remote(rid, await self._gate.spawn(*call))
 
     async def _grant(self, h: _Host, rid: int, key: str, tokens: int, agent: str, tid: str) -> None:
         ticket = await self._gate.acquire(key, tokens, agent=agent, task_id=tid)

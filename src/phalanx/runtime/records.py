@@ -6,11 +6,12 @@ Pure data and builders: nothing here emits, schedules or reads a clock.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..cost import ZERO, Usage
-from ..events import AgentInfo, AttemptFinished, RunStarted, TaskInfo, TaskState
+from ..events import AgentInfo, AttemptFinished, RunStarted, TaskInfo, TasksAdded, TaskState
 from ..exceptions import ErrorClass
 from ..journal import RecordedLoop
 from ..plan.model import Plan, Task
@@ -60,6 +61,8 @@ class Prior:
     spent: Usage = ZERO  # tokens and cost of every earlier attempt (budgets span sessions)
     loops: Mapping[str, RecordedLoop] = field(default_factory=dict)  # interrupted agent loops
     approvals: Mapping[str, PriorWait] = field(default_factory=dict)  # journaled approval waits
+    parsed: Mapping[str, Any] = field(default_factory=dict)  # id -> its parsed answer
+    growth: Sequence[TasksAdded] = ()  # how the plan grew, in order
 
 
 def load_records(plan: Plan, prior: Prior) -> dict[str, TaskRecord]:
@@ -85,8 +88,15 @@ def tally(records: Mapping[str, TaskRecord]) -> str:
     return ", ".join(f"{v} {k}" for k, v in sorted(counts.items()))
 
 
-def upstream_of(task: Task, records: Mapping[str, TaskRecord]) -> tuple[Upstream, ...]:
-    """The results of the tasks ``task`` needs, with their provenance."""
+def upstream_of(
+    task: Task,
+    records: Mapping[str, TaskRecord],
+    expanded: Mapping[str, Sequence[str]] | None = None,
+) -> tuple[Upstream, ...]:
+    """The results of the tasks ``task`` needs, with their provenance; a need that is an
+    expanded foreach template hands over its tasks' results (``expanded``), one by one."""
+    expanded = expanded or {}
+    needs = [m for n in task.needs for m in expanded.get(n, (n,))]
     return tuple(
         Upstream(
             task_id=n,
@@ -94,7 +104,8 @@ def upstream_of(task: Task, records: Mapping[str, TaskRecord]) -> tuple[Upstream
             attempt_id=records[n].attempt_id or 0,
             output=records[n].output,
         )
-        for n in task.needs
+        for n in dict.fromkeys(needs)
+        if n in records
     )
 
 
@@ -109,6 +120,7 @@ def run_started(
     runners: Mapping[str, AgentRunner],
     records: Mapping[str, TaskRecord],
     timed: bool = True,
+    grows: Collection[str] = (),
 ) -> RunStarted:
     """The run's opening event: its fleet, its tasks and those already settled (``timed``:
     false when every model is simulated with zero latency)."""
@@ -126,7 +138,14 @@ def run_started(
         if (a.name or "") in slots
     )
     tasks = tuple(
-        TaskInfo(id=t.id, title=t.label, category=t.category, needs=t.needs, role=t.role)
+        TaskInfo(
+            id=t.id,
+            title=t.label,
+            category=t.category,
+            needs=t.needs,
+            role=t.role,
+            grows=t.id in grows,
+        )
         for t in plan.tasks
     )
     return RunStarted(

@@ -168,6 +168,10 @@ class _HostGate(Gate):
         answers once it is committed."""
         await self.core.request("commit")
 
+    async def spawn(self, task_id: str, attempt_id: int, call: str, arguments: Any) -> Any:
+        """The driver's run adds the subtasks (and, with wait, answers once they ended)."""
+        return await self.core.request("spawn", task_id, attempt_id, call, arguments)
+
 
 @dataclass
 class _Workspaces:

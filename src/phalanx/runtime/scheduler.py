@@ -43,6 +43,25 @@ class DagState:
                 out.extend((d, tid) for d in self._skip_from(tid))
         return out
 
+    def add(self, task: Task) -> None:
+        """A task the plan grew by (its needs are tasks already known)."""
+        self.tasks[task.id] = task
+        self.state[task.id] = "pending"
+        self.dependants[task.id] = []
+        for n in set(task.needs):
+            self.dependants[n].append(task.id)
+        self.waiting[task.id] = sum(1 for n in set(task.needs) if self.state[n] != "succeeded")
+        self.remaining += 1
+
+    def join(self, tid: TaskId, needs: Iterable[TaskId]) -> None:
+        """``tid`` (not started) now also needs ``needs``, new tasks."""
+        for n in needs:
+            self.dependants[n].append(tid)
+            self.waiting[tid] += self.state[n] != "succeeded"
+
+    def is_ready(self, tid: TaskId) -> bool:
+        return self.state[tid] == "pending" and self.waiting[tid] == 0
+
     def start(self, tid: TaskId) -> None:
         self.state[tid] = "running"
 
@@ -116,6 +135,11 @@ class ReadyQueue:
 
     def __len__(self) -> int:
         return self._size
+
+    def add(self, task: Task) -> None:
+        """A task the plan grew by: ranked by its priority, after the plan's tasks."""
+        self._tasks[task.id] = task
+        self._rank[task.id] = (-task.priority, -1, len(self._rank))
 
     def push(self, tid: TaskId) -> None:
         t = self._tasks[tid]

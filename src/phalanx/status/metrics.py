@@ -71,6 +71,7 @@ from ..events import (
     RunFinished,
     RunStarted,
     TaskFailed,
+    TasksAdded,
     TaskSkipped,
     TaskSucceeded,
 )
@@ -257,6 +258,7 @@ class Metrics:
     baseline_agents: float | None = None
     timed: bool = True  # false: every model simulated with zero latency (RunStarted.timed)
     speedup_reason: str = ""  # why no speedup is claimed (speedup None)
+    growing: bool = False  # running, with a task that may still add tasks (issue 20)
     task_outcomes: Mapping[str, str] = field(default_factory=dict, compare=False)  # task -> state
     task_work: Mapping[str, float] = field(default_factory=dict, compare=False)  # its service s
     comparison: Comparison | None = None  # task by task against the baseline, when one is given
@@ -294,6 +296,7 @@ class Metrics:
             "speedup_basis": self.speedup_basis,
             "speedup_reason": self.speedup_reason or None,
             "timed": self.timed,
+            "growing": self.growing,
             "comparison": None if self.comparison is None else self.comparison.to_dict(),
             "scaling_efficiency": self.scaling_efficiency,
             "baseline_wall_seconds": self.baseline_wall_seconds,
@@ -360,6 +363,7 @@ class _Fold:
         self.lost = 0
         self.accs: dict[str, _Acc] = {}
         self.task_work: dict[str, float] = {}  # task -> service time of its result's attempt
+        self.grows: set[str] = set()  # tasks that may add tasks (templates, spawners)
 
     # scopes: "" is the run, "role:NAME", "agent:NAME"
     def _scopes(self, agent: str | None) -> list[_Acc]:
@@ -399,6 +403,13 @@ class _Fold:
         elif isinstance(e, CallRetried):
             for acc in self._scopes(e.agent):
                 acc.call_retries += 1
+        elif isinstance(e, TasksAdded):  # the plan grew
+            for d in e.tasks:
+                if str(d["id"]) not in self.states:
+                    self.task_ids.append(str(d["id"]))
+                    self.states[str(d["id"])] = "pending"
+                if d.get("grows"):
+                    self.grows.add(str(d["id"]))
         elif _get(e, "type") in COMMUNICATION_EVENTS:
             self._communication(e)
         elif isinstance(e, ApprovalRequested):
@@ -431,6 +442,8 @@ class _Fold:
             if t.id not in self.states:
                 self.task_ids.append(t.id)
                 self.states[t.id] = "pending"
+            if t.grows:
+                self.grows.add(t.id)
         self.base = sum(s.end - s.start for s in self.sessions)
         self.sessions.append(_Session(e.ts, e.ts))
 
@@ -471,7 +484,7 @@ class _Fold:
         attempt = self.finished_attempts.get(e.attempt_id)
         if attempt is not None:
             self.task_work[e.task_id] = attempt.duration
-        for acc in self._scopes(e.agent):
+        for acc in self._scopes(e.agent or None):  # a foreach template has no agent
             acc.tasks_succeeded += 1
             acc.task_latencies.append(latency)
             if attempt is not None:
@@ -544,6 +557,8 @@ class _Fold:
             else None,
             timed=self.timed,
             speedup_reason=speedup.reason,
+            growing=self.status == "running"
+            and any(self.states.get(t) == "pending" for t in self.grows),
             task_outcomes={t: self.states[t] for t in self.task_ids},
             task_work={
                 t: w for t, w in self.task_work.items() if self.states.get(t) == "succeeded"

@@ -170,6 +170,8 @@ def _summary(r: Report) -> list[tuple[str, str]]:
     m = r.metrics
     p = Progress.of_counts(m.task_states)
     states = f"{p.headline()} ({p.breakdown()})" if p.total else "none"
+    if m.growing:  # the plan may still add tasks: the total is what is known so far
+        states += " (growing)"
     baseline = [] if m.comparison is None else [("baseline", m.comparison.sentence())]
     return [
         ("run", m.run_id or "–"),

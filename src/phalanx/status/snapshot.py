@@ -33,6 +33,7 @@ from ..events import (
     RunStarted,
     RunStatus,
     TaskFailed,
+    TasksAdded,
     TaskSkipped,
     TaskState,
     TaskSucceeded,
@@ -129,6 +130,7 @@ class _Task:
     state: TaskState = "queued"
     agent: str | None = None
     attempts: int = 0
+    grows: bool = False  # may add tasks while unfinished (a foreach template, a spawner)
 
 
 @dataclass(slots=True)
@@ -171,6 +173,9 @@ class Snapshot:
     # them out (``eta_waits``: how many tasks that is)
     awaiting: list[dict[str, Any]] = field(default_factory=list)
     eta_waits: int = 0
+    # a task that may add tasks (a foreach template, a spawner) is unfinished: the total is
+    # what is known so far, and the ETA is for the known tasks only
+    growing: bool = False
 
     @property
     def elapsed(self) -> float:
@@ -229,6 +234,7 @@ class Snapshot:
             "counts": self.counts,
             "tasks": self.tasks.to_dict(),
             "total": self.total,
+            "growing": self.growing,
             "progress": self.progress,
             "eta_seconds": self.eta_seconds,
             "eta_over_estimate": self.eta_over,
@@ -459,11 +465,31 @@ class StatusTracker:
             a.state, a.task_id, a.since = "idle", None, e.ts
         for t in e.tasks:
             if t.id not in self.tasks:
-                self.tasks[t.id] = _Task(title=t.title, category=t.category, needs=t.needs)
-                self.counts["queued"] = self.counts.get("queued", 0) + 1
+                self._add_task(t.id, t.title, t.category, t.needs, t.grows)
         for tid, task in self.tasks.items():  # attempts cut short by a crash re-run
             if task.state in ("running", "retrying"):
                 self._set(tid, "queued")
+
+    def _add_task(
+        self, tid: str, title: str, category: str, needs: tuple[str, ...], grows: bool
+    ) -> None:
+        self.tasks[tid] = _Task(title=title, category=category, needs=needs, grows=grows)
+        self.counts["queued"] = self.counts.get("queued", 0) + 1
+
+    def _tasks_added(self, e: TasksAdded) -> None:
+        """The plan grew: its new tasks are queued; the joins now need them."""
+        for d in e.tasks:
+            tid = str(d["id"])
+            if tid not in self.tasks:
+                needs = tuple(str(n) for n in d.get("needs") or ())
+                title = str(d.get("title") or tid)
+                self._add_task(
+                    tid, title, str(d.get("category") or "other"), needs, bool(d.get("grows"))
+                )
+        for j in e.joins:
+            t = self.tasks.get(j)
+            if t is not None:
+                t.needs = (*t.needs, *e.ids)
 
     def _attempt_started(self, e: AttemptStarted) -> None:
         self.attempts += 1
@@ -559,6 +585,8 @@ class StatusTracker:
             last_event=self.last_ts,
             awaiting=sorted((dict(w) for w in self.awaiting.values()), key=lambda w: w["since"]),
             eta_waits=len(held),
+            growing=self.status == "running"
+            and any(t.grows and t.state not in _TERMINAL for t in self.tasks.values()),
         )
 
     def held_by_approvals(self) -> set[str]:
@@ -694,7 +722,9 @@ _FOLDS: dict[type[Event], Callable[[StatusTracker, Any], None]] = {
     RunFinished: StatusTracker._run_finished,
     ApprovalRequested: StatusTracker._approval_requested,
     ApprovalDecided: StatusTracker._approval_decided,
+    TasksAdded: StatusTracker._tasks_added,
 }
+_TERMINAL = ("succeeded", "failed", "skipped")
 
 
 def _chain(

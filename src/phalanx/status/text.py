@@ -414,6 +414,12 @@ def eta_text(s: Snapshot) -> str:
         return status_text(s.status, s.run_id)
     if s.eta_waits:
         return _eta_with_approvals(s)
+    if s.growing:  # the plan may still add tasks: the ETA covers the known ones
+        return _eta_plain(s) + " (for the known tasks; still growing)"
+    return _eta_plain(s)
+
+
+def _eta_plain(s: Snapshot) -> str:
     if s.eta_over:
         over = f"({s.eta_over} running over estimate)"
         if s.eta_seconds is None:
@@ -463,17 +469,22 @@ def _role_parts(s: Snapshot) -> list[str]:
 
 def _task_lines(s: Snapshot) -> tuple[str, str]:
     p = s.tasks
+    growing = " (growing)" if s.growing else ""
     if p.troubled:  # failures first, every count apart
-        tasks = f"Tasks: {p.breakdown()} (of {p.total})"
+        tasks = f"Tasks: {p.breakdown()} (of {p.total}{growing})"
         done = f"{p.headline()} [{p.bar(20)}]"
     else:
         person = f" · {p.awaiting} awaiting approval" if p.awaiting else ""
         tasks = (
             f"Tasks: {p.succeeded} done · {p.running} running · "
             f"{p.waiting + p.pending - p.awaiting} queued{person} · 0 failed · 0 skipped"
-            f" (of {p.total})"
+            f" (of {p.total}{growing})"
         )
-        done = f"{p.fraction * 100:.0f}%"
+        done = (
+            f"{p.fraction * 100:.0f}% ({p.done}/{p.total} done{growing})"
+            if growing
+            else f"{p.fraction * 100:.0f}%"
+        )
     total = (
         f"Total progress: {done} · {eta_text(s)} · "
         f"elapsed {s.elapsed_text()} · tokens {s.usage.total_tokens:,} · "

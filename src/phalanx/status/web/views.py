@@ -377,6 +377,7 @@ def _times_json(s: Snapshot) -> dict[str, Any]:
         eta = eta_text(s).removeprefix("ETA: ")
     else:
         eta = fmt_duration(s.eta_seconds)
+        eta += " (for the known tasks; still growing)" if s.growing else ""
     return {"elapsed_text": s.elapsed_text(), "eta_text": eta}
 
 
@@ -400,7 +401,7 @@ def snapshot_json(
     return {
         **s.to_dict(),
         "title": page_title(s),
-        "headline": s.tasks.headline(),
+        "headline": s.tasks.headline() + (" (growing)" if s.growing else ""),
         **_times_json(s),
         "cost": fmt_cost(s.usage, s.simulated),
         "agents": [
