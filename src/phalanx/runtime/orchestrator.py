@@ -138,6 +138,7 @@ class Orchestrator:
             park=self.progress.awaiting,
             resolve=self._decided,
         )
+        self.approvals.tasks = self.tasks  # the run's one map of tasks, grown in place
 
     def _init_fleet(self, hooks: HookRunner, router: LLMPolicy | None) -> None:
         """The agents' slots (trimmed by the autoscaler), hooks, policy and breakers."""
