@@ -42,6 +42,7 @@ from ..events import (
     AgentTurn,
     AnswerContinued,
     CallRetried,
+    Event,
     InDoubtAction,
     LoopResumed,
     OutputRejected,
@@ -356,6 +357,16 @@ class AgentRunner:
             except StyleError as err:
                 self._reask(attempt, request.style, text, err, state)
 
+    def _note(self, attempt: Attempt, kind: type[Event], **fields: Any) -> None:
+        """Note an event of ``attempt`` (its task, attempt id and agent filled in)."""
+        self.gate.note(
+            kind,
+            task_id=attempt.task.id,
+            attempt_id=attempt.attempt_id,
+            agent=attempt.agent,
+            **fields,
+        )
+
     async def _recover(
         self, attempt: Attempt, request: CompletionRequest, state: _Turns, cut: Completion
     ) -> Completion:
@@ -364,8 +375,7 @@ class AgentRunner:
         turn = state.calls
 
         def note(**fields: Any) -> None:
-            ids = {"task_id": attempt.task.id, "attempt_id": attempt.attempt_id}
-            self.gate.note(AnswerContinued, **ids, agent=attempt.agent, turn=turn, **fields)
+            self._note(attempt, AnswerContinued, turn=turn, **fields)
 
         async def call(r: CompletionRequest) -> Completion:
             why = self.gate.stopped()
@@ -399,11 +409,9 @@ class AgentRunner:
                     raise _Failed(failed.cls, message, failed.status, failed.retry_after) from None
                 if delay is None:
                     raise
-                self.gate.note(
+                self._note(
+                    attempt,
                     CallRetried,
-                    task_id=attempt.task.id,
-                    attempt_id=attempt.attempt_id,
-                    agent=attempt.agent,
                     turn=state.calls,
                     retry=n,
                     error_class=failed.cls,
@@ -504,11 +512,9 @@ class AgentRunner:
 
     async def _run_tools(self, attempt: Attempt, c: Completion, state: _Turns) -> None:
         state.messages.append(Message(role="assistant", content=c.text, tool_calls=c.tool_calls))
-        self.gate.note(
+        self._note(
+            attempt,
             AgentTurn,
-            task_id=attempt.task.id,
-            attempt_id=attempt.attempt_id,
-            agent=attempt.agent,
             turn=state.calls,
             tools=tuple(call.name for call in c.tool_calls),
             text=c.text,
@@ -603,11 +609,9 @@ class AgentRunner:
     async def _replay(self, attempt: Attempt, loop: RecordedLoop, state: _Turns) -> None:
         """The recorded turns and results as messages (nothing recorded runs again); calls
         that never started run now; each call in doubt is handled (``_in_doubt``)."""
-        self.gate.note(
+        self._note(
+            attempt,
             LoopResumed,
-            task_id=attempt.task.id,
-            attempt_id=attempt.attempt_id,
-            agent=attempt.agent,
             from_attempt=loop.attempt_id,
             turns=len(loop.turns),
             results=sum(c.state == "done" for t in loop.turns for c in t.calls),
@@ -651,11 +655,9 @@ class AgentRunner:
         # a spawn whose answer is not journaled added nothing, or is fenced: run it again
         read_only = not c.writes or (spec is not None and spec.read_only) or c.tool == SPAWN_TOOL
         action: InDoubtAction = "rerun" if read_only else self.retry.on_in_doubt
-        self.gate.note(
+        self._note(
+            attempt,
             ToolInDoubt,
-            task_id=attempt.task.id,
-            attempt_id=attempt.attempt_id,
-            agent=attempt.agent,
             from_attempt=loop.attempt_id,
             tool=c.tool,
             turn=turn.turn,
@@ -683,11 +685,9 @@ class AgentRunner:
                 f"not valid {style} after {state.reasks + 1} answers: {err}",
             )
         state.reasks += 1
-        self.gate.note(
+        self._note(
+            attempt,
             OutputRejected,
-            task_id=attempt.task.id,
-            attempt_id=attempt.attempt_id,
-            agent=attempt.agent,
             style=style,
             error=str(err),
             reask=state.reasks,
