@@ -100,7 +100,7 @@ class LocalOptions(BaseModel):
     seed: int = 0
     # tool turns of one conversation before the model must answer; a tool result is cut
     # to this many characters so that it fits the context window
-    max_tool_rounds: int = Field(default=3, ge=1)
+    max_tool_rounds: int = Field(default=2, ge=1)
     # an agent with tools calls one on its first turn: a model this small otherwise tends
     # to answer without reading what its prompt asks it to read
     tool_first: bool = True
