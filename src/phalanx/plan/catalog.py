@@ -370,7 +370,8 @@ def _swarm_items(opts: TemplateOptions) -> tuple[list[tuple[str, str]], str | No
         items = [
             (
                 str(f),
-                f"Review `{f}` (read_file) and summarise what it does and any problem you see.",
+                f"Review `{f}`: read it (read_file {_path_arg(f)}), then summarise what it "
+                "does and any problem you see.",
             )
             for f in files
         ]

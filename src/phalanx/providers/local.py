@@ -5,7 +5,10 @@ importing that package (which would import the ``llm`` plugin system). A pool of
 instances lets several agents really run at once on CPU cores: each call borrows one
 instance and runs in a worker thread (llama.cpp releases the GIL while it computes).
 Structured styles (``json``; ``yaml`` as JSON, which is valid YAML) use constrained decoding
-through a JSON schema; ``table``, ``tts`` and the prose styles through a GBNF grammar.
+through a JSON schema; ``table``, ``tts``, ``html`` and the prose styles through a GBNF
+grammar. An agent with tools gets them through grammar-constrained turns, each a tool call
+or the final answer in its style (``local_tools.py``); :meth:`LocalModelProvider.advise`
+says what an agent asks that this model may not manage (a warning at the run's start).
 Everything loads lazily, on the first call.
 """
 
