@@ -141,6 +141,18 @@ def test_text_that_is_not_the_grammars_json_is_left_as_it_is() -> None:
     )
 
 
+def test_a_cut_turn_is_a_call_never_run_or_the_prose_of_the_answer() -> None:
+    from phalanx.providers.local_tools import read_cut_turn
+
+    text, call = read_cut_turn('{"tool": "write_file", "arguments": {"path": "a.py", "con', "c")
+    assert text == "" and call == ToolCall(id="c", name="write_file", arguments={})
+    assert read_cut_turn('{ "answer" : "Use \\"print()\\" as a\\nfunc', "c") == (
+        'Use "print()" as a\nfunc',
+        None,
+    )
+    assert read_cut_turn('{"answer": "ends on an escape \\', "c") == ("ends on an escape ", None)
+
+
 def test_the_same_call_twice_is_recognised() -> None:
     earlier = Message(
         role="assistant",
@@ -191,17 +203,19 @@ def test_the_model_is_told_its_tools_and_sees_calls_and_results() -> None:
 
 
 class _Scripted:
-    """A stand-in for a llama.cpp instance: answers given texts in order, records kwargs."""
+    """A stand-in for a llama.cpp instance: answers given texts in order, records kwargs;
+    ``finish``: the finish reason of every answer."""
 
-    def __init__(self, *texts: str) -> None:
+    def __init__(self, *texts: str, finish: str = "stop") -> None:
         self.texts = list(texts)
+        self.finish = finish
         self.calls: list[dict[str, Any]] = []
 
     def create_chat_completion(self, **kwargs: Any) -> dict[str, Any]:
         self.calls.append(kwargs)
         text = self.texts.pop(0)
         return {
-            "choices": [{"message": {"content": text}, "finish_reason": "stop"}],
+            "choices": [{"message": {"content": text}, "finish_reason": self.finish}],
             "usage": {"prompt_tokens": 10, "completion_tokens": 5},
         }
 
@@ -238,6 +252,14 @@ def test_a_call_becomes_a_completions_tool_call_under_a_grammar() -> None:
     assert c.tool_calls == (ToolCall(id="local-1", name="read_file", arguments={"path": "a.py"}),)
     assert "grammar" in fake.calls[0]  # constrained decoding stays on with tools
     assert "response_format" not in fake.calls[0]
+
+
+def test_a_call_cut_at_max_tokens_is_a_cut_call_for_the_executor_to_retry() -> None:
+    provider = LocalModelProvider("smollm2", {"pool_size": 1})
+    fake = _Scripted('{"tool": "read_file", "arguments": {"path": "a', finish="length")
+    c = complete_with(provider, fake, request())
+    assert c.stop_reason == "max_tokens"  # never run; runtime/truncation.py retries it
+    assert c.tool_calls == (ToolCall(id="local-1", name="read_file", arguments={}),)
 
 
 def test_a_repeated_call_is_decoded_again_as_the_answer() -> None:

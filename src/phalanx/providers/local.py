@@ -33,6 +33,7 @@ from .local_tools import (
     PROSE_DEFAULT_CHARS,
     Turn,
     answer_kind,
+    read_cut_turn,
     read_turn,
     render_messages,
     same_call,
@@ -232,9 +233,11 @@ class LocalModelProvider:
         the tool call it makes. A call the conversation already made with the same
         arguments is not made again: the turn is decoded again, the answer its only choice."""
         response = _chat(llm, self._kwargs(request, turn))
-        if turn is None or _finish(response) == "length":
+        if turn is None:
             return response, _text(response), None
         call_id = f"local-{sum(1 for m in request.messages if m.tool_calls) + 1}"
+        if _finish(response) == "length":
+            return response, *read_cut_turn(_text(response), call_id)
         text, call = read_turn(_text(response), turn, call_id)
         if call is None or not same_call(call, request.messages):
             return response, text, call
@@ -244,7 +247,7 @@ class LocalModelProvider:
             k: sum(int(u.get(k, 0)) for u in used) for k in ("prompt_tokens", "completion_tokens")
         }
         if _finish(again) == "length":
-            return again, _text(again), None
+            return again, read_cut_turn(_text(again), call_id)[0], None
         return again, read_turn(_text(again), turn, call_id)[0], None
 
     def _kwargs(self, request: CompletionRequest, turn: Turn | None = None) -> dict[str, Any]:

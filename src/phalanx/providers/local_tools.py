@@ -22,6 +22,7 @@ the same arguments, the turn is decoded again with the answer alone.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -257,6 +258,27 @@ def read_turn(text: str, turn: Turn, call_id: str) -> tuple[str, ToolCall | None
     if "answer" not in value:
         return text, None
     return _answer_text(value["answer"], turn.kind), None
+
+
+_CUT_CALL = re.compile(r'\s*\{\s*"tool"\s*:\s*"(?P<name>[^"]*)"')
+_CUT_ANSWER = re.compile(r'\s*\{\s*"answer"\s*:\s*"(?P<rest>.*)', re.DOTALL)
+
+
+def read_cut_turn(text: str, call_id: str) -> tuple[str, ToolCall | None]:
+    """A turn cut at ``max_tokens``: a call (its arguments incomplete: it is never run, and
+    the executor retries the turn with more room), or the prose of a cut answer without its
+    JSON wrapping, so that a continuation continues the prose; anything else as it is."""
+    call = _CUT_CALL.match(text)
+    if call:
+        return "", ToolCall(id=call_id, name=call["name"], arguments={})
+    answer = _CUT_ANSWER.match(text)
+    if answer is None:
+        return text, None
+    rest = answer["rest"].removesuffix("\\")
+    try:
+        return str(json.loads(f'"{rest}"', strict=False)), None
+    except (json.JSONDecodeError, ValueError):
+        return rest, None
 
 
 def _answer_text(answer: Any, kind: str) -> str:
