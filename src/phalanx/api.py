@@ -299,6 +299,19 @@ def _check_budgets(plan: Plan, providers: Mapping[str, Provider]) -> None:
             )
 
 
+def _check_tools(plan: Plan, providers: Mapping[str, Provider]) -> None:
+    """An agent with tools on a provider that cannot call them is refused, never dropped."""
+    for a in plan.agents:
+        name = a.provider or plan.provider or DEFAULT_PROVIDER
+        if a.tools and not getattr(providers.get(name), "calls_tools", True):
+            raise PlanError(
+                f"agent {a.name} ({a.role}) has tools but {name} cannot call them: remove "
+                "its tools or use another provider",
+                file=plan.source,
+                field="agents.tools",
+            )
+
+
 async def run(
     plan: Plan | str | os.PathLike[str],
     *,
@@ -337,6 +350,7 @@ async def run(
     )
     providers = _providers(p, seed, flag=provider, given=custom_providers)
     _check_budgets(p, providers)
+    _check_tools(p, providers)
     journal = Journal(state_dir(state) / "journal.sqlite")
     rid = run_id or new_run_id()
     ws = _create_run(journal, p, rid, providers, seed, workspace)
@@ -404,6 +418,7 @@ async def resume(
     seed = int(rec.options.get("seed", 0))
     providers = _providers(plan, seed, given=custom_providers)
     _check_budgets(plan, providers)
+    _check_tools(plan, providers)
     session = await _take_over(journal, rec.run_id, providers)
     results = journal.results(rec.run_id)
     terminal = {

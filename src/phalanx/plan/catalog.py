@@ -3,6 +3,7 @@ of a template spec from the ``phalanx init`` options."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from pathlib import PurePosixPath
 from typing import Any
@@ -138,8 +139,8 @@ def _per_file_tasks(
             "category": "implementation",
             "role": "migrator",
             "needs": ["plan-migration"],
-            "prompt": f"Migrate `{f}` following the migration plan. Read it first (read_file); "
-            "answer with the changes to make.",
+            "prompt": f"Migrate `{f}` following the migration plan. Read it first: read_file "
+            f"{_path_arg(f)}; then answer with the changes to make.",
         }
         for f, s in zip(files, slugs, strict=True)
     ]
@@ -150,11 +151,17 @@ def _per_file_tasks(
             "category": "testing",
             "role": "tester",
             "needs": [f"migrate-{s}"],
-            "prompt": f"Verify the migration of `{f}`: list each check and its result.",
+            "prompt": f"Verify the migration of `{f}`: read it (read_file {_path_arg(f)}), "
+            "then list each check and its result.",
         }
         for f, s in zip(files, slugs, strict=True)
     ]
     return migrate, tests
+
+
+def _path_arg(path: PurePosixPath) -> str:
+    """read_file's arguments for ``path``, spelled out: a small model copies them as given."""
+    return json.dumps({"path": str(path)})
 
 
 def _migration_agents(n: int) -> list[tuple[str, dict[str, Any]]]:
@@ -363,7 +370,8 @@ def _swarm_items(opts: TemplateOptions) -> tuple[list[tuple[str, str]], str | No
         items = [
             (
                 str(f),
-                f"Review `{f}` (read_file) and summarise what it does and any problem you see.",
+                f"Review `{f}`: read it (read_file {_path_arg(f)}), then summarise what it "
+                "does and any problem you see.",
             )
             for f in files
         ]

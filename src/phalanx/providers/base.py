@@ -102,7 +102,12 @@ class Completion:
 
 @runtime_checkable
 class Provider(Protocol):
-    """A model behind ``provider:model``. Raises ProviderError with an ErrorClass on failure."""
+    """A model behind ``provider:model``. Raises ProviderError with an ErrorClass on failure.
+
+    Optional attributes read with a default: ``calls_tools`` (default True; False: a plan
+    that gives such a provider's agent tools is refused at load) and ``advise(...)`` (the
+    warnings at a run's start about what an agent asks of this model; see
+    ``LocalModelProvider.advise``)."""
 
     name: str
     simulated: bool

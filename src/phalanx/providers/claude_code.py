@@ -361,6 +361,7 @@ class ClaudeCodeProvider:
     """``claude-code[:model]``: one ``claude -p`` process per completion."""
 
     simulated = False
+    calls_tools = False  # Claude Code runs its own tools; phalanx tools cannot be given to it
     exit_grace = 5.0  # seconds a process may linger after its result event before it is killed
 
     def __init__(self, model: str = "", options: Mapping[str, Any] | None = None) -> None:

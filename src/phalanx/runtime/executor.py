@@ -275,6 +275,22 @@ class AgentRunner:
         self.tool_defs = tuple(t.to_def() for t in self.tools.values())
         self.denied = denied  # the run's tools this agent may not use (never run for it)
 
+    def advice(self) -> list[str]:
+        """What this agent asks of its model that the model may not manage (the provider's
+        ``advise``; none from a provider without it), for a warning at the run's start."""
+        advise = getattr(self.provider, "advise", None)
+        if advise is None:
+            return []
+        style = get_style(self.spec.style, self.styles)
+        system = len(self.spec.system_prompt or "") + len(style.instruction) + 200
+        lines: list[str] = advise(
+            style=style.name,
+            answer_format=style.answer_format,
+            tools=self.tool_defs,
+            prompt_tokens=self.context_tokens + system // CHARS_PER_TOKEN,
+        )
+        return lines
+
     async def run(self, attempt: Attempt, *, inbox: str | None = None) -> Outcome:
         """One attempt to its outcome. ``inbox``: the messages and shared context for the
         prompt when they were gathered elsewhere (a remote host gets them from the driver)."""

@@ -250,6 +250,7 @@ class Orchestrator:
             )
         )
         self._warn_unsandboxed()
+        self._warn_model_limits()
         if self.scaler is not None:
             self.scaler.schedule()
         if self.plan.limits.max_wall_seconds is not None:
@@ -268,6 +269,25 @@ class Orchestrator:
         warning = sandbox_warning(commands.allow, commands.sandbox)
         if warning is not None:
             self.emit(Alert(ts=self.now(), kind="sandbox", message=warning))
+
+    def _warn_model_limits(self) -> None:
+        """A warning at the start for each thing an agent asks of its model that the model
+        may not manage (a tiny local model with many tools, a style longer than its output
+        budget), naming the agents (clones share one line)."""
+        agents: dict[str, list[str]] = {}
+        for name, runner in self.runners.items():
+            for line in runner.advice():
+                agents.setdefault(f"{runner.provider.name}: {line}", []).append(name)
+        for line, names in agents.items():
+            who = "agent " + names[0] if len(names) == 1 else "agents " + ", ".join(names)
+            self.emit(
+                Alert(
+                    ts=self.now(),
+                    kind="model",
+                    message=f"{who} on {line}",
+                    agent=names[0] if len(names) == 1 else None,
+                )
+            )
 
     async def _finish(self) -> None:
         """Stop timers and the engine, raise the last alerts, fire the end hooks, and say
