@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .base import Message, ToolCall, ToolDef
-from .structured import Structured, markdown_table, render
+from .structured import Structured, markdown_table, render, table_schema
 
 __all__ = [
     "LOCAL_TABLE_SCHEMA",
@@ -40,21 +40,7 @@ __all__ = [
 ]
 
 # A table a tiny model finishes: three columns, one to four rows, short cells.
-_TABLE_CELL = {"type": "string", "minLength": 1, "maxLength": 32}
-LOCAL_TABLE_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "columns": {"type": "array", "items": _TABLE_CELL, "minItems": 3, "maxItems": 3},
-        "rows": {
-            "type": "array",
-            "items": {"type": "array", "items": _TABLE_CELL, "minItems": 3, "maxItems": 3},
-            "minItems": 1,
-            "maxItems": 4,
-        },
-    },
-    "required": ["columns", "rows"],
-    "additionalProperties": False,
-}
+LOCAL_TABLE_SCHEMA = table_schema((3, 3), max_rows=4, cell_chars=32)
 # the final answer of a prose style: a JSON string of at most this many characters
 PROSE_CHARS = {"ultra_concise": 200, "concise": 700, "tts": 1000}
 PROSE_DEFAULT_CHARS = 1500

@@ -41,22 +41,31 @@ __all__ = [
 
 ANSWER_FORMATS = frozenset({"json", "yaml", "table"})
 WRAP_KEY = "value"
-_CELL = {"type": "string", "minLength": 1, "maxLength": 120}
-# bounded, so that even a tiny model neither answers an empty table nor loops to max_tokens
-TABLE_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "columns": {"type": "array", "items": _CELL, "minItems": 2, "maxItems": 6},
-        "rows": {
-            "type": "array",
-            "items": {"type": "array", "items": _CELL, "minItems": 2, "maxItems": 6},
-            "minItems": 1,
-            "maxItems": 30,
+
+
+def table_schema(columns: tuple[int, int], max_rows: int, cell_chars: int) -> dict[str, Any]:
+    """A ``{columns, rows}`` table's JSON schema: ``columns`` (least, most) columns, one to
+    ``max_rows`` rows, cells of one to ``cell_chars`` characters."""
+    cell = {"type": "string", "minLength": 1, "maxLength": cell_chars}
+    width = {"minItems": columns[0], "maxItems": columns[1]}
+    return {
+        "type": "object",
+        "properties": {
+            "columns": {"type": "array", "items": cell, **width},
+            "rows": {
+                "type": "array",
+                "items": {"type": "array", "items": cell, **width},
+                "minItems": 1,
+                "maxItems": max_rows,
+            },
         },
-    },
-    "required": ["columns", "rows"],
-    "additionalProperties": False,
-}
+        "required": ["columns", "rows"],
+        "additionalProperties": False,
+    }
+
+
+# bounded, so that even a tiny model neither answers an empty table nor loops to max_tokens
+TABLE_SCHEMA = table_schema((2, 6), max_rows=30, cell_chars=120)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
