@@ -51,3 +51,19 @@ def test_alerts_and_scale_decisions_are_printed() -> None:
         "[   3.00s] ! budget: budget exhausted: used 2,000 tokens",
         "[   4.00s] ↻ b  lost with its agent host; queued again",
     ]
+
+
+def test_a_log_says_who_must_approve_and_names_no_empty_agent() -> None:
+    from phalanx.events import ApprovalDecided, ApprovalRequested
+
+    lines = _log(
+        ApprovalRequested(ts=101.0, task_id="deploy", reason="approval: required"),
+        ApprovalDecided(ts=103.0, task_id="deploy", decision="approved", by="cli"),
+        TaskSucceeded(ts=104.0, task_id="migrate", attempt_id=0, agent=""),
+    )
+    assert lines[0] == (
+        "[   1.00s] ⏸ deploy  awaiting approval (approval: required): "
+        "phalanx approve r deploy [--reject --reason TEXT]"
+    )
+    assert lines[1] == "[   3.00s] ⏵ deploy  approval approved by cli"
+    assert lines[2] == "[   4.00s] ✓ migrate"  # a foreach template: no "by" with no one

@@ -547,3 +547,16 @@ def test_an_unpriced_model_says_so_in_the_cost_line() -> None:
     assert "SIMULATED" not in page
     priced = render_html(report_from_events(_plain_events("a", "b", cost=0.5, simulated=False)))
     assert "No cost chart" not in priced and "$1.0000" in priced
+
+
+def test_a_simulated_run_has_no_cost_table_of_unknowns(tmp_path: Path) -> None:
+    result = phalanx.run_sync(phalanx.Plan.from_dict(sim_plan(4, agents=2)), state=tmp_path)
+    journal = Journal(result.journal_path)
+    try:
+        md = render_report(journal, result.run_id, "md")
+    finally:
+        journal.close()
+    assert "- **cost**: n/a (simulated)" in md
+    section = md.split("## Cost by agent", 1)[1].split("##", 1)[0]
+    assert "No cost chart" in section and "a simulated run" in section
+    assert "| unknown |" not in section

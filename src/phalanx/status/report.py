@@ -189,7 +189,7 @@ def _summary(r: Report) -> list[tuple[str, str]]:
         *baseline,
         ("speedup", _speedup(r)),
         ("scaling efficiency", _pct(m.scaling_efficiency)),
-        ("cost", _usd(m.run.cost_usd)),
+        ("cost", "n/a (simulated)" if m.simulated else _usd(m.run.cost_usd)),
     ]
 
 
@@ -242,9 +242,14 @@ def render_markdown(r: Report) -> str:
     out += ["", "## Metrics", ""]
     out += _md_table(["scope", *(c for c, _ in _COLUMNS)], _metric_rows(m))
     out += ["", "## Cost by agent", ""]
-    out += _md_table(
-        ["agent", "cost", "tokens"],
-        [(a, _usd(f.cost_usd), f"{f.spent_tokens:,}") for a, f in m.by_agent.items()],
+    unknown = _cost_unknown(r)  # one line says why, instead of a row of "unknown" per agent
+    out += (
+        [_md(unknown)]
+        if unknown is not None
+        else _md_table(
+            ["agent", "cost", "tokens"],
+            [(a, _usd(f.cost_usd), f"{f.spent_tokens:,}") for a, f in m.by_agent.items()],
+        )
     )
     out += ["", "## Task latency distribution", ""]
     out += _md_table(
