@@ -143,3 +143,23 @@ def test_completion_scripts_come_from_the_parser(shell: str) -> None:
         assert _complete(script, "phalanx report --format j") == ["json"]
         assert {"bash", "zsh"} <= set(_complete(script, "phalanx completion "))
         assert _complete(script, "phalanx completion z") == ["zsh"]
+
+
+def test_an_error_line_never_shows_a_url_password(tmp_path: Path) -> None:
+    plan = write_plan(
+        tmp_path / "plan.yaml",
+        {
+            **sim_plan(1),
+            "mcp": {"s": {"url": "http://admin:hunter2pass@127.0.0.1:9/mcp"}},
+        },
+    )
+    env = {**os.environ, "PHALANX_STATE_DIR": str(tmp_path / "state")}
+    done = subprocess.run(
+        [sys.executable, "-m", "phalanx", "run", str(plan), "-q"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert "hunter2pass" not in done.stderr + done.stdout and "hunte" not in done.stderr

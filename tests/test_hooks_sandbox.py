@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -124,3 +126,67 @@ def test_sandbox_and_network_must_be_booleans() -> None:
         from_config([{"on": "on_run_start", "command": ["true"], "sandbox": "yes"}])
     with pytest.raises(PlanError, match=r"hooks\[0\]\.network"):
         from_config([{"on": "on_run_start", "command": ["true"], "network": 1}])
+
+
+STATE_PROBE = r"""
+import json, os, sys
+seen = {}
+for name, path in (("default", ".phalanx/journal.sqlite"), ("given", "state/journal.sqlite")):
+    try:
+        seen[name] = open(path).read()
+    except OSError as exc:
+        seen[name] = type(exc).__name__
+    try:  # a write lands in the empty mask, never in the state dir
+        open(path, "a").write("x")
+    except OSError:
+        pass
+json.dump(seen, open("seen.json", "w"))
+"""
+
+
+def test_a_sandboxed_hook_never_sees_a_state_dir_inside_its_cwd(tmp_path: Path) -> None:
+    """The cwd of a hook is often the project, which holds ``.phalanx`` (the journal, the
+    quota file, other runs): masked, as is a run's --state-dir anywhere inside it."""
+    work = tmp_path / "project"
+    for state in (work / ".phalanx", work / "state"):
+        state.mkdir(parents=True)
+        (state / "journal.sqlite").write_text("journal")
+    sandbox.hide(work / "state")  # what phalanx.run does with its state dir
+    (work / "probe.py").write_text(STATE_PROBE)
+    hook = {"on": "on_run_start", "command": [sys.executable, "probe.py"], "cwd": str(work)}
+    outcome = _fire({**hook, "sandbox": True})
+    assert getattr(outcome, "ok", False), outcome
+    seen = json.loads((work / "seen.json").read_text())
+    assert seen == {"default": "FileNotFoundError", "given": "FileNotFoundError"}, seen
+    for state in (work / ".phalanx", work / "state"):
+        assert (state / "journal.sqlite").read_text() == "journal"  # untouched
+
+
+def test_a_run_hides_its_state_dir_from_sandboxed_hooks(tmp_path: Path) -> None:
+    """End to end: ``phalanx run`` from the project folder, a hook with ``sandbox: true``
+    and no cwd (the project, which holds .phalanx) cannot write the journal."""
+    plan = tmp_path / "plan.yaml"
+    probe = "import os, sys; sys.exit(0 if not os.path.exists('.phalanx/journal.sqlite') else 3)"
+    plan.write_text(
+        "name: hidden\nprovider: sim\nagents: [{role: generalist}]\n"
+        "tasks: [{id: t, prompt: x}]\n"
+        "hooks:\n"
+        f"  - {{on: after_task, sandbox: true, "
+        f"command: [{sys.executable}, -c, {json.dumps(probe)}]}}\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "phalanx", "run", str(plan), "-q", "--json", "--run-id", "h"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if k != "PHALANX_STATE_DIR"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / ".phalanx" / "journal.sqlite").is_file()
+    events = subprocess.run(
+        ["sqlite3", str(tmp_path / ".phalanx" / "journal.sqlite"),
+         "select count(*) from events where type = 'alert'"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert events.stdout.strip() in ("0", ""), done.stderr  # the hook failed nowhere

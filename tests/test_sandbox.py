@@ -565,3 +565,24 @@ def test_the_program_installation_is_visible_read_only_and_nothing_beside_it(box
     assert result.ok and "tool-data" in result.content, result.content
     assert SECRETS[3] not in result.content and "Read-only file system" in result.content
     assert snapshot(box.tmp, box.ws) == before
+
+
+def test_a_program_in_the_users_local_bin_does_not_show_the_rest_of_local(box: Box) -> None:
+    """pip --user, pipx and uv put programs in ~/.local/bin; ~/.local/share holds keyrings
+    and histories: the sandbox shows that bin folder alone, never ~/.local."""
+    local_bin = box.home / ".local" / "bin"
+    keyrings = box.home / ".local" / "share" / "keyrings"
+    local_bin.mkdir(parents=True)
+    keyrings.mkdir(parents=True)
+    (keyrings / "login.keyring").write_text(SECRETS[0])
+    shutil.copy2("/usr/bin/cat", local_bin / "mycat")
+    ctx = dataclasses.replace(
+        box.ctx,
+        allowed_commands=frozenset({"mycat"}),
+        env={**(box.ctx.env or {}), "PATH": f"{local_bin}:/usr/bin:/bin"},
+    )
+    result = run(ctx, ["mycat", str(keyrings / "login.keyring")])
+    assert SECRETS[0] not in result.content
+    assert "No such file" in result.content, result.content  # ~/.local is not there at all
+    (box.ws / "note.txt").write_text("inside")
+    assert "inside" in run(ctx, ["mycat", "note.txt"]).content  # the program itself runs

@@ -179,3 +179,37 @@ def test_secrets_echoed_by_the_model_or_a_hook_never_reach_the_journal(
     stored = b"".join(p.read_bytes() for p in state.rglob("*") if p.is_file())
     assert [v for v in LEAKS if v.encode() in stored] == []
     assert b"[redacted]" in stored or b"***" in stored
+
+
+def test_connection_strings_and_docker_auth_are_secret_and_url_passwords_are_redacted() -> None:
+    from phalanx.redaction import is_secret, redact
+
+    assert is_secret("X_CONN", "Server=db;Password=connpw123")
+    assert is_secret("ODBC", "Driver={x};Server=db;UID=u;PWD=connpw123;")
+    assert is_secret("DOCKER_AUTH_CONFIG", '{"auths":{"r":{"auth":"dXNlcjpw"}}}')
+    assert not is_secret("GIT_AUTHOR_NAME", "Ada Lovelace")
+    assert not is_secret("NOTES", "a; b; c")
+    text = "mcp.s: cannot reach http://admin:hunter2pass@127.0.0.1:9/mcp (refused)"
+    assert redact(text) == "mcp.s: cannot reach http://admin:[redacted]@127.0.0.1:9/mcp (refused)"
+    assert redact("see https://example.org/a@b") == "see https://example.org/a@b"
+
+
+def test_a_url_password_in_a_plan_never_reaches_the_journal(tmp_path: Path) -> None:
+    import sqlite3
+
+    import phalanx
+
+    data = {
+        "name": "urlpw",
+        "provider": "sim",
+        "providers": {"openai-compatible": {"base_url": "http://admin:hunter2pass@127.0.0.1:9/v1"}},
+        "agents": [{"role": "generalist"}],
+        "tasks": [{"id": "t", "prompt": "x"}],
+    }
+    result = phalanx.run_sync(phalanx.Plan.from_dict(data), state=tmp_path)
+    db = sqlite3.connect(result.journal_path)
+    try:
+        dump = "\n".join(db.iterdump())
+    finally:
+        db.close()
+    assert "hunter2pass" not in dump and "admin:[redacted]@127.0.0.1" in dump

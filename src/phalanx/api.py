@@ -167,6 +167,16 @@ def state_dir(path: str | os.PathLike[str] | None = None) -> Path:
     return Path(path or os.environ.get("PHALANX_STATE_DIR") or ".phalanx")
 
 
+def _hidden_state(path: str | os.PathLike[str] | None) -> Path:
+    """The state dir of a run this process drives; no sandboxed command or hook may see it
+    (the journal, the quota file, other runs' workspaces), wherever its ``cwd`` is."""
+    from .agents import sandbox
+
+    root = state_dir(path)
+    sandbox.hide(root)
+    return root
+
+
 def new_run_id() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(2)
 
@@ -351,7 +361,7 @@ async def run(
     providers = _providers(p, seed, flag=provider, given=custom_providers)
     _check_budgets(p, providers)
     _check_tools(p, providers)
-    journal = Journal(state_dir(state) / "journal.sqlite")
+    journal = Journal(_hidden_state(state) / "journal.sqlite")
     rid = run_id or new_run_id()
     ws = _create_run(journal, p, rid, providers, seed, workspace)
     return await _execute(
@@ -407,7 +417,7 @@ async def resume(
 ) -> RunResult:
     """Continue an interrupted or crashed run: succeeded tasks are kept, the rest re-run
     (on the run's engine, or on ``engine``: a cluster that is gone need not come back)."""
-    journal = Journal(state_dir(state) / "journal.sqlite")
+    journal = Journal(_hidden_state(state) / "journal.sqlite")
     rec = journal.get_run(run_id)
     if rec.owner is not None and owner_alive(rec.owner):  # before any provider is built
         journal.close()

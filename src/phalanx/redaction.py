@@ -9,12 +9,13 @@ message and answer, and (through :class:`RedactingFilter`) to the SDKs' debug lo
 process alike (``run_command``, command hooks, eval ``command`` checks, the claude-code
 child), which environment variables are secret: a name that contains ``SECRET``,
 ``PASSW``, ``PASSPHRASE``, ``CREDENTIAL``, ``PRIVATE_KEY``, ``API_KEY``/``APIKEY`` or
-``ACCESS_KEY``, or ends in a word ``KEY``, ``TOKEN``, ``AUTH``, ``COOKIE``, ``DSN``,
-``_PWD`` or ``_PASS`` (any case: ``STRIPE_KEY``, ``MYSQL_PWD``, ``SENTRY_DSN``; not the
-shell's ``PWD``); and any
-variable whose value is a URL with a password (``postgres://user:pw@host/db``), whatever
-its name. :func:`scrubbed_env` is the environment a child gets: without them, except the
-names it is explicitly given (``keep``).
+``ACCESS_KEY`` or ``AUTH_CONFIG`` (``DOCKER_AUTH_CONFIG``), or ends in a word ``KEY``,
+``TOKEN``, ``AUTH``, ``COOKIE``, ``DSN``, ``_PWD`` or ``_PASS`` (any case: ``STRIPE_KEY``,
+``MYSQL_PWD``, ``SENTRY_DSN``; not the shell's ``PWD``); and any variable whose value is a
+URL with a password (``postgres://user:pw@host/db``) or a connection string with one
+(``Server=db;Password=pw``), whatever its name. ``redact`` also replaces the password of
+any URL in a text (a plan's ``base_url``, an error line). :func:`scrubbed_env` is the
+environment a child gets: without them, except the names it is explicitly given (``keep``).
 """
 
 from __future__ import annotations
@@ -40,11 +41,15 @@ __all__ = [
 MIN_LENGTH = 8  # shorter values are too likely to be ordinary words
 MIN_URL_PASSWORD = 4  # a URL's password is a password, however short
 _SECRET_NAME = re.compile(
-    r"SECRET|PASSW|PASSPHRASE|CREDENTIAL|PRIVATE_?KEY|API_?KEY|ACCESS_?KEY"
+    r"SECRET|PASSW|PASSPHRASE|CREDENTIAL|PRIVATE_?KEY|API_?KEY|ACCESS_?KEY|AUTH_CONFIG"
     r"|(?:^|_)(?:KEY|TOKEN|AUTH|COOKIE|DSN)$|_(?:PWD|PASS)$",  # not PWD, the shell's cwd
     re.IGNORECASE,
 )
 _URL_PASSWORD = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:([^/\s@]+)@")
+# a URL's password anywhere in a text (a plan, an error line): postgres://user:PASSWORD@host
+_URL_PASSWORD_IN_TEXT = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.-]*://[^/\s:@]*:)[^/\s@]+@")
+# a connection string's password: Server=db;Password=...; (ADO.NET, ODBC, JDBC properties)
+_CONN_PASSWORD = re.compile(r"(?i)(?:^|;)\s*(?:password|pwd)\s*=\s*[^;\s]")
 _KEYLIKE = re.compile(r"\bsk-[A-Za-z0-9_\-]{8,}|(?<=Bearer )[^\s\"',;]+")
 _registered: set[str] = set()
 _LOGGERS = ("anthropic", "openai", "httpx", "httpx2", "httpcore", "httpcore2")
@@ -65,8 +70,13 @@ def url_password(value: str) -> str | None:
 
 
 def is_secret(name: str, value: str) -> bool:
-    """The one rule: a secret name, or a value that is a URL with a password."""
-    return is_secret_name(name) or url_password(value) is not None
+    """The one rule: a secret name, or a value that is a URL with a password or a
+    connection string with one (``Server=db;Password=...``)."""
+    return (
+        is_secret_name(name)
+        or url_password(value) is not None
+        or (";" in value and _CONN_PASSWORD.search(value) is not None)
+    )
 
 
 def scrubbed_env(
@@ -132,6 +142,8 @@ def redact(text: str) -> str:
     for secret in _known():
         if secret in text:
             text = text.replace(secret, "[redacted]")
+    if "://" in text and "@" in text:  # a password in a URL, whoever wrote it there
+        text = _URL_PASSWORD_IN_TEXT.sub(r"\1[redacted]@", text)
     if "sk-" not in text and "Bearer " not in text:  # both parts of _KEYLIKE need these
         return text
     return _KEYLIKE.sub("[redacted]", text)

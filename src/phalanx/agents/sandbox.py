@@ -68,6 +68,31 @@ ETC_ENTRIES = (
 )
 
 
+_HIDDEN: set[str] = set()  # folders no sandboxed program sees (the state dirs of runs)
+
+
+def hide(path: str | os.PathLike[str]) -> None:
+    """Keep ``path`` (a run's state dir) out of every sandbox: masked with an empty tmpfs
+    where it lies inside the writable folder, and never bound as part of an installation."""
+    _HIDDEN.add(os.path.realpath(path))
+
+
+def _shown(root: str, extra: list[str]) -> list[str]:
+    """The workspace (writable), the ``extra`` folders (read-only) and, over the hidden
+    folders inside them (a run's state dir; a ``.phalanx`` in one of them), an empty tmpfs:
+    mounted shallowest first, so a mask covers what lies under it and a workspace inside a
+    masked folder is bound again on top."""
+    shown = [root, *extra]
+    defaults = {os.path.join(s, ".phalanx") for s in shown}
+    hidden = _HIDDEN | {d for d in defaults if os.path.isdir(d)}
+    masks = [h for h in hidden if h not in shown and any(_inside(h, s) for s in shown)]
+    mounts: list[tuple[str, tuple[str, ...]]] = [(p, ("--ro-bind", p, p)) for p in extra]
+    mounts.append((root, ("--bind", root, root)))
+    mounts += [(h, ("--tmpfs", h)) for h in masks]
+    mounts.sort(key=lambda m: m[0].rstrip(os.sep).count(os.sep))
+    return [arg for _, args in mounts for arg in args]
+
+
 def bwrap_path() -> str | None:
     """The ``bwrap`` executable, or ``None`` where it is not installed."""
     path = os.pathsep.join([os.environ.get("PATH", ""), "/usr/bin", "/bin", "/usr/local/bin"])
@@ -114,8 +139,8 @@ def wrap(
         *_private_home(home),
         *_system(),
         *_installations(executable, root, home or "/"),
-        *(arg for p in extra for arg in ("--ro-bind", p, p)),
-        *("--bind", root, root, "--chdir", os.path.realpath(chdir) if chdir else root),
+        *_shown(root, extra),
+        *("--chdir", os.path.realpath(chdir) if chdir else root),
     ]
     return [bwrap, *options, "--", executable, *argv[1:]]
 
@@ -202,8 +227,12 @@ def _installation(path: str, root: str, home: str) -> str | None:
     workspace (it is bound already)."""
     folder = os.path.dirname(path)
     candidates = [folder, path]
-    if os.path.basename(folder) in ("bin", "sbin", "shims"):  # shims: pyenv, rbenv, ...
-        candidates.insert(0, os.path.dirname(folder))
+    above = os.path.dirname(folder)
+    # shims: pyenv, rbenv, ...; never ~/.local (pip --user, pipx and uv put programs in its
+    # bin, while its share holds keyrings and histories): then the bin folder alone
+    user_local = os.path.realpath(above) == os.path.join(os.path.realpath(home), ".local")
+    if os.path.basename(folder) in ("bin", "sbin", "shims") and not user_local:
+        candidates.insert(0, above)
     for place in candidates:
         if _inside(place, root):
             return None
@@ -218,9 +247,8 @@ def _shows_too_much(place: str, root: str, home: str) -> bool:
     if any(_inside(x, p) for p in (place, real) for x in (root, home, "/tmp")):
         return True
     state = os.environ.get("PHALANX_STATE_DIR")
-    return os.path.isdir(os.path.join(real, ".phalanx")) or bool(
-        state and _inside(os.path.realpath(state), real)
-    )
+    hidden = [*_HIDDEN, *([os.path.realpath(state)] if state else [])]
+    return os.path.isdir(os.path.join(real, ".phalanx")) or any(_inside(h, real) for h in hidden)
 
 
 def _inside(path: str, folder: str) -> bool:

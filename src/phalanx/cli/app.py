@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from ..exceptions import PhalanxError, UsageError, one_line
+from ..redaction import redact
 from .commands import COMMANDS, EXIT_INTERRUPTED
 from .parser import EXIT_USAGE, build_parser
 
@@ -48,10 +49,10 @@ def _dispatch(argv: Sequence[str] | None) -> int:
     try:
         return COMMANDS[args.command](args)
     except UsageError as exc:
-        print(f"phalanx: error: {one_line(str(exc), 300)}", file=sys.stderr)
+        print(f"phalanx: error: {one_line(redact(str(exc)), 300)}", file=sys.stderr)
         return EXIT_USAGE
     except PhalanxError as exc:
-        print(f"phalanx: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"phalanx: {type(exc).__name__}: {redact(str(exc))}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
