@@ -44,13 +44,19 @@ def _plan_data(**extra: Any) -> dict[str, Any]:
     }
 
 
-def test_a_passed_secret_reaches_the_agents_command_and_no_other_does(
-    secrets: None, state: Path, tmp_path: Path
-) -> None:
+def _dump_workspace(tmp_path: Path) -> Path:
+    """A workspace with ``dump.sh``, which writes its environment to a file."""
     ws = tmp_path / "ws"
     ws.mkdir()
     (ws / "dump.sh").write_text(DUMP)
     (ws / "dump.sh").chmod(0o755)
+    return ws
+
+
+def test_a_passed_secret_reaches_the_agents_command_and_no_other_does(
+    secrets: None, state: Path, tmp_path: Path
+) -> None:
+    ws = _dump_workspace(tmp_path)
     plan = load_plan(
         write_plan(
             tmp_path / "plan.yaml",
@@ -78,10 +84,7 @@ def test_a_passed_secret_reaches_the_agents_command_and_no_other_does(
 def test_without_env_pass_the_command_gets_neither(
     secrets: None, state: Path, tmp_path: Path
 ) -> None:
-    ws = tmp_path / "ws"
-    ws.mkdir()
-    (ws / "dump.sh").write_text(DUMP)
-    (ws / "dump.sh").chmod(0o755)
+    ws = _dump_workspace(tmp_path)
     plan = load_plan(
         write_plan(
             tmp_path / "plan.yaml", _plan_data(commands={"allow": ["./dump.sh"]}, workspace="ws")
