@@ -163,3 +163,25 @@ def test_an_error_line_never_shows_a_url_password(tmp_path: Path) -> None:
     )
     assert done.returncode != 0
     assert "hunter2pass" not in done.stderr + done.stdout and "hunte" not in done.stderr
+
+
+def test_run_json_names_the_agent_of_a_failed_task(tmp_path: Path) -> None:
+    data = {
+        "name": "fails",
+        "provider": "sim",
+        "providers": {"sim:bad": {"faults": {"auth": 1.0}}},
+        "agents": [{"name": "Flaky", "role": "generalist", "provider": "sim:bad"}],
+        "tasks": [{"id": "t", "prompt": "x"}],
+    }
+    plan = write_plan(tmp_path / "plan.yaml", data)
+    env = {**os.environ, "PHALANX_STATE_DIR": str(tmp_path / "state")}
+    done = subprocess.run(
+        [sys.executable, "-m", "phalanx", "run", str(plan), "--json", "-q"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == 1, done.stderr
+    task = json.loads(done.stdout)["tasks"]["t"]
+    assert (task["state"], task["agent"], task["error_class"]) == ("failed", "Flaky", "auth")

@@ -100,6 +100,17 @@ def test_cli_verbose_logs_the_run_on_stderr(tmp_path: Path) -> None:
     lines = [line for line in done.stderr.splitlines() if " INFO phalanx.run: " in line]
     assert any("started: plan logged" in line for line in lines), done.stderr
     assert sum("✓" in line for line in lines) == 2, done.stderr
+    without_q = subprocess.run(
+        [sys.executable, "-m", "phalanx", "run", str(plan), "-v", "--no-tui"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert without_q.returncode == 0, without_q.stderr
+    ticks = [line for line in without_q.stderr.splitlines() if "✓ t" in line]
+    assert len(ticks) == 2 and all(" INFO phalanx.run: " in t for t in ticks), ticks  # once
     quiet = subprocess.run(
         [sys.executable, "-m", "phalanx", "run", str(plan), "-q"],
         capture_output=True,

@@ -82,6 +82,8 @@ def _progress_sinks(args: argparse.Namespace) -> list[Any]:
     is a terminal, one line per task change otherwise."""
     if args.quiet:
         return []
+    if getattr(args, "verbose", 0) and (getattr(args, "no_tui", True) or not sys.stderr.isatty()):
+        return []  # -v: the phalanx logger prints these lines already (once, not twice)
     if not getattr(args, "no_tui", True) and sys.stderr.isatty():
         from rich.console import Console
 

@@ -75,6 +75,7 @@ class Progress:
         """Count a failed attempt; whether the task gets another."""
         rec = self.records[tid]
         rec.attempts += 1
+        rec.agent = o.agent  # a failed task is its last attempt's agent's, as status says
         rec.error_class, rec.error = (o.error_class.value if o.error_class else None), o.error
         assert o.error_class is not None
         return decide_retry(
