@@ -83,40 +83,25 @@ def test_verbose_handler_redacts(
     assert CANARY not in err and "[redacted]" in err
 
 
+def _run(plan: Path, env: dict[str, str], *flags: str) -> subprocess.CompletedProcess[str]:
+    """``phalanx run PLAN FLAGS`` in a child process."""
+    argv = [sys.executable, "-m", "phalanx", "run", str(plan), *flags]
+    return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60, check=False)
+
+
 def test_cli_verbose_logs_the_run_on_stderr(tmp_path: Path) -> None:
     plan = write_plan(
         tmp_path / "plan.yaml", {**sim_plan(2, agents=2, deps="chain"), "name": "logged"}
     )
     env = {**os.environ, "PHALANX_STATE_DIR": str(tmp_path / "state")}
-    done = subprocess.run(
-        [sys.executable, "-m", "phalanx", "run", str(plan), "-q", "-v"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
+    done = _run(plan, env, "-q", "-v")
     assert done.returncode == 0, done.stderr
     lines = [line for line in done.stderr.splitlines() if " INFO phalanx.run: " in line]
     assert any("started: plan logged" in line for line in lines), done.stderr
     assert sum("✓" in line for line in lines) == 2, done.stderr
-    without_q = subprocess.run(
-        [sys.executable, "-m", "phalanx", "run", str(plan), "-v", "--no-tui"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
+    without_q = _run(plan, env, "-v", "--no-tui")
     assert without_q.returncode == 0, without_q.stderr
     ticks = [line for line in without_q.stderr.splitlines() if "✓ t" in line]
     assert len(ticks) == 2 and all(" INFO phalanx.run: " in t for t in ticks), ticks  # once
-    quiet = subprocess.run(
-        [sys.executable, "-m", "phalanx", "run", str(plan), "-q"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
+    quiet = _run(plan, env, "-q")
     assert quiet.returncode == 0 and "phalanx.run" not in quiet.stderr
