@@ -11,13 +11,13 @@ from typing import Any
 from ..agents.spec import AgentSpec, assign_names
 from ..exceptions import UsageError
 from .inputs import (
+    MAX_FILES,
     PLAN_FILE,
     TemplateOptions,
     TemplateSpec,
     list_files,
     read_lines,
     relative_to_plan,
-    unique_slugs,
 )
 
 __all__ = ["BUILDERS"]
@@ -101,73 +101,61 @@ def _migration(opts: TemplateOptions) -> TemplateSpec:
         )
     exclude = [opts.plan_dir / PLAN_FILE] if opts.plan_dir is not None else []
     files = list_files(opts.target, exclude=exclude)
-    slugs = unique_slugs(files)
-    migrate, tests = _per_file_tasks(files, slugs)
+    name = opts.target.name or str(opts.target)
     return TemplateSpec(
         name="migration",
-        description=f"Migrate the {len(files)} files under {opts.target.name or opts.target}.",
-        about="The codebase-migration case study: an analyzer maps the code, a planner "
-        "designs the path, migrators change one file each, testers verify each migrated "
-        "file as soon as it is done (per-file tests, so testing overlaps migrating), and a "
-        "documenter updates the docs once every test passed. The five roles are the case "
-        "study's; migrators and testers are cloned (count) because per-file work is where "
-        "the parallelism is: set count: 1 for the literal five-agent team.",
+        description=f"Migrate the files under {name} that the analyzer picks "
+        f"({len(files)} found at init).",
+        about="The codebase-migration case study: an analyzer picks the files to migrate "
+        "(at run time, from the target directory), a planner designs the path, migrators "
+        "change one file each, testers verify each file once every file is migrated (a "
+        "change in one file can break another), and a documenter updates the docs once "
+        "every test passed. The five roles are the case study's; migrators and testers are "
+        "cloned (count) because per-file work is where the parallelism is: set count: 1 "
+        "for the literal five-agent team.",
         brief="Migration goal (edit me): port the code to the current major version of "
         "its language and libraries, keeping behaviour unchanged.",
         brief_note="The goal, shared by every agent as context: edit it once here.",
         workspace=relative_to_plan(opts.target, opts.plan_dir),
         notes=[
-            f"Generated from {len(files)} files of the target directory (hidden and "
-            "binary files skipped); re-run `phalanx init` to regenerate after it changes.",
+            "The plan grows at run time: the analyzer answers the list of files to migrate "
+            "(`schema:`), and `migrate` and `test` are templates with one task per file it "
+            f"named (`foreach: analyze.files`). Its prompt lists the {len(files)} files "
+            "found at init (hidden and binary files skipped), also its answer's default; "
+            "re-run `phalanx init` to refresh them, or let it call list_files.",
             "Agents only read files (read_file, list_files, search): add edit_file or "
             "write_file to an agent's tools to let it change them (with `isolation: "
             "worktree` each agent works on its own git branch).",
         ],
+        limits=(
+            f"Growth bounds: one migrate and one test task per file, up to {MAX_FILES} files.",
+            {"max_tasks": 2 * MAX_FILES + 10},
+        ),
         agents=_migration_agents(opts.agents),
-        tasks=_migration_tasks(files, migrate, tests),
+        tasks=_migration_tasks(files),
     )
 
 
-def _per_file_tasks(
-    files: Sequence[PurePosixPath], slugs: Sequence[str]
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """One migrate task and one test task per file (tests follow their own file)."""
-    migrate = [
-        {
-            "id": f"migrate-{s}",
-            "title": f"migrate {f}",
-            "category": "implementation",
-            "role": "migrator",
-            "needs": ["plan-migration"],
-            "prompt": f"Migrate `{f}` following the migration plan. Read it first: read_file "
-            f"{_path_arg(f)}; then answer with the changes to make.",
-        }
-        for f, s in zip(files, slugs, strict=True)
-    ]
-    tests = [
-        {
-            "id": f"test-{s}",
-            "title": f"test {f}",
-            "category": "testing",
-            "role": "tester",
-            "needs": [f"migrate-{s}"],
-            "prompt": f"Verify the migration of `{f}`: read it (read_file {_path_arg(f)}), "
-            "then list each check and its result.",
-        }
-        for f, s in zip(files, slugs, strict=True)
-    ]
-    return migrate, tests
-
-
-def _path_arg(path: PurePosixPath) -> str:
-    """read_file's arguments for ``path``, spelled out: a small model copies them as given."""
-    return json.dumps({"path": str(path)})
+def files_schema(files: Sequence[PurePosixPath]) -> dict[str, Any]:
+    """The analyzer's answer: the files to migrate, by default every file found at init
+    (what ``--provider sim`` answers, so a simulated run grows one task per file)."""
+    return {
+        "type": "object",
+        "required": ["files"],
+        "properties": {
+            "files": {
+                "type": "array",
+                "items": {"type": "string", "minLength": 1, "maxLength": 200},
+                "default": [str(f) for f in files],
+            },
+        },
+    }
 
 
 def _migration_agents(n: int) -> list[tuple[str, dict[str, Any]]]:
     return [
         (
-            "Maps modules and dependencies.",
+            "Picks the files to migrate, from the target directory (its workspace).",
             {
                 "role": "analyzer",
                 "style": "yaml",
@@ -190,18 +178,25 @@ def _migration_agents(n: int) -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
-def _migration_tasks(
-    files: Sequence[PurePosixPath], migrate: list[dict[str, Any]], tests: list[dict[str, Any]]
-) -> list[tuple[str, list[dict[str, Any]]]]:
+def _path_arg(path: PurePosixPath) -> str:
+    """read_file's arguments for ``path``, spelled out: a small model copies them as given."""
+    return json.dumps({"path": str(path)})
+
+
+_READ_ITEM = '{"path": "{item}"}'  # read_file's arguments spelled out: a small model copies them
+
+
+def _migration_tasks(files: Sequence[PurePosixPath]) -> list[tuple[str, list[dict[str, Any]]]]:
     return [
         (
-            "Analysis and plan: everything else builds on them.",
+            "Analysis and plan: the analyzer's answer decides which files are migrated.",
             [
                 {
                     "id": "analyze",
-                    "title": "map the code",
+                    "title": "pick the files to migrate",
                     "category": "research",
                     "role": "analyzer",
+                    "schema": files_schema(files),
                     "prompt": _analyze_prompt(files),
                 },
                 {
@@ -215,8 +210,39 @@ def _migration_tasks(
                 },
             ],
         ),
-        ("One migration task per file (they run in parallel on the migrators).", migrate),
-        ("One test task per file, each as soon as its file is migrated.", tests),
+        (
+            "One migration task per file the analyzer named, expanded at run time "
+            "(migrate[0], migrate[1], ...; they run in parallel on the migrators).",
+            [
+                {
+                    "id": "migrate",
+                    "title": "migrate {item}",
+                    "category": "implementation",
+                    "role": "migrator",
+                    "foreach": "analyze.files",
+                    "max_items": MAX_FILES,
+                    "needs": ["plan-migration"],
+                    "prompt": "Migrate `{item}` following the migration plan. Read it first: "
+                    f"read_file {_READ_ITEM}; then answer with the changes to make.",
+                },
+            ],
+        ),
+        (
+            "One test task per file, once every file is migrated (test[0], test[1], ...).",
+            [
+                {
+                    "id": "test",
+                    "title": "test {item}",
+                    "category": "testing",
+                    "role": "tester",
+                    "foreach": "analyze.files",
+                    "max_items": MAX_FILES,
+                    "needs": ["migrate"],
+                    "prompt": f"Verify the migration of `{{item}}`: read it (read_file "
+                    f"{_READ_ITEM}), then list each check and its result.",
+                },
+            ],
+        ),
         (
             "The documentation, once every file is migrated and tested.",
             [
@@ -225,7 +251,7 @@ def _migration_tasks(
                     "title": "update the docs",
                     "category": "documentation",
                     "role": "documenter",
-                    "needs": [t["id"] for t in tests],
+                    "needs": ["test"],
                     "prompt": "Update the documentation: what changed, module by module, and "
                     "what users of the code must do.",
                 },
@@ -236,10 +262,11 @@ def _migration_tasks(
 
 def _analyze_prompt(files: Sequence[PurePosixPath], shown: int = 60) -> str:
     listing = ", ".join(str(f) for f in files[:shown])
-    more = f" and {len(files) - shown} more" if len(files) > shown else ""
+    more = f" and {len(files) - shown} more (list_files shows them)" if len(files) > shown else ""
     return (
-        f"Map the {len(files)} files to migrate and their dependencies (what imports what, "
-        f"what must change first): {listing}{more}."
+        "Pick the files of the workspace to migrate: those that need a change, with their "
+        'paths as listed. Answer {"files": [path, ...]}. The files found at init: '
+        f"{listing}{more}."
     )
 
 
@@ -259,18 +286,22 @@ def _research(opts: TemplateOptions) -> TemplateSpec:
         if opts.inputs is not None
         else [f"Research {_ANGLES[i % len(_ANGLES)]}." for i in range(opts.agents)]
     )
-    width = len(str(len(questions)))
-    ids = [f"research-{i + 1:0{width}d}" for i in range(len(questions))]
     return TemplateSpec(
         name="research",
-        description=f"{len(questions)} sub-questions researched in parallel, then synthesised.",
-        about="Researchers take one sub-question each, in parallel; the synthesiser, which "
-        "needs all of them, combines their findings into one answer. Edit the question in "
-        "the brief and the sub-questions in the tasks (or pass --inputs FILE to `phalanx "
-        "init`: one sub-question per line).",
+        description="Sub-questions chosen by a planner, researched in parallel, then synthesised.",
+        about="The plan grows at run time: a planner splits the question into sub-questions "
+        "(`schema:`), `research` is a template with one researcher task per sub-question "
+        "(`foreach: plan.questions`), in parallel, and the synthesiser, which needs all of "
+        "them, combines their findings into one answer. Edit the question in the brief; "
+        f"the {len(questions)} suggested sub-questions (the planner's prompt, and its "
+        "answer's default) come from --inputs FILE (one per line) or are generic angles.",
         brief="Question (edit me): which background-job system should our Python web service use?",
         brief_note="The question, shared by every agent as context: edit it once here.",
         agents=[
+            (
+                "Splits the question into sub-questions researchers answer independently.",
+                {"role": "planner", "style": "yaml"},
+            ),
             (
                 "Researchers, in parallel; YAML keeps findings comparable.",
                 {"role": "researcher", "count": opts.agents, "style": "yaml"},
@@ -282,16 +313,31 @@ def _research(opts: TemplateOptions) -> TemplateSpec:
         ],
         tasks=[
             (
-                "One task per sub-question.",
+                "The planner's answer decides the sub-questions.",
                 [
                     {
-                        "id": tid,
-                        "title": _title(q),
+                        "id": "plan",
+                        "title": "choose the sub-questions",
+                        "category": "research",
+                        "role": "planner",
+                        "schema": questions_schema(questions),
+                        "prompt": _plan_prompt(questions),
+                    },
+                ],
+            ),
+            (
+                "One researcher task per sub-question, expanded at run time (research[0], "
+                "research[1], ...).",
+                [
+                    {
+                        "id": "research",
+                        "title": "{item}",
                         "category": "research",
                         "role": "researcher",
-                        "prompt": q,
-                    }
-                    for tid, q in zip(ids, questions, strict=True)
+                        "foreach": "plan.questions",
+                        "max_items": max(len(questions), 2 * opts.agents, 20),
+                        "prompt": "{item}",
+                    },
                 ],
             ),
             (
@@ -302,13 +348,39 @@ def _research(opts: TemplateOptions) -> TemplateSpec:
                         "title": "synthesise the findings",
                         "category": "documentation",
                         "role": "synthesiser",
-                        "needs": ids,
+                        "needs": ["research"],
                         "prompt": "Combine the findings into one answer to the question: the "
                         "recommendation, the reasons, and what is still uncertain.",
                     },
                 ],
             ),
         ],
+    )
+
+
+def questions_schema(questions: Sequence[str]) -> dict[str, Any]:
+    """The planner's answer: the sub-questions, by default the suggested ones (what
+    ``--provider sim`` answers, so a simulated run grows one task per suggestion)."""
+    return {
+        "type": "object",
+        "required": ["questions"],
+        "properties": {
+            "questions": {
+                "type": "array",
+                "items": {"type": "string", "minLength": 1, "maxLength": 300},
+                "default": list(questions),
+            },
+        },
+    }
+
+
+def _plan_prompt(questions: Sequence[str], shown: int = 40) -> str:
+    listing = " ".join(f"- {q}" for q in questions[:shown])
+    more = f" (and {len(questions) - shown} more)" if len(questions) > shown else ""
+    return (
+        "Split the question into sub-questions that researchers can answer independently, "
+        'one per researcher. Answer {"questions": [sub-question, ...]}. Suggested '
+        f"sub-questions: {listing}{more}"
     )
 
 

@@ -58,6 +58,7 @@ class TemplateSpec:
     brief_note: str = ""
     workspace: str | None = None
     notes: list[str] = field(default_factory=list)  # extra header lines
+    limits: tuple[str, dict[str, Any]] | None = None  # (comment, the plan's limits:)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -513,9 +513,10 @@ class Plan:
             raw=None,
         ).checked()
 
-    def _style_for(self, t: Task) -> str:
-        """The style ``t`` is answered in by the agent the parallel run would give it."""
-        if t.style:
+    def _style_for(self, t: Task) -> str | None:
+        """The style ``t`` is answered in by the agent the parallel run would give it
+        (None for a typed task: its schema decides)."""
+        if t.style or t.output_type is not None:
             return t.style
         return self._agent_for(t).style
 

@@ -5,9 +5,12 @@ Each template is the strategy's pattern as an ordinary, commented plan file:
 - ``feature``: the feature-development case study: designer (yaml), implementer
   (concise), validator (table and html reports): 3 agents, 7 tasks.
 - ``migration``: the codebase-migration case study: analyzer, planner, migrators, testers,
-  documenter; one ``migrate-<slug>`` and one ``test-<slug>`` task per file of a target
-  directory (hidden and binary files skipped, at most :data:`MAX_FILES`).
-- ``research``: N researchers on sub-questions in parallel, then a synthesiser.
+  documenter; the analyzer picks the files of a target directory at run time and the plan
+  grows one ``migrate[i]`` and one ``test[i]`` task per file it named (``foreach``); its
+  prompt lists the files found at init (hidden and binary files skipped, at most
+  :data:`MAX_FILES`).
+- ``research``: a planner picks the sub-questions at run time, researchers take them in
+  parallel (``foreach``), then a synthesiser.
 - ``swarm``: N like agents, named, the work items (lines of a text file or files of a
   directory) assigned round-robin with ``agent:`` (idle agents still steal).
 - ``pipeline``: analyze (yaml) -> design (html) -> implement (concise) -> test (table) ->
@@ -55,9 +58,9 @@ TEMPLATES: dict[str, str] = {
     "feature": "feature development: designer (yaml), implementer (concise), validator "
     "(table/html); 3 agents",
     "migration": "codebase migration: analyzer, planner, migrators, testers, documenter; "
-    "one migrate and one test task per file of --target DIR",
-    "research": "N researchers on sub-questions in parallel, then a synthesiser "
-    "(--inputs FILE: one sub-question per line)",
+    "one migrate and one test task per file the analyzer picks from --target DIR",
+    "research": "a planner picks the sub-questions, researchers take them in parallel, then a "
+    "synthesiser (--inputs FILE: suggested sub-questions, one per line)",
     "swarm": "N like agents, work items round-robin (--inputs FILE_OR_DIR: lines of a text "
     "file or files of a directory)",
     "pipeline": "analyze (yaml) -> design (html) -> implement (concise) -> test (table) -> "
@@ -208,6 +211,8 @@ def _render(spec: TemplateSpec, template: str, provider: str) -> str:
             ),
             _dump({"workspace": spec.workspace}),
         ]
+    if spec.limits is not None:
+        parts += ["\n", _comment(spec.limits[0]), _dump({"limits": spec.limits[1]})]
     parts += ["\n", _agents_section(spec), "\n", _tasks_section(spec)]
     return "".join(parts)
 
