@@ -261,12 +261,11 @@ def test_migration_of_20_files_grows_one_migrate_and_one_test_task_per_file(
 
 
 def test_migration_files_are_the_analyzers_answer_at_run_time(tmp_path: Path, state: Path) -> None:
-    """Init found 20 files; the analyzer names 7 (one of them new since init): the run
-    grows exactly 7 migrate and 7 test tasks, for those files."""
+    """Init found 20 files; the analyzer names 7 of them: the run grows exactly 7 migrate
+    and 7 test tasks, for those files."""
     code = sample_code(tmp_path / "code")
-    (code / "added_later.py").write_text("x = 1\n")
     plan = Plan.from_dict(yaml.safe_load(render_template("migration", target=code)))
-    picked = [f"lib/part{i % 3}/module_{i}.py" for i in range(0, 12, 2)] + ["added_later.py"]
+    picked = [f"{'pkg' if i % 2 else 'lib'}/part{i % 3}/module_{i}.py" for i in range(5, 12)]
     model = Picker("files", picked)
     result = phalanx.run_sync(plan, provider="picker", custom_providers={"picker": model})
     assert result.status == "succeeded"

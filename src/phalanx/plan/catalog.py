@@ -120,9 +120,10 @@ def _migration(opts: TemplateOptions) -> TemplateSpec:
         notes=[
             "The plan grows at run time: the analyzer answers the list of files to migrate "
             "(`schema:`), and `migrate` and `test` are templates with one task per file it "
-            f"named (`foreach: analyze.files`). Its prompt lists the {len(files)} files "
-            "found at init (hidden and binary files skipped), also its answer's default; "
-            "re-run `phalanx init` to refresh them, or let it call list_files.",
+            f"named (`foreach: analyze.files`). It picks among the {len(files)} files found "
+            "at init (hidden and binary files skipped): its prompt lists them, its schema's "
+            "enum holds it to them (drop the enum to let it name any path) and its default "
+            "is all of them; re-run `phalanx init` after the target changes.",
             "Agents only read files (read_file, list_files, search): add edit_file or "
             "write_file to an agent's tools to let it change them (with `isolation: "
             "worktree` each agent works on its own git branch).",
@@ -137,15 +138,16 @@ def _migration(opts: TemplateOptions) -> TemplateSpec:
 
 
 def files_schema(files: Sequence[PurePosixPath]) -> dict[str, Any]:
-    """The analyzer's answer: the files to migrate, by default every file found at init
-    (what ``--provider sim`` answers, so a simulated run grows one task per file)."""
+    """The analyzer's answer: the files to migrate, among those found at init (an enum: a
+    constrained decoder cannot misspell a path, a model cannot name one that is not there),
+    by default all of them (what ``--provider sim`` answers: one task per file)."""
     return {
         "type": "object",
         "required": ["files"],
         "properties": {
             "files": {
                 "type": "array",
-                "items": {"type": "string", "minLength": 1, "maxLength": 200},
+                "items": {"type": "string", "enum": [str(f) for f in files]},
                 "default": [str(f) for f in files],
             },
         },
@@ -264,8 +266,9 @@ def _analyze_prompt(files: Sequence[PurePosixPath], shown: int = 60) -> str:
     listing = ", ".join(str(f) for f in files[:shown])
     more = f" and {len(files) - shown} more (list_files shows them)" if len(files) > shown else ""
     return (
-        "Pick the files of the workspace to migrate: those that need a change, with their "
-        'paths as listed. Answer {"files": [path, ...]}. The files found at init: '
+        "Pick the files of the workspace to migrate: every file that needs a change for "
+        'the goal (usually all of them). Answer {"files": [path, ...]} with the paths '
+        "exactly as listed: "
         f"{listing}{more}."
     )
 
