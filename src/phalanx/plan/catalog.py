@@ -371,6 +371,7 @@ def questions_schema(questions: Sequence[str]) -> dict[str, Any]:
             "questions": {
                 "type": "array",
                 "items": {"type": "string", "minLength": 1, "maxLength": 300},
+                "minItems": 1,
                 "default": list(questions),
             },
         },
