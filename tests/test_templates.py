@@ -63,6 +63,8 @@ def init(
     code, out, err = run_cli(["init", "--template", name, str(directory), *extra], capsys)
     assert code == 0, err
     assert f"template {name}" in out
+    grows = {"migration": 2, "research": 1}.get(name)
+    assert (f"({grows} grow at run time)" in out) == (grows is not None), out
     return phalanx.load_plan(str(directory / "plan.yaml"))
 
 

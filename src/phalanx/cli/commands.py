@@ -400,8 +400,10 @@ def _cmd_init(args: argparse.Namespace) -> int:
         provider=args.provider,
     )
     plan = load_plan(str(path))
+    grows = sum(t.foreach is not None for t in plan.tasks)
+    more = f" ({grows} grow at run time)" if grows else ""
     print(
-        f"wrote {path}: template {args.template} · {len(plan.tasks)} tasks · "
+        f"wrote {path}: template {args.template} · {len(plan.tasks)} tasks{more} · "
         f"{len(plan.agents)} agents · provider {plan.provider}"
     )
     print(f"  run it: phalanx run {path}   (simulated: add --provider sim)")
