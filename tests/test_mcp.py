@@ -10,6 +10,7 @@ sent; the stdio server's processes are gone when the run ends.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import secrets
 import socket
@@ -519,3 +520,39 @@ def test_mcp_servers_refuse_the_ray_engine_given_on_the_command_line(
     )
     with pytest.raises(PlanError, match="MCP servers need the local engine"):
         phalanx.run_sync(plan, engine="ray", custom_providers={"scripted": ScriptedProvider(["x"])})
+
+
+def test_a_run_whose_mcp_server_cannot_start_ends_failed_in_the_journal(
+    tmp_path: Path, state: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The run is created before its servers start: when one does not, the run ends
+    ``failed`` with the reason (never left running, shown stopped and resumable), and
+    ``phalanx status`` without a run id reads it."""
+    from phalanx.cli.app import main
+
+    plan = write_plan(
+        tmp_path / "plan.yaml",
+        {
+            "commands": {"sandbox": "none"},
+            "mcp": {"broken": {"command": ["no-such-mcp-server-xyz"]}},
+            "agents": [{"provider": "sim", "tools": ["mcp:broken"]}],
+            "tasks": [{"id": "t", "prompt": "p"}],
+        },
+    )
+    assert main(["run", str(plan), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "mcp.broken" in err and "not found" in err, err
+    (run,) = rows(state, "SELECT run_id, status, reason, owner_pid FROM runs")
+    assert run["status"] == "failed" and run["owner_pid"] is None
+    assert "mcp.broken: command 'no-such-mcp-server-xyz' not found" in run["reason"]
+    assert [e["status"] for e in events(state, run["run_id"], "run_finished")] == ["failed"]
+
+    assert main(["runs", "--json"]) == 0
+    (listed,) = json.loads(capsys.readouterr().out)
+    assert (listed["run_id"], listed["status"]) == (run["run_id"], "failed")
+    assert main(["status"]) == 0
+    out = capsys.readouterr().out
+    assert f"Run {run['run_id']}" in out and "failed" in out and "stopped" not in out
+    assert main(["status", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["status"] == "failed" and "mcp.broken" in shown["reason"]

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict
 
-from ._util import blocking
+from ._util import blocking, one_line
 from .agents.hooks import from_config
 from .agents.mcp import McpHub
 from .agents.spec import AgentSpec
@@ -34,12 +34,23 @@ from .agents.styles import (
 from .agents.tools import BUILTIN_TOOLS, ToolSpec
 from .comms import COMMS_TOOLS, Comms
 from .cost import Usage, price_for
-from .events import Event, EventSink, MessageSent, RunStatus, TaskState
+from .events import (
+    AgentInfo,
+    Event,
+    EventSink,
+    MessageSent,
+    RunFinished,
+    RunStarted,
+    RunStatus,
+    TaskInfo,
+    TaskState,
+)
 from .exceptions import BudgetExhausted, JournalError, PhalanxError, PlanError, UsageError
 from .journal import Decision, Journal, driven_by
 from .plan.file import load_plan, plan_to_dict
 from .plan.model import DEFAULT_PROVIDER, Plan, Task, style_of
 from .providers import Provider, is_simulated, resolve_provider
+from .redaction import redact
 from .runtime.approvals import PriorWaits, record_decision
 from .runtime.assembly import (
     RunnerFactory,
@@ -509,10 +520,12 @@ async def _execute(
             seed=seed, hooks=hooks, tools=[*tools, *hub.tools.values()], workspace=workspace,
             engine=engine, custom=custom,
         )  # fmt: skip
-    except BaseException:
+    except BaseException as exc:
         if hub is not None:
             await hub.aclose()
         with contextlib.suppress(Exception):
+            if isinstance(exc, Exception):  # not an interrupt: that leaves it resumable
+                _fail_unstarted(journal, plan, run_id, prior.session, providers, exc)
             journal.release(run_id, prior.session)
             journal.close()
         raise
@@ -527,6 +540,44 @@ async def _execute(
     return RunResult(run_id=run_id, status=orch.status, tasks=tasks, snapshot=tracker.snapshot(),
                      simulated=orch.simulated, journal_path=journal.path, outputs_dir=outputs,
                      changes=changes, notes=tuple(notes))  # fmt: skip
+
+
+def _fail_unstarted(
+    journal: Journal,
+    plan: Plan,
+    run_id: str,
+    session: int,
+    providers: Mapping[str, Provider],
+    exc: Exception,
+) -> None:
+    """A run that failed before its orchestrator started (an MCP server that did not start,
+    a hook that cannot be built) ends ``failed`` in the journal with the reason, so no view
+    shows it running (or stopped, waiting to be resumed) and its status can be read."""
+    default = plan.provider or DEFAULT_PROVIDER
+    now = time.time()
+    journal.append(
+        run_id,
+        session,
+        RunStarted(
+            ts=now,
+            run_id=run_id,
+            plan=plan.name,
+            session=session,
+            policy=plan.policy,
+            simulated=any(p.simulated for p in providers.values()),
+            agents=tuple(
+                AgentInfo(name=a.name or "", role=a.role, provider=a.provider or default)
+                for a in plan.agents
+            ),
+            tasks=tuple(
+                TaskInfo(id=t.id, title=t.label, category=t.category, needs=t.needs, role=t.role)
+                for t in plan.tasks
+            ),
+        ),
+    )
+    reason = redact(one_line(f"did not start: {exc}", 300))
+    journal.append(run_id, session, RunFinished(ts=now, status="failed", reason=reason))
+    journal.flush()
 
 
 async def _start_mcp(
