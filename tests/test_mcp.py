@@ -556,3 +556,86 @@ def test_a_run_whose_mcp_server_cannot_start_ends_failed_in_the_journal(
     assert main(["status", "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["status"] == "failed" and "mcp.broken" in shown["reason"]
+
+
+CANARY_KEY = "sk-canary" + "7Qz2Lm9Xw4Rt8Yp3"  # key-shaped: the secret rule knows it by its form
+CHATTY_SERVER = """
+import os, sys
+from mcp.server.mcpserver import MCPServer
+srv = MCPServer("chatty")
+@srv.tool()
+def ping() -> str:
+    print("ping with " + os.environ["CANARY_TOKEN"], file=sys.stderr, flush=True)
+    return "pong"
+print("STARTED token=" + os.environ["CANARY_TOKEN"] + " key=" + sys.argv[1], file=sys.stderr)
+sys.stderr.write("no newline " + os.environ["CANARY_TOKEN"][:6])
+sys.stderr.write(os.environ["CANARY_TOKEN"][6:] + " end\\n")  # one line in two writes
+sys.stderr.flush()
+if sys.argv[2] == "quit":
+    sys.exit(3)
+srv.run()
+"""
+
+
+@pytest.mark.parametrize("sandbox", ["none", "bwrap"])
+def test_a_stdio_servers_stderr_log_is_redacted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sandbox: str
+) -> None:
+    """What a server prints to its stderr goes to the run's mcp-NAME.log through the secret
+    rule: a passed-through secret variable's value and a key-shaped string never reach it."""
+    if sandbox == "bwrap" and bwrap_path() is None:
+        pytest.skip("bubblewrap is not installed")
+    canary = "canary-" + secrets.token_hex(8)
+    monkeypatch.setenv("CANARY_TOKEN", canary)
+    (tmp_path / "chatty.py").write_text(CHATTY_SERVER)
+    logs = tmp_path / "runs" / "r1"
+    server = McpServer(
+        name="chatty",
+        command=(sys.executable, "chatty.py", CANARY_KEY, "serve"),
+        env_pass=("CANARY_TOKEN",),
+        sandbox=sandbox,
+    )
+
+    async def go() -> str:
+        hub = await McpHub.start([server], workspace=tmp_path / "ws", base_dir=tmp_path,
+                                 log_dir=logs)  # fmt: skip
+        try:
+            spec = hub.tools["mcp__chatty__ping"]
+            return (await call_tool(spec, {}, ToolContext(workspace=Workspace(tmp_path)))).content
+        finally:
+            await hub.aclose()
+
+    assert asyncio.run(go()) == "pong"
+    assert not [t for t in threading.enumerate() if t.name.startswith("mcp-log-")]
+    log = (logs / "mcp-chatty.log").read_text()
+    assert canary not in log and CANARY_KEY not in log and "sk-canary" not in log
+    assert log.splitlines() == [
+        "STARTED token=[redacted] key=[redacted]",
+        "no newline [redacted] end",
+        "ping with [redacted]",
+    ]
+
+
+def test_a_stdio_server_that_quits_leaves_a_redacted_log_and_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    canary = "canary-" + secrets.token_hex(8)
+    monkeypatch.setenv("CANARY_TOKEN", canary)
+    (tmp_path / "chatty.py").write_text(CHATTY_SERVER)
+    logs = tmp_path / "runs" / "r1"
+    server = McpServer(
+        name="chatty",
+        command=(sys.executable, "chatty.py", CANARY_KEY, "quit"),
+        env_pass=("CANARY_TOKEN",),
+        sandbox="none",
+        start_timeout=10,
+    )
+    with pytest.raises(UsageError) as caught:
+        asyncio.run(McpHub.start([server], workspace=tmp_path, base_dir=tmp_path, log_dir=logs))
+    assert "its stderr: no newline [redacted] end" in str(caught.value)
+    log = (logs / "mcp-chatty.log").read_text()
+    assert canary not in log and CANARY_KEY not in log
+    assert log.splitlines() == [
+        "STARTED token=[redacted] key=[redacted]",
+        "no newline [redacted] end",
+    ]

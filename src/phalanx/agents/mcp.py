@@ -26,7 +26,9 @@ import asyncio
 import contextlib
 import os
 import re
+import select
 import shutil
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +55,8 @@ SERVER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,31}$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 DEFAULT_CALL_TIMEOUT = 60.0
 DEFAULT_START_TIMEOUT = 30.0
+LOG_SETTLE = 2.0  # seconds to wait for a server's last stderr lines to reach its log
+LOG_LINE = 65536  # bytes of one stderr line redacted at once (a longer one: in pieces)
 INSTALL_HINT = "MCP servers need the mcp extra: pip install 'phalanx[mcp]'"
 
 
@@ -138,6 +142,7 @@ class McpHub:
         self.tools: dict[str, ToolSpec] = {}
         self.servers: dict[str, Any] = {}  # name -> mcp.Client
         self._logs: dict[str, str] = {}  # name -> a stdio server's stderr file
+        self._pipes: dict[str, _RedactedLog] = {}  # name -> what copies it there
         self._stack = contextlib.AsyncExitStack()
 
     @classmethod
@@ -172,9 +177,11 @@ class McpHub:
         try:
             async with asyncio.timeout(server.start_timeout):
                 await self._stack.enter_async_context(client)
+                self._spawned(server.name)
                 listed = await _list_tools(client)
         except Exception as exc:
             what = f"{server.kind} server {' '.join(server.command) or server.url}"
+            self._spawned(server.name, settle=True)
             said = _last_line(self._logs.get(server.name))
             raise UsageError(
                 f"mcp.{server.name}: the {what} did not start: {_why(exc)}"
@@ -204,14 +211,27 @@ class McpHub:
 
     def _errlog(self, server: McpServer, where: _Where) -> TextIO:
         """Where a stdio server's stderr goes: ``mcp-NAME.log`` in the run's folder (its
-        logging never mixes with the run's progress), else nowhere."""
+        logging never mixes with the run's progress), redacted line by line as everything
+        recorded is; else nowhere."""
         if where.log_dir is None:
-            path = os.devnull
-        else:
-            where.log_dir.mkdir(parents=True, exist_ok=True)
-            path = str(where.log_dir / f"mcp-{server.name}.log")
-            self._logs[server.name] = path
-        return self._stack.enter_context(open(path, "a", encoding="utf-8"))
+            return self._stack.enter_context(open(os.devnull, "w", encoding="utf-8"))
+        where.log_dir.mkdir(parents=True, exist_ok=True)
+        path = where.log_dir / f"mcp-{server.name}.log"
+        self._logs[server.name] = str(path)
+        log = _RedactedLog(path)
+        self._pipes[server.name] = log
+        self._stack.callback(log.close)  # after the server is stopped (the stack unwinds)
+        return log.writer
+
+    def _spawned(self, name: str, *, settle: bool = False) -> None:
+        """The server's process holds its own end of its stderr pipe: close this process's
+        (the copy then ends with the server); ``settle``: wait until what it wrote is in its
+        log (a server that did not start: its last line says why)."""
+        log = self._pipes.get(name)
+        if log is not None:
+            log.spawned()
+            if settle:
+                log.settle(LOG_SETTLE)
 
     async def _http(self, server: McpServer) -> Any:
         _sdk()
@@ -230,6 +250,69 @@ class McpHub:
         self.servers.clear()
         with contextlib.suppress(Exception):
             await self._stack.aclose()
+
+
+class _RedactedLog:
+    """A stdio server's stderr, redacted into its log file: the server writes into a pipe
+    (:attr:`writer` is what its process gets as stderr) and a thread copies it to the file
+    line by line with the secret rule applied (:func:`~phalanx.redaction.redact`); a line
+    longer than :data:`LOG_LINE` is written (and redacted) in pieces."""
+
+    def __init__(self, path: Path) -> None:
+        read, write = os.pipe()
+        self._read = read
+        self.writer: TextIO = os.fdopen(write, "w", encoding="utf-8")
+        self._file = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed by the thread)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._copy, name=f"mcp-log-{path.stem}", daemon=True)
+        self._thread.start()
+
+    def spawned(self) -> None:
+        if not self.writer.closed:
+            self.writer.close()
+
+    def settle(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` seconds) until every writer is gone and all is copied."""
+        self.spawned()
+        self._thread.join(timeout)
+
+    def close(self) -> None:
+        """Copy what is left and stop, even if something still holds the pipe open."""
+        self.spawned()
+        self._stop.set()
+        self._thread.join(LOG_SETTLE)
+
+    def _copy(self) -> None:
+        pending = b""
+        try:
+            while True:
+                chunk = self._next_chunk()
+                if not chunk:
+                    break
+                *lines, pending = (pending + chunk).split(b"\n")
+                if len(pending) > LOG_LINE:
+                    lines, pending = [*lines, pending], b""
+                for line in lines:
+                    self._write(line)
+            if pending:
+                self._write(pending)
+        finally:
+            os.close(self._read)
+            self._file.close()
+
+    def _next_chunk(self) -> bytes:
+        """What the server wrote next; empty at the end (every writer gone, or stopped and
+        nothing more to read)."""
+        while True:
+            ready, _, _ = select.select([self._read], [], [], 0.1)
+            if ready:
+                return os.read(self._read, 65536)
+            if self._stop.is_set():
+                return b""
+
+    def _write(self, line: bytes) -> None:
+        self._file.write(redact(line.decode("utf-8", errors="replace")) + "\n")
+        self._file.flush()
 
 
 @dataclass(frozen=True, slots=True)
