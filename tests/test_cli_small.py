@@ -4,19 +4,23 @@ traceback), ``report`` prints Markdown and JSON unless ``-o`` (HTML goes to a fi
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import phalanx
 from conftest import sim_plan, write_plan
 from phalanx.cli.app import EXIT_BROKEN_PIPE, main
+from phalanx.exceptions import NothingToResume
 from phalanx.journal import Journal
 
 LONG_NAME = "a-plan-whose-name-is-much-longer-than-twenty-characters-and-then-some"
@@ -204,3 +208,43 @@ def test_runs_shows_whole_plan_names(
     # the columns still line up: each heading starts where its column does
     assert row.index("succeeded") == head.index("STATUS")
     assert row.index(" (sim)") > head.index("STARTED")
+
+
+def _run_row(state: Path, run_id: str) -> tuple[dict[str, Any], int]:
+    """The run's row and how many events it has (what a resume must leave alone)."""
+    db = sqlite3.connect(state / "journal.sqlite")
+    db.row_factory = sqlite3.Row
+    try:
+        row = dict(db.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone())
+        (n,) = db.execute("SELECT COUNT(*) FROM events WHERE run_id = ?", (run_id,)).fetchone()
+    finally:
+        db.close()
+    return row, n
+
+
+def test_resume_of_a_succeeded_run_changes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A succeeded run: one line, exit 0, no new session, no event, the same times (the API
+    raises NothingToResume). A failed run is still resumed, as before (a new session)."""
+    state = tmp_path / "state"
+    monkeypatch.setenv("PHALANX_STATE_DIR", str(state))
+    done = phalanx.run_sync(phalanx.Plan.from_dict(sim_plan(3)), run_id="done-run")
+    assert done.status == "succeeded"
+    before = _run_row(state, "done-run")
+
+    assert main(["resume", "done-run"]) == 0
+    err = capsys.readouterr().err
+    assert err == "run done-run already succeeded; nothing to resume\n"
+    with pytest.raises(NothingToResume, match="already succeeded"):
+        asyncio.run(phalanx.resume("done-run"))
+    assert _run_row(state, "done-run") == before
+    assert before[0]["sessions"] == 1
+
+    failing = sim_plan(2, faults={"auth": 1.0}, max_attempts=1)
+    failed = phalanx.run_sync(phalanx.Plan.from_dict(failing), run_id="failed-run")
+    assert failed.status == "failed"
+    assert main(["resume", "failed-run"]) == 1
+    capsys.readouterr()
+    row, _ = _run_row(state, "failed-run")
+    assert (row["status"], row["sessions"]) == ("failed", 2)

@@ -433,10 +433,12 @@ def test_resume_of_finished_run_runs_nothing(tmp_path: Path, state: Path, spawn:
     assert after.attempts == before.attempts
     assert after.results == before.results
     assert after.run["status"] == "succeeded"
-    assert after.run["sessions"] == 2
+    assert after.run == before.run  # no new session, the same times: nothing changed
+    assert after.succeeded_events == before.succeeded_events
     assert_finished_consistently(after, state, rid, n)
     assert_prior_kept(before, after, res.stderr)
     assert not [line for line in res.out if _is_task_line(line)], res.stderr
+    assert res.err == [f"run {rid} already succeeded; nothing to resume"]
 
 
 # -- 4. dependency order in an ordinary run -------------------------------------------------

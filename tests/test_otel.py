@@ -398,7 +398,7 @@ def test_cli_run_otel_console_spans_on_stderr(
     assert sum(n.startswith("invoke_workflow ") for n in names) == 1
     rid = json.loads(out)["run_id"]
     monkeypatch.delenv("OTEL_TRACES_EXPORTER")
-    # resume takes --otel too (a finished run: one session span, nothing else to do)
+    # resume takes --otel too (a succeeded run: nothing to resume, the flag still says where)
     main(["resume", rid, "--otel", "-q"])
     err = capsys.readouterr().err
     assert "otel: " in err

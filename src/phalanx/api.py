@@ -45,7 +45,14 @@ from .events import (
     TaskInfo,
     TaskState,
 )
-from .exceptions import BudgetExhausted, JournalError, PhalanxError, PlanError, UsageError
+from .exceptions import (
+    BudgetExhausted,
+    JournalError,
+    NothingToResume,
+    PhalanxError,
+    PlanError,
+    UsageError,
+)
 from .journal import Decision, Journal, driven_by
 from .plan.file import load_plan, plan_to_dict
 from .plan.model import DEFAULT_PROVIDER, Plan, Task, style_of
@@ -427,9 +434,14 @@ async def resume(
     flush_interval: float = 0.05,
 ) -> RunResult:
     """Continue an interrupted or crashed run: succeeded tasks are kept, the rest re-run
-    (on the run's engine, or on ``engine``: a cluster that is gone need not come back)."""
+    (on the run's engine, or on ``engine``: a cluster that is gone need not come back).
+    A run that already succeeded is left as it is: :class:`NothingToResume` (no new
+    session, nothing journaled)."""
     journal = Journal(_hidden_state(state) / "journal.sqlite")
     rec = journal.get_run(run_id)
+    if rec.status == "succeeded":
+        journal.close()
+        raise NothingToResume(rec.run_id, rec.status)
     if rec.owner is not None and owner_alive(rec.owner):  # before any provider is built
         journal.close()
         raise UsageError(driven_by(rec.run_id, rec.owner))

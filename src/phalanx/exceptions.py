@@ -6,7 +6,8 @@
     ├── UsageError            a user can fix it: bad flag, unknown run id, missing key (exit 2)
     │   ├── PlanError         a plan file or Plan object is invalid (names file, field, line)
     │   ├── PlannerError      the planner's model gave no valid plan, or failed
-    │   └── NotComparable     ``report --baseline``: no task succeeded in both runs
+    │   ├── NotComparable     ``report --baseline``: no task succeeded in both runs
+    │   └── NothingToResume   ``resume`` of a run that already succeeded (the CLI: exit 0)
     ├── ProviderError         a model call failed; ``error_class`` says how (see ErrorClass)
     ├── ToolError             a tool refused or failed; the model is told ``code: message``
     │   └── CommsError        a message or shared-context operation was refused
@@ -39,6 +40,7 @@ __all__ = [
     "ErrorClass",
     "JournalError",
     "NotComparable",
+    "NothingToResume",
     "PhalanxError",
     "PlanError",
     "PlannerError",
@@ -99,6 +101,16 @@ class UsageError(PhalanxError):
 class NotComparable(UsageError):
     """No task succeeded in both runs (``report --baseline``): a comparison would measure
     nothing."""
+
+
+class NothingToResume(UsageError):
+    """:func:`phalanx.resume` of a run that already succeeded: there is nothing to do, and
+    nothing is changed (no session, no event). ``phalanx resume`` says so in one line and
+    exits 0."""
+
+    def __init__(self, run_id: str, status: str) -> None:
+        super().__init__(f"run {run_id} already {status}; nothing to resume")
+        self.run_id, self.status = run_id, status
 
 
 # a key path, flag or variable a message tells the user to set: never cut

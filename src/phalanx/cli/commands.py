@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..api import RunResult, resume, run, state_dir
-from ..exceptions import UsageError
+from ..exceptions import NothingToResume, UsageError
 from ..journal import Journal
 from ..status.console import LineLog
 from ..status.liveness import live_snapshot, owner_alive, run_summaries
@@ -222,6 +222,9 @@ def _cmd_resume(args: argparse.Namespace) -> int:
                 address=args.address,
             )
         )
+    except NothingToResume as done:  # not an error: the run is as the user wants it
+        print(str(done), file=sys.stderr)
+        return 0
     finally:
         tracing.close()
     return _finish(result, args.run_id, as_json=args.json)
