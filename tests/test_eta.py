@@ -126,3 +126,33 @@ def test_done_and_finished() -> None:
     s = _at(tracker, 31.0)
     assert (s.eta_seconds, s.eta_over) == (0.0, 0)
     assert eta_text(s) == "ETA: 0s"
+
+
+def test_a_finished_run_has_no_eta_and_no_paused_agent() -> None:
+    """A run that finished shows no ETA (never ``ETA: 0s``) and none of its agents paused
+    (a breaker that was open at the end went with the session): in ``phalanx status``, in
+    ``status --json`` and in the dashboard's JSON. Before the end, all done reads 0s."""
+    from phalanx.events import BreakerChanged, RunFinished
+    from phalanx.status.web.views import snapshot_json
+
+    tracker = _tracker([10.0, 10.0, 10.0], tasks=3, running=False)
+    tracker.emit(
+        BreakerChanged(ts=30.0 + T0, scope="agent", key="Solo", state="open", error_rate=1.0,
+                       window=5)
+    )  # fmt: skip
+    live = _at(tracker, 31.0)
+    assert (live.eta_seconds, eta_text(live)) == (0.0, "ETA: 0s")
+    assert [a.state for a in live.agents] == ["paused"]
+
+    tracker.emit(RunFinished(ts=T0 + 31.0, status="succeeded", reason="3 succeeded"))
+    done = _at(tracker, 40.0)
+    assert (done.eta_seconds, done.eta_over, eta_text(done)) == (None, 0, "")
+    assert [a.state for a in done.agents] == ["idle"]
+    text = render_text(done)
+    assert "ETA" not in text and "paused" not in text
+    assert "Total progress: 100% · elapsed 31s ·" in text
+    data = done.to_dict()
+    assert data["eta_seconds"] is None and [a["state"] for a in data["agents"]] == ["idle"]
+    page = snapshot_json(done)
+    assert page["eta_text"] == "finished" and "ETA" not in " ".join(page["swarm"])
+    assert [a["state"] for a in page["agents"]] == ["idle"]

@@ -79,8 +79,8 @@ Level 2 · teams
 Level 3 · swarm
   💻 Coder: 0/2 active · 🧪 Tester: 0/1 active
   Tasks: 1 failed · 2 skipped · 1 succeeded · 0 running · 0 waiting · 0 pending (of 4)
-  Total progress: 4/4 done · 1 failed · 2 skipped [█████✗✗✗✗✗----------] · ETA: 0s \
-· elapsed 4s · tokens 150 · cost n/a (simulated)
+  Total progress: 4/4 done · 1 failed · 2 skipped [█████✗✗✗✗✗----------] · elapsed 4s \
+· tokens 150 · cost n/a (simulated)
   Alerts: task db failed: auth"""
 
 

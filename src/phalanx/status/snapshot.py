@@ -428,12 +428,15 @@ class StatusTracker:
             self.agents[e.agent].node = e.node[:8]
 
     def _run_finished(self, e: RunFinished) -> None:
+        """The run ended: no agent runs, waits or is paused any more (its breaker went with
+        the session)."""
         self.status = e.status
         self.finished = e.ts
         self.reason = e.reason
         for a in self.agents.values():
             if a.state == "running":
                 a.state, a.task_id, a.task_title = "idle", None, ""
+            a.paused, a.waiting_until = False, None
 
     def _alert(self, text: str) -> None:
         if not self.alerts or self.alerts[-1] != text:
@@ -461,8 +464,8 @@ class StatusTracker:
             )
             for a in e.agents
         }
-        for a in self.agents.values():
-            a.state, a.task_id, a.since = "idle", None, e.ts
+        for a in self.agents.values():  # a new session: its circuit breakers start closed
+            a.state, a.task_id, a.since, a.paused = "idle", None, e.ts, False
         for t in e.tasks:
             if t.id not in self.tasks:
                 self._add_task(t.id, t.title, t.category, t.needs, t.grows)
@@ -653,11 +656,14 @@ class StatusTracker:
         the ETA is a lower bound (unknown when only such tasks are left). Remaining work =
         queued tasks x the estimate + the running ones' time left, over the parallelism
         observed (busy agent-seconds this session / its elapsed time), never below the
-        remaining critical path. Unknown (None) until 3 attempts have succeeded. ``held``:
+        remaining critical path. Unknown (None) until 3 attempts have succeeded; None once
+        the run has finished. ``held``:
         the tasks a person's approval holds, left out (``remaining`` does not count them)."""
+        if self.finished is not None:  # a finished run has no ETA (not "0s")
+            return None, 0
         if remaining == 0:
             return 0.0, 0
-        if self.finished is not None or len(self._durations) < 3:
+        if len(self._durations) < 3:
             return None, 0
         done = sorted(self._durations)
         ages = {

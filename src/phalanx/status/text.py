@@ -409,9 +409,11 @@ def title_line(s: Snapshot) -> str:
 def eta_text(s: Snapshot) -> str:
     """``ETA: 12s``; ``ETA: >12s (1 running over estimate)`` while a task runs longer than
     every finished one (a lower bound), ``ETA: unknown`` before any evidence; a stopped
-    run's status instead."""
+    run's status instead; empty for a finished run (it has no ETA)."""
     if s.status == STOPPED:
         return status_text(s.status, s.run_id)
+    if s.finished is not None:
+        return ""
     if s.eta_waits:
         return _eta_with_approvals(s)
     if s.growing:  # the plan may still add tasks: the ETA covers the known ones
@@ -485,8 +487,9 @@ def _task_lines(s: Snapshot) -> tuple[str, str]:
             if growing
             else f"{p.fraction * 100:.0f}%"
         )
+    eta = eta_text(s)
     total = (
-        f"Total progress: {done} · {eta_text(s)} · "
+        f"Total progress: {done} · {eta + ' · ' if eta else ''}"
         f"elapsed {s.elapsed_text()} · tokens {s.usage.total_tokens:,} · "
         f"cost {fmt_cost(s.usage, s.simulated)}"
     )
