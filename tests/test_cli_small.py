@@ -5,6 +5,7 @@ traceback), ``report`` prints Markdown and JSON unless ``-o`` (HTML goes to a fi
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import fcntl
 import json
 import os
@@ -248,3 +249,43 @@ def test_resume_of_a_succeeded_run_changes_nothing(
     capsys.readouterr()
     row, _ = _run_row(state, "failed-run")
     assert (row["status"], row["sessions"]) == ("failed", 2)
+
+
+LONG_RUN_ID = "migration-of-the-http-layer-2026-12-04-0001"  # 43 characters
+
+
+def test_the_summary_fits_80_columns_and_never_cuts_the_run_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every line of the end-of-run summary that holds the run id (the title, the status,
+    resume and merge commands, the outputs folder) fits 80 columns, the id whole on it."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PHALANX_STATE_DIR", ".phalanx")
+    plan = write_plan(tmp_path / "plan.yaml", sim_plan(3))
+    assert main(["run", str(plan), "--run-id", LONG_RUN_ID, "--quiet"]) == 0
+    printed = capsys.readouterr().err.splitlines()
+    done = phalanx.run_sync(phalanx.Plan.from_dict(sim_plan(3)), run_id=LONG_RUN_ID + "b")
+    cut = dataclasses.replace(done, status="interrupted", changes={"Ada": ["src/http.py"]})
+    for lines, rid in ((printed, LONG_RUN_ID), (cut.summary().splitlines(), LONG_RUN_ID + "b")):
+        assert lines[0].startswith(f"run {rid} ")
+        too_wide = [line for line in lines if len(line) > 80]
+        assert not too_wide, "\n".join(lines)
+        held = [line for line in lines if rid in line]
+        assert any(line.endswith(f"phalanx status {rid}") for line in held), lines
+        assert any(line.endswith(f".phalanx/runs/{rid}/outputs/") for line in held), lines
+    cut_lines = cut.summary().splitlines()
+    assert any(line.endswith(f"phalanx resume {LONG_RUN_ID}b") for line in cut_lines)
+    assert any(line.endswith(f"phalanx merge {LONG_RUN_ID}b") for line in cut_lines)
+
+    from phalanx.cli.commands import _finish  # Ctrl-C during the run: its one hint
+
+    assert _finish(130, LONG_RUN_ID + "-interrupted") == 130
+    hint = capsys.readouterr().err.strip().splitlines()
+    assert all(len(line) <= 80 for line in hint) and hint[-1].endswith(
+        f"'phalanx resume {LONG_RUN_ID}-interrupted'"
+    ), hint
+    monkeypatch.setenv("PHALANX_STATE_DIR", ".phalanx-seq")  # the same id, a new journal
+    assert main(["run", str(plan), "--sequential", "--run-id", LONG_RUN_ID, "--quiet"]) == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert all(len(line) <= 80 for line in lines), "\n".join(lines)
+    assert any(line.endswith(f"phalanx report RUN_ID --baseline {LONG_RUN_ID}") for line in lines)

@@ -11,7 +11,7 @@ import signal
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, Literal, ParamSpec, TypeVar
 
-__all__ = ["blocking", "describe_error", "kill_group", "one_line", "percentile"]
+__all__ = ["blocking", "describe_error", "kill_group", "one_line", "packed", "percentile"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -50,6 +50,20 @@ def describe_error(err: Mapping[str, Any]) -> str:
     if kind == "value_error":
         return str(msg).removeprefix("Value error, ")
     return f"{msg[0].lower()}{msg[1:]}"
+
+
+def packed(parts: Sequence[str], width: int = 80, *, indent: str = "    ") -> list[str]:
+    """``parts`` joined into lines of at most ``width`` characters, a part never cut: each
+    part starts with its separator (``" · "``, ``" "``; the first part has none), dropped
+    where a new line begins (indented by ``indent``). A part longer than a line has one of
+    its own (a path, say: a terminal wraps it, but it holds nothing else)."""
+    lines: list[str] = []
+    for part in parts:
+        if lines and len(lines[-1]) + len(part) <= width:
+            lines[-1] += part
+        else:
+            lines.append(indent + part.lstrip(" ·") if lines else part)
+    return lines
 
 
 def one_line(

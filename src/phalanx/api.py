@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict
 
-from ._util import blocking, one_line
+from ._util import blocking, one_line, packed
 from .agents.hooks import from_config
 from .agents.mcp import McpHub
 from .agents.spec import AgentSpec
@@ -890,8 +890,13 @@ class RunOptions(TypedDict, total=False):
     base_url: str | None
 
 
+WIDTH = 80  # the summary's lines that hold the run id fit a terminal this wide, id uncut
+
+
 def _render_summary(r: RunResult) -> str:
-    """The end-of-run summary the CLI prints (and ``RunResult.summary()`` returns)."""
+    """The end-of-run summary the CLI prints (and ``RunResult.summary()`` returns); a line
+    holding the run id fits :data:`WIDTH` columns, the id never cut (on a line of its own
+    if need be)."""
     s = r.snapshot
     p = s.tasks
     sim = " · SIMULATED (sim provider)" if r.simulated else ""
@@ -900,7 +905,7 @@ def _render_summary(r: RunResult) -> str:
     if s.resumed:  # e.g. "30s active (2m 00s calendar, 2 sessions)"
         took = s.elapsed_text()
     lines = [
-        f"run {r.run_id} {r.status} in {took}{sim}",
+        *packed([f"run {r.run_id} {r.status}", f" in {took}", *([sim] if sim else [])], WIDTH),
         (
             f"  tasks: {p.failed} failed, {p.skipped} skipped, {p.succeeded} succeeded"
             if p.troubled
@@ -929,10 +934,17 @@ def _render_summary(r: RunResult) -> str:
         lines += [
             f"    {agent}: {', '.join(files) or 'nothing'}" for agent, files in r.changes.items()
         ]
-        lines.append(f"  merge them with: phalanx merge {r.run_id}")
+        lines += _labelled("merge them with", f"phalanx merge {r.run_id}")
     lines += [f"  note: {n}" for n in r.notes]
-    lines.append(f"  outputs: {r.outputs_dir}/")
-    lines.append(f"  journal: {r.journal_path} · details: phalanx status {r.run_id}")
+    lines += _labelled("outputs", f"{r.outputs_dir}/")
+    lines += _labelled("journal", str(r.journal_path))
+    lines += _labelled("details", f"phalanx status {r.run_id}")
     if r.status == "interrupted":
-        lines.append(f"  resume with: phalanx resume {r.run_id}")
+        lines += _labelled("resume with", f"phalanx resume {r.run_id}")
     return "\n".join(lines)
+
+
+def _labelled(label: str, value: str) -> list[str]:
+    """``  label: value`` on one line when it fits :data:`WIDTH` columns, else the value (a
+    command or path holding the run id) whole on a line of its own."""
+    return packed([f"  {label}:", f" {value}"], WIDTH)

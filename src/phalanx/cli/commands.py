@@ -14,6 +14,7 @@ from collections.abc import Callable, Collection, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .._util import packed
 from ..api import RunResult, resume, run, state_dir
 from ..exceptions import NothingToResume, UsageError
 from ..journal import Journal
@@ -57,7 +58,8 @@ def _drive(coro: Coroutine[Any, Any, T]) -> T | int:
 def _finish(result: RunResult | int, run_id: str | None, *, as_json: bool = False) -> int:
     """The summary on stderr, beside the progress (stdout is for results: ``--json``)."""
     if isinstance(result, int):
-        print(f"\ninterrupted: resume with 'phalanx resume {run_id or 'RUN_ID'}'", file=sys.stderr)
+        lines = packed(["interrupted: resume with", f" 'phalanx resume {run_id or 'RUN_ID'}'"])
+        print("\n" + "\n".join(lines), file=sys.stderr)
         return result
     with contextlib.suppress(OSError):  # a closed stderr never hides the result
         print(result.summary(), file=sys.stderr, flush=True)
@@ -183,11 +185,9 @@ def _run_plan(args: argparse.Namespace) -> int:
         tracing.close()
     code = _finish(result, spy.run_id, as_json=args.json)
     if args.sequential and not isinstance(result, int):
-        print(
-            f"  sequential baseline: compare a parallel run of the plan with "
-            f"'phalanx report RUN_ID --baseline {result.run_id}'",
-            file=sys.stderr,
-        )
+        compare = f" phalanx report RUN_ID --baseline {result.run_id}"
+        lines = packed(["  sequential baseline: compare a parallel run of the plan with:", compare])
+        print("\n".join(lines), file=sys.stderr)
     return code
 
 
