@@ -24,11 +24,8 @@ from .agents.hooks import from_config
 from .agents.mcp import McpHub
 from .agents.spec import AgentSpec
 from .agents.styles import (
-    TTS_UNAVAILABLE_NOTE,
     Styles,
-    extension,
     parse_output,
-    render_tts,
     typed_value,
 )
 from .agents.tools import BUILTIN_TOOLS, ToolSpec
@@ -53,6 +50,7 @@ from .exceptions import (
     PlanError,
     UsageError,
 )
+from .ids import TaskId
 from .journal import Decision, Journal, driven_by
 from .plan.file import load_plan, plan_to_dict
 from .plan.model import DEFAULT_PROVIDER, Plan, Task, style_of
@@ -71,6 +69,7 @@ from .runtime.engine import Engine, LocalEngine
 from .runtime.governor import RateGovernor, public_defaults
 from .runtime.growth import SPAWN_TOOL, SPAWN_TOOL_SPEC
 from .runtime.orchestrator import Orchestrator, Prior, RunGate, TaskRecord
+from .runtime.outputs import OutputWriter, write_outputs
 from .runtime.quota import QuotaStore, QuotaStoreError
 from .runtime.router import LLMPolicy
 from .status.liveness import HEARTBEAT_EVERY, owner_alive, this_process
@@ -526,7 +525,7 @@ async def _execute(
     try:
         tracker, prior = _status_so_far(journal, run_id, prior)
         hub = await _start_mcp(plan, journal, run_id, workspace, engine)
-        orch = _orchestrator(
+        orch, commits = _orchestrator(
             plan, run_id, journal, providers, prior,
             [tracker, *log_sinks(), *map(_SafeSink, sinks)],
             seed=seed, hooks=hooks, tools=[*tools, *hub.tools.values()], workspace=workspace,
@@ -544,7 +543,7 @@ async def _execute(
     outputs = state_dir_of(journal) / "runs" / run_id / "outputs"
     try:
         changes, notes = await _drive_to_end(
-            orch, plan, prior.session, journal, providers, outputs, flush_interval
+            orch, commits, plan, prior.session, providers, outputs, flush_interval
         )
     finally:
         await hub.aclose()
@@ -640,11 +639,11 @@ def _orchestrator(
     workspace: Path,
     engine: Engine | None,
     custom: frozenset[str],
-) -> Orchestrator:
-    """The run's orchestrator: its agents' runners, messages, router, hooks and sinks (the
-    journal's first)."""
+) -> tuple[Orchestrator, _Commits]:
+    """The run's orchestrator (its agents' runners, messages, router, hooks and sinks, the
+    journal's first) and what flushes its journal."""
     gate = RunGate(_governor(plan, providers, state_dir_of(journal)))
-    late = _LateOrchestrator()
+    late, commits = _LateOrchestrator(), _Commits(journal)
     comms = Comms(
         {a.name or "": a.role for a in plan.agents}, plan.messaging, clock=late.now, emit=late.emit
     )
@@ -673,14 +672,34 @@ def _orchestrator(
         prior=prior,
         seed=seed,
         gate=gate,
-        checkpoint=journal.flush_if_full,
-        commit=journal.flush,
+        checkpoint=commits.checkpoint,
+        commit=commits.flush,
         hooks=from_config(
             [*plan.hooks, *hooks], where="hooks", file=plan.source, env_pass=plan.env_pass
         ),
         decisions=journal,
     )
-    return orch
+    return orch, commits
+
+
+class _Commits:
+    """The run's journal flushes; after each commit, the output files of the successes it
+    made durable may be written (a file never shows a success the journal could lose)."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+        self.files: OutputWriter | None = None
+
+    def flush(self) -> None:
+        self.journal.flush()
+        if self.files is not None:
+            self.files.committed()
+
+    def checkpoint(self) -> None:
+        """Between event groups: a flush when the journal holds a batch."""
+        self.journal.flush_if_full()
+        if self.files is not None and not self.journal.pending:
+            self.files.committed()
 
 
 def _governor(plan: Plan, providers: Mapping[str, Provider], state: Path) -> RateGovernor:
@@ -742,9 +761,9 @@ def _router(plan: Plan, providers: Mapping[str, Provider], gate: RunGate) -> LLM
 
 async def _drive_to_end(
     orch: Orchestrator,
+    commits: _Commits,
     plan: Plan,
     session: int,
-    journal: Journal,
     providers: Mapping[str, Provider],
     outputs: Path,
     flush_interval: float,
@@ -753,10 +772,19 @@ async def _drive_to_end(
     heartbeat beside it; whatever happens, flush the journal, write the outputs, give up the
     run's ownership, close the providers. Returns the isolation's changed files and the
     notes for the summary."""
-    run_id = orch.run_id
+    run_id, journal = orch.run_id, commits.journal
     loop = asyncio.get_running_loop()
+    files = commits.files = (
+        OutputWriter(  # each success's file, written by a thread as the run goes
+            outputs,
+            lambda tid: orch.tasks.get(TaskId(tid)),
+            lambda: {a.name or "": a for a in orch.plan.agents},
+            Styles(plan.own_styles()),
+        )
+    )
+    orch.sinks.append(files)
     background = [
-        loop.create_task(_flush_every(journal, flush_interval)),
+        loop.create_task(_flush_every(commits, flush_interval)),
         loop.create_task(_heartbeat_every(journal, run_id, session, HEARTBEAT_EVERY)),
     ]
     try:
@@ -767,8 +795,9 @@ async def _drive_to_end(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         changes = finish_isolation(plan, run_id, journal, orch)
-        journal.flush()
-        notes = _write_outputs(outputs, orch.plan, orch.records)
+        commits.flush()
+        files.close()
+        notes = write_outputs(outputs, orch.plan, orch.records, files.written)
         journal.release(run_id, session)
         journal.close()
         if orch.governor is not None:
@@ -787,10 +816,10 @@ def _engine_for(plan: Plan) -> Engine:
     return LocalEngine()
 
 
-async def _flush_every(journal: Journal, interval: float) -> None:
+async def _flush_every(commits: _Commits, interval: float) -> None:
     while True:
         await asyncio.sleep(interval)
-        journal.flush()
+        commits.flush()
 
 
 async def _heartbeat_every(journal: Journal, run_id: str, session: int, interval: float) -> None:
@@ -800,35 +829,6 @@ async def _heartbeat_every(journal: Journal, run_id: str, session: int, interval
         await asyncio.sleep(interval)
         with contextlib.suppress(JournalError):
             journal.heartbeat(run_id, session)
-
-
-def _write_outputs(outputs: Path, plan: Plan, records: Mapping[str, TaskRecord]) -> list[str]:
-    """Each result as ``TASK_ID.<ext>``; ``tts`` results also as ``TASK_ID.wav`` when
-    espeak-ng is installed. Returns notes for the summary."""
-    agents = {a.name or "": a for a in plan.agents}
-    known = Styles(plan.own_styles())
-    outputs.mkdir(parents=True, exist_ok=True)
-    notes: list[str] = []
-    for t in plan.tasks:
-        rec = records[t.id]
-        if rec.state != "succeeded":
-            continue
-        agent = agents.get(rec.agent or "")
-        style = style_of(t, agent) if agent is not None else t.style or "text"
-        target = outputs / f"{t.id}{extension(style, known)}"
-        if style == "tts" and not (outputs / f"{t.id}.wav").exists():
-            notes += _speak(rec.output, outputs / f"{t.id}.wav", notes)
-        target.write_text(rec.output, encoding="utf-8")
-    return notes
-
-
-def _speak(text: str, wav: Path, notes: list[str]) -> list[str]:
-    try:
-        if render_tts(text, wav) is None and TTS_UNAVAILABLE_NOTE not in notes:
-            return [TTS_UNAVAILABLE_NOTE]
-    except PhalanxError as exc:
-        return [f"tts audio for {wav.stem}: {exc}"]
-    return []
 
 
 def _parsed(t: Task, rec: TaskRecord, agent: AgentSpec | None, styles: Styles) -> Any:
