@@ -91,7 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, help="measurements per figure (default 3; smoke 1)")
     ap.add_argument("--no-profile", action="store_true", help="skip profiles of missed targets")
     ap.add_argument(
-        "--state-dir", help="where runs keep journals and outputs (default: /dev/shm if any)"
+        "--state-dir",
+        help="where runs keep journals and outputs (default: the system temp folder, on disk)",
     )
     args = ap.parse_args(argv)
     if args.state_dir:

@@ -1,14 +1,14 @@
 """B1: per-task overhead. 10,000 independent tasks on 100 agents, zero latency, journal on,
 against ``asyncio.Semaphore(100)`` + ``gather`` over the same ``SimProvider.complete`` call.
-Per-task time = wall / N. Target: <= 4x the baseline per task.
+Per-task time = wall / N. Target (issue 22): <= 5x the baseline per task.
 
-The run's state (journal, one output file per task) goes where the suite keeps state (a
-tmpfs when there is one); the same run with its state on the disk is measured too."""
+The run's state (journal, one output file per task) goes where the suite keeps state (the
+disk, as a user's does); the same run with its state on a tmpfs is measured beside it,
+labelled, when there is one."""
 
 from __future__ import annotations
 
 import asyncio
-import tempfile
 
 from phalanx import Plan
 
@@ -27,11 +27,11 @@ from .common import (
     profile,
     sim_plan,
     spread,
-    state_base,
     state_dir,
+    tmpfs,
 )
 
-TARGET = 4.0
+TARGET = 5.0
 
 
 def run(cfg: Config) -> list[Row]:
@@ -49,18 +49,18 @@ def run(cfg: Config) -> list[Row]:
         "phalanx figure is the whole of `phalanx.run`: journal, status fold, one output file "
         f"per task, state in {describe_state_base()}."
     )
-    disk = tempfile.gettempdir()
-    if (state_base() or disk) != disk:
-        on_disk = []
+    shm = tmpfs()
+    if shm is not None:
+        on_tmpfs = []
         for i in range(cfg.repeats):
-            on_disk.append(measure_phalanx(plan, base=disk))
-            log(f"B1 on disk run {i + 1}/{cfg.repeats}: phalanx {on_disk[-1]:.2f}s")
+            on_tmpfs.append(measure_phalanx(plan, base=shm))
+            log(f"B1 on tmpfs run {i + 1}/{cfg.repeats}: phalanx {on_tmpfs[-1]:.2f}s")
         note += (
-            f" With its state on the disk ({disk}) the same run takes "
-            f"{median(on_disk) / n * 1e6:.0f} µs/task ({spread(on_disk, 's')})."
+            f" With its state on a tmpfs ({shm}; not how users run it) the same run takes "
+            f"{median(on_tmpfs) / n * 1e6:.0f} µs/task ({spread(on_tmpfs, 's')})."
         )
     else:
-        on_disk = []
+        on_tmpfs = []
     row = Row(
         id="B1",
         title=f"per-task overhead: {n:,} independent tasks, {k} agents, zero latency, journal on",
@@ -75,7 +75,7 @@ def run(cfg: Config) -> list[Row]:
             "agents": k,
             "phalanx_wall_s": ours,
             "baseline_wall_s": base,
-            "phalanx_on_disk_wall_s": on_disk,
+            "phalanx_on_tmpfs_wall_s": on_tmpfs,
         },
     )
     if not row.passed and cfg.profile:

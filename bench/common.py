@@ -113,10 +113,15 @@ STATE_ENV = "PHALANX_BENCH_STATE_BASE"
 
 def state_base() -> str | None:
     """Where runs keep their state (journal, outputs): ``$PHALANX_BENCH_STATE_BASE``, else
-    a tmpfs (/dev/shm) when there is one, else the system's temp folder."""
-    chosen = os.environ.get(STATE_ENV)
-    if chosen:
-        return chosen
+    the system's temp folder (on the disk, as a user's ``.phalanx`` is)."""
+    return os.environ.get(STATE_ENV) or None
+
+
+def tmpfs() -> str | None:
+    """A tmpfs to measure beside the disk (its figures labelled as such), if there is one
+    and the state is not already on it."""
+    if (state_base() or "").startswith("/dev/shm"):
+        return None
     if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK):
         return "/dev/shm"
     return None

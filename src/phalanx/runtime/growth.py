@@ -50,7 +50,7 @@ from .executor import SPAWN_TOOL, UPSTREAM_CHARS, Outcome
 from .records import TaskRecord
 from .scheduler import TERMINAL, DagState, ReadyQueue
 
-__all__ = ["SPAWN_TOOL", "SPAWN_TOOL_SPEC", "Growth", "grow_plan", "grows"]
+__all__ = ["SPAWN_TOOL", "SPAWN_TOOL_SPEC", "Growth", "grow_plan", "growing", "grows"]
 
 _GROWN_KEYS = ("depth", "grows")  # what a grown task's journaled data adds to plan data
 _ITEM = re.compile(r"\{item((?:\.[A-Za-z0-9_-]+)*)\}")
@@ -105,13 +105,20 @@ SPAWN_TOOL_SPEC = ToolSpec(
 def grows(plan: Plan, task: Task, depth: int = 0) -> bool:
     """Whether ``task`` may add tasks while it runs: a foreach template, or a task some
     agent with the spawn tool can take (below ``limits.max_depth``)."""
-    if task.foreach:
-        return True
-    if depth >= plan.limits.max_depth:
-        return False
-    return any(
-        SPAWN_TOOL in a.tools and (task.role is None or a.role == task.role) for a in plan.agents
-    )
+    return task.id in growing(plan, [task], {task.id: depth})
+
+
+def growing(plan: Plan, tasks: Iterable[Task], depth: Mapping[str, int]) -> set[str]:
+    """The ids of ``tasks`` that may add tasks while they run (see :func:`grows`); one pass
+    over the agents, not one per task."""
+    spawners = {a.role for a in plan.agents if SPAWN_TOOL in a.tools}
+    deepest = plan.limits.max_depth
+    return {
+        t.id
+        for t in tasks
+        if t.foreach
+        or (spawners and depth.get(t.id, 0) < deepest and (t.role is None or t.role in spawners))
+    }
 
 
 def grown_task(data: Mapping[str, Any]) -> Task:

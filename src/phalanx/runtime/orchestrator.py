@@ -45,7 +45,7 @@ from .engine import Engine, EngineLost
 from .executor import AgentRunner, Attempt, Outcome
 from .gate import RunGate
 from .governor import RateGovernor
-from .growth import Growth, grow_plan, grows, refused
+from .growth import Growth, grow_plan, growing, refused
 from .overhead import OverheadWatch
 from .policies import AgentSlot, make_policy
 from .progress import Progress
@@ -242,11 +242,7 @@ class Orchestrator:
                 runners=self.runners,
                 records=self.records,
                 timed=self.timed,
-                grows={
-                    t.id
-                    for t in self.plan.tasks
-                    if grows(self.plan, t, self.growth.depth.get(t.id, 0))
-                },
+                grows=growing(self.plan, self.plan.tasks, self.growth.depth),
             )
         )
         self._warn_unsandboxed()
