@@ -837,7 +837,11 @@ def _parsed(t: Task, rec: TaskRecord, agent: AgentSpec | None, styles: Styles) -
         return None
     output_type = t.output_type if t.output_type is not None or t.style else agent.output_type
     try:
-        value = parse_output(style_of(t, agent), rec.output, styles=styles)
+        value = (  # as the attempt parsed it, unless it ran in an earlier session
+            rec.parsed
+            if rec.parsed_here
+            else parse_output(style_of(t, agent), rec.output, styles=styles)
+        )
         return value if output_type is None else typed_value(output_type, value)
     except (PhalanxError, ValueError):  # an answer kept from before a change of style
         return None

@@ -59,6 +59,7 @@ class Progress:
             o.attempt_id,
         )
         rec.error_class = rec.error = None  # earlier failed attempts are in the journal
+        rec.parsed, rec.parsed_here = o.parsed, True
         self.emit(
             TaskSucceeded(
                 ts=now,

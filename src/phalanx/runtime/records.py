@@ -47,6 +47,10 @@ class TaskRecord:
     usage: Usage = ZERO
     error_class: str | None = None  # an ErrorClass value (journal rows carry strings)
     error: str | None = None
+    # the answer as this session's attempt parsed it in its style (``parsed_here``); an
+    # earlier session's answer is parsed again from ``output`` when asked for
+    parsed: Any = field(default=None, repr=False)
+    parsed_here: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
