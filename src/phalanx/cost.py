@@ -35,6 +35,10 @@ class Usage:
         )
 
     def __add__(self, other: Usage) -> Usage:
+        if other is ZERO:  # the common sums of a run's bookkeeping: nothing to add
+            return self
+        if self is ZERO:
+            return other
         cost = None
         if self.cost_usd is not None or other.cost_usd is not None:
             cost = (self.cost_usd or 0.0) + (other.cost_usd or 0.0)
