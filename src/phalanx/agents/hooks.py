@@ -709,6 +709,8 @@ class HookRunner:
         dicts or :class:`CommandHook` values. ``timeout`` bounds each async Python hook;
         ``env_pass`` names the variables command hooks get past the secret rule."""
         self.timeout = timeout
+        self._points: frozenset[str] = frozenset()
+        self._points_of: list[_Hook] | None = None
         self._hooks: list[_Hook] = []
         for i, item in enumerate(hooks):
             self._hooks += _normalise(item, f"{where}[{i}]", file)
@@ -726,8 +728,12 @@ class HookRunner:
         return bool(self._hooks)
 
     def points(self) -> frozenset[str]:
-        """The points at least one hook listens to (firing any other is free)."""
-        return frozenset(h.on for h in self._hooks)
+        """The points at least one hook listens to (firing any other is free); asked for
+        every attempt, so kept until the hooks change."""
+        hooks = self._hooks
+        if self._points_of is not hooks:
+            self._points, self._points_of = frozenset(h.on for h in hooks), hooks
+        return self._points
 
     def combined(self, other: HookRunner) -> HookRunner:
         """This runner's hooks, then ``other``'s (e.g. the run's, then an agent's)."""
