@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import BENCHMARKS
-from .common import ROOT, STATE_ENV, Config, Row, log, machine
+from .common import ROOT, STATE_ENV, Config, Row, log, machine, remove_states
 from .report import write
 
 
@@ -44,6 +44,19 @@ def run_suite(cfg: Config, modules: Sequence[str], out: Path | None) -> tuple[li
     )
     rows: list[Row] = []
     errors: list[str] = []
+    try:
+        _run_each(cfg, modules, rows, errors)
+    finally:
+        remove_states()
+    seconds = time.perf_counter() - t0
+    if out is not None:
+        md, js = write(out, rows, cfg.machine, seconds=seconds, smoke=cfg.smoke)
+        log(f"wrote {md} and {js}")
+    log(f"bench: done in {seconds / 60:.1f} minutes")
+    return rows, errors
+
+
+def _run_each(cfg: Config, modules: Sequence[str], rows: list[Row], errors: list[str]) -> None:
     for name in modules:
         bid = name.split("_", 1)[0].upper()
         log(f"{bid}: starting")
@@ -72,12 +85,6 @@ def run_suite(cfg: Config, modules: Sequence[str], out: Path | None) -> tuple[li
                 + f" (target {r.target}): {r.verdict.strip('*')}"
             )
         rows.extend(got)
-    seconds = time.perf_counter() - t0
-    if out is not None:
-        md, js = write(out, rows, cfg.machine, seconds=seconds, smoke=cfg.smoke)
-        log(f"wrote {md} and {js}")
-    log(f"bench: done in {seconds / 60:.1f} minutes")
-    return rows, errors
 
 
 def main(argv: Sequence[str] | None = None) -> int:
