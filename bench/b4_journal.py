@@ -57,8 +57,8 @@ def capture(n_tasks: int, agents: int) -> list[Event]:
     return rec.events
 
 
-def open_journal(folder: str) -> Journal:
-    journal = Journal(Path(folder) / "journal.sqlite")
+def open_journal(folder: str, *, writer_thread: bool = True) -> Journal:
+    journal = Journal(Path(folder) / "journal.sqlite", writer_thread=writer_thread)
     journal.create_run(
         run_id=RUN_ID,
         plan_name="b4",
@@ -137,8 +137,9 @@ class _Recording:
 
 
 def recorded_statements(events: Sequence[Event], folder: str) -> list[tuple[str, list[Any]]]:
-    """Every statement the journal sends to write ``events``, rows included."""
-    journal = open_journal(folder)
+    """Every statement the journal sends to write ``events``, rows included (its batches
+    written in this thread, so that they go through the recorded connection)."""
+    journal = open_journal(folder, writer_thread=False)
     recording = _Recording(journal._db)
     journal._db = recording  # type: ignore[assignment]
     push(journal, events)

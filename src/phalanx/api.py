@@ -788,9 +788,11 @@ def _engine_for(plan: Plan) -> Engine:
 
 
 async def _flush_every(journal: Journal, interval: float) -> None:
+    """Hand the buffered events to the journal's writer every ``interval`` (it commits them
+    in its own thread: the event loop does not wait for the disk)."""
     while True:
         await asyncio.sleep(interval)
-        journal.flush()
+        journal.flush(wait=False)
 
 
 async def _heartbeat_every(journal: Journal, run_id: str, session: int, interval: float) -> None:
