@@ -4,9 +4,10 @@ Tables: ``runs``, ``agents``, ``tasks``, ``attempts`` (one row per attempt id, t
 token), ``results`` (at most one per task: its primary key is the task), ``approvals`` (at
 most one decision per task: whoever decides first, a person or the timeout, wins; written by
 any process, read by the run's owner), and ``events`` (the append-only log that status
-folds). Events are buffered and written in batches, one transaction per batch, in order; a
-crash loses at most the unflushed tail, which resume then redoes (at-least-once attempts,
-exactly-once success).
+folds). Events are buffered and written in batches, one transaction per batch, in order, by
+a writer thread with its own connection (``flush()`` waits for the commit; the run's
+periodic flushes do not); a crash loses at most the tail not yet committed, which resume
+then redoes (at-least-once attempts, exactly-once success).
 """
 
 from __future__ import annotations
@@ -801,8 +802,9 @@ class _Writer:
     """The journal's writer thread: commits the batches handed to it, in order, on a
     connection of its own (the caller's thread goes on meanwhile). Batches waiting when it
     gets to them are committed together, in one transaction (each event group still lies
-    whole in one batch). A failed commit is rolled back whole and its error is raised, once,
-    to the next caller of :meth:`wait` or :meth:`check`.
+    whole in one batch). A batch that fails is rolled back whole (the others are committed
+    each on its own then) and its error is raised, once, to the next caller of :meth:`wait`
+    or :meth:`check`.
 
     It also checkpoints the WAL (copies it into the database file, and syncs both), which
     SQLite would otherwise do inside a commit once the WAL passes 1,000 pages: here when it
@@ -840,7 +842,10 @@ class _Writer:
             target = self._handed
             while self._done < target and self._thread.is_alive():
                 self._cv.wait()
+            lost = self._done < target  # its thread is gone (a forked child): never silent
         self.check()
+        if lost:
+            raise JournalError("the journal's writer thread is gone: batches not committed")
 
     def check(self) -> None:
         with self._cv:
@@ -866,11 +871,7 @@ class _Writer:
                         return
                     batches, self._queue = self._queue, []
                     self._cv.notify_all()  # room in the queue
-                error = None
-                try:
-                    _commit(self._db, batches)
-                except BaseException as exc:  # kept for the caller (its thread raises it)
-                    error = exc
+                error = self._write(batches)
                 with self._cv:
                     self._done += len(batches)
                     if error is not None and self._error is None:
@@ -883,6 +884,18 @@ class _Writer:
         finally:
             self._checkpoint(True)
             self._db.close()
+
+    def _write(self, batches: list[_Batch]) -> BaseException | None:
+        """Commit ``batches`` in one transaction; if that fails, each on its own (so a
+        batch that fails takes no other down with it). The first error, for the caller."""
+        try:
+            _commit(self._db, batches)
+            return None
+        except BaseException as exc:  # kept for the caller (its thread raises it)
+            if len(batches) == 1:
+                return exc
+        errors = [self._write([batch]) for batch in batches]
+        return next((e for e in errors if e is not None), None)
 
     def _checkpoint(self, idle: bool) -> None:
         limit = self.CHECKPOINT_ROWS if idle else self.FORCE_CHECKPOINT_ROWS
