@@ -73,25 +73,31 @@ def test_the_end_of_the_run_writes_what_the_writer_could_not(
 def test_the_writer_names_files_by_the_answering_agents_style(tmp_path: Path) -> None:
     agents = {"ann": AgentSpec(role="designer", name="ann", style="yaml")}
     tasks = {"a": Task(id="a", prompt="p"), "b": Task(id="b", prompt="p", style="html")}  # type: ignore[arg-type]
-    writer = OutputWriter(tmp_path / "out", tasks.get, lambda: agents, Styles())
+    writer = OutputWriter(tmp_path / "out", lambda: 1, tasks.get, lambda: agents, Styles())
     writer.emit(TaskSucceeded(ts=0.0, task_id="a", attempt_id=1, agent="ann", output="k: v"))
     writer.emit(TaskSucceeded(ts=0.0, task_id="b", attempt_id=2, agent="ann", output="<p>"))
     writer.emit(TaskSucceeded(ts=0.0, task_id="zz", attempt_id=3, agent="ann", output="?"))
-    writer.close()
-    writer.close()  # idempotent
+    writer.close(1)
+    writer.close(1)  # idempotent
     assert writer.written == {"a.yaml", "b.html"}
     assert (tmp_path / "out" / "a.yaml").read_text() == "k: v"
     assert (tmp_path / "out" / "b.html").read_text() == "<p>"
 
 
-def test_a_success_gets_its_file_only_once_the_journal_committed_it(tmp_path: Path) -> None:
-    tasks = {"a": Task(id="a", prompt="p")}  # type: ignore[arg-type]
-    writer = OutputWriter(tmp_path / "out", tasks.get, dict, Styles())
+def test_a_success_gets_its_file_only_once_its_journal_batch_is_committed(
+    tmp_path: Path,
+) -> None:
+    tasks = {"a": Task(id="a", prompt="p"), "b": Task(id="b", prompt="p")}  # type: ignore[arg-type]
+    batch = iter([3, 4])  # a's event goes into the journal's batch 3, b's into batch 4
+    writer = OutputWriter(tmp_path / "out", lambda: next(batch), tasks.get, dict, Styles())
     writer.emit(TaskSucceeded(ts=0.0, task_id="a", attempt_id=1, agent="", output="x"))
+    writer.emit(TaskSucceeded(ts=0.0, task_id="b", attempt_id=2, agent="", output="y"))
+    writer.committed(2)
     deadline = time.monotonic() + 0.2
-    while time.monotonic() < deadline:  # the thread is idle: nothing was committed
+    while time.monotonic() < deadline:  # the thread is idle: neither batch is committed
         assert not (tmp_path / "out" / "a.txt").exists()
         time.sleep(0.01)
-    writer.committed()
-    writer.close()
+    writer.close(3)  # batch 3 committed, batch 4 not (a crash would lose b's success)
     assert (tmp_path / "out" / "a.txt").read_text() == "x"
+    assert not (tmp_path / "out" / "b.txt").exists()
+    assert writer.written == {"a.txt"}

@@ -683,23 +683,26 @@ def _orchestrator(
 
 
 class _Commits:
-    """The run's journal flushes; after each commit, the output files of the successes it
-    made durable may be written (a file never shows a success the journal could lose)."""
+    """The run's journal flushes; after each, the output files of the successes the journal
+    has committed by then may be written (a file never shows a success the journal could
+    still lose: each waits for the batch its event went into)."""
 
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
         self.files: OutputWriter | None = None
 
-    def flush(self) -> None:
-        self.journal.flush()
-        if self.files is not None:
-            self.files.committed()
+    def flush(self, *, wait: bool = True) -> None:
+        self.journal.flush(wait=wait)
+        self._release()
 
     def checkpoint(self) -> None:
-        """Between event groups: a flush when the journal holds a batch."""
+        """Between event groups: a batch handed to the writer when the journal holds one."""
         self.journal.flush_if_full()
-        if self.files is not None and not self.journal.pending:
-            self.files.committed()
+        self._release()
+
+    def _release(self) -> None:
+        if self.files is not None:
+            self.files.committed(self.journal.committed_batches)
 
 
 def _governor(plan: Plan, providers: Mapping[str, Provider], state: Path) -> RateGovernor:
@@ -774,13 +777,12 @@ async def _drive_to_end(
     notes for the summary."""
     run_id, journal = orch.run_id, commits.journal
     loop = asyncio.get_running_loop()
-    files = commits.files = (
-        OutputWriter(  # each success's file, written by a thread as the run goes
-            outputs,
-            lambda tid: orch.tasks.get(TaskId(tid)),
-            lambda: {a.name or "": a for a in orch.plan.agents},
-            Styles(plan.own_styles()),
-        )
+    files = commits.files = OutputWriter(  # each success's file, by a thread, once committed
+        outputs,
+        lambda: journal.handed_batches + 1,  # the journal batch a success emitted now goes in
+        lambda tid: orch.tasks.get(TaskId(tid)),
+        lambda: {a.name or "": a for a in orch.plan.agents},
+        Styles(plan.own_styles()),
     )
     orch.sinks.append(files)
     background = [
@@ -796,7 +798,7 @@ async def _drive_to_end(
                 await task
         changes = finish_isolation(plan, run_id, journal, orch)
         commits.flush()
-        files.close()
+        files.close(journal.committed_batches)
         notes = write_outputs(outputs, orch.plan, orch.records, files.written)
         journal.release(run_id, session)
         journal.close()
@@ -817,9 +819,11 @@ def _engine_for(plan: Plan) -> Engine:
 
 
 async def _flush_every(commits: _Commits, interval: float) -> None:
+    """Hand the buffered events to the journal's writer every ``interval`` (it commits them
+    in its own thread: the event loop does not wait for the disk)."""
     while True:
         await asyncio.sleep(interval)
-        commits.flush()
+        commits.flush(wait=False)
 
 
 async def _heartbeat_every(journal: Journal, run_id: str, session: int, interval: float) -> None:

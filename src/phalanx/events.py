@@ -756,10 +756,13 @@ def _bool(value: Any) -> str:
 
 
 def _attempt_started_json(e: AttemptStarted) -> str:
+    aid, no, turns = e.attempt_id, e.attempt_no, e.max_turns
+    if type(aid) is not int or type(no) is not int or type(turns) is not int:
+        raise ValueError(e)  # exactly int (checked): an f-string writes them as JSON does
     return (
         f'{{"type":"attempt_started","ts":{_num(e.ts)},"task_id":{_str(e.task_id)},'
-        f'"attempt_id":{_num(e.attempt_id)},"attempt_no":{_num(e.attempt_no)},'
-        f'"agent":{_str(e.agent)},"max_turns":{_num(e.max_turns)}}}'
+        f'"attempt_id":{aid},"attempt_no":{no},'
+        f'"agent":{_str(e.agent)},"max_turns":{turns}}}'
     )
 
 
@@ -790,18 +793,24 @@ def _attempt_finished_json(e: AttemptFinished) -> str:
             f',"error_class":{_opt_str(e.error_class)},"error":{_opt_str(e.error)},'
             f'"status":{_opt_num(e.status)},"retry_after":{_opt_num(e.retry_after)},'
         )
+    aid = e.attempt_id
+    if type(aid) is not int:
+        raise ValueError(e)
     return (
         f'{{"type":"attempt_finished","ts":{_num(e.ts)},"task_id":{_str(e.task_id)},'
-        f'"attempt_id":{_num(e.attempt_id)},"agent":{_str(e.agent)},"ok":{_bool(e.ok)},'
+        f'"attempt_id":{aid},"agent":{_str(e.agent)},"ok":{_bool(e.ok)},'
         f'"duration":{_num(e.duration)},"usage":{_usage_json(e.usage)}{error}'
         f'"stale":{_bool(e.stale)},"queued":{_num(e.queued)}}}'
     )
 
 
 def _task_succeeded_json(e: TaskSucceeded) -> str:
+    aid = e.attempt_id
+    if type(aid) is not int:
+        raise ValueError(e)
     return (
         f'{{"type":"task_succeeded","ts":{_num(e.ts)},"task_id":{_str(e.task_id)},'
-        f'"attempt_id":{_num(e.attempt_id)},"agent":{_str(e.agent)}}}'
+        f'"attempt_id":{aid},"agent":{_str(e.agent)}}}'
     )
 
 

@@ -4,18 +4,22 @@ Tables: ``runs``, ``agents``, ``tasks``, ``attempts`` (one row per attempt id, t
 token), ``results`` (at most one per task: its primary key is the task), ``approvals`` (at
 most one decision per task: whoever decides first, a person or the timeout, wins; written by
 any process, read by the run's owner), and ``events`` (the append-only log that status
-folds). Events are buffered and written in batches, one transaction per batch, in order; a
-crash loses at most the unflushed tail, which resume then redoes (at-least-once attempts,
-exactly-once success).
+folds). Events are buffered and written in batches, one transaction per batch, in order, by
+a writer thread with its own connection (``flush()`` waits for the commit; the run's
+periodic flushes do not); a crash loses at most the tail not yet committed, which resume
+then redoes (at-least-once attempts, exactly-once success).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import sqlite3
+import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -298,7 +302,12 @@ def _event_text(e: Event) -> str:
 class Journal:
     """One SQLite file holding every run of a project (``.phalanx/journal.sqlite``)."""
 
-    def __init__(self, path: str | Path, *, batch_size: int = 4096) -> None:
+    def __init__(
+        self, path: str | Path, *, batch_size: int = 4096, writer_thread: bool = True
+    ) -> None:
+        """``writer_thread``: batches are committed by a thread of the journal's own (started
+        at the first batch, joined by :meth:`close`), off the caller's thread; without it
+        every flush writes in the caller's thread."""
         self.path = Path(path)
         self.batch_size = batch_size
         # Events are encoded and their table writes folded as they come: the buffer holds
@@ -306,13 +315,12 @@ class Journal:
         self._rows: list[tuple[str, int, float, str, str]] = []
         self._writes = _Writes()
         self._ops: list[_Writes | tuple[str, RunStarted | RunFinished]] = []
-        self._commits = 0
+        self._threaded = writer_thread
+        self._writer: _Writer | None = None
+        self._handed = self._committed = 0  # batches formed / committed without the writer
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=30000")
+            self._db = _connect(self.path)
             self._db.execute("PRAGMA foreign_keys=OFF")
             self._init_schema()
         except sqlite3.Error as exc:
@@ -343,8 +351,20 @@ class Journal:
         return _Transaction(self._db)
 
     def close(self) -> None:
-        self.flush()
-        self._db.close()
+        """Flush (committed when this returns), stop the writer thread, close."""
+        try:
+            self.flush()
+        finally:
+            if self._writer is not None:
+                self._writer.stop()
+                self._writer = None
+            self._db.close()
+
+    def _written(self) -> None:
+        """Wait until every batch handed to the writer is committed (what a read of the
+        tables the events write must see); a no-op without one."""
+        if self._writer is not None:
+            self._writer.wait()
 
     # -- runs ------------------------------------------------------------------------------
     def create_run(
@@ -439,6 +459,7 @@ class Journal:
 
     def run_state(self, run_id: str) -> tuple[str, Owner | None]:
         """A run's status and owner only (cheap enough to ask four times a second)."""
+        self._written()
         row = self._db.execute(
             f"SELECT status, {_OWNER_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)
         ).fetchone()
@@ -447,6 +468,7 @@ class Journal:
         return str(row[0]), _owner(row[1:])
 
     def get_run(self, run_id: str) -> RunRecord:
+        self._written()
         rows = self._db.execute(
             f"{_SELECT_RUNS} WHERE run_id = ? OR run_id LIKE ? ORDER BY run_id",
             (run_id, run_id.replace("%", "") + "%"),
@@ -461,18 +483,21 @@ class Journal:
         return self._record(rows[0])
 
     def latest_run(self) -> RunRecord:
+        self._written()
         row = self._db.execute(f"{_SELECT_RUNS} ORDER BY created_at DESC LIMIT 1").fetchone()
         if row is None:
             raise UsageError(f"no runs yet in {self.path}")
         return self._record(row)
 
     def list_runs(self, limit: int = 50) -> list[tuple[RunRecord, dict[str, int]]]:
+        self._written()
         rows = self._db.execute(
             f"{_SELECT_RUNS} ORDER BY created_at DESC LIMIT ?", (limit,)
         ).fetchall()
         return [(self._record(r), self.task_counts(r[0])) for r in rows]
 
     def task_counts(self, run_id: str) -> dict[str, int]:
+        self._written()
         return dict(
             self._db.execute(
                 "SELECT state, COUNT(*) FROM tasks WHERE run_id = ? GROUP BY state", (run_id,)
@@ -500,6 +525,7 @@ class Journal:
 
     # -- reading a run's state -------------------------------------------------------------
     def results(self, run_id: str) -> dict[str, ResultRow]:
+        self._written()
         rows = self._db.execute(
             "SELECT task_id, attempt_id, agent, output, parsed_json FROM results WHERE run_id = ?",
             (run_id,),
@@ -516,6 +542,7 @@ class Journal:
         }
 
     def task_rows(self, run_id: str) -> dict[str, dict[str, Any]]:
+        self._written()
         cur = self._db.execute(
             "SELECT task_id, state, attempts, agent, error_class, error FROM tasks"
             " WHERE run_id = ?",
@@ -534,6 +561,7 @@ class Journal:
 
     def finished_attempts(self, run_id: str) -> dict[str, int]:
         """Per task, how many attempts ended in failure (crash-interrupted ones don't count)."""
+        self._written()
         return dict(
             self._db.execute(
                 "SELECT task_id, COUNT(*) FROM attempts WHERE run_id = ? AND outcome = 'failed'"
@@ -543,6 +571,7 @@ class Journal:
         )
 
     def max_attempt_id(self, run_id: str) -> int:
+        self._written()
         (n,) = self._db.execute(
             "SELECT COALESCE(MAX(attempt_id), 0) FROM attempts WHERE run_id = ?", (run_id,)
         ).fetchone()
@@ -575,6 +604,7 @@ class Journal:
         self, run_id: str, attempt_id: int, task_id: str = "", agent: str = ""
     ) -> RecordedLoop | None:
         """An attempt's recorded model turns and tool calls (None when it has none)."""
+        self._written()
         turns = self._db.execute(
             "SELECT turn, text, calls_json FROM agent_turns WHERE run_id = ? AND attempt_id = ?"
             " ORDER BY turn",
@@ -605,6 +635,7 @@ class Journal:
 
     def tool_calls(self, run_id: str) -> list[dict[str, Any]]:
         """The run's tool journal: one row per tool call, in the order they started."""
+        self._written()
         cur = self._db.execute(
             "SELECT * FROM tool_calls WHERE run_id = ? ORDER BY started_at, attempt_id, turn, idx",
             (run_id,),
@@ -640,6 +671,7 @@ class Journal:
 
     def growth(self, run_id: str) -> list[TasksAdded]:
         """How the run's plan grew, in order (what a resume rebuilds its DAG from)."""
+        self._written()
         cur = self._db.execute(
             "SELECT data FROM events WHERE run_id = ? AND type = 'tasks_added' ORDER BY seq",
             (run_id,),
@@ -652,6 +684,7 @@ class Journal:
         return out
 
     def read_events(self, run_id: str, after: int = 0) -> Iterator[tuple[int, Event]]:
+        self._written()
         cur = self._db.execute(
             "SELECT seq, data FROM events WHERE run_id = ? AND seq > ? ORDER BY seq",
             (run_id, after),
@@ -678,25 +711,83 @@ class Journal:
             self._writes = _Writes()
 
     def flush_if_full(self) -> None:
-        """Flush when the buffer holds a batch; call only between event groups."""
+        """Hand the buffer to the writer when it holds a batch (committed in the
+        background); call only between event groups."""
         if len(self._rows) >= self.batch_size:
-            self.flush()
+            self.flush(wait=False)
 
     @property
     def pending(self) -> int:
         return len(self._rows)
 
-    def flush(self) -> None:
+    @property
+    def handed_batches(self) -> int:
+        """How many batches :meth:`flush` has formed (numbered 1, 2, .. in commit order):
+        an event appended now goes into batch ``handed_batches + 1``."""
+        return self._handed
+
+    @property
+    def committed_batches(self) -> int:
+        """The batches committed so far: every one up to this number (it stops growing at
+        a batch that failed)."""
+        return self._writer.committed if self._writer is not None else self._committed
+
+    def flush(self, *, wait: bool = True) -> None:
         """Write the buffered events and their table writes in one transaction, in order;
         the tables end exactly as if every event had been applied one by one (rows go in
-        with one ``executemany`` per statement)."""
-        if not self._rows:
-            return
-        rows, ops = self._rows, [*self._ops, self._writes]
-        self._rows, self._ops, self._writes = [], [], _Writes()
-        db = self._db
-        self._commits += 1
-        with self._tx():
+        with one ``executemany`` per statement). Call only between event groups.
+
+        With the writer thread the batch is handed to it; ``wait`` (the default): return
+        once it and every batch before it are committed (what a caller about to run a tool
+        that writes needs); ``wait=False``: return at once (batches are committed in the
+        order they were handed over). A batch that failed to commit (rolled back whole)
+        raises its error here, in the next call."""
+        if self._rows:
+            batch = (self._rows, [*self._ops, self._writes])
+            self._rows, self._ops, self._writes = [], [], _Writes()
+            self._handed += 1
+            if not self._threaded:
+                _commit(self._db, [batch])
+                self._committed = self._handed
+                return
+            if self._writer is None:
+                self._writer = _Writer(self.path)
+                self._db.execute("PRAGMA wal_autocheckpoint=0")  # the writer checkpoints
+                weakref.finalize(self, self._writer.stop)
+            self._writer.submit(batch)
+        if self._writer is not None:
+            if wait:
+                self._writer.wait()
+            else:
+                self._writer.check()
+
+
+_Batch = tuple[
+    list[tuple[str, int, float, str, str]], list["_Writes | tuple[str, RunStarted | RunFinished]"]
+]
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    """A connection to the journal (WAL; a commit is durable once it returns, short of a
+    power loss; other connections wait up to 30 s for a write lock)."""
+    db = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("PRAGMA busy_timeout=30000")
+    return db
+
+
+# Commits made by this process (the crash tests' fault injection counts them).
+_commits = 0
+_commits_lock = threading.Lock()
+
+
+def _commit(db: sqlite3.Connection, batches: Sequence[_Batch]) -> None:
+    """Write ``batches`` (events rows, then their folded table writes, in order) in one
+    transaction: all of it or, on an error, none of it."""
+    global _commits
+    with _Transaction(db):
+        for rows, ops in batches:
             db.executemany(
                 "INSERT INTO events (run_id, session, ts, type, data) VALUES (?, ?, ?, ?, ?)", rows
             )
@@ -704,54 +795,168 @@ class Journal:
                 if isinstance(op, _Writes):
                     op.apply(db)
                 else:
-                    self._apply(db, *op)
-        if self._commits == _KILL_AFTER_COMMITS:  # fault injection for the crash tests
+                    _apply_run_event(db, *op)
+    with _commits_lock:
+        _commits += 1
+        if _commits == _KILL_AFTER_COMMITS:  # fault injection for the crash tests
             os.kill(os.getpid(), signal.SIGKILL)
 
-    def _apply(self, db: sqlite3.Connection, run_id: str, e: RunStarted | RunFinished) -> None:
-        if isinstance(e, RunStarted):
-            self._apply_run_started(db, run_id, e)
-        else:
-            db.execute(
-                "UPDATE runs SET status = ?, reason = ?, finished_at = ?, updated_at = ?"
-                " WHERE run_id = ?",
-                (e.status, e.reason, e.ts, e.ts, run_id),
-            )
 
-    @staticmethod
-    def _apply_run_started(db: sqlite3.Connection, run_id: str, e: RunStarted) -> None:
-        db.executemany(
-            "INSERT OR IGNORE INTO agents VALUES (?, ?, ?, ?, ?, ?)",
-            [
-                (
-                    run_id,
-                    a.name,
-                    a.role,
-                    a.provider,
-                    a.style,
-                    _dumps(list(a.skills)) if a.skills else "[]",
-                )
-                for a in e.agents
-            ],
-        )
-        db.executemany(
-            "INSERT OR IGNORE INTO tasks (run_id, task_id, title, category, needs_json, state)"
-            " VALUES (?, ?, ?, ?, ?, 'pending')",
-            [
-                (run_id, t.id, t.title, t.category, _dumps(list(t.needs)) if t.needs else "[]")
-                for t in e.tasks
-            ],
-        )
-        # Attempts cut short by a crash are not failures: they simply re-run.
+def _apply_run_event(db: sqlite3.Connection, run_id: str, e: RunStarted | RunFinished) -> None:
+    if isinstance(e, RunStarted):
+        _apply_run_started(db, run_id, e)
+    else:
         db.execute(
-            "UPDATE attempts SET outcome = 'lost' WHERE run_id = ? AND outcome = 'running'",
-            (run_id,),
+            "UPDATE runs SET status = ?, reason = ?, finished_at = ?, updated_at = ?"
+            " WHERE run_id = ?",
+            (e.status, e.reason, e.ts, e.ts, run_id),
         )
-        db.execute(
-            "UPDATE tasks SET state = 'pending' WHERE run_id = ?"
-            " AND state IN ('running', 'retrying')",
-            (run_id,),
-        )
+
+
+class _Writer:
+    """The journal's writer thread: commits the batches handed to it, in order, on a
+    connection of its own (the caller's thread goes on meanwhile). Batches waiting when it
+    gets to them are committed together, in one transaction (each event group still lies
+    whole in one batch). A batch that fails is rolled back whole (the others are committed
+    each on its own then) and its error is raised, once, to the next caller of :meth:`wait`
+    or :meth:`check`.
+
+    It also checkpoints the WAL (copies it into the database file, and syncs both), which
+    SQLite would otherwise do inside a commit once the WAL passes 1,000 pages: here when it
+    has nothing to commit, after ``CHECKPOINT_ROWS`` event rows, or between commits after
+    ``FORCE_CHECKPOINT_ROWS`` of them when it never idles (so the WAL stays bounded)."""
+
+    MAX_QUEUED = 8  # batches handed over and not yet taken: beyond, the caller waits
+    CHECKPOINT_ROWS = 4096
+    FORCE_CHECKPOINT_ROWS = 65536
+
+    def __init__(self, path: Path) -> None:
+        self._db = _connect(path)
+        self._db.execute("PRAGMA wal_autocheckpoint=0")  # see _checkpoint
+        self._unchecked = 0  # event rows committed since the last checkpoint
+        self._cv = threading.Condition()
+        self._queue: list[_Batch] = []
+        self._handed = 0  # batches handed over
+        self._done = 0  # batches committed (or failed)
+        self.committed = 0  # batches committed, all of them up to this one (in order)
+        self._failed = False
+        self._error: BaseException | None = None
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="phalanx-journal", daemon=True)
+        self._thread.start()
+
+    def submit(self, batch: _Batch) -> None:
+        with self._cv:
+            while len(self._queue) >= self.MAX_QUEUED and self._thread.is_alive():
+                self._cv.wait()
+            self._queue.append(batch)
+            self._handed += 1
+            self._cv.notify_all()
+
+    def wait(self) -> None:
+        """Return once every batch handed over so far is committed."""
+        with self._cv:
+            target = self._handed
+            while self._done < target and self._thread.is_alive():
+                self._cv.wait()
+            lost = self._done < target  # its thread is gone (a forked child): never silent
+        self.check()
+        if lost:
+            raise JournalError("the journal's writer thread is gone: batches not committed")
+
+    def check(self) -> None:
+        with self._cv:
+            error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    def stop(self) -> None:
+        """Commit what is queued, end the thread, close its connection (idempotent)."""
+        with self._cv:
+            self._stopping = True
+            self._cv.notify_all()
+        if self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            while True:
+                with self._cv:
+                    while not self._queue and not self._stopping:
+                        self._cv.wait()
+                    if not self._queue:
+                        return
+                    batches, self._queue = self._queue, []
+                    self._cv.notify_all()  # room in the queue
+                error = self._write(batches)
+                with self._cv:
+                    self._failed = self._failed or error is not None
+                    if not self._failed:
+                        self.committed += len(batches)
+                    self._done += len(batches)
+                    if error is not None and self._error is None:
+                        self._error = error
+                    self._cv.notify_all()
+                    idle = not self._queue
+                if error is None:
+                    self._unchecked += sum(len(rows) for rows, _ in batches)
+                self._checkpoint(idle)
+        finally:
+            self._checkpoint(True)
+            self._db.close()
+
+    def _write(self, batches: list[_Batch]) -> BaseException | None:
+        """Commit ``batches`` in one transaction; if that fails, each on its own (so a
+        batch that fails takes no other down with it). The first error, for the caller."""
+        try:
+            _commit(self._db, batches)
+            return None
+        except BaseException as exc:  # kept for the caller (its thread raises it)
+            if len(batches) == 1:
+                return exc
+        errors = [self._write([batch]) for batch in batches]
+        return next((e for e in errors if e is not None), None)
+
+    def _checkpoint(self, idle: bool) -> None:
+        limit = self.CHECKPOINT_ROWS if idle else self.FORCE_CHECKPOINT_ROWS
+        if self._unchecked >= limit or (idle and self._stopping and self._unchecked):
+            self._unchecked = 0
+            with contextlib.suppress(sqlite3.Error):  # a busy file: the next one catches up
+                self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+
+def _apply_run_started(db: sqlite3.Connection, run_id: str, e: RunStarted) -> None:
+    db.executemany(
+        "INSERT OR IGNORE INTO agents VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            (
+                run_id,
+                a.name,
+                a.role,
+                a.provider,
+                a.style,
+                _dumps(list(a.skills)) if a.skills else "[]",
+            )
+            for a in e.agents
+        ],
+    )
+    db.executemany(
+        "INSERT OR IGNORE INTO tasks (run_id, task_id, title, category, needs_json, state)"
+        " VALUES (?, ?, ?, ?, ?, 'pending')",
+        [
+            (run_id, t.id, t.title, t.category, _dumps(list(t.needs)) if t.needs else "[]")
+            for t in e.tasks
+        ],
+    )
+    # Attempts cut short by a crash are not failures: they simply re-run.
+    db.execute(
+        "UPDATE attempts SET outcome = 'lost' WHERE run_id = ? AND outcome = 'running'",
+        (run_id,),
+    )
+    db.execute(
+        "UPDATE tasks SET state = 'pending' WHERE run_id = ? AND state IN ('running', 'retrying')",
+        (run_id,),
+    )
 
 
 _ATTEMPT_COLUMNS = (

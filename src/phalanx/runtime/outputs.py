@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
@@ -45,22 +46,25 @@ def output_name(task: Task, style: str, styles: Styles) -> str:
 
 class OutputWriter:
     """An event sink writing each succeeded task's file from a thread of its own (see the
-    module's text). A success's file waits until :meth:`committed` says the journal holds
-    it (a file never shows a success a crash could still take back). ``task_of`` and
-    ``agents`` are looked up when a success comes, so tasks a run grows and agents it
-    scales are known. ``close`` drains and joins the thread; :attr:`written` then holds
-    the names it wrote."""
+    module's text). A success's file waits until the journal batch its event went into
+    (``batch()`` when it is emitted: the journal numbers its batches 1, 2, ..) is committed,
+    which :meth:`committed` says: a file never shows a success a crash could still take
+    back. ``task_of`` and ``agents`` are looked up when a success comes, so tasks a run
+    grows and agents it scales are known. ``close`` drains and joins the thread;
+    :attr:`written` then holds the names it wrote."""
 
     def __init__(
         self,
         folder: Path,
+        batch: Callable[[], int],
         task_of: Callable[[str], Task | None],
         agents: Callable[[], Mapping[str, AgentSpec]],
         styles: Styles,
     ) -> None:
-        self.folder, self._task_of, self._agents, self._styles = folder, task_of, agents, styles
+        self.folder, self._batch, self._task_of = folder, batch, task_of
+        self._agents, self._styles = agents, styles
         self._known: Mapping[str, AgentSpec] = {}
-        self._pending: list[tuple[str, str]] = []  # emitted, not yet known to be committed
+        self._pending: deque[tuple[int, str, str]] = deque()  # (batch, name, text), in order
         self._queue: queue.SimpleQueue[list[tuple[str, str]] | None] = queue.SimpleQueue()
         self.written: set[str] = set()
         self.error: OSError | None = None
@@ -79,18 +83,25 @@ class OutputWriter:
             agent = self._known.get(event.agent)
         style = answer_style(task, agent)
         if style != "tts":  # audio is made at the end (a slow external program)
-            self._pending.append((output_name(task, style, self._styles), event.output))
+            name = output_name(task, style, self._styles)
+            self._pending.append((self._batch(), name, event.output))
 
-    def committed(self) -> None:
-        """The journal committed every event emitted so far: their files may be written."""
-        if self._pending:
-            self._queue.put(self._pending)
-            self._pending = []
+    def committed(self, batches: int) -> None:
+        """The journal has committed its batches up to number ``batches``: the files of the
+        successes in them may be written."""
+        pending = self._pending
+        if not pending or pending[0][0] > batches:
+            return
+        ready = []
+        while pending and pending[0][0] <= batches:
+            _, name, text = pending.popleft()
+            ready.append((name, text))
+        self._queue.put(ready)
 
-    def close(self) -> None:
-        """Write what is committed, then stop the thread (idempotent). Call it after the
-        journal's last commit of the run."""
-        self.committed()
+    def close(self, batches: int) -> None:
+        """Write the files of the successes in the committed batches (up to ``batches``),
+        then stop the thread (idempotent). Call it after the journal's last commit."""
+        self.committed(batches)
         if self._thread.is_alive():
             self._queue.put(None)
             self._thread.join()

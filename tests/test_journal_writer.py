@@ -1,0 +1,95 @@
+"""The journal's writer thread: batches handed over without waiting are committed in order,
+``flush()`` returns only once everything handed over is committed (another connection sees
+it), a batch that fails is rolled back whole and its error raised to the next caller, reads
+see what was handed over, and ``close`` ends the thread."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from phalanx.events import AttemptStarted, RunStarted, TaskInfo, TaskSucceeded
+from phalanx.journal import Journal
+
+
+def _journal(path: Path) -> Journal:
+    journal = Journal(path)
+    journal.create_run(
+        run_id="r",
+        plan_name="p",
+        plan_source=None,
+        plan={},
+        options={},
+        simulated=True,
+        task_count=3,
+    )
+    journal.append(
+        "r",
+        1,
+        RunStarted(
+            ts=1.0,
+            run_id="r",
+            plan="p",
+            session=1,
+            policy="best_fit",
+            simulated=True,
+            agents=(),
+            tasks=tuple(TaskInfo(id=f"t{i}", title="t", category="other") for i in range(3)),
+        ),
+    )
+    return journal
+
+
+def _writers() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "phalanx-journal"]
+
+
+def _success(journal: Journal, task: str, aid: int) -> None:
+    journal.append(
+        "r", 1, AttemptStarted(ts=2.0, task_id=task, attempt_id=aid, attempt_no=1, agent="a")
+    )
+    journal.append("r", 1, TaskSucceeded(ts=3.0, task_id=task, attempt_id=aid, agent="a"))
+
+
+def test_flush_returns_once_committed_and_close_ends_the_thread(tmp_path: Path) -> None:
+    before = len(_writers())
+    journal = _journal(tmp_path / "j.sqlite")
+    for i in range(3):
+        _success(journal, f"t{i}", i + 1)
+        journal.flush(wait=False)  # handed over, in order
+    assert len(_writers()) == before + 1
+    assert set(journal.results("r")) == {"t0", "t1", "t2"}  # a read sees what was handed over
+    _success(journal, "t0", 9)  # a second success of t0: its batch must fail whole
+    journal.flush(wait=False)
+    journal.append(
+        "r", 1, AttemptStarted(ts=4.0, task_id="t1", attempt_id=10, attempt_no=2, agent="a")
+    )
+    with pytest.raises(sqlite3.IntegrityError):  # raised once, to the next caller
+        journal.flush()
+    journal.flush()  # later batches go on
+    other = sqlite3.connect(tmp_path / "j.sqlite")  # committed: another connection sees it
+    try:
+        ids = [r[0] for r in other.execute("SELECT attempt_id FROM attempts ORDER BY 1")]
+        assert ids == [1, 2, 3, 10]
+        results = other.execute("SELECT task_id, attempt_id FROM results ORDER BY 1").fetchall()
+        assert results == [("t0", 1), ("t1", 2), ("t2", 3)]
+    finally:
+        other.close()
+    journal.close()
+    assert len(_writers()) == before
+
+
+def test_a_journal_that_only_reads_starts_no_thread(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    journal = _journal(path)
+    journal.close()
+    before = len(_writers())
+    reader = Journal(path)
+    try:
+        assert reader.get_run("r").status == "created"
+        assert len(_writers()) == before
+    finally:
+        reader.close()
