@@ -233,6 +233,10 @@ def test_resume_of_a_succeeded_run_changes_nothing(
     done = phalanx.run_sync(phalanx.Plan.from_dict(sim_plan(3)), run_id="done-run")
     assert done.status == "succeeded"
     before = _run_row(state, "done-run")
+    # killed after its end was committed, before its files were all written: resume
+    # writes them again from the journal (and changes nothing journaled)
+    (done.outputs_dir / "t0.txt").unlink()
+    (done.outputs_dir / "t1.txt").write_text("cut sho")
 
     assert main(["resume", "done-run"]) == 0
     err = capsys.readouterr().err
@@ -241,6 +245,8 @@ def test_resume_of_a_succeeded_run_changes_nothing(
         asyncio.run(phalanx.resume("done-run"))
     assert _run_row(state, "done-run") == before
     assert before[0]["sessions"] == 1
+    for tid, t in done.tasks.items():
+        assert (done.outputs_dir / f"{tid}.txt").read_text() == t.output
 
     failing = sim_plan(2, faults={"auth": 1.0}, max_attempts=1)
     failed = phalanx.run_sync(phalanx.Plan.from_dict(failing), run_id="failed-run")

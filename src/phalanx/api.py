@@ -67,7 +67,7 @@ from .runtime.assembly import (
 )
 from .runtime.engine import Engine, LocalEngine
 from .runtime.governor import RateGovernor, public_defaults
-from .runtime.growth import SPAWN_TOOL, SPAWN_TOOL_SPEC
+from .runtime.growth import SPAWN_TOOL, SPAWN_TOOL_SPEC, grow_plan
 from .runtime.orchestrator import Orchestrator, Prior, RunGate, TaskRecord
 from .runtime.outputs import OutputWriter, write_outputs
 from .runtime.quota import QuotaStore, QuotaStoreError
@@ -439,7 +439,10 @@ async def resume(
     journal = Journal(_hidden_state(state) / "journal.sqlite")
     rec = journal.get_run(run_id)
     if rec.status == "succeeded":
-        journal.close()
+        try:
+            _restore_outputs(journal, rec.run_id, Plan.from_dict(rec.plan, source=rec.plan_source))
+        finally:
+            journal.close()
         raise NothingToResume(rec.run_id, rec.status)
     if rec.owner is not None and owner_alive(rec.owner):  # before any provider is built
         journal.close()
@@ -486,6 +489,20 @@ async def resume(
         custom=frozenset(custom_providers or {}),
         flush_interval=flush_interval,
     )
+
+
+def _restore_outputs(journal: Journal, run_id: str, plan: Plan) -> None:
+    """A finished run's output files, written again from the journal: a run killed after
+    its end was committed and before its files were all written has them then (nothing
+    journaled changes)."""
+    plan = grow_plan(plan, journal.growth(run_id))
+    records: dict[str, TaskRecord] = {t.id: TaskRecord() for t in plan.tasks}
+    for tid, r in journal.results(run_id).items():
+        if tid in records:
+            records[tid] = TaskRecord(
+                state="succeeded", output=r.output, agent=r.agent, attempt_id=r.attempt_id
+            )
+    write_outputs(state_dir_of(journal) / "runs" / run_id / "outputs", plan, records)
 
 
 async def _take_over(journal: Journal, run_id: str, providers: Mapping[str, Provider]) -> int:
