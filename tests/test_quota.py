@@ -36,7 +36,7 @@ from phalanx.providers.base import CompletionRequest, Message
 from phalanx.providers.openai_api import OpenAIProvider
 from phalanx.providers.ratelimits import Quota, RateInfo, parse, quota_id
 from phalanx.runtime.governor import RateGovernor
-from phalanx.runtime.quota import QuotaStore
+from phalanx.runtime.quota import DEFER_MAX, DEFER_SECONDS, QuotaStore
 from phalanx.runtime.windows import MemoryWindow, SharedWindow
 from phalanx.testing import run_virtual
 
@@ -295,6 +295,85 @@ def test_the_cost_of_a_permit(tmp_path: Path) -> None:
     assert us_shared < 1000  # ~45 us measured; counting the window's rows was 300 us at 2000
     db = sqlite3.connect(tmp_path / "quota.sqlite")
     assert db.execute("SELECT count(*), total(tokens) FROM grants").fetchone() == (n, 90.0 * n)
+
+
+def test_an_unlimited_key_writes_its_grants_in_batches(tmp_path: Path) -> None:
+    """A key nothing limits (a local server without rate-limit headers) takes its permits
+    with a read of its row: 300 permits cost a few transactions, not 300, and every grant
+    reaches the file with its settled tokens (one given back never does)."""
+    n = 300
+
+    async def go(gov: RateGovernor) -> None:
+        for i in range(n):
+            ticket = await gov.acquire("openai-compatible:m", 100, agent="a", task_id=str(i))
+            gov.settle(ticket, 90)
+        gov.release(await gov.acquire("openai-compatible:m", 100, agent="a", task_id="x"))
+
+    store = QuotaStore(tmp_path / "quota.sqlite")
+    gov = RateGovernor({}, defaults={}, store=store, shared={"openai-compatible:m": "q"})
+    asyncio.run(go(gov))
+    transactions = store.transactions
+    gov.close()
+    assert transactions <= n // DEFER_MAX + 3  # the window's row, the batches
+    db = sqlite3.connect(tmp_path / "quota.sqlite")
+    assert db.execute("SELECT count(*), total(tokens) FROM grants").fetchone() == (n, 90.0 * n)
+    assert db.execute("SELECT n, token_sum FROM windows").fetchone() == (n, 90.0 * n)
+
+
+def test_another_run_counts_an_unlimited_keys_grants_within_the_defer_time(
+    tmp_path: Path,
+) -> None:
+    """Run A has no limit on a key, run B holds it to 5 a window: A's 3 permits, taken
+    without a transaction, are in B's window within DEFER_SECONDS (a timer writes them),
+    so B gets 2 more, not 5."""
+    path = tmp_path / "quota.sqlite"
+
+    async def go() -> tuple[int, int, float]:
+        store = QuotaStore(path)
+        gov = RateGovernor({}, defaults={}, store=store, shared={"openai-compatible:m": "q"})
+        for i in range(3):
+            await gov.acquire("openai-compatible:m", 1, agent="a", task_id=str(i))
+        written = store.transactions
+        await asyncio.sleep(DEFER_SECONDS + 0.2)  # no permit, no close: the timer writes
+        written = store.transactions - written
+        b = SharedWindow(QuotaStore(path), "q|openai-compatible:m")
+        limit = RateLimit(rpm=5, window=60)
+        now = time.time()
+        granted = sum(b.take(now, 1, limit, None)[0] == 0 for _ in range(5))
+        wait = b.take(now, 1, limit, None)[0]
+        b.store.close()
+        gov.close()
+        return written, granted, wait
+
+    written, granted, wait = asyncio.run(go())
+    assert granted == 2
+    assert wait > 50
+    assert written == 1  # one transaction for the three
+
+
+def test_a_pause_or_a_limit_ends_the_unlimited_path_at_once(tmp_path: Path) -> None:
+    """What stops a key is seen by the very next permit: another run's learned limit or
+    pause (read from the row), and this run's own pause (written before that permit)."""
+    path = tmp_path / "quota.sqlite"
+    one, two = QuotaStore(path), QuotaStore(path)
+    a, b = SharedWindow(one, "q|k:m"), SharedWindow(two, "q|k:m")
+    now = time.time()
+    assert a.take(now, 1, None, None)[0] == 0 and one.deferred == 1
+    b.pause(30)
+    two.flush()
+    assert a.take(now, 1, None, None)[0] == pytest.approx(30, abs=1)  # b's pause
+    assert one.deferred == 0  # the transaction wrote a's grant first
+    later = now + 31  # b's pause has run out
+    assert a.take(later, 1, None, None)[0] == 0
+    a.pause(40)
+    assert a.take(later, 1, None, None)[0] > 0  # a's own pause, written first
+    b.learn(_info(1))
+    two.flush()
+    assert a.take(later + 100, 1, None, None)[0] == 0  # the limit's first permit
+    assert a.learned_rpm == 1
+    assert a.take(later + 100, 1, None, None)[0] > 0  # and it holds
+    one.close()
+    two.close()
 
 
 # --------------------------------------------------------------------------- adoption, live

@@ -49,6 +49,7 @@ from ._http import (
     redact,
     retry_after,
 )
+from ._pool import lighten
 from .base import Completion, CompletionRequest, Message, StopReason, ToolCall
 from .structured import Structured, render, render_text, structured_for
 
@@ -130,6 +131,7 @@ class AnthropicProvider:
                 max_retries=0,
                 timeout=timeout,
             )
+            lighten(client)
         self._client = client
         self.quota_id = ratelimits.quota_id("anthropic", getattr(client, "base_url", ""), self._key)
 

@@ -53,6 +53,7 @@ from ._http import (
     redact,
     retry_after,
 )
+from ._pool import lighten
 from .base import Completion, CompletionRequest, Message, StopReason, ToolCall
 from .structured import Structured, render_text, strict_ok, structured_for
 
@@ -125,6 +126,7 @@ class OpenAIProvider:
             client = openai.AsyncOpenAI(
                 api_key=self._key or "none", max_retries=0, timeout=timeout, **kwargs
             )
+            lighten(client)
         self._client = client
         self.quota_id = ratelimits.quota_id(self.kind, getattr(client, "base_url", ""), self._key)
         # Compatible servers differ in what they stream (llama.cpp's sends no usage, and a

@@ -143,12 +143,13 @@ def build_request(
     """Prompt = role + system prompt + style + context, then the task and upstream results."""
     task = attempt.task
     style = style_of(task, spec)  # a typed output (output_type, schema:) is a JSON style
+    how = get_style(style, styles)
     system = [f"You are {spec.name}, the {spec.role} of a team of agents."]
     if spec.description:
         system.append(f"Your job: {spec.description}.")
     if spec.system_prompt:
         system.append(spec.system_prompt)
-    system.append(get_style(style, styles).instruction)
+    system.append(how.instruction)
     if context:
         system.append("Context you work with:\n" + context)
     user = [task.prompt]
@@ -168,8 +169,8 @@ def build_request(
             Message(role="user", content="\n\n".join(user)),
         ),
         style=style,
-        json_schema=get_style(style, styles).json_schema,
-        answer_format=get_style(style, styles).answer_format,
+        json_schema=how.json_schema,
+        answer_format=how.answer_format,
         tools=tools,
         run_id=attempt.run_id,
         task_id=task.id,
@@ -357,7 +358,13 @@ class AgentRunner:
             why = self.gate.stopped()
             if why:
                 raise _Failed(ErrorClass.BUDGET, why)
-            sent = dataclasses.replace(request, messages=tuple(state.messages))
+            messages = tuple(state.messages)
+            # the first turn sends the request as built (a replace costs microseconds)
+            sent = (
+                request
+                if messages == request.messages
+                else dataclasses.replace(request, messages=messages)
+            )
             c = await self._call(attempt, sent, state)
             if c.stop_reason == "max_tokens":  # continued or retried (retry.truncation)
                 c = await self._recover(attempt, sent, state, c)

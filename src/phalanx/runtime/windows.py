@@ -8,7 +8,8 @@ what the headers taught (the key's limits), which replace the documented default
 :class:`MemoryWindow` lives in this process, on the event loop's clock (so a virtual-time
 loop drives it in tests). :class:`SharedWindow` lives in the state directory's quota file
 (:mod:`.quota`), on the wall clock (as the event loop keeps it), so runs on one key share
-it.
+it; a key that nothing limits takes its permits there with a read, its grants written in
+batches (:meth:`.QuotaStore.defer`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 
 from ..plan.config import RateLimit
 from ..providers.ratelimits import RateInfo
-from .quota import QuotaStore
+from .quota import DEFER_SECONDS, Grant, QuotaStore
 
 __all__ = ["MemoryWindow", "Server", "SharedWindow", "Window", "effective"]
 
@@ -209,6 +210,24 @@ _ROW = (
     " token_sum FROM windows WHERE key = ?"
 )
 _SINCE = "SELECT count(*), total(tokens) FROM grants WHERE key = ? AND t > ?"
+# what decides whether a key is limited at all: learned limits, a pause, what remained
+_LIMITS = (
+    "SELECT rpm, tpm, paused_until, req_left, req_until, tok_left, tok_until"
+    " FROM windows WHERE key = ?"
+)
+
+
+def _unlimited(row: Any, now: float) -> bool:
+    """Whether a window's row (``_LIMITS``) holds nothing back: no limit learned, no pause
+    running, nothing the server said remained that still counts."""
+    rpm, tpm, paused_until, req_left, req_until, tok_left, tok_until = row
+    return (
+        rpm is None
+        and tpm is None
+        and paused_until <= now
+        and (req_left is None or now >= req_until)
+        and (tok_left is None or now >= tok_until)
+    )
 
 
 class SharedWindow(Window):
@@ -237,6 +256,10 @@ class SharedWindow(Window):
     def take(
         self, now: float, tokens: float, explicit: RateLimit | None, default: RateLimit | None
     ) -> tuple[float, Any]:
+        if explicit is None and default is None:
+            grant = self._take_unlimited(now, tokens)
+            if grant is not None:
+                return 0.0, grant
         key = self.key
         with self.store.transaction() as db:
             limit = effective(explicit, default, self.learned_rpm, self.learned_tpm)
@@ -255,6 +278,30 @@ class SharedWindow(Window):
                 "INSERT INTO grants (key, t, tokens) VALUES (?, ?, ?)", (key, now, tokens)
             )
             return 0.0, cur.lastrowid
+
+    def _take_unlimited(self, now: float, tokens: float) -> Grant | None:
+        """A permit of a key that nothing limits, read from its row with no write: the
+        grant is written with the next transaction, at most ``DEFER_SECONDS`` later (a
+        timer's); None when the key is limited (or a deferred write must go first)."""
+        store = self.store
+        if self.learned_rpm is not None or self.learned_tpm is not None:
+            return None
+        if not store.can_defer(now):
+            return None
+        row = store.read(_LIMITS, self.key)
+        if row is None or not _unlimited(row, now):
+            return None
+        if not store.deferred:
+            self._flush_soon()
+        return store.defer(self.key, now, tokens)
+
+    def _flush_soon(self) -> None:
+        """Write the deferred grants ``DEFER_SECONDS`` from now, if a loop runs."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop: the next transaction or close writes them
+        loop.call_later(DEFER_SECONDS, self.store.flush)
 
     def _wait(self, db: Any, now: float, tokens: float, limit: RateLimit, row: Any) -> float:
         key, span = self.key, limit.window + limit.margin
@@ -278,9 +325,19 @@ class SharedWindow(Window):
         return wait
 
     def settle(self, entry: Any, tokens: float) -> None:
+        if isinstance(entry, Grant):
+            if entry.rowid is None:  # not written yet: it will be with these tokens
+                entry.tokens = float(tokens)
+                return
+            entry = entry.rowid
         self.store.later("UPDATE grants SET tokens = ? WHERE rowid = ?", float(tokens), entry)
 
     def release(self, entry: Any) -> None:
+        if isinstance(entry, Grant):
+            if entry.rowid is None:  # not written yet: it never will be
+                entry.gone = True
+                return
+            entry = entry.rowid
         self.store.later("DELETE FROM grants WHERE rowid = ?", entry)
 
     def learn(self, rate: RateInfo) -> None:
@@ -291,12 +348,13 @@ class SharedWindow(Window):
             "UPDATE windows SET rpm = coalesce(?, rpm), tpm = coalesce(?, tpm),"
             " paused_until = max(paused_until, ?) WHERE key = ?",
             rate.requests.limit or None, rate.tokens.limit or None,
-            seen + rate.exhausted_for, key,
+            seen + rate.exhausted_for, key, urgent=True,
         )  # fmt: skip
         self.store.later(
             "UPDATE windows SET seen = ?, req_left = ?, req_until = ?, tok_left = ?,"
             " tok_until = ? WHERE key = ? AND seen <= ?",
             s.seen, s.req_left, s.req_until, s.tok_left, s.tok_until, key, s.seen,
+            urgent=True,
         )  # fmt: skip
 
     def pause(self, seconds: float) -> None:
@@ -304,4 +362,5 @@ class SharedWindow(Window):
             "UPDATE windows SET paused_until = max(paused_until, ?) WHERE key = ?",
             self.now() + seconds,
             self.key,
+            urgent=True,
         )
