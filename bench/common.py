@@ -334,7 +334,6 @@ def breakdown(plan: Plan, what: str, baseline_cpu: float | None = None) -> str:
     import phalanx.runtime.executor as executor_module
     from phalanx.journal import Journal
     from phalanx.runtime.orchestrator import Orchestrator
-    from phalanx.runtime.outputs import OutputWriter
     from phalanx.status.snapshot import StatusTracker
 
     spent: dict[str, float] = {}
@@ -352,8 +351,7 @@ def breakdown(plan: Plan, what: str, baseline_cpu: float | None = None) -> str:
     parts: list[tuple[Any, str, str]] = [  # disjoint: none calls another
         (Journal, "flush", "journal flushes (one transaction per batch)"),
         (Journal, "create_run", "the run's journal row (plan JSON, redacted)"),
-        (api_module, "write_outputs", "output files left to the end of the run"),
-        (OutputWriter, "emit", "output files: each success queued for the writer thread"),
+        (api_module, "write_outputs", "one output file per task (at the end of the run)"),
         (executor_module, "redact", "redacting answers"),
         (Orchestrator, "_dispatch", "dispatch (decisions, attempt starts, their events)"),
         (Orchestrator, "_on_outcome", "outcomes (events, bookkeeping)"),
@@ -396,8 +394,7 @@ def breakdown(plan: Plan, what: str, baseline_cpu: float | None = None) -> str:
         f"event for the journal and folding its table writes as it comes {append:.2f} s "
         f"({append / cpu:.0%}); the status fold {status:.2f} s ({status / cpu:.0%}). The "
         f"rest, {rest:.2f} s ({rest / cpu:.0%}), is the attempts "
-        "themselves (executor, sim call, asyncio tasks), the run's setup and the output "
-        "files written by the writer thread (the CPU time counts every thread)."
+        "themselves (executor, sim call, asyncio tasks) and the run's setup."
     )
 
 

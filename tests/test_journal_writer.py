@@ -12,11 +12,22 @@ from pathlib import Path
 import pytest
 
 from phalanx.events import AttemptStarted, RunStarted, TaskInfo, TaskSucceeded
-from phalanx.journal import Journal
+from phalanx.journal import THREAD_ENV, Journal
 
 
 def _journal(path: Path) -> Journal:
-    journal = Journal(path)
+    return _started(Journal(path, writer_thread=True))
+
+
+def _journal_default(path: Path) -> Journal:
+    """A journal as a run opens it, with a run row and one batch flushed (a writer thread,
+    if any, starts at the first batch)."""
+    journal = _started(Journal(path))
+    journal.flush()
+    return journal
+
+
+def _started(journal: Journal) -> Journal:
     journal.create_run(
         run_id="r",
         plan_name="p",
@@ -87,9 +98,26 @@ def test_a_journal_that_only_reads_starts_no_thread(tmp_path: Path) -> None:
     journal = _journal(path)
     journal.close()
     before = len(_writers())
-    reader = Journal(path)
+    reader = Journal(path, writer_thread=True)
     try:
         assert reader.get_run("r").status == "created"
         assert len(_writers()) == before
     finally:
         reader.close()
+
+
+def test_the_writer_thread_is_off_unless_the_environment_asks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Off by default (on 2 cores it cost CPU and saved no wall time: docs/benchmarks.md);
+    $PHALANX_JOURNAL_THREAD=1 turns it on."""
+    before = len(_writers())
+    monkeypatch.delenv(THREAD_ENV, raising=False)
+    plain = _journal_default(tmp_path / "a.sqlite")
+    assert len(_writers()) == before
+    plain.close()
+    monkeypatch.setenv(THREAD_ENV, "1")
+    threaded = _journal_default(tmp_path / "b.sqlite")
+    assert len(_writers()) == before + 1
+    threaded.close()
+    assert len(_writers()) == before

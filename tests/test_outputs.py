@@ -1,12 +1,11 @@
-"""Output files off the event loop (issue 22): a thread writes each success's file as the run
-goes; every documented path exists when ``phalanx.run`` returns."""
+"""Output files (issue 22): one per succeeded task, written when the run ends, after the
+journal's last commit, each holding its journaled answer, named by its answer's style."""
 
 from __future__ import annotations
 
 import asyncio
 import os
-import threading
-import time
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +14,7 @@ import pytest
 import phalanx
 from conftest import sim_plan
 from phalanx import Plan
-from phalanx.agents.spec import AgentSpec
-from phalanx.agents.styles import Styles
-from phalanx.events import TaskSucceeded
-from phalanx.plan.model import Task
 from phalanx.runtime import outputs as outputs_module
-from phalanx.runtime.outputs import OutputWriter
 
 
 def _plan(n: int) -> Plan:
@@ -29,75 +23,52 @@ def _plan(n: int) -> Plan:
     return Plan.from_dict(data)
 
 
-def test_every_file_is_written_by_the_writer_thread_not_the_event_loop(
+def test_each_success_has_its_file_written_after_the_journal_committed_it(
     state: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    opened: list[tuple[str, str]] = []  # (file name, thread) of every output file opened
-    real_open = os.open
+    committed: dict[str, bool] = {}  # file name -> was its success in the journal then
+    real_write = outputs_module._write
 
-    def spy(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
-        if flags & os.O_CREAT:
-            opened.append((str(path), threading.current_thread().name))
-        return real_open(path, flags, *args, **kwargs)
+    def spy(folder: int, name: str, text: str) -> None:
+        db = sqlite3.connect(state / "journal.sqlite")  # another connection: what is durable
+        try:
+            tid = name.rsplit(".", 1)[0]
+            found = db.execute("SELECT 1 FROM results WHERE task_id = ?", (tid,)).fetchone()
+        finally:
+            db.close()
+        committed[name] = found is not None
+        real_write(folder, name, text)
 
-    monkeypatch.setattr(outputs_module.os, "open", spy)
+    monkeypatch.setattr(outputs_module, "_write", spy)
     result = asyncio.run(phalanx.run(_plan(40), state=state))
     assert result.status == "succeeded"
     files = sorted(p.name for p in result.outputs_dir.iterdir())
     assert files == sorted(["t0.json", *(f"t{i}.txt" for i in range(1, 40))])
+    assert committed == dict.fromkeys(files, True)
     for tid, t in result.tasks.items():  # each file holds its task's answer
         assert next(result.outputs_dir.glob(f"{tid}.*")).read_text() == t.output
-    assert sorted(name for name, _ in opened) == files
-    assert {thread for _, thread in opened} == {"phalanx-outputs"}
 
 
-def test_the_end_of_the_run_writes_what_the_writer_could_not(
-    state: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A file whose write failed in the thread is written at the end of the run (or its
-    error raised there, as before): no file of a run silently goes missing."""
-    real_open = os.open
+def test_a_failed_write_is_raised_not_silent(state: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_write = outputs_module._write
 
-    def flaky(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
-        if str(path) == "t1.txt":
+    def full(folder: int, name: str, text: str) -> Any:
+        if name == "t1.txt":
             raise OSError(28, "No space left on device")
-        return real_open(path, flags, *args, **kwargs)
+        return real_write(folder, name, text)
 
-    monkeypatch.setattr(outputs_module.os, "open", flaky)
-    result = asyncio.run(phalanx.run(_plan(3), state=state))
-    assert result.status == "succeeded"
-    assert (result.outputs_dir / "t1.txt").read_text() == result.tasks["t1"].output
-    assert sorted(p.name for p in result.outputs_dir.iterdir()) == ["t0.json", "t1.txt", "t2.txt"]
+    monkeypatch.setattr(outputs_module, "_write", full)
+    with pytest.raises(OSError, match="No space left"):
+        asyncio.run(phalanx.run(_plan(3), state=state))
 
 
-def test_the_writer_names_files_by_the_answering_agents_style(tmp_path: Path) -> None:
-    agents = {"ann": AgentSpec(role="designer", name="ann", style="yaml")}
-    tasks = {"a": Task(id="a", prompt="p"), "b": Task(id="b", prompt="p", style="html")}  # type: ignore[arg-type]
-    writer = OutputWriter(tmp_path / "out", lambda: 1, tasks.get, lambda: agents, Styles())
-    writer.emit(TaskSucceeded(ts=0.0, task_id="a", attempt_id=1, agent="ann", output="k: v"))
-    writer.emit(TaskSucceeded(ts=0.0, task_id="b", attempt_id=2, agent="ann", output="<p>"))
-    writer.emit(TaskSucceeded(ts=0.0, task_id="zz", attempt_id=3, agent="ann", output="?"))
-    writer.close(1)
-    writer.close(1)  # idempotent
-    assert writer.written == {"a.yaml", "b.html"}
-    assert (tmp_path / "out" / "a.yaml").read_text() == "k: v"
-    assert (tmp_path / "out" / "b.html").read_text() == "<p>"
-
-
-def test_a_success_gets_its_file_only_once_its_journal_batch_is_committed(
-    tmp_path: Path,
-) -> None:
-    tasks = {"a": Task(id="a", prompt="p"), "b": Task(id="b", prompt="p")}  # type: ignore[arg-type]
-    batch = iter([3, 4])  # a's event goes into the journal's batch 3, b's into batch 4
-    writer = OutputWriter(tmp_path / "out", lambda: next(batch), tasks.get, dict, Styles())
-    writer.emit(TaskSucceeded(ts=0.0, task_id="a", attempt_id=1, agent="", output="x"))
-    writer.emit(TaskSucceeded(ts=0.0, task_id="b", attempt_id=2, agent="", output="y"))
-    writer.committed(2)
-    deadline = time.monotonic() + 0.2
-    while time.monotonic() < deadline:  # the thread is idle: neither batch is committed
-        assert not (tmp_path / "out" / "a.txt").exists()
-        time.sleep(0.01)
-    writer.close(3)  # batch 3 committed, batch 4 not (a crash would lose b's success)
-    assert (tmp_path / "out" / "a.txt").read_text() == "x"
-    assert not (tmp_path / "out" / "b.txt").exists()
-    assert writer.written == {"a.txt"}
+def test_a_long_answer_is_written_whole(state: Path) -> None:
+    result = asyncio.run(phalanx.run(Plan.from_dict(sim_plan(1)), state=state))
+    path = result.outputs_dir / "t0.txt"
+    big = "ü" * 3_000_000  # several MB: more than one write may take
+    folder = os.open(result.outputs_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        outputs_module._write(folder, "t0.txt", big)
+    finally:
+        os.close(folder)
+    assert path.read_text(encoding="utf-8") == big

@@ -50,7 +50,6 @@ from .exceptions import (
     PlanError,
     UsageError,
 )
-from .ids import TaskId
 from .journal import Decision, Journal, driven_by
 from .plan.file import load_plan, plan_to_dict
 from .plan.model import DEFAULT_PROVIDER, Plan, Task, style_of
@@ -69,7 +68,7 @@ from .runtime.engine import Engine, LocalEngine
 from .runtime.governor import RateGovernor, public_defaults
 from .runtime.growth import SPAWN_TOOL, SPAWN_TOOL_SPEC, grow_plan
 from .runtime.orchestrator import Orchestrator, Prior, RunGate, TaskRecord
-from .runtime.outputs import OutputWriter, write_outputs
+from .runtime.outputs import write_outputs
 from .runtime.quota import QuotaStore, QuotaStoreError
 from .runtime.router import LLMPolicy
 from .status.liveness import HEARTBEAT_EVERY, owner_alive, this_process
@@ -542,7 +541,7 @@ async def _execute(
     try:
         tracker, prior = _status_so_far(journal, run_id, prior)
         hub = await _start_mcp(plan, journal, run_id, workspace, engine)
-        orch, commits = _orchestrator(
+        orch = _orchestrator(
             plan, run_id, journal, providers, prior,
             [tracker, *log_sinks(), *map(_SafeSink, sinks)],
             seed=seed, hooks=hooks, tools=[*tools, *hub.tools.values()], workspace=workspace,
@@ -560,7 +559,7 @@ async def _execute(
     outputs = state_dir_of(journal) / "runs" / run_id / "outputs"
     try:
         changes, notes = await _drive_to_end(
-            orch, commits, plan, prior.session, providers, outputs, flush_interval
+            orch, plan, prior.session, journal, providers, outputs, flush_interval
         )
     finally:
         await hub.aclose()
@@ -656,11 +655,11 @@ def _orchestrator(
     workspace: Path,
     engine: Engine | None,
     custom: frozenset[str],
-) -> tuple[Orchestrator, _Commits]:
+) -> Orchestrator:
     """The run's orchestrator (its agents' runners, messages, router, hooks and sinks, the
     journal's first) and what flushes its journal."""
     gate = RunGate(_governor(plan, providers, state_dir_of(journal)))
-    late, commits = _LateOrchestrator(), _Commits(journal)
+    late = _LateOrchestrator()
     comms = Comms(
         {a.name or "": a.role for a in plan.agents}, plan.messaging, clock=late.now, emit=late.emit
     )
@@ -689,37 +688,14 @@ def _orchestrator(
         prior=prior,
         seed=seed,
         gate=gate,
-        checkpoint=commits.checkpoint,
-        commit=commits.flush,
+        checkpoint=journal.flush_if_full,
+        commit=journal.flush,
         hooks=from_config(
             [*plan.hooks, *hooks], where="hooks", file=plan.source, env_pass=plan.env_pass
         ),
         decisions=journal,
     )
-    return orch, commits
-
-
-class _Commits:
-    """The run's journal flushes; after each, the output files of the successes the journal
-    has committed by then may be written (a file never shows a success the journal could
-    still lose: each waits for the batch its event went into)."""
-
-    def __init__(self, journal: Journal) -> None:
-        self.journal = journal
-        self.files: OutputWriter | None = None
-
-    def flush(self, *, wait: bool = True) -> None:
-        self.journal.flush(wait=wait)
-        self._release()
-
-    def checkpoint(self) -> None:
-        """Between event groups: a batch handed to the writer when the journal holds one."""
-        self.journal.flush_if_full()
-        self._release()
-
-    def _release(self) -> None:
-        if self.files is not None:
-            self.files.committed(self.journal.committed_batches)
+    return orch
 
 
 def _governor(plan: Plan, providers: Mapping[str, Provider], state: Path) -> RateGovernor:
@@ -781,9 +757,9 @@ def _router(plan: Plan, providers: Mapping[str, Provider], gate: RunGate) -> LLM
 
 async def _drive_to_end(
     orch: Orchestrator,
-    commits: _Commits,
     plan: Plan,
     session: int,
+    journal: Journal,
     providers: Mapping[str, Provider],
     outputs: Path,
     flush_interval: float,
@@ -792,18 +768,10 @@ async def _drive_to_end(
     heartbeat beside it; whatever happens, flush the journal, write the outputs, give up the
     run's ownership, close the providers. Returns the isolation's changed files and the
     notes for the summary."""
-    run_id, journal = orch.run_id, commits.journal
+    run_id = orch.run_id
     loop = asyncio.get_running_loop()
-    files = commits.files = OutputWriter(  # each success's file, by a thread, once committed
-        outputs,
-        lambda: journal.handed_batches + 1,  # the journal batch a success emitted now goes in
-        lambda tid: orch.tasks.get(TaskId(tid)),
-        lambda: {a.name or "": a for a in orch.plan.agents},
-        Styles(plan.own_styles()),
-    )
-    orch.sinks.append(files)
     background = [
-        loop.create_task(_flush_every(commits, flush_interval)),
+        loop.create_task(_flush_every(journal, flush_interval)),
         loop.create_task(_heartbeat_every(journal, run_id, session, HEARTBEAT_EVERY)),
     ]
     try:
@@ -814,9 +782,8 @@ async def _drive_to_end(
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         changes = finish_isolation(plan, run_id, journal, orch)
-        commits.flush()
-        files.close(journal.committed_batches)
-        notes = write_outputs(outputs, orch.plan, orch.records, files.written)
+        journal.flush()
+        notes = write_outputs(outputs, orch.plan, orch.records)
         journal.release(run_id, session)
         journal.close()
         if orch.governor is not None:
@@ -835,12 +802,12 @@ def _engine_for(plan: Plan) -> Engine:
     return LocalEngine()
 
 
-async def _flush_every(commits: _Commits, interval: float) -> None:
+async def _flush_every(journal: Journal, interval: float) -> None:
     """Hand the buffered events to the journal's writer every ``interval`` (it commits them
     in its own thread: the event loop does not wait for the disk)."""
     while True:
         await asyncio.sleep(interval)
-        commits.flush(wait=False)
+        journal.flush(wait=False)
 
 
 async def _heartbeat_every(journal: Journal, run_id: str, session: int, interval: float) -> None:

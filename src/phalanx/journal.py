@@ -5,9 +5,10 @@ token), ``results`` (at most one per task: its primary key is the task), ``appro
 most one decision per task: whoever decides first, a person or the timeout, wins; written by
 any process, read by the run's owner), and ``events`` (the append-only log that status
 folds). Events are buffered and written in batches, one transaction per batch, in order, by
-a writer thread with its own connection (``flush()`` waits for the commit; the run's
-periodic flushes do not); a crash loses at most the tail not yet committed, which resume
-then redoes (at-least-once attempts, exactly-once success).
+the caller's thread or (``$PHALANX_JOURNAL_THREAD=1``) by a writer thread with its own
+connection (``flush()`` waits for the commit; the run's periodic flushes do not); a crash
+loses at most the tail not yet committed, which resume then redoes (at-least-once attempts,
+exactly-once success).
 """
 
 from __future__ import annotations
@@ -299,15 +300,24 @@ def _event_text(e: Event) -> str:
     return redact(data) if e.type in ("run_started", "tasks_added") else data
 
 
+THREAD_ENV = "PHALANX_JOURNAL_THREAD"  # 1: the journal commits its batches in a thread
+
+
 class Journal:
     """One SQLite file holding every run of a project (``.phalanx/journal.sqlite``)."""
 
     def __init__(
-        self, path: str | Path, *, batch_size: int = 4096, writer_thread: bool = True
+        self, path: str | Path, *, batch_size: int = 4096, writer_thread: bool | None = None
     ) -> None:
         """``writer_thread``: batches are committed by a thread of the journal's own (started
         at the first batch, joined by :meth:`close`), off the caller's thread; without it
-        every flush writes in the caller's thread."""
+        every flush writes in the caller's thread. Default: off, unless
+        ``$PHALANX_JOURNAL_THREAD`` is 1. Measured on 2 cores (docs/benchmarks.md), the
+        thread saves no wall time on a busy event loop and costs CPU: Python's sqlite3
+        gives up the GIL for every row, so the loop and the writer hand it back and forth
+        (a run on a fast disk with model latency gains ~10% wall time with it)."""
+        if writer_thread is None:
+            writer_thread = os.environ.get(THREAD_ENV, "") == "1"
         self.path = Path(path)
         self.batch_size = batch_size
         # Events are encoded and their table writes folded as they come: the buffer holds
@@ -317,7 +327,6 @@ class Journal:
         self._ops: list[_Writes | tuple[str, RunStarted | RunFinished]] = []
         self._threaded = writer_thread
         self._writer: _Writer | None = None
-        self._handed = self._committed = 0  # batches formed / committed without the writer
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = _connect(self.path)
@@ -720,18 +729,6 @@ class Journal:
     def pending(self) -> int:
         return len(self._rows)
 
-    @property
-    def handed_batches(self) -> int:
-        """How many batches :meth:`flush` has formed (numbered 1, 2, .. in commit order):
-        an event appended now goes into batch ``handed_batches + 1``."""
-        return self._handed
-
-    @property
-    def committed_batches(self) -> int:
-        """The batches committed so far: every one up to this number (it stops growing at
-        a batch that failed)."""
-        return self._writer.committed if self._writer is not None else self._committed
-
     def flush(self, *, wait: bool = True) -> None:
         """Write the buffered events and their table writes in one transaction, in order;
         the tables end exactly as if every event had been applied one by one (rows go in
@@ -745,10 +742,8 @@ class Journal:
         if self._rows:
             batch = (self._rows, [*self._ops, self._writes])
             self._rows, self._ops, self._writes = [], [], _Writes()
-            self._handed += 1
             if not self._threaded:
                 _commit(self._db, [batch])
-                self._committed = self._handed
                 return
             if self._writer is None:
                 self._writer = _Writer(self.path)
@@ -838,8 +833,6 @@ class _Writer:
         self._queue: list[_Batch] = []
         self._handed = 0  # batches handed over
         self._done = 0  # batches committed (or failed)
-        self.committed = 0  # batches committed, all of them up to this one (in order)
-        self._failed = False
         self._error: BaseException | None = None
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="phalanx-journal", daemon=True)
@@ -890,9 +883,6 @@ class _Writer:
                     self._cv.notify_all()  # room in the queue
                 error = self._write(batches)
                 with self._cv:
-                    self._failed = self._failed or error is not None
-                    if not self._failed:
-                        self.committed += len(batches)
                     self._done += len(batches)
                     if error is not None and self._error is None:
                         self._error = error
