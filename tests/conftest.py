@@ -152,6 +152,21 @@ def wait_dead(pids: list[int], within: float = 3.0) -> list[int]:
     return still
 
 
+def new_run(journal: Any, run_id: str = "r", task_count: int = 0) -> Any:
+    """A simulated run's row in ``journal`` (plan ``p``, no options): for tests that write
+    a journal by hand. Returns the journal."""
+    journal.create_run(
+        run_id=run_id,
+        plan_name="p",
+        plan_source=None,
+        plan={},
+        options={},
+        simulated=True,
+        task_count=task_count,
+    )
+    return journal
+
+
 def rows(state: Path, sql: str, *args: Any) -> list[sqlite3.Row]:
     """Rows of a query on the journal in ``state``."""
     db = sqlite3.connect(state / "journal.sqlite")

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from conftest import new_run
 from phalanx.cost import Usage
 from phalanx.events import (
     AgentInfo,
@@ -162,16 +163,7 @@ def _finished(
 
 
 def _write(path: Path, events: list[Event], flush_after: Any) -> dict[str, list[tuple[Any, ...]]]:
-    journal = Journal(path)
-    journal.create_run(
-        run_id="r",
-        plan_name="p",
-        plan_source=None,
-        plan={},
-        options={},
-        simulated=True,
-        task_count=0,
-    )
+    journal = new_run(Journal(path))
     for k, e in enumerate(events):
         journal.append("r", 2 if k and isinstance(e, RunStarted) else 1, e)
         if flush_after(k):
@@ -207,16 +199,7 @@ def test_folded_batches_leave_the_tables_of_one_by_one_writes(tmp_path: Path, se
 
 
 def test_a_second_success_in_one_batch_still_fails_the_batch(tmp_path: Path) -> None:
-    journal = Journal(tmp_path / "j.sqlite")
-    journal.create_run(
-        run_id="r",
-        plan_name="p",
-        plan_source=None,
-        plan={},
-        options={},
-        simulated=True,
-        task_count=0,
-    )
+    journal = new_run(Journal(tmp_path / "j.sqlite"))
     journal.append("r", 1, _started(1.0, 1, 2))
     journal.flush()
     for aid in (1, 2):

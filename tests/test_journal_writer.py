@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import new_run
 from phalanx.events import AttemptStarted, RunStarted, TaskInfo, TaskSucceeded
 from phalanx.journal import THREAD_ENV, Journal
 
@@ -28,15 +29,7 @@ def _journal_default(path: Path) -> Journal:
 
 
 def _started(journal: Journal) -> Journal:
-    journal.create_run(
-        run_id="r",
-        plan_name="p",
-        plan_source=None,
-        plan={},
-        options={},
-        simulated=True,
-        task_count=3,
-    )
+    new_run(journal, "r", task_count=3)
     journal.append(
         "r",
         1,

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from conftest import alive, sim_plan, write_plan
+from conftest import alive, new_run, sim_plan, write_plan
 from phalanx.exceptions import UsageError
 from phalanx.journal import SCHEMA_VERSION, Journal, Owner
 from phalanx.status.liveness import (
@@ -224,16 +224,7 @@ def _stopped_journal(state: Path, *, heartbeat: float) -> Journal:
     that has exited, its last heartbeat at ``heartbeat``."""
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait(timeout=30)
-    journal = Journal(state / "journal.sqlite")
-    journal.create_run(
-        run_id="r1",
-        plan_name="p",
-        plan_source=None,
-        plan={},
-        options={},
-        simulated=True,
-        task_count=4,
-    )
+    journal = new_run(Journal(state / "journal.sqlite"), "r1", task_count=4)
     gone = Owner(pid=dead.pid, host=socket.gethostname(), start="0:0")
     session = journal.begin_session("r1", gone)
     for e in _events():

@@ -577,6 +577,23 @@ srv.run()
 """
 
 
+def _chatty(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mode: str, **options: Any
+) -> tuple[McpServer, Path, str]:
+    """The chatty stdio server (it prints a passed-through canary and a key to its stderr,
+    then serves or quits), the run folder its log goes to, and the canary."""
+    canary = "canary-" + secrets.token_hex(8)
+    monkeypatch.setenv("CANARY_TOKEN", canary)
+    (tmp_path / "chatty.py").write_text(CHATTY_SERVER)
+    server = McpServer(
+        name="chatty",
+        command=(sys.executable, "chatty.py", CANARY_KEY, mode),
+        env_pass=("CANARY_TOKEN",),
+        **{"sandbox": "none", **options},
+    )
+    return server, tmp_path / "runs" / "r1", canary
+
+
 @pytest.mark.parametrize("sandbox", ["none", "bwrap"])
 def test_a_stdio_servers_stderr_log_is_redacted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, sandbox: str
@@ -585,16 +602,7 @@ def test_a_stdio_servers_stderr_log_is_redacted(
     rule: a passed-through secret variable's value and a key-shaped string never reach it."""
     if sandbox == "bwrap" and bwrap_path() is None:
         pytest.skip("bubblewrap is not installed")
-    canary = "canary-" + secrets.token_hex(8)
-    monkeypatch.setenv("CANARY_TOKEN", canary)
-    (tmp_path / "chatty.py").write_text(CHATTY_SERVER)
-    logs = tmp_path / "runs" / "r1"
-    server = McpServer(
-        name="chatty",
-        command=(sys.executable, "chatty.py", CANARY_KEY, "serve"),
-        env_pass=("CANARY_TOKEN",),
-        sandbox=sandbox,
-    )
+    server, logs, canary = _chatty(tmp_path, monkeypatch, "serve", sandbox=sandbox)
 
     async def go() -> str:
         hub = await McpHub.start([server], workspace=tmp_path / "ws", base_dir=tmp_path,
@@ -619,17 +627,7 @@ def test_a_stdio_servers_stderr_log_is_redacted(
 def test_a_stdio_server_that_quits_leaves_a_redacted_log_and_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    canary = "canary-" + secrets.token_hex(8)
-    monkeypatch.setenv("CANARY_TOKEN", canary)
-    (tmp_path / "chatty.py").write_text(CHATTY_SERVER)
-    logs = tmp_path / "runs" / "r1"
-    server = McpServer(
-        name="chatty",
-        command=(sys.executable, "chatty.py", CANARY_KEY, "quit"),
-        env_pass=("CANARY_TOKEN",),
-        sandbox="none",
-        start_timeout=10,
-    )
+    server, logs, canary = _chatty(tmp_path, monkeypatch, "quit", start_timeout=10)
     with pytest.raises(UsageError) as caught:
         asyncio.run(McpHub.start([server], workspace=tmp_path, base_dir=tmp_path, log_dir=logs))
     assert "its stderr: no newline [redacted] end" in str(caught.value)
