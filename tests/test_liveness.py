@@ -25,6 +25,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from conftest import alive, new_run, sim_plan, write_plan
+from phalanx.cli.app import main
 from phalanx.exceptions import UsageError
 from phalanx.journal import SCHEMA_VERSION, Journal, Owner
 from phalanx.status.liveness import (
@@ -251,6 +252,41 @@ def test_the_dashboard_shows_a_stopped_run(tmp_path: Path) -> None:
     assert snap["eta_seconds"] is None and "running" not in snap["counts"]
     assert not any("ETA" in line for line in snap["swarm"])
     assert snap["now"] == 102.5  # its clock stopped at the last heartbeat
+
+
+def test_a_run_killed_before_its_first_event_is_shown_stopped_everywhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Its process died between the run's row and its first event: `phalanx status` (no
+    id: the latest run), `--json` and the dashboard name it, show it stopped with its
+    resume hint and its plan's tasks queued (they failed with "no run ''" before)."""
+    state = tmp_path / "state"
+    monkeypatch.setenv("PHALANX_STATE_DIR", str(state))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait(timeout=30)
+    journal = Journal(state / "journal.sqlite")
+    plan = {"tasks": [{"id": "a", "title": "first"}, {"id": "b", "needs": ["a"]}]}
+    journal.create_run(run_id="r0", plan_name="p", plan_source=None, plan=plan, options={},
+                       simulated=True, task_count=2)  # fmt: skip
+    journal.begin_session("r0", Owner(pid=dead.pid, host=socket.gethostname(), start="0:0"))
+    journal.close()
+    hint = "stopped (process gone) — phalanx resume r0"
+
+    assert main(["status"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"Run r0 · plan p · {hint}")
+    assert "2 queued" in text and "(of 2)" in text
+    assert main(["status", "--json"]) == 0
+    snap = json.loads(capsys.readouterr().out)
+    assert (snap["run_id"], snap["status"], snap["status_text"]) == ("r0", "stopped", hint)
+    assert snap["counts"] == {"queued": 2}
+
+    app = create_app(state, token="liveness-token-0123456789")
+    headers = {"Authorization": "Bearer liveness-token-0123456789"}
+    with TestClient(app, base_url="http://127.0.0.1:8123") as client:
+        web = client.get("/api/snapshot", headers=headers).json()
+    assert web["status"] == "stopped"
+    assert web["title"] == f"Run r0 · plan p · {hint} · SIMULATED (sim provider)"
 
 
 # -- the decision itself -------------------------------------------------------------------------

@@ -318,6 +318,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
         for n, ev in journal.read_events(rec.run_id, after=seq):
             tracker.emit(ev)
             seq = n
+        tracker.seed(rec)  # a run with no event yet: what its row says
         snap = live_snapshot(journal, tracker.snapshot(now=time.time()))
         if args.json:
             print(json.dumps(snap.to_dict(), indent=2))

@@ -40,6 +40,7 @@ from ..events import (
     ToolCalled,
     ToolInDoubt,
 )
+from ..journal import RunRecord
 from .progress import Progress, failure_reason
 from .speedup import Speedup, speedup_of
 
@@ -304,6 +305,21 @@ class StatusTracker:
         self.alerts: list[str] = []
         self._completions: deque[float] = deque(maxlen=eta_window)
         self._durations: deque[float] = deque(maxlen=eta_window)
+
+    def seed(self, row: RunRecord) -> None:
+        """A run with no event yet (its process died between its row and its first event):
+        what its journal row says (its plan's tasks queued), so its views name it and show
+        it stopped, or running. Nothing once an event was folded."""
+        if self.run_id:
+            return
+        self.run_id, self.plan, self.simulated = row.run_id, row.plan_name, row.simulated
+        self.started = self.last_ts = row.created_at
+        for d in row.plan.get("tasks") or ():
+            tid = str(d["id"])
+            needs = tuple(str(n) for n in d.get("needs") or ())
+            self._add_task(
+                tid, str(d.get("title") or tid), str(d.get("category") or "other"), needs, False
+            )
 
     # -- folding ---------------------------------------------------------------------------
     def emit(self, e: Event) -> None:

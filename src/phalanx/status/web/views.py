@@ -173,6 +173,8 @@ class RunView:
         for seq, event in journal.read_events(self.run_id, after=self.seq):
             self.emit(event)
             self.seq = seq
+        if not self.seq:  # no event yet: what the run's row says
+            self.tracker.seed(journal.get_run(self.run_id))
         finished = self.tracker.finished is not None
         self.gone = None if finished else process_gone(journal, self.run_id)
         return self.seq != before or was != (self.gone is not None)
