@@ -70,6 +70,7 @@ from .runtime.growth import SPAWN_TOOL, SPAWN_TOOL_SPEC, grow_plan
 from .runtime.orchestrator import Orchestrator, Prior, RunGate, TaskRecord
 from .runtime.outputs import write_outputs
 from .runtime.quota import QuotaStore, QuotaStoreError
+from .runtime.records import load_records
 from .runtime.router import LLMPolicy
 from .status.liveness import HEARTBEAT_EVERY, owner_alive, this_process
 from .status.logsink import log_sinks
@@ -494,14 +495,11 @@ def _restore_outputs(journal: Journal, run_id: str, plan: Plan) -> None:
     """A finished run's output files, written again from the journal: a run killed after
     its end was committed and before its files were all written has them then (nothing
     journaled changes)."""
+    results = journal.results(run_id)
+    prior = Prior(outputs={k: (r.output, r.agent, r.attempt_id) for k, r in results.items()})
     plan = grow_plan(plan, journal.growth(run_id))
-    records: dict[str, TaskRecord] = {t.id: TaskRecord() for t in plan.tasks}
-    for tid, r in journal.results(run_id).items():
-        if tid in records:
-            records[tid] = TaskRecord(
-                state="succeeded", output=r.output, agent=r.agent, attempt_id=r.attempt_id
-            )
-    write_outputs(state_dir_of(journal) / "runs" / run_id / "outputs", plan, records)
+    write_outputs(state_dir_of(journal) / "runs" / run_id / "outputs", plan,
+                  load_records(plan, prior))  # fmt: skip
 
 
 async def _take_over(journal: Journal, run_id: str, providers: Mapping[str, Provider]) -> int:
@@ -656,8 +654,8 @@ def _orchestrator(
     engine: Engine | None,
     custom: frozenset[str],
 ) -> Orchestrator:
-    """The run's orchestrator (its agents' runners, messages, router, hooks and sinks, the
-    journal's first) and what flushes its journal."""
+    """The run's orchestrator: its agents' runners, messages, router, hooks and sinks (the
+    journal's first)."""
     gate = RunGate(_governor(plan, providers, state_dir_of(journal)))
     late = _LateOrchestrator()
     comms = Comms(
@@ -803,8 +801,8 @@ def _engine_for(plan: Plan) -> Engine:
 
 
 async def _flush_every(journal: Journal, interval: float) -> None:
-    """Hand the buffered events to the journal's writer every ``interval`` (it commits them
-    in its own thread: the event loop does not wait for the disk)."""
+    """Commit the buffered events every ``interval`` (with the journal's writer thread,
+    ``PHALANX_JOURNAL_THREAD=1``, hand them to it without waiting)."""
     while True:
         await asyncio.sleep(interval)
         journal.flush(wait=False)

@@ -8,7 +8,7 @@ same snapshot feeds ``phalanx status``, the live terminal view and the web dashb
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -315,11 +315,7 @@ class StatusTracker:
         self.run_id, self.plan, self.simulated = row.run_id, row.plan_name, row.simulated
         self.started = self.last_ts = row.created_at
         for d in row.plan.get("tasks") or ():
-            tid = str(d["id"])
-            needs = tuple(str(n) for n in d.get("needs") or ())
-            self._add_task(
-                tid, str(d.get("title") or tid), str(d.get("category") or "other"), needs, False
-            )
+            self._add_task_data(d)
 
     # -- folding ---------------------------------------------------------------------------
     def emit(self, e: Event) -> None:
@@ -495,16 +491,19 @@ class StatusTracker:
         self.tasks[tid] = _Task(title=title, category=category, needs=needs, grows=grows)
         self.counts["queued"] = self.counts.get("queued", 0) + 1
 
+    def _add_task_data(self, d: Mapping[str, Any]) -> None:
+        """A task given as plan data (a grown task, a plan's task), queued if it is new."""
+        tid = str(d["id"])
+        if tid not in self.tasks:
+            needs = tuple(str(n) for n in d.get("needs") or ())
+            title = str(d.get("title") or tid)
+            category = str(d.get("category") or "other")
+            self._add_task(tid, title, category, needs, bool(d.get("grows")))
+
     def _tasks_added(self, e: TasksAdded) -> None:
         """The plan grew: its new tasks are queued; the joins now need them."""
         for d in e.tasks:
-            tid = str(d["id"])
-            if tid not in self.tasks:
-                needs = tuple(str(n) for n in d.get("needs") or ())
-                title = str(d.get("title") or tid)
-                self._add_task(
-                    tid, title, str(d.get("category") or "other"), needs, bool(d.get("grows"))
-                )
+            self._add_task_data(d)
         for j in e.joins:
             t = self.tasks.get(j)
             if t is not None:
