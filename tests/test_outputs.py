@@ -1,11 +1,13 @@
-"""Output files (issue 22): one per succeeded task, written when the run ends, after the
-journal's last commit, each holding its journaled answer, named by its answer's style."""
+"""Output files (issue 22): one per succeeded task, each written after the journal committed
+its success (a small run's at its end, a large run's by a helper process as it goes), all
+before ``phalanx.run`` returns, each holding its journaled answer, named by its style."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import sqlite3
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -72,3 +74,79 @@ def test_a_long_answer_is_written_whole(state: Path) -> None:
     finally:
         os.close(folder)
     assert path.read_text(encoding="utf-8") == big
+
+
+# -- a large run: its files are written by a helper process as their successes are committed
+
+
+def _big(state: Path) -> phalanx.RunResult:
+    n = outputs_module.STREAM_AT + 72
+    result = asyncio.run(phalanx.run(_plan(n), state=state))
+    assert result.status == "succeeded"
+    return result
+
+
+def _assert_every_file_holds_its_answer(result: phalanx.RunResult) -> None:
+    names = sorted(p.name for p in result.outputs_dir.iterdir())
+    assert names == sorted(["t0.json", *(f"t{i}.txt" for i in range(1, len(result.tasks)))])
+    for tid, t in result.tasks.items():
+        assert next(result.outputs_dir.glob(f"{tid}.*")).read_text() == t.output
+
+
+def test_a_large_runs_files_are_handed_to_a_helper_only_after_their_commit(
+    state: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: dict[str, bool] = {}  # task -> was its success durable when its file was handed on
+    started: list[list[str]] = []
+    real_committed, real_popen = outputs_module.OutputStream.committed, subprocess.Popen
+
+    def spy(self: outputs_module.OutputStream, rows: Any) -> None:
+        db = sqlite3.connect(state / "journal.sqlite")  # another connection: what is durable
+        try:
+            for row in rows:
+                found = db.execute("SELECT 1 FROM results WHERE task_id = ?", (row[1],))
+                seen[row[1]] = found.fetchone() is not None
+        finally:
+            db.close()
+        real_committed(self, rows)
+
+    def popen(args: list[str], *a: Any, **kw: Any) -> Any:
+        started.append(args)
+        return real_popen(args, *a, **kw)
+
+    monkeypatch.setattr(outputs_module.OutputStream, "committed", spy)
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    result = _big(state)
+    assert len(started) == 1 and started[0][1:3] == ["-I", "-S"]  # one helper, bare
+    assert seen == dict.fromkeys(result.tasks, True)
+    _assert_every_file_holds_its_answer(result)
+
+
+def test_a_helper_that_dies_leaves_no_file_missing(
+    state: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(outputs_module, "_HELPER", "import os; os._exit(3)")
+    _assert_every_file_holds_its_answer(_big(state))
+
+
+def test_a_helper_that_cannot_start_leaves_no_file_missing(
+    state: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def popen(*_: Any, **__: Any) -> Any:
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(subprocess, "Popen", popen)
+    _assert_every_file_holds_its_answer(_big(state))
+
+
+def test_a_file_the_helper_cannot_write_is_raised(
+    state: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    full = (  # reads everything, writes nothing, says the disk is full
+        "import marshal, sys; sys.stdin.buffer.read();"
+        " sys.stdout.buffer.write(marshal.dumps((0, [('t1.txt', 28, 'No space left on device')])))"
+    )
+    monkeypatch.setattr(outputs_module, "_HELPER", full)
+    with pytest.raises(OSError, match="No space left") as caught:
+        _big(state)
+    assert caught.value.filename.endswith("t1.txt")

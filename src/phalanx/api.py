@@ -14,7 +14,7 @@ import os
 import secrets
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict
@@ -50,6 +50,7 @@ from .exceptions import (
     PlanError,
     UsageError,
 )
+from .ids import TaskId
 from .journal import Decision, Journal, driven_by
 from .plan.file import load_plan, plan_to_dict
 from .plan.model import DEFAULT_PROVIDER, Plan, Task, style_of
@@ -68,7 +69,7 @@ from .runtime.engine import Engine, LocalEngine
 from .runtime.governor import RateGovernor, public_defaults
 from .runtime.growth import SPAWN_TOOL, SPAWN_TOOL_SPEC, grow_plan
 from .runtime.orchestrator import Orchestrator, Prior, RunGate, TaskRecord
-from .runtime.outputs import write_outputs
+from .runtime.outputs import OutputStream, answer_style, output_name, write_outputs
 from .runtime.quota import QuotaStore, QuotaStoreError
 from .runtime.records import load_records
 from .runtime.router import LLMPolicy
@@ -767,6 +768,8 @@ async def _drive_to_end(
     run's ownership, close the providers. Returns the isolation's changed files and the
     notes for the summary."""
     run_id = orch.run_id
+    stream = OutputStream(run_id, outputs, _namer(orch))
+    journal.on_commit = stream.committed
     loop = asyncio.get_running_loop()
     background = [
         loop.create_task(_flush_every(journal, flush_interval)),
@@ -781,7 +784,9 @@ async def _drive_to_end(
                 await task
         changes = finish_isolation(plan, run_id, journal, orch)
         journal.flush()
-        notes = write_outputs(outputs, orch.plan, orch.records)
+        journal.on_commit = None
+        written = stream.finish()
+        notes = write_outputs(outputs, orch.plan, orch.records, written)
         journal.release(run_id, session)
         journal.close()
         if orch.governor is not None:
@@ -790,6 +795,22 @@ async def _drive_to_end(
             with contextlib.suppress(Exception):
                 await provider.aclose()
     return changes, notes
+
+
+def _namer(orch: Orchestrator) -> Callable[[str, str], str | None]:
+    """A succeeded task's output file name, from its id and agent (the plan as it grows);
+    ``None`` for a tts answer (its audio is made with the rest at the end)."""
+    agents = {a.name or "": a for a in orch.plan.agents}
+    known = Styles(orch.plan.own_styles())
+
+    def name_of(task_id: str, agent: str) -> str | None:
+        task = orch.tasks.get(TaskId(task_id))
+        spec = agents.get(agent)
+        if task is None or answer_style(task, spec) == "tts":
+            return None
+        return output_name(task, spec, known)
+
+    return name_of
 
 
 def _engine_for(plan: Plan) -> Engine:

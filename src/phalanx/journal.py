@@ -327,6 +327,8 @@ class Journal:
         self._ops: list[_Writes | tuple[str, RunStarted | RunFinished]] = []
         self._threaded = writer_thread
         self._writer: _Writer | None = None
+        # Told the result rows of each batch once it is committed (a run's output files)
+        self.on_commit: Callable[[list[tuple[Any, ...]]], None] | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = _connect(self.path)
@@ -743,10 +745,13 @@ class Journal:
             batch = (self._rows, [*self._ops, self._writes])
             self._rows, self._ops, self._writes = [], [], _Writes()
             if not self._threaded:
+                results = _results_of([batch]) if self.on_commit is not None else None
                 _commit(self._db, [batch])
+                if results and self.on_commit is not None:
+                    self.on_commit(results)
                 return
             if self._writer is None:
-                self._writer = _Writer(self.path)
+                self._writer = _Writer(self.path, self)
                 self._db.execute("PRAGMA wal_autocheckpoint=0")  # the writer checkpoints
                 weakref.finalize(self, self._writer.stop)
             self._writer.submit(batch)
@@ -760,6 +765,11 @@ class Journal:
 _Batch = tuple[
     list[tuple[str, int, float, str, str]], list["_Writes | tuple[str, RunStarted | RunFinished]"]
 ]
+
+
+def _results_of(batches: Sequence[_Batch]) -> list[tuple[Any, ...]]:
+    """The result rows (run, task, attempt, agent, output, parsed, at) of ``batches``."""
+    return [r for _, ops in batches for op in ops if isinstance(op, _Writes) for r in op.results]
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -825,7 +835,8 @@ class _Writer:
     CHECKPOINT_ROWS = 4096
     FORCE_CHECKPOINT_ROWS = 65536
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, journal: Journal) -> None:
+        self._journal = weakref.ref(journal)  # whose on_commit is told what was committed
         self._db = _connect(path)
         self._db.execute("PRAGMA wal_autocheckpoint=0")  # see _checkpoint
         self._unchecked = 0  # event rows committed since the last checkpoint
@@ -898,8 +909,13 @@ class _Writer:
     def _write(self, batches: list[_Batch]) -> BaseException | None:
         """Commit ``batches`` in one transaction; if that fails, each on its own (so a
         batch that fails takes no other down with it). The first error, for the caller."""
+        journal = self._journal()
+        hook = journal.on_commit if journal is not None else None
+        results = _results_of(batches) if hook is not None else None
         try:
             _commit(self._db, batches)
+            if results and hook is not None:
+                hook(results)
             return None
         except BaseException as exc:  # kept for the caller (its thread raises it)
             if len(batches) == 1:
