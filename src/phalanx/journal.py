@@ -13,11 +13,18 @@ exactly-once success).
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import fcntl
 import json
+import marshal
 import os
+import select
 import signal
 import sqlite3
+import struct
+import subprocess
+import sys
 import threading
 import time
 import weakref
@@ -301,13 +308,22 @@ def _event_text(e: Event) -> str:
 
 
 THREAD_ENV = "PHALANX_JOURNAL_THREAD"  # 1: the journal commits its batches in a thread
+# After how many event rows committed in the caller's thread a journal hands its batches to
+# a writer process (empty: never); the crash tests set 0 to put every run through it
+PROCESS_ENV = "PHALANX_JOURNAL_PROCESS_AFTER"
+PROCESS_AFTER = 4096
 
 
 class Journal:
     """One SQLite file holding every run of a project (``.phalanx/journal.sqlite``)."""
 
     def __init__(
-        self, path: str | Path, *, batch_size: int = 4096, writer_thread: bool | None = None
+        self,
+        path: str | Path,
+        *,
+        batch_size: int = 4096,
+        writer_thread: bool | None = None,
+        process_after: int | None = -1,
     ) -> None:
         """``writer_thread``: batches are committed by a thread of the journal's own (started
         at the first batch, joined by :meth:`close`), off the caller's thread; without it
@@ -315,9 +331,21 @@ class Journal:
         ``$PHALANX_JOURNAL_THREAD`` is 1. Measured on 2 cores (docs/benchmarks.md), the
         thread saves no wall time on a busy event loop and costs CPU: Python's sqlite3
         gives up the GIL for every row, so the loop and the writer hand it back and forth
-        (a run on a fast disk with model latency gains ~10% wall time with it)."""
+        (a run on a fast disk with model latency gains ~10% wall time with it).
+
+        ``process_after``: once this many event rows are committed in the caller's thread
+        (a large run), the batches handed over without waiting (``flush(wait=False)``, as a
+        run does between its commits) go to a writer process of the journal's own, which
+        commits them on another core (:class:`_ProcessWriter`; no GIL shared). ``None``:
+        never; default :data:`PROCESS_AFTER`, or ``$PHALANX_JOURNAL_PROCESS_AFTER`` (empty:
+        never). Only from the main thread, and never with ``writer_thread``."""
         if writer_thread is None:
             writer_thread = os.environ.get(THREAD_ENV, "") == "1"
+        if process_after == -1:
+            after = os.environ.get(PROCESS_ENV, str(PROCESS_AFTER)).strip()
+            process_after = int(after) if after else None
+        self._process_after = None if writer_thread else process_after
+        self._inline_rows = 0  # event rows committed in the caller's thread
         self.path = Path(path)
         self.batch_size = batch_size
         # Events are encoded and their table writes folded as they come: the buffer holds
@@ -326,7 +354,7 @@ class Journal:
         self._writes = _Writes()
         self._ops: list[_Writes | tuple[str, RunStarted | RunFinished]] = []
         self._threaded = writer_thread
-        self._writer: _Writer | None = None
+        self._writer: _Writer | _ProcessWriter | None = None
         # Told the result rows of each batch once it is committed (a run's output files)
         self.on_commit: Callable[[list[tuple[Any, ...]]], None] | None = None
         try:
@@ -744,9 +772,10 @@ class Journal:
         if self._rows:
             batch = (self._rows, [*self._ops, self._writes])
             self._rows, self._ops, self._writes = [], [], _Writes()
-            if not self._threaded:
+            if self._writer is None and not self._threaded and not self._go_process(wait):
                 results = _results_of([batch]) if self.on_commit is not None else None
                 _commit(self._db, [batch])
+                self._inline_rows += len(batch[0])
                 if results and self.on_commit is not None:
                     self.on_commit(results)
                 return
@@ -760,6 +789,23 @@ class Journal:
                 self._writer.wait()
             else:
                 self._writer.check()
+
+    def _go_process(self, wait: bool) -> bool:
+        """Whether this batch starts the writer process (and it started)."""
+        after = self._process_after
+        if after is None or wait or self._inline_rows < after:
+            return False
+        if threading.current_thread() is not threading.main_thread():
+            return False  # the process dies with the thread that started it
+        self._process_after = None  # one try
+        try:
+            writer = _ProcessWriter(self.path, self)
+        except OSError:
+            return False  # no process to be had: the caller's thread goes on committing
+        self._writer = writer
+        self._db.execute("PRAGMA wal_autocheckpoint=0")  # the writer checkpoints
+        weakref.finalize(self, writer.stop)
+        return True
 
 
 _Batch = tuple[
@@ -792,19 +838,57 @@ def _commit(db: sqlite3.Connection, batches: Sequence[_Batch]) -> None:
     transaction: all of it or, on an error, none of it."""
     global _commits
     with _Transaction(db):
-        for rows, ops in batches:
-            db.executemany(
-                "INSERT INTO events (run_id, session, ts, type, data) VALUES (?, ?, ?, ?, ?)", rows
-            )
-            for op in ops:
-                if isinstance(op, _Writes):
-                    op.apply(db)
-                else:
-                    _apply_run_event(db, *op)
+        _write_batches(db, batches)
     with _commits_lock:
         _commits += 1
         if _commits == _KILL_AFTER_COMMITS:  # fault injection for the crash tests
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _write_batches(db: Any, batches: Sequence[_Batch]) -> None:
+    """The statements of ``batches``, sent to ``db`` (a connection, or a
+    :class:`_Statements` that keeps them for the writer process)."""
+    for rows, ops in batches:
+        db.executemany(
+            "INSERT INTO events (run_id, session, ts, type, data) VALUES (?, ?, ?, ?, ?)", rows
+        )
+        for op in ops:
+            if isinstance(op, _Writes):
+                op.apply(db)
+            else:
+                _apply_run_event(db, *op)
+
+
+class _Statements:
+    """Statements kept as data (``[(sql, rows), ...]``) instead of run: a batch as the
+    writer process takes it."""
+
+    __slots__ = ("out",)
+
+    def __init__(self) -> None:
+        self.out: list[tuple[str, list[Any]]] = []
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self.out.append((sql, [tuple(params)]))
+
+    def executemany(self, sql: str, rows: Any) -> None:
+        rows = rows if type(rows) is list else list(rows)
+        if rows:
+            self.out.append((sql, rows))
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as the builtin type ``marshal`` takes (a str or int subclass, an enum), the
+    value SQLite would store for it."""
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value] if isinstance(value, list) else tuple(map(_plain, value))
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return int.__index__(value)
+    if isinstance(value, float):
+        return float.__float__(value)
+    return value
 
 
 def _apply_run_event(db: sqlite3.Connection, run_id: str, e: RunStarted | RunFinished) -> None:
@@ -929,6 +1013,150 @@ class _Writer:
             self._unchecked = 0
             with contextlib.suppress(sqlite3.Error):  # a busy file: the next one catches up
                 self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+
+class _ProcessWriter:
+    """The journal's writer process (``phalanx/_journal_writer.py``): the interface of
+    :class:`_Writer`, with the batches committed by another process, so that SQLite's work
+    runs on another core and shares no GIL with the event loop (the thread did, and cost
+    more than it saved: docs/benchmarks.md).
+
+    A batch goes over a pipe as data (its statements and rows, ``marshal``-encoded); the
+    pipe and the process's bounded queue hold up to a few batches, beyond which the caller's
+    write waits, as with the thread. The process answers each batch in order, committed or
+    failed; the journal's ``on_commit`` is told of a batch's results when its answer is
+    read (at the next flush, or a wait). A failed batch is raised, once, by the next
+    :meth:`wait` or :meth:`check`; a process that is gone raises :class:`JournalError`
+    (never silent). It dies with this process (``PR_SET_PDEATHSIG``) and, its input ended
+    without a goodbye, commits nothing more: a run killed mid-way is resumed by another
+    process with nothing still being written for the dead one."""
+
+    SCRIPT = Path(__file__).with_name("_journal_writer.py")
+
+    def __init__(self, path: Path, journal: Journal) -> None:
+        self._journal = weakref.ref(journal)
+        with _commits_lock:
+            commits = _commits
+        self._proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", str(self.SCRIPT), str(path), str(os.getpid()),
+             str(commits), str(_KILL_AFTER_COMMITS)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            close_fds=True,
+        )  # fmt: skip
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._to, self._from = self._proc.stdin.fileno(), self._proc.stdout.fileno()
+        with contextlib.suppress(OSError, AttributeError):  # fewer wake-ups on both sides
+            fcntl.fcntl(self._to, fcntl.F_SETPIPE_SZ, 1 << 20)
+        os.set_blocking(self._from, False)
+        self._buf = bytearray()
+        self._inflight: collections.deque[list[tuple[Any, ...]] | None] = collections.deque()
+        self._token = 0
+        self._error: BaseException | None = None
+        self._gone = False
+
+    def submit(self, batch: _Batch) -> None:
+        journal = self._journal()
+        hook = journal.on_commit if journal is not None else None
+        self._inflight.append(_results_of([batch]) if hook is not None else None)
+        statements = _Statements()
+        _write_batches(statements, [batch])
+        self._send(("B", statements.out))
+        self._read(block=False)
+
+    def wait(self) -> None:
+        """Return once every batch handed over so far is committed."""
+        self._token += 1
+        self._send(("S", self._token))
+        while not self._read(block=True, token=self._token):
+            pass
+        self.check()
+
+    def check(self) -> None:
+        if not self._gone:
+            self._read(block=False)
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+        if self._gone:
+            raise JournalError("the journal's writer process is gone: batches not committed")
+
+    def stop(self) -> None:
+        """Commit what was handed over, end the process (idempotent)."""
+        if self._proc.returncode is None and not self._gone:
+            with contextlib.suppress(OSError, JournalError):
+                self._send(("C",))
+        with contextlib.suppress(OSError):
+            self._proc.stdin.close()  # type: ignore[union-attr]
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._proc.wait(timeout=60)
+        if self._proc.returncode is None:
+            self._proc.kill()
+            self._proc.wait()
+        with contextlib.suppress(OSError):
+            self._proc.stdout.close()  # type: ignore[union-attr]
+
+    def _send(self, msg: tuple[Any, ...]) -> None:
+        if self._gone:
+            raise JournalError("the journal's writer process is gone: batches not committed")
+        try:
+            data = marshal.dumps(msg)
+        except ValueError:  # a str subclass or an enum in a row: as plain values
+            data = marshal.dumps(_plain(msg))
+        frame = memoryview(struct.pack("<I", len(data)) + data)
+        try:
+            while frame:
+                frame = frame[os.write(self._to, frame) :]
+        except OSError:
+            self._gone = True
+            raise JournalError(
+                "the journal's writer process is gone: batches not committed"
+            ) from None
+
+    def _read(self, *, block: bool, token: int = 0) -> bool:
+        """Take the answers there are (with ``block``: wait for at least one more); whether
+        ``token``'s came."""
+        while True:
+            if block:
+                select.select([self._from], [], [])
+            try:
+                chunk = os.read(self._from, 1 << 16)
+            except BlockingIOError:
+                return False
+            if not chunk:  # the process ended
+                self._gone = True
+                return True
+            self._buf += chunk
+            found = self._answers(token)
+            if found or not block:
+                return found
+
+    def _answers(self, token: int) -> bool:
+        found = False
+        while len(self._buf) >= 4:
+            (n,) = struct.unpack_from("<I", self._buf)
+            if len(self._buf) < 4 + n:
+                break
+            msg: Any = marshal.loads(bytes(self._buf[4 : 4 + n]))
+            del self._buf[: 4 + n]
+            if msg[0] == "K":
+                for _ in range(msg[1]):
+                    results = self._inflight.popleft()
+                    journal = self._journal()
+                    if results and journal is not None and journal.on_commit is not None:
+                        journal.on_commit(results)
+            elif msg[0] == "E":
+                self._inflight.popleft()
+                if self._error is None:
+                    kind = getattr(sqlite3, msg[1], None)
+                    self._error = (
+                        kind(msg[2])
+                        if isinstance(kind, type) and issubclass(kind, Exception)
+                        else JournalError(msg[2])
+                    )
+            elif msg[0] == "A" and msg[1] == token:
+                found = True
+        return found
 
 
 def _apply_run_started(db: sqlite3.Connection, run_id: str, e: RunStarted) -> None:

@@ -1,0 +1,247 @@
+"""The journal's writer process (issue 22): a large run's batches are committed by a process
+of the journal's own, on another core. The tables end exactly as when committed in the
+caller's thread; ``flush()`` returns once everything handed over is committed; a batch that
+fails is rolled back whole and raised once; a writer that is gone is raised, never silent;
+it dies with its parent and commits nothing for a dead one; results are told to
+``on_commit`` only once committed; a journal used from another thread never starts one."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import new_run, sim_plan
+from phalanx import Plan
+from phalanx.events import AttemptStarted, Event, RunStarted, TaskInfo, TaskSucceeded
+from phalanx.exceptions import JournalError
+from phalanx.journal import PROCESS_ENV, Journal, _ProcessWriter
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def _journal(path: Path, **kw: Any) -> Journal:
+    journal = Journal(path, **kw)
+    new_run(journal, "r", task_count=3)
+    journal.append(
+        "r",
+        1,
+        RunStarted(
+            ts=1.0, run_id="r", plan="p", session=1, policy="best_fit", simulated=True,
+            agents=(), tasks=tuple(TaskInfo(id=f"t{i}", title="t", category="other")
+                                   for i in range(3)),
+        ),
+    )  # fmt: skip
+    return journal
+
+
+def _success(journal: Journal, task: str, aid: int, output: str = "ok") -> None:
+    journal.append(
+        "r", 1, AttemptStarted(ts=2.0, task_id=task, attempt_id=aid, attempt_no=1, agent="a")
+    )
+    journal.append(
+        "r", 1, TaskSucceeded(ts=3.0, task_id=task, attempt_id=aid, agent="a", output=output)
+    )
+
+
+def _gone(pid: int, within: float = 10.0) -> bool:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_batches_go_to_a_process_committed_in_order_and_a_failed_one_is_raised_once(
+    tmp_path: Path,
+) -> None:
+    journal = _journal(tmp_path / "j.sqlite", process_after=0)
+    for i in range(3):
+        _success(journal, f"t{i}", i + 1)
+        journal.flush(wait=False)  # handed over, in order
+    writer = journal._writer
+    assert isinstance(writer, _ProcessWriter)
+    pid = writer._proc.pid
+    assert set(journal.results("r")) == {"t0", "t1", "t2"}  # a read sees what was handed over
+    _success(journal, "t0", 9)  # a second success of t0: its batch must fail whole
+    journal.flush(wait=False)
+    journal.append(
+        "r", 1, AttemptStarted(ts=4.0, task_id="t1", attempt_id=10, attempt_no=2, agent="a")
+    )
+    with pytest.raises(sqlite3.IntegrityError):  # raised once, to the next caller
+        journal.flush()
+    journal.flush()  # later batches go on
+    other = sqlite3.connect(tmp_path / "j.sqlite")  # committed: another connection sees it
+    try:
+        ids = [r[0] for r in other.execute("SELECT attempt_id FROM attempts ORDER BY 1")]
+        assert ids == [1, 2, 3, 10]
+        results = other.execute("SELECT task_id, attempt_id FROM results ORDER BY 1").fetchall()
+        assert results == [("t0", 1), ("t1", 2), ("t2", 3)]
+    finally:
+        other.close()
+    journal.close()
+    assert _gone(pid)
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def emit(self, event: Event) -> None:
+        self.events.append(event)
+
+
+def _dump(path: Path) -> dict[str, list[Any]]:
+    db = sqlite3.connect(path)
+    try:
+        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        out = {t: sorted(map(repr, db.execute(f"SELECT * FROM {t}"))) for t in tables}
+        out["runs"] = [repr(r) for r in db.execute("SELECT status, reason, finished_at FROM runs")]
+        return out  # (a run's row is made with the time it was made at)
+    finally:
+        db.close()
+
+
+def test_the_tables_end_as_when_committed_in_the_callers_thread(
+    tmp_path: Path, state: Path
+) -> None:
+    import phalanx
+
+    rec = _Recorder()
+    data = sim_plan(60, agents=4, faults={"server_error": 0.2, "auth": 0.05}, max_attempts=2)
+    asyncio.run(phalanx.run(Plan.from_dict(data), state=state, sinks=[rec]))
+    assert {"attempt_finished", "task_failed", "retry_scheduled"} <= {e.type for e in rec.events}
+    for name, after in (("inline.sqlite", None), ("process.sqlite", 0)):
+        journal = Journal(tmp_path / name, batch_size=16, process_after=after)
+        new_run(journal, "r", task_count=60)
+        for e in rec.events:
+            journal.append("r", 1, e)
+            journal.flush_if_full()
+        journal.close()
+    assert _dump(tmp_path / "process.sqlite") == _dump(tmp_path / "inline.sqlite")
+
+
+def test_results_are_told_only_once_committed(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    journal = _journal(path, process_after=0)
+    told: list[tuple[str, bool]] = []
+
+    def on_commit(rows: list[tuple[Any, ...]]) -> None:
+        other = sqlite3.connect(path)
+        try:
+            for row in rows:
+                found = other.execute("SELECT 1 FROM results WHERE task_id = ?", (row[1],))
+                told.append((row[1], found.fetchone() is not None))
+        finally:
+            other.close()
+
+    journal.on_commit = on_commit
+    for i in range(3):
+        _success(journal, f"t{i}", i + 1)
+        journal.flush(wait=False)
+    journal.flush()
+    assert isinstance(journal._writer, _ProcessWriter)
+    assert sorted(told) == [("t0", True), ("t1", True), ("t2", True)]
+    journal.close()
+
+
+def test_a_writer_process_that_is_gone_is_raised_not_silent(tmp_path: Path) -> None:
+    journal = _journal(tmp_path / "j.sqlite", process_after=0)
+    _success(journal, "t0", 1)
+    journal.flush(wait=False)
+    writer = journal._writer
+    assert isinstance(writer, _ProcessWriter)
+    writer._proc.kill()
+    writer._proc.wait()
+    _success(journal, "t1", 2)
+    with pytest.raises(JournalError, match="writer process is gone"):
+        journal.flush()
+    with pytest.raises(JournalError):
+        journal.close()
+
+
+def test_it_dies_with_its_parent_and_commits_nothing_for_it(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from test_journal_process import _journal, _success
+        journal = _journal(__import__("pathlib").Path({str(path)!r}), process_after=0)
+        _success(journal, "t0", 1)
+        journal.flush(wait=False)
+        journal.flush()
+        print(journal._writer._proc.pid, flush=True)
+        i = 1
+        while True:  # hands batches over until killed
+            journal.append("r", 1, __import__("phalanx.events", fromlist=["x"]).AttemptStarted(
+                ts=2.0, task_id="t1", attempt_id=i + 1, attempt_no=i, agent="a"))
+            journal.flush(wait=False)
+            i += 1
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, env=env)
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    time.sleep(0.3)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait(timeout=10)
+    parent.stdout.close()
+    assert _gone(child)
+    db = sqlite3.connect(path)
+    try:
+        before = db.execute("SELECT COUNT(*) FROM attempts").fetchone()[0]
+        time.sleep(0.3)
+        assert db.execute("SELECT COUNT(*) FROM attempts").fetchone()[0] == before
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert before >= 2
+    finally:
+        db.close()
+
+
+def test_a_journal_used_from_another_thread_commits_there(tmp_path: Path) -> None:
+    """The process dies with the thread that started it: only the main thread starts one."""
+    seen: list[object] = []
+
+    def work() -> None:
+        journal = _journal(tmp_path / "j.sqlite", process_after=0)
+        _success(journal, "t0", 1)
+        journal.flush(wait=False)
+        seen.append(journal._writer)
+        journal.close()
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    assert seen == [None]
+
+
+def test_a_small_journal_never_starts_one_and_the_environment_can_say_never(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    journal = _journal(tmp_path / "a.sqlite")  # the default: after 4,096 rows
+    _success(journal, "t0", 1)
+    journal.flush(wait=False)
+    assert journal._writer is None
+    journal.close()
+    monkeypatch.setenv(PROCESS_ENV, "")
+    journal = _journal(tmp_path / "b.sqlite")
+    for i in range(3):
+        _success(journal, f"t{i}", i + 1)
+        journal.flush(wait=False)
+    assert journal._writer is None and journal._process_after is None
+    journal.close()
