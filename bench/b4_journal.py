@@ -3,8 +3,9 @@ finished, task succeeded, ...) are pushed through ``Journal.append`` with the ru
 rule (``flush_if_full`` between events, a final ``flush``), into a fresh journal; events per
 second sustained. Baseline: raw ``sqlite3`` ``executemany`` of the same rows (the events
 table's rows, already serialised) into the same schema, same pragmas, one transaction per
-batch of the journal's batch size. Target: >= 0.5x the baseline. The journal commits its
-batches in its writer thread and checkpoints the WAL there when it has nothing to commit
+batch of the journal's batch size. Target: >= 0.5x the baseline. The journal is opened as
+a run opens it: its first 4,096 rows are committed in the caller's thread, the rest by its
+writer process, on another core, which checkpoints the WAL when it has nothing to commit
 (the raw baseline checkpoints inside its commits, SQLite's default); the final ``flush``
 returns once everything is committed.
 
@@ -24,7 +25,7 @@ from typing import Any
 
 from phalanx import Plan
 from phalanx.events import Event, event_to_json
-from phalanx.journal import _SCHEMA, Journal
+from phalanx.journal import _SCHEMA, PROCESS_AFTER, Journal
 
 from .common import (
     Config,
@@ -60,8 +61,9 @@ def capture(n_tasks: int, agents: int) -> list[Event]:
     return rec.events
 
 
-def open_journal(folder: str, *, writer_thread: bool = True) -> Journal:
-    journal = Journal(Path(folder) / "journal.sqlite", writer_thread=writer_thread)
+def open_journal(folder: str, *, process_after: int | None = PROCESS_AFTER) -> Journal:
+    """The journal as a run opens it (its writer process after ``process_after`` rows)."""
+    journal = Journal(Path(folder) / "journal.sqlite", process_after=process_after)
     journal.create_run(
         run_id=RUN_ID,
         plan_name="b4",
@@ -142,7 +144,7 @@ class _Recording:
 def recorded_statements(events: Sequence[Event], folder: str) -> list[tuple[str, list[Any]]]:
     """Every statement the journal sends to write ``events``, rows included (its batches
     written in this thread, so that they go through the recorded connection)."""
-    journal = open_journal(folder, writer_thread=False)
+    journal = open_journal(folder, process_after=None)
     recording = _Recording(journal._db)
     journal._db = recording  # type: ignore[assignment]
     push(journal, events)
@@ -209,11 +211,11 @@ def run(cfg: Config) -> list[Row]:
         f"is one insert, a task's updates one update). Replaying exactly those statements "
         f"raw, pre-serialised (checkpoints inside the commits), sustains "
         f"{median(replay):,.0f} events/s "
-        f"({median(replay) / b:.2f}x the baseline): SQLite's own work is "
-        f"{median(ours) / median(replay):.0%} of the journal's time, the rest is encoding "
-        f"the events and folding the updates in Python. The journal's writer thread "
-        f"commits the batches and checkpoints the WAL when idle (the raw baseline inside "
-        f"its commits); the figure ends when the final flush has committed.",
+        f"({median(replay) / b:.2f}x the baseline): that is what SQLite's work alone "
+        f"allows. The journal encodes the events and folds the updates in the caller's "
+        f"thread; after its first {PROCESS_AFTER:,} rows its writer process commits the "
+        f"batches on another core and checkpoints the WAL when idle (the raw baseline "
+        f"inside its commits); the figure ends when the final flush has committed.",
         data={
             "events": n,
             "tasks": n_tasks,

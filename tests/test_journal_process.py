@@ -233,6 +233,7 @@ def test_a_journal_used_from_another_thread_commits_there(tmp_path: Path) -> Non
 def test_a_small_journal_never_starts_one_and_the_environment_can_say_never(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.delenv(PROCESS_ENV, raising=False)
     journal = _journal(tmp_path / "a.sqlite")  # the default: after 4,096 rows
     _success(journal, "t0", 1)
     journal.flush(wait=False)

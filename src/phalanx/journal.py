@@ -333,12 +333,13 @@ class Journal:
         gives up the GIL for every row, so the loop and the writer hand it back and forth
         (a run on a fast disk with model latency gains ~10% wall time with it).
 
-        ``process_after``: once this many event rows are committed in the caller's thread
-        (a large run), the batches handed over without waiting (``flush(wait=False)``, as a
-        run does between its commits) go to a writer process of the journal's own, which
-        commits them on another core (:class:`_ProcessWriter`; no GIL shared). ``None``:
-        never; default :data:`PROCESS_AFTER`, or ``$PHALANX_JOURNAL_PROCESS_AFTER`` (empty:
-        never). Only from the main thread, and never with ``writer_thread``."""
+        ``process_after``: once this many event rows are committed in the caller's thread,
+        this batch's included (a large run), the batches handed over without waiting
+        (``flush(wait=False)``, as a run does between its commits) go to a writer process
+        of the journal's own, which commits them on another core (:class:`_ProcessWriter`;
+        no GIL shared). ``None``: never; default :data:`PROCESS_AFTER`, or
+        ``$PHALANX_JOURNAL_PROCESS_AFTER`` (empty: never). Only from the main thread, and
+        never with ``writer_thread``."""
         if writer_thread is None:
             writer_thread = os.environ.get(THREAD_ENV, "") == "1"
         if process_after == -1:
@@ -772,7 +773,11 @@ class Journal:
         if self._rows:
             batch = (self._rows, [*self._ops, self._writes])
             self._rows, self._ops, self._writes = [], [], _Writes()
-            if self._writer is None and not self._threaded and not self._go_process(wait):
+            if (
+                self._writer is None
+                and not self._threaded
+                and not self._go_process(len(batch[0]), wait)
+            ):
                 results = _results_of([batch]) if self.on_commit is not None else None
                 _commit(self._db, [batch])
                 self._inline_rows += len(batch[0])
@@ -790,10 +795,11 @@ class Journal:
             else:
                 self._writer.check()
 
-    def _go_process(self, wait: bool) -> bool:
-        """Whether this batch starts the writer process (and it started)."""
+    def _go_process(self, rows: int, wait: bool) -> bool:
+        """Whether this batch (of ``rows`` event rows) starts the writer process (and it
+        started): once the rows committed here and this batch's reach ``process_after``."""
         after = self._process_after
-        if after is None or wait or self._inline_rows < after:
+        if after is None or wait or self._inline_rows + rows < after:
             return False
         if threading.current_thread() is not threading.main_thread():
             return False  # the process dies with the thread that started it
@@ -1021,17 +1027,19 @@ class _ProcessWriter:
     runs on another core and shares no GIL with the event loop (the thread did, and cost
     more than it saved: docs/benchmarks.md).
 
-    A batch goes over a pipe as data (its statements and rows, ``marshal``-encoded); the
-    pipe and the process's bounded queue hold up to a few batches, beyond which the caller's
-    write waits, as with the thread. The process answers each batch in order, committed or
-    failed; the journal's ``on_commit`` is told of a batch's results when its answer is
-    read (at the next flush, or a wait). A failed batch is raised, once, by the next
-    :meth:`wait` or :meth:`check`; a process that is gone raises :class:`JournalError`
-    (never silent). It dies with this process (``PR_SET_PDEATHSIG``) and, its input ended
-    without a goodbye, commits nothing more: a run killed mid-way is resumed by another
-    process with nothing still being written for the dead one."""
+    A batch goes over a pipe as data (its statements and rows, ``marshal``-encoded), never
+    waited on: what the pipe does not take now waits in memory and goes at the next call
+    (beyond ``MAX_BACKLOG`` bytes the caller waits). The process answers each batch in
+    order, committed or failed; the journal's ``on_commit`` is told of a batch's results
+    when its answer is read (at the next flush, or a wait). A failed batch is raised,
+    once, by the next :meth:`wait` or :meth:`check`; a process that is gone raises
+    :class:`JournalError` (never silent). It dies with this process
+    (``PR_SET_PDEATHSIG``) and, its input ended without a goodbye, commits nothing more:
+    a run killed mid-way is resumed by another process with nothing still being written
+    for the dead one."""
 
     SCRIPT = Path(__file__).with_name("_journal_writer.py")
+    MAX_BACKLOG = 64 << 20  # bytes handed over and not yet in the pipe: beyond, wait
 
     def __init__(self, path: Path, journal: Journal) -> None:
         self._journal = weakref.ref(journal)
@@ -1049,6 +1057,8 @@ class _ProcessWriter:
         with contextlib.suppress(OSError, AttributeError):  # fewer wake-ups on both sides
             fcntl.fcntl(self._to, fcntl.F_SETPIPE_SZ, 1 << 20)
         os.set_blocking(self._from, False)
+        os.set_blocking(self._to, False)
+        self._out = bytearray()  # frames the pipe has not taken yet
         self._buf = bytearray()
         self._inflight: collections.deque[list[tuple[Any, ...]] | None] = collections.deque()
         self._token = 0
@@ -1074,6 +1084,7 @@ class _ProcessWriter:
 
     def check(self) -> None:
         if not self._gone:
+            self._drain()
             self._read(block=False)
         error, self._error = self._error, None
         if error is not None:
@@ -1086,6 +1097,9 @@ class _ProcessWriter:
         if self._proc.returncode is None and not self._gone:
             with contextlib.suppress(OSError, JournalError):
                 self._send(("C",))
+                while self._out and not self._gone:
+                    select.select([], [self._to], [])
+                    self._drain()
         with contextlib.suppress(OSError):
             self._proc.stdin.close()  # type: ignore[union-attr]
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -1103,22 +1117,37 @@ class _ProcessWriter:
             data = marshal.dumps(msg)
         except ValueError:  # a str subclass or an enum in a row: as plain values
             data = marshal.dumps(_plain(msg))
-        frame = memoryview(struct.pack("<I", len(data)) + data)
+        self._out += struct.pack("<I", len(data))
+        self._out += data
+        self._drain()
+        while len(self._out) > self.MAX_BACKLOG and not self._gone:
+            select.select([], [self._to], [])
+            self._drain()
+        if self._gone:
+            raise JournalError("the journal's writer process is gone: batches not committed")
+
+    def _drain(self) -> None:
+        """Put into the pipe what it takes now."""
         try:
-            while frame:
-                frame = frame[os.write(self._to, frame) :]
+            while self._out:
+                del self._out[: os.write(self._to, self._out)]
+        except BlockingIOError:
+            pass
         except OSError:
             self._gone = True
-            raise JournalError(
-                "the journal's writer process is gone: batches not committed"
-            ) from None
 
     def _read(self, *, block: bool, token: int = 0) -> bool:
-        """Take the answers there are (with ``block``: wait for at least one more); whether
-        ``token``'s came."""
+        """Take the answers there are (with ``block``: wait for at least one more, putting
+        the rest of what was handed over into the pipe meanwhile); whether ``token``'s
+        came."""
         while True:
             if block:
-                select.select([self._from], [], [])
+                writable = [self._to] if self._out else []
+                readable, writable, _ = select.select([self._from], writable, [])
+                if writable:
+                    self._drain()
+                if not readable:
+                    continue
             try:
                 chunk = os.read(self._from, 1 << 16)
             except BlockingIOError:

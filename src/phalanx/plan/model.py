@@ -623,12 +623,14 @@ class Plan:
     def _typed_styles(self) -> list[Style]:
         from ..agents.styles import typed_style
 
-        where = [(f"agents[{i}].schema", a.output_type) for i, a in enumerate(self.agents)]
-        where += [(f"tasks[{i}].schema", t.output_type) for i, t in enumerate(self.tasks)]
+        # (part, index, output type) of those that have one; the field named only then
+        where = [("agents", i, a.output_type) for i, a in enumerate(self.agents)]
+        where += [("tasks", i, t.output_type) for i, t in enumerate(self.tasks)]
         seen: dict[str, tuple[Any, Style]] = {}
-        for field_, output_type in where:
+        for part, i, output_type in where:
             if output_type is None:
                 continue
+            field_ = f"{part}[{i}].schema"
             try:
                 style = typed_style(output_type)
             except UsageError as exc:
