@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from phalanx.providers._pool import _Backend, _Stream, lighten, readable
+from phalanx.providers._pool import _Backend, _Stream, lighten
 from phalanx.providers.anthropic_api import AnthropicProvider
 from phalanx.providers.base import CompletionRequest, Message
 from phalanx.providers.openai_api import OpenAIProvider
@@ -31,8 +31,21 @@ _ANSWER = json.dumps(
 ).encode()
 
 
+class _Inner:
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def get_extra_info(self, info: str) -> Any:
+        return self.sock if info == "socket" else None
+
+
 def test_readable_is_true_for_data_an_end_or_a_closed_socket() -> None:
     a, b = socket.socketpair()
+    stream = _Stream(_Inner(a))
+
+    def readable(_: socket.socket) -> bool:
+        return bool(stream.get_extra_info("is_readable"))
+
     try:
         assert not readable(a)  # idle
         b.send(b"x")
@@ -44,6 +57,12 @@ def test_readable_is_true_for_data_an_end_or_a_closed_socket() -> None:
     finally:
         a.close()
     assert readable(a)  # closed: the pool's own check says readable too
+    c, d = socket.socketpair()  # may take the closed socket's number: still readable
+    try:
+        assert readable(a)
+    finally:
+        c.close()
+        d.close()
 
 
 async def _serve_once_then_close(seen: list[float]) -> tuple[asyncio.Server, int]:

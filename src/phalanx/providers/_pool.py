@@ -42,17 +42,6 @@ def lighten(client: Any) -> bool:
     return True
 
 
-def readable(sock: Any) -> bool:
-    """Whether reading ``sock`` would return at once (data, or the end a closed peer
-    leaves); a closed socket counts as readable, as the pool's own check has it."""
-    fd = sock.fileno()
-    if fd < 0:
-        return True
-    p = select.poll()
-    p.register(fd, select.POLLIN)
-    return bool(p.poll(0))
-
-
 class _Stream:
     """A connection's stream that keeps its socket for the pool's readability check."""
 
@@ -60,6 +49,7 @@ class _Stream:
         self._inner = inner
         sock = inner.get_extra_info("socket")  # a socket, or asyncio's TransportSocket
         self._sock: Any = sock if callable(getattr(sock, "fileno", None)) else None
+        self._poll: Any = None  # the socket's poll object, made once (at the first check)
 
     async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
         data: bytes = await self._inner.read(max_bytes, timeout)
@@ -80,8 +70,19 @@ class _Stream:
         return _Stream(await self._inner.start_tls(ssl_context, server_hostname, timeout))
 
     def get_extra_info(self, info: str) -> Any:
+        """``is_readable``: whether reading the socket would return at once (data, or the
+        end a closed peer leaves); a closed socket counts as readable, as the pool's own
+        check has it. One ``poll`` of a poll object kept for the socket."""
         if info == "is_readable" and self._sock is not None:
-            return readable(self._sock)
+            if self._poll is None:
+                fd = self._sock.fileno()
+                if fd < 0:
+                    return True
+                self._poll = select.poll()
+                self._poll.register(fd, select.POLLIN)
+            elif self._sock.fileno() < 0:  # closed (its number may be another's now)
+                return True
+            return bool(self._poll.poll(0))
         return self._inner.get_extra_info(info)
 
 

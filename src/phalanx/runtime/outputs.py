@@ -103,7 +103,7 @@ def _speak(text: str, wav: Path, notes: list[str]) -> list[str]:
     return []
 
 
-STREAM_AT = 128  # files: a run with fewer writes them at its end, in its own process
+STREAM_AT = 1000  # files: a run with fewer writes them at its end, in its own process
 
 # The helper process: reads frames (a 4-byte length, then a marshalled list of (name,
 # bytes)) from stdin, writes each file relative to the folder, and at the end of its input

@@ -1,0 +1,82 @@
+"""During a run, the objects that existed when it began are left out of the garbage
+collector's passes (``gc.freeze``, issue 22), and handed back when the last run of the
+process ends: a cycle that died meanwhile is collected then, nothing leaks."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import weakref
+from pathlib import Path
+
+import phalanx
+from conftest import sim_plan
+from phalanx import Plan
+from phalanx.events import Event
+
+
+class _Frozen:
+    """A sink noting how many objects were frozen at each event."""
+
+    def __init__(self) -> None:
+        self.counts: list[int] = []
+
+    def emit(self, event: Event) -> None:
+        self.counts.append(gc.get_freeze_count())
+
+
+class _Node:
+    def __init__(self) -> None:
+        self.me = self  # a cycle: only a full pass frees it
+
+
+def test_a_run_freezes_what_existed_and_hands_it_back(tmp_path: Path) -> None:
+    assert gc.get_freeze_count() == 0
+    node = _Node()
+    dead = weakref.ref(node)
+    seen = _Frozen()
+
+    class DropsTheCycle(_Frozen):
+        def emit(self, event: Event) -> None:
+            nonlocal node
+            if event.type == "attempt_started":
+                node = None  # type: ignore[assignment]  # garbage, frozen: not collected yet
+                gc.collect()
+                self.counts.append(int(dead() is not None))
+
+    drops = DropsTheCycle()
+    plan = Plan.from_dict(sim_plan(5, agents=2))
+    result = asyncio.run(phalanx.run(plan, state=tmp_path, sinks=[seen, drops]))
+    assert result.status == "succeeded"
+    assert seen.counts and min(seen.counts) > 1000  # modules, the plan: frozen
+    assert drops.counts[0] == 1  # still there during the run
+    assert gc.get_freeze_count() == 0  # handed back
+    gc.collect()
+    assert dead() is None  # and collected
+
+
+def test_two_runs_at_once_keep_it_frozen_until_the_last_ends(tmp_path: Path) -> None:
+    seen = _Frozen()
+
+    async def both() -> None:
+        await asyncio.gather(
+            phalanx.run(Plan.from_dict(sim_plan(3, agents=1)), state=tmp_path / "a"),
+            phalanx.run(
+                Plan.from_dict(sim_plan(40, agents=2, latency_ms=5)), state=tmp_path / "b",
+                sinks=[seen],
+            ),
+        )  # fmt: skip
+
+    asyncio.run(both())
+    assert seen.counts and min(seen.counts) > 0  # the short run's end did not unfreeze
+    assert gc.get_freeze_count() == 0
+
+
+def test_a_program_that_froze_objects_itself_keeps_them_frozen(tmp_path: Path) -> None:
+    gc.freeze()
+    try:
+        before = gc.get_freeze_count()
+        asyncio.run(phalanx.run(Plan.from_dict(sim_plan(3, agents=1)), state=tmp_path))
+        assert gc.get_freeze_count() >= before  # not unfrozen under its feet
+    finally:
+        gc.unfreeze()
