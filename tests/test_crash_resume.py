@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from conftest import sim_plan, write_plan
+from phalanx.journal import PROCESS_ENV
 
 TERMINAL = {"succeeded", "failed", "skipped"}
 MAX_ATTEMPTS = 3  # sim_plan's default per task
@@ -322,6 +323,23 @@ FAULTS = {"server_error": 0.04, "auth": 0.01}
 def test_sigkill_then_resume(
     tmp_path: Path, state: Path, spawn: Any, seed: int, faults: dict[str, float] | None
 ) -> None:
+    _kill_then_resume(tmp_path, state, spawn, seed, faults)
+
+
+@pytest.mark.parametrize("seed", [11, 12])
+def test_sigkill_then_resume_with_the_journals_writer_process(
+    tmp_path: Path, state: Path, spawn: Any, seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same, with every batch committed by the journal's writer process (a large
+    run's, from its first batch here): killed with its parent, it leaves nothing half
+    written and commits nothing after it."""
+    monkeypatch.setenv(PROCESS_ENV, "0")
+    _kill_then_resume(tmp_path, state, spawn, seed, FAULTS)
+
+
+def _kill_then_resume(
+    tmp_path: Path, state: Path, spawn: Any, seed: int, faults: dict[str, float] | None
+) -> None:
     rid = f"kill-{seed}"
     plan = _plan(tmp_path, KILL_TASKS, agents=8, latency_ms=45, faults=faults, seed=seed)
     proc = spawn(state, "run", plan, "--run-id", rid)
@@ -545,15 +563,23 @@ def test_sigkill_at_random_points(tmp_path: Path, state: Path, spawn: Any, point
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("writer", ["inline", "process"])
 @pytest.mark.parametrize("commits", [1, 2, 3, 5, 8, 13])
 def test_sigkill_at_commit_boundaries(
-    tmp_path: Path, state: Path, spawn: Any, commits: int, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    state: Path,
+    spawn: Any,
+    commits: int,
+    writer: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The process dies right after its Nth committed batch of events (the run lasts ~1.3 s:
-    about 25 batches of 50 ms)."""
+    about 25 batches of 50 ms), committed in its own thread or by the journal's writer
+    process (which then kills its parent right after that commit)."""
     monkeypatch.setenv("PHALANX_TEST_KILL_AFTER_COMMITS", str(commits))
+    monkeypatch.setenv(PROCESS_ENV, "0" if writer == "process" else "")
     plan = _plan(tmp_path, CRASH_TASKS, agents=8, latency_ms=20)
-    rid = f"boundary-{commits}"
+    rid = f"boundary-{commits}-{writer}"
     proc = spawn(state, "run", plan, "--run-id", rid)
     assert proc.wait(RUN_TIMEOUT) == -signal.SIGKILL, proc.stderr
     monkeypatch.delenv("PHALANX_TEST_KILL_AFTER_COMMITS")

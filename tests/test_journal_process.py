@@ -246,3 +246,24 @@ def test_a_small_journal_never_starts_one_and_the_environment_can_say_never(
         journal.flush(wait=False)
     assert journal._writer is None and journal._process_after is None
     journal.close()
+
+
+def test_a_forked_copy_never_writes_into_its_parents_pipe(tmp_path: Path) -> None:
+    journal = _journal(tmp_path / "j.sqlite", process_after=0)
+    _success(journal, "t0", 1)
+    journal.flush(wait=False)
+    assert isinstance(journal._writer, _ProcessWriter)
+    pid = os.fork()
+    if pid == 0:  # the copy: refused, never silent, and the parent's pipe untouched
+        try:
+            _success(journal, "t1", 2)
+            journal.flush(wait=False)
+        except JournalError:
+            os._exit(0)
+        os._exit(1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    _success(journal, "t2", 3)
+    journal.flush()
+    assert set(journal.results("r")) == {"t0", "t2"}
+    journal.close()

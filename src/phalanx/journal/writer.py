@@ -1,7 +1,7 @@
-"""The journal's writer process (see ``journal._ProcessWriter``): it commits the batches of
+"""The journal's writer process (see ``phalanx.journal._ProcessWriter``): it commits the batches of
 statements its parent hands it, in order, on a connection of its own, on another core.
 
-Run as ``python -I -S _journal_writer.py JOURNAL PARENT_PID COMMITS KILL_AFTER``: it imports
+Run as ``python -I -S writer.py JOURNAL PARENT_PID COMMITS KILL_AFTER``: it imports
 nothing beyond the interpreter's core (no phalanx, no site), so it starts in milliseconds.
 
 Frames both ways are a 4-byte little-endian length and a ``marshal`` payload.

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .events import (
+from ..events import (
     AgentTurn,
     ApprovalDecided,
     ApprovalRequested,
@@ -53,8 +53,8 @@ from .events import (
     event_from_dict,
     event_to_json,
 )
-from .exceptions import JournalError, UsageError
-from .redaction import redact
+from ..exceptions import JournalError, UsageError
+from ..redaction import redact
 
 __all__ = [
     "Decision",
@@ -1022,7 +1022,7 @@ class _Writer:
 
 
 class _ProcessWriter:
-    """The journal's writer process (``phalanx/_journal_writer.py``): the interface of
+    """The journal's writer process (``phalanx/journal/writer.py``): the interface of
     :class:`_Writer`, with the batches committed by another process, so that SQLite's work
     runs on another core and shares no GIL with the event loop (the thread did, and cost
     more than it saved: docs/benchmarks.md).
@@ -1038,7 +1038,7 @@ class _ProcessWriter:
     a run killed mid-way is resumed by another process with nothing still being written
     for the dead one."""
 
-    SCRIPT = Path(__file__).with_name("_journal_writer.py")
+    SCRIPT = Path(__file__).with_name("writer.py")
     MAX_BACKLOG = 64 << 20  # bytes handed over and not yet in the pipe: beyond, wait
 
     def __init__(self, path: Path, journal: Journal) -> None:
@@ -1064,6 +1064,7 @@ class _ProcessWriter:
         self._token = 0
         self._error: BaseException | None = None
         self._gone = False
+        self._pid = os.getpid()  # a forked copy of this object must not share the pipe
 
     def submit(self, batch: _Batch) -> None:
         journal = self._journal()
@@ -1083,6 +1084,8 @@ class _ProcessWriter:
         self.check()
 
     def check(self) -> None:
+        if os.getpid() != self._pid:
+            raise JournalError("the journal's writer process is its parent's (a forked copy)")
         if not self._gone:
             self._drain()
             self._read(block=False)
@@ -1094,6 +1097,8 @@ class _ProcessWriter:
 
     def stop(self) -> None:
         """Commit what was handed over, end the process (idempotent)."""
+        if os.getpid() != self._pid:
+            return  # a forked copy: the process is its parent's to end
         if self._proc.returncode is None and not self._gone:
             with contextlib.suppress(OSError, JournalError):
                 self._send(("C",))
@@ -1102,17 +1107,24 @@ class _ProcessWriter:
                     self._drain()
         with contextlib.suppress(OSError):
             self._proc.stdin.close()  # type: ignore[union-attr]
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self._proc.wait(timeout=60)
-        if self._proc.returncode is None:
+        deadline = time.monotonic() + 60.0  # its output ends when it exits (no polling wait)
+        with contextlib.suppress(OSError):
+            while (left := deadline - time.monotonic()) > 0:
+                if select.select([self._from], [], [], left)[0] and not os.read(
+                    self._from, 1 << 16
+                ):
+                    break
+        if self._proc.poll() is None and time.monotonic() >= deadline:
             self._proc.kill()
-            self._proc.wait()
+        self._proc.wait()
         with contextlib.suppress(OSError):
             self._proc.stdout.close()  # type: ignore[union-attr]
 
     def _send(self, msg: tuple[Any, ...]) -> None:
         if self._gone:
             raise JournalError("the journal's writer process is gone: batches not committed")
+        if os.getpid() != self._pid:
+            raise JournalError("the journal's writer process is its parent's (a forked copy)")
         try:
             data = marshal.dumps(msg)
         except ValueError:  # a str subclass or an enum in a row: as plain values
