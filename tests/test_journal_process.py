@@ -1,7 +1,8 @@
 """The journal's writer process (issue 22): a large run's batches are committed by a process
 of the journal's own, on another core. The tables end exactly as when committed in the
-caller's thread; ``flush()`` returns once everything handed over is committed; a batch that
-fails is rolled back whole and raised once; a writer that is gone is raised, never silent;
+caller's thread (``flush()`` returning once everything handed over is committed, a batch
+that fails rolled back whole and raised once: tests/test_journal_writer.py, for the thread
+and the process); a writer that is gone is raised, never silent;
 it dies with its parent and commits nothing for a dead one; results are told to
 ``on_commit`` only once committed; a journal used from another thread never starts one."""
 
@@ -63,37 +64,6 @@ def _gone(pid: int, within: float = 10.0) -> bool:
             return True
         time.sleep(0.02)
     return False
-
-
-def test_batches_go_to_a_process_committed_in_order_and_a_failed_one_is_raised_once(
-    tmp_path: Path,
-) -> None:
-    journal = _journal(tmp_path / "j.sqlite", process_after=0)
-    for i in range(3):
-        _success(journal, f"t{i}", i + 1)
-        journal.flush(wait=False)  # handed over, in order
-    writer = journal._writer
-    assert isinstance(writer, _ProcessWriter)
-    pid = writer._proc.pid
-    assert set(journal.results("r")) == {"t0", "t1", "t2"}  # a read sees what was handed over
-    _success(journal, "t0", 9)  # a second success of t0: its batch must fail whole
-    journal.flush(wait=False)
-    journal.append(
-        "r", 1, AttemptStarted(ts=4.0, task_id="t1", attempt_id=10, attempt_no=2, agent="a")
-    )
-    with pytest.raises(sqlite3.IntegrityError):  # raised once, to the next caller
-        journal.flush()
-    journal.flush()  # later batches go on
-    other = sqlite3.connect(tmp_path / "j.sqlite")  # committed: another connection sees it
-    try:
-        ids = [r[0] for r in other.execute("SELECT attempt_id FROM attempts ORDER BY 1")]
-        assert ids == [1, 2, 3, 10]
-        results = other.execute("SELECT task_id, attempt_id FROM results ORDER BY 1").fetchall()
-        assert results == [("t0", 1), ("t1", 2), ("t2", 3)]
-    finally:
-        other.close()
-    journal.close()
-    assert _gone(pid)
 
 
 class _Recorder:

@@ -5,6 +5,7 @@ see what was handed over, and ``close`` ends the thread."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 
 from conftest import new_run
 from phalanx.events import AttemptStarted, RunStarted, TaskInfo, TaskSucceeded
-from phalanx.journal import THREAD_ENV, Journal
+from phalanx.journal import THREAD_ENV, Journal, _ProcessWriter
 
 
 def _journal(path: Path) -> Journal:
@@ -58,13 +59,26 @@ def _success(journal: Journal, task: str, aid: int) -> None:
     journal.append("r", 1, TaskSucceeded(ts=3.0, task_id=task, attempt_id=aid, agent="a"))
 
 
-def test_flush_returns_once_committed_and_close_ends_the_thread(tmp_path: Path) -> None:
+@pytest.mark.parametrize("writer", ["thread", "process"])
+def test_flush_returns_once_committed_and_close_ends_the_writer(
+    tmp_path: Path, writer: str
+) -> None:
+    """The same for the writer thread and for the writer process (tests/test_journal_process.py
+    has the process's own)."""
     before = len(_writers())
-    journal = _journal(tmp_path / "j.sqlite")
+    journal = (
+        _journal(tmp_path / "j.sqlite")
+        if writer == "thread"
+        else _started(Journal(tmp_path / "j.sqlite", process_after=0))
+    )
     for i in range(3):
         _success(journal, f"t{i}", i + 1)
         journal.flush(wait=False)  # handed over, in order
-    assert len(_writers()) == before + 1
+    if writer == "thread":
+        assert len(_writers()) == before + 1
+    else:
+        assert isinstance(journal._writer, _ProcessWriter)
+        pid = journal._writer._proc.pid
     assert set(journal.results("r")) == {"t0", "t1", "t2"}  # a read sees what was handed over
     _success(journal, "t0", 9)  # a second success of t0: its batch must fail whole
     journal.flush(wait=False)
@@ -84,6 +98,9 @@ def test_flush_returns_once_committed_and_close_ends_the_thread(tmp_path: Path) 
         other.close()
     journal.close()
     assert len(_writers()) == before
+    if writer == "process":
+        with pytest.raises(ProcessLookupError):  # ended and waited for
+            os.kill(pid, 0)
 
 
 def test_a_journal_that_only_reads_starts_no_thread(tmp_path: Path) -> None:
