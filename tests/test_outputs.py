@@ -19,8 +19,8 @@ from phalanx import Plan
 from phalanx.runtime import outputs as outputs_module
 
 
-def _plan(n: int) -> Plan:
-    data = sim_plan(n, agents=4)
+def _plan(n: int, latency_ms: float = 0) -> Plan:
+    data = sim_plan(n, agents=4, latency_ms=latency_ms)
     data["tasks"][0]["style"] = "json"  # one task in a style of its own: its own extension
     return Plan.from_dict(data)
 
@@ -79,9 +79,11 @@ def test_a_long_answer_is_written_whole(state: Path) -> None:
 # -- a large run: its files are written by a helper process as their successes are committed
 
 
-def _big(state: Path) -> phalanx.RunResult:
-    n = outputs_module.STREAM_AT + 72
-    result = asyncio.run(phalanx.run(_plan(n), state=state))
+def _big(state: Path, monkeypatch: pytest.MonkeyPatch) -> phalanx.RunResult:
+    """A run of more tasks than STREAM_AT (made small here): the helper starts at its first
+    results (which come in several commits: a 5 ms model, 4 agents)."""
+    monkeypatch.setattr(outputs_module, "STREAM_AT", 50)
+    result = asyncio.run(phalanx.run(_plan(122, latency_ms=5), state=state))
     assert result.status == "succeeded"
     return result
 
@@ -98,6 +100,7 @@ def test_a_large_runs_files_are_handed_to_a_helper_only_after_their_commit(
 ) -> None:
     seen: dict[str, bool] = {}  # task -> was its success durable when its file was handed on
     started: list[list[str]] = []
+    handed: list[int] = []
     real_committed, real_popen = outputs_module.OutputStream.committed, subprocess.Popen
 
     def spy(self: outputs_module.OutputStream, rows: Any) -> None:
@@ -112,12 +115,14 @@ def test_a_large_runs_files_are_handed_to_a_helper_only_after_their_commit(
 
     def popen(args: list[str], *a: Any, **kw: Any) -> Any:
         started.append(args)
+        handed.append(len(seen))  # how many results had come when the helper started
         return real_popen(args, *a, **kw)
 
     monkeypatch.setattr(outputs_module.OutputStream, "committed", spy)
     monkeypatch.setattr(subprocess, "Popen", popen)
-    result = _big(state)
+    result = _big(state, monkeypatch)
     assert len(started) == 1 and started[0][1:3] == ["-I", "-S"]  # one helper, bare
+    assert handed[0] < len(result.tasks) // 2  # started at the first results, not the end
     assert seen == dict.fromkeys(result.tasks, True)
     _assert_every_file_holds_its_answer(result)
 
@@ -126,7 +131,7 @@ def test_a_helper_that_dies_leaves_no_file_missing(
     state: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(outputs_module, "_HELPER", "import os; os._exit(3)")
-    _assert_every_file_holds_its_answer(_big(state))
+    _assert_every_file_holds_its_answer(_big(state, monkeypatch))
 
 
 def test_a_helper_that_cannot_start_leaves_no_file_missing(
@@ -136,7 +141,7 @@ def test_a_helper_that_cannot_start_leaves_no_file_missing(
         raise OSError(11, "Resource temporarily unavailable")
 
     monkeypatch.setattr(subprocess, "Popen", popen)
-    _assert_every_file_holds_its_answer(_big(state))
+    _assert_every_file_holds_its_answer(_big(state, monkeypatch))
 
 
 def test_a_file_the_helper_cannot_write_is_raised(
@@ -148,5 +153,5 @@ def test_a_file_the_helper_cannot_write_is_raised(
     )
     monkeypatch.setattr(outputs_module, "_HELPER", full)
     with pytest.raises(OSError, match="No space left") as caught:
-        _big(state)
+        _big(state, monkeypatch)
     assert caught.value.filename.endswith("t1.txt")

@@ -769,7 +769,7 @@ async def _drive_to_end(
     run's ownership, close the providers. Returns the isolation's changed files and the
     notes for the summary."""
     run_id = orch.run_id
-    stream = OutputStream(run_id, outputs, _namer(orch))
+    stream = OutputStream(run_id, outputs, _namer(orch), lambda: len(orch.tasks))
     journal.on_commit = stream.committed
     loop = asyncio.get_running_loop()
     background = [

@@ -849,12 +849,10 @@ def decompose_project(plan: Plan) -> dict[str, list[Task]]:
 def style_of(task: Task, spec: AgentSpec) -> str:
     """The style ``task`` is answered in by ``spec``: the task's typed output, else its
     style, else the agent's typed output, else the agent's style."""
+    if task.style and task.output_type is None:  # the common cases first: no import
+        return task.style
+    if task.output_type is None and spec.output_type is None:
+        return spec.style
     from ..agents.styles import typed_style_name
 
-    if task.output_type is not None:
-        return typed_style_name(task.output_type)
-    if task.style:
-        return task.style
-    if spec.output_type is not None:
-        return typed_style_name(spec.output_type)
-    return spec.style
+    return typed_style_name(task.output_type if task.output_type is not None else spec.output_type)

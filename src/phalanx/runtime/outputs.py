@@ -141,19 +141,26 @@ class OutputStream:
 
     The journal calls :meth:`committed` with the results of each batch it has just
     committed; their files are handed to the helper (through a pipe the run never waits on:
-    what the pipe does not take now waits in memory for the next call). The first
-    :data:`STREAM_AT` files wait for the helper in memory (a small run never starts one);
+    what the pipe does not take now waits in memory for the next call). A run of fewer than
+    :data:`STREAM_AT` tasks keeps its files in memory until then (a small run never starts
+    one);
     :meth:`finish`, at the run's end, writes what is left, waits for the helper, and
     returns the tasks whose files are written. If the helper cannot be started or dies,
     every file it was given is written again in this process; a file that cannot be written
     (a full disk) is raised as ``OSError``, as :func:`write_outputs` does."""
 
     def __init__(
-        self, run_id: str, folder: Path, name_of: Callable[[str, str], str | None]
+        self,
+        run_id: str,
+        folder: Path,
+        name_of: Callable[[str, str], str | None],
+        tasks: Callable[[], int] = lambda: 0,
     ) -> None:
         """``name_of(task_id, agent)``: the task's file name, or ``None`` to leave it to
-        :func:`write_outputs` (a tts answer, whose audio is made at the end)."""
-        self.run_id, self.folder, self.name_of = run_id, folder, name_of
+        :func:`write_outputs` (a tts answer, whose audio is made at the end). ``tasks()``:
+        how many tasks the run has now (its plan as it grew): with :data:`STREAM_AT` or
+        more, the helper starts at the first results, to work beside the whole run."""
+        self.run_id, self.folder, self.name_of, self.tasks = run_id, folder, name_of, tasks
         self._files: list[tuple[str, str, bytes]] = []  # (task, name, data) handed or held
         self._sent = 0  # how many of _files went to the helper (the rest wait for it)
         self._backlog = bytearray()
@@ -172,7 +179,9 @@ class OutputStream:
             return
         with self._lock:
             self._files += new
-            if self._failed or (self._proc is None and len(self._files) < STREAM_AT):
+            if self._failed or (
+                self._proc is None and len(self._files) < STREAM_AT and self.tasks() < STREAM_AT
+            ):
                 return
             if self._proc is None:
                 self._start()
@@ -182,8 +191,10 @@ class OutputStream:
         """Every file given so far written (here, or by the helper, waited for); the tasks
         whose files are written."""
         with self._lock:
-            if self._proc is not None and not self._failed:
-                self._failed = not self._close()
+            if self._proc is not None:
+                if not self._failed:
+                    self._failed = not self._close()
+                self._reap()
             done = self._files[0 if self._failed else self._sent :]
             if done:
                 self.folder.mkdir(parents=True, exist_ok=True)
@@ -232,6 +243,20 @@ class OutputStream:
             pass  # the pipe is full: the rest goes with the next batch or at the end
         except OSError:  # the helper is gone
             self._failed = True
+
+    def _reap(self) -> None:
+        """The helper's pipes closed and its end waited for (killed if it is still there:
+        only a helper that failed is)."""
+        proc = self._proc
+        assert proc is not None
+        for pipe in (proc.stdin, proc.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
+        if proc.returncode is None:
+            with contextlib.suppress(OSError):
+                proc.kill()
+            proc.wait()
 
     def _close(self) -> bool:
         """Hand over the backlog, end the helper's input, wait for its answer: whether it
