@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from .common import ROOT, BenchError, Config, Row, log, median, spread, state_dir
+from .common import ROOT, BenchError, Config, Row, file_cost, log, median, spread, state_dir
 
 TARGET = 1.15
 _SYSTEM = "You are Cipher, the generalist of a team of agents. Do whatever the task asks."
@@ -162,10 +162,11 @@ def run(cfg: Config) -> list[Row]:
     rows = []
     with instant_server() as port:
         for kind in ("openai", "anthropic"):
-            bare, ours = [], []
+            bare, ours, files = [], [], []
             for i in range(cfg.repeats):
                 bare.append(_measure("bare", kind, port, n, k)["cpu"] / n)
                 ours.append(_measure("phalanx", kind, port, n, k)["cpu"] / n)
+                files.append(file_cost(n))
                 log(
                     f"B10 {kind} run {i + 1}/{cfg.repeats}: bare {bare[-1] * 1e3:.2f} ms, "
                     f"phalanx {ours[-1] * 1e3:.2f} ms CPU per request"
@@ -184,7 +185,11 @@ def run(cfg: Config) -> list[Row]:
                     note=f"phalanx {spread([x * 1e3 for x in ours], 'ms')}, bare SDK "
                     f"{spread([x * 1e3 for x in bare], 'ms')}; each side a fresh process, "
                     "CPU of every thread and of its helper processes, journal on disk, after a "
-                    "warm-up of K requests.",
+                    f"warm-up of K requests. The phalanx figure includes its {n} output files: "
+                    f"creating {n} files there right after each run cost "
+                    f"{spread([f * 1e6 for f in files], 'µs', '{:.0f}')} each, that is "
+                    f"{median(files) * 1e3:.2f} ms of its CPU per request (the same for every "
+                    "request: the bare SDK writes none).",
                 )
             )
     return rows
