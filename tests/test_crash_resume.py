@@ -139,6 +139,7 @@ def spawn() -> Iterator[Any]:
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
             env=_env(),
+            start_new_session=True,  # its own process group: a terminal's Ctrl-C can be sent
         )
         proc = Proc(p)
         procs.append(proc)
@@ -402,6 +403,22 @@ def test_sigkill_of_the_resume_too(tmp_path: Path, state: Path, spawn: Any) -> N
 # -- 2. Ctrl-C / SIGTERM: exit 130 / 143, resumable, resume finishes ------------------------------
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupt_then_resume(tmp_path: Path, state: Path, spawn: Any, sig: int) -> None:
+    _interrupt_then_resume(tmp_path, state, spawn, sig)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupt_of_the_whole_group_with_the_journals_writer_process(
+    tmp_path: Path, state: Path, spawn: Any, sig: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C in a terminal reaches every process of the group: the journal's writer process
+    lets its run stop cleanly (it ignores the signal and ends when the run ends)."""
+    monkeypatch.setenv(PROCESS_ENV, "0")
+    _interrupt_then_resume(tmp_path, state, spawn, sig, group=True)
+
+
+def _interrupt_then_resume(
+    tmp_path: Path, state: Path, spawn: Any, sig: int, *, group: bool = False
+) -> None:
     rid = f"int-{signal.Signals(sig).name}"
     n = 300
     plan = _plan(tmp_path, n, agents=8, latency_ms=45)
@@ -410,7 +427,10 @@ def test_interrupt_then_resume(tmp_path: Path, state: Path, spawn: Any, sig: int
     time.sleep(0.3)
     assert proc.popen.poll() is None, "the run ended before it could be interrupted"
     t0 = time.monotonic()
-    proc.popen.send_signal(sig)
+    if group:
+        os.killpg(proc.popen.pid, sig)
+    else:
+        proc.popen.send_signal(sig)
     rc = proc.wait(STOP_TIMEOUT)
     assert time.monotonic() - t0 < STOP_TIMEOUT
     assert rc == (143 if sig == signal.SIGTERM else 130), proc.stderr[-2000:]

@@ -12,9 +12,10 @@ Out (stdout), in the order the batches came: ``("K", n)`` the next n batches are
 ``("E", class, message)`` the next batch failed (rolled back whole; the batches committed
 with it are then committed each on its own); ``("A", token)``.
 
-It dies with its parent (``PR_SET_PDEATHSIG``), and its input ending without ``("C",)``
-(the parent killed) makes it exit before its next transaction: nothing is committed on
-behalf of a dead process once another could take the run over.
+It ignores SIGINT and SIGTERM (a Ctrl-C reaches the whole process group: the run stops
+cleanly through it), dies with its parent (``PR_SET_PDEATHSIG``), and its input ending
+without ``("C",)`` (the parent killed) makes it exit before its next transaction: nothing
+is committed on behalf of a dead process once another could take the run over.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ FORCE_CHECKPOINT_ROWS = 65536
 
 
 def _die_with(parent: int) -> None:
+    # A terminal's Ctrl-C (or a SIGTERM to the process group) reaches this process too: the
+    # run stops cleanly, flushing through this process, which ends when the run ends.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         import ctypes
 

@@ -109,9 +109,12 @@ STREAM_AT = 1000  # files: a run with fewer writes them at its end, in its own p
 # bytes)) from stdin, writes each file relative to the folder, and at the end of its input
 # answers (files written, [(name, errno, message)] of those that failed) on stdout. It
 # imports nothing beyond the interpreter's core (started with -I -S: no site, no
-# environment), so it starts in a few milliseconds.
+# environment), so it starts in a few milliseconds. It ignores SIGINT and SIGTERM (a
+# terminal's Ctrl-C reaches the whole process group): it ends when its input does.
 _HELPER = r"""
-import marshal, os, struct, sys
+import marshal, os, signal, struct, sys
+signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C to the group: the run ends it
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
 folder = os.open(sys.argv[1], os.O_RDONLY | os.O_DIRECTORY)
 flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
 read = sys.stdin.buffer.read
