@@ -237,3 +237,15 @@ def test_a_forked_copy_never_writes_into_its_parents_pipe(tmp_path: Path) -> Non
     journal.flush()
     assert set(journal.results("r")) == {"t0", "t2"}
     journal.close()
+
+
+def test_a_journal_told_to_expect_many_rows_starts_the_process_at_its_first_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(PROCESS_ENV, raising=False)
+    journal = _journal(tmp_path / "j.sqlite")  # the default: after 4,096 rows
+    journal.expect(30_000)  # a run of 10,000 tasks
+    _success(journal, "t0", 1)
+    journal.flush(wait=False)
+    assert isinstance(journal._writer, _ProcessWriter)
+    journal.close()

@@ -771,6 +771,7 @@ async def _drive_to_end(
     run_id = orch.run_id
     stream = OutputStream(run_id, outputs, _namer(orch), lambda: len(orch.tasks))
     journal.on_commit = stream.committed
+    journal.expect(3 * len(orch.tasks))  # an attempt's start and end, its task's success
     loop = asyncio.get_running_loop()
     background = [
         loop.create_task(_flush_every(journal, flush_interval)),

@@ -347,6 +347,7 @@ class Journal:
             process_after = int(after) if after else None
         self._process_after = None if writer_thread else process_after
         self._inline_rows = 0  # event rows committed in the caller's thread
+        self._expected = 0  # event rows the caller expects to write (see expect)
         self.path = Path(path)
         self.batch_size = batch_size
         # Events are encoded and their table writes folded as they come: the buffer holds
@@ -795,15 +796,23 @@ class Journal:
             else:
                 self._writer.check()
 
+    def expect(self, rows: int) -> None:
+        """The caller expects to write about ``rows`` event rows (a run: three per task): as
+        many as ``process_after`` or more, and the writer process takes the first batch
+        handed over without waiting, instead of the batch that reaches that count."""
+        self._expected = rows
+
     def _go_process(self, rows: int, wait: bool) -> bool:
         """Whether this batch (of ``rows`` event rows) starts the writer process (and it
         started): once the rows committed here and this batch's reach ``process_after``."""
         after = self._process_after
-        if after is None or wait or self._inline_rows + rows < after:
+        if after is None or wait or max(self._inline_rows + rows, self._expected) < after:
             return False
         if threading.current_thread() is not threading.main_thread():
             return False  # the process dies with the thread that started it
         self._process_after = None  # one try
+        if not _ProcessWriter.SCRIPT.is_file():  # installed inside an archive: no script
+            return False
         try:
             writer = _ProcessWriter(self.path, self)
         except OSError:
