@@ -167,6 +167,21 @@ def new_run(journal: Any, run_id: str = "r", task_count: int = 0) -> Any:
     return journal
 
 
+def writer_process_ready(journal: Any) -> Any:
+    """Hand ``journal``'s buffer over (a journal opened with ``process_after=0`` starts its
+    writer process then, committing that batch itself) and wait until the process is ready:
+    the next ``flush(wait=False)`` goes to it. Returns the journal."""
+    journal.flush(wait=False)
+    starting = journal._starting
+    assert starting is not None, "no writer process was started"
+    deadline = time.monotonic() + 20
+    while starting.ready() is not True:
+        assert starting.ready() is not None, "the writer process ended before it was ready"
+        assert time.monotonic() < deadline, "the writer process never said it was ready"
+        time.sleep(0.005)
+    return journal
+
+
 def rows(state: Path, sql: str, *args: Any) -> list[sqlite3.Row]:
     """Rows of a query on the journal in ``state``."""
     db = sqlite3.connect(state / "journal.sqlite")

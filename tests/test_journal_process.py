@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import signal
 import sqlite3
 import subprocess
@@ -22,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from conftest import new_run, sim_plan
+from conftest import new_run, sim_plan, writer_process_ready
 from phalanx import Plan
 from phalanx.events import AttemptStarted, Event, RunStarted, TaskInfo, TaskSucceeded
 from phalanx.exceptions import JournalError
@@ -106,7 +107,7 @@ def test_the_tables_end_as_when_committed_in_the_callers_thread(
 
 def test_results_are_told_only_once_committed(tmp_path: Path) -> None:
     path = tmp_path / "j.sqlite"
-    journal = _journal(path, process_after=0)
+    journal = writer_process_ready(_journal(path, process_after=0))
     told: list[tuple[str, bool]] = []
 
     def on_commit(rows: list[tuple[Any, ...]]) -> None:
@@ -129,7 +130,7 @@ def test_results_are_told_only_once_committed(tmp_path: Path) -> None:
 
 
 def test_a_writer_process_that_is_gone_is_raised_not_silent(tmp_path: Path) -> None:
-    journal = _journal(tmp_path / "j.sqlite", process_after=0)
+    journal = writer_process_ready(_journal(tmp_path / "j.sqlite", process_after=0))
     _success(journal, "t0", 1)
     journal.flush(wait=False)
     writer = journal._writer
@@ -149,8 +150,10 @@ def test_it_dies_with_its_parent_and_commits_nothing_for_it(tmp_path: Path) -> N
         f"""
         import sys, time
         sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from conftest import writer_process_ready
         from test_journal_process import _journal, _success
-        journal = _journal(__import__("pathlib").Path({str(path)!r}), process_after=0)
+        journal = writer_process_ready(
+            _journal(__import__("pathlib").Path({str(path)!r}), process_after=0))
         _success(journal, "t0", 1)
         journal.flush(wait=False)
         journal.flush()
@@ -191,7 +194,7 @@ def test_a_journal_used_from_another_thread_commits_there(tmp_path: Path) -> Non
         journal = _journal(tmp_path / "j.sqlite", process_after=0)
         _success(journal, "t0", 1)
         journal.flush(wait=False)
-        seen.append(journal._writer)
+        seen.append(journal._writer or journal._starting)
         journal.close()
 
     t = threading.Thread(target=work)
@@ -219,7 +222,7 @@ def test_a_small_journal_never_starts_one_and_the_environment_can_say_never(
 
 
 def test_a_forked_copy_never_writes_into_its_parents_pipe(tmp_path: Path) -> None:
-    journal = _journal(tmp_path / "j.sqlite", process_after=0)
+    journal = writer_process_ready(_journal(tmp_path / "j.sqlite", process_after=0))
     _success(journal, "t0", 1)
     journal.flush(wait=False)
     assert isinstance(journal._writer, _ProcessWriter)
@@ -245,7 +248,128 @@ def test_a_journal_told_to_expect_many_rows_starts_the_process_at_its_first_batc
     monkeypatch.delenv(PROCESS_ENV, raising=False)
     journal = _journal(tmp_path / "j.sqlite")  # the default: after 4,096 rows
     journal.expect(30_000)  # a run of 10,000 tasks
+    writer_process_ready(journal)  # started at the first batch
     _success(journal, "t0", 1)
     journal.flush(wait=False)
     assert isinstance(journal._writer, _ProcessWriter)
+    journal.close()
+
+
+# -- found by a review: each test failed before its fix -------------------------------------
+
+
+def test_a_process_with_over_1024_files_open_still_uses_its_writer(tmp_path: Path) -> None:
+    """select() cannot watch a file number of 1024 or more; a fleet's sockets get there."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1300:
+        pytest.skip(f"this process may open {hard} files at most")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1300), hard))
+    fds = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        journal = writer_process_ready(_journal(tmp_path / "j.sqlite", process_after=0))
+        _success(journal, "t0", 1)
+        journal.flush(wait=False)
+        assert isinstance(journal._writer, _ProcessWriter) and journal._writer._from > 1024
+        journal.flush()
+        assert set(journal.results("r")) == {"t0"}
+        journal.close()
+    finally:
+        for fd in fds:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+class _Answer:
+    """A value only an sqlite3 adapter knows (marshal does not)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def test_a_value_only_an_adapter_knows_is_committed_in_turn_and_told_right(
+    tmp_path: Path,
+) -> None:
+    sqlite3.register_adapter(_Answer, lambda a: a.text)
+    path = tmp_path / "j.sqlite"
+    journal = writer_process_ready(_journal(path, process_after=0))
+    told: list[str] = []
+    journal.on_commit = lambda rows: told.extend(r[1] for r in rows)
+    _success(journal, "t0", 1)
+    journal.flush(wait=False)
+    _success(journal, "t1", 2, output=_Answer("adapted"))  # type: ignore[arg-type]
+    journal.flush(wait=False)
+    _success(journal, "t2", 3)
+    journal.flush()
+    assert told == ["t0", "t1", "t2"]
+    assert journal.results("r")["t1"].output == "adapted"
+    journal.close()
+
+
+def test_a_hook_that_raises_leaves_the_next_results_told_right(tmp_path: Path) -> None:
+    path = tmp_path / "j.sqlite"
+    journal = writer_process_ready(_journal(path, process_after=0))
+    told: list[list[str]] = []
+
+    def hook(rows: list[tuple[Any, ...]]) -> None:
+        told.append([r[1] for r in rows])
+        if len(told) == 1:
+            raise RuntimeError("the hook failed once")
+
+    journal.on_commit = hook
+    lock = sqlite3.connect(path, isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")  # the writer waits: the three batches go in one commit
+    for i in range(3):
+        _success(journal, f"t{i}", i + 1)
+        journal.flush(wait=False)
+    time.sleep(0.3)
+    lock.execute("ROLLBACK")
+    lock.close()
+    with pytest.raises(RuntimeError, match="failed once"):
+        journal.flush()
+    _success(journal, "t9", 9)
+    journal.flush()
+    assert told[-1] == ["t9"]
+    assert isinstance(journal._writer, _ProcessWriter) and not journal._writer._inflight
+    journal.close()
+
+
+def test_a_row_sqlite_cannot_bind_fails_its_batch_not_the_writer(tmp_path: Path) -> None:
+    journal = writer_process_ready(_journal(tmp_path / "j.sqlite", process_after=0))
+    _success(journal, "t0", 1, output="half an emoji: \ud83d")  # an unpaired surrogate
+    journal.flush(wait=False)
+    with pytest.raises(Exception, match=r"surrogate|encode"):
+        journal.flush()
+    _success(journal, "t1", 2)
+    journal.flush()  # the writer goes on
+    assert set(journal.results("r")) == {"t1"}
+    journal.close()
+
+
+def test_its_input_ended_by_a_live_parent_it_exits(tmp_path: Path) -> None:
+    journal = writer_process_ready(_journal(tmp_path / "j.sqlite", process_after=0))
+    for i in range(3):
+        _success(journal, f"t{i}", i + 1)
+        journal.flush(wait=False)
+    writer = journal._writer
+    assert isinstance(writer, _ProcessWriter)
+    os.close(writer._to)  # no goodbye
+    assert writer._proc.wait(timeout=10) == 0
+    with pytest.raises(JournalError):
+        journal.close()
+
+
+def test_a_writer_that_cannot_start_costs_nothing_but_the_try(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    broken = tmp_path / "writer.py"
+    broken.write_text("import sys; sys.exit(3)\n")
+    monkeypatch.setattr(_ProcessWriter, "SCRIPT", broken)
+    journal = _journal(tmp_path / "j.sqlite", process_after=0)
+    for i in range(3):
+        _success(journal, f"t{i}", i + 1)
+        journal.flush(wait=False)
+        time.sleep(0.1)
+    assert journal._writer is None  # it never said it was ready: committed here
+    journal.flush()
+    assert set(journal.results("r")) == {"t0", "t1", "t2"}
     journal.close()

@@ -8,11 +8,12 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from conftest import new_run
+from conftest import new_run, writer_process_ready
 from phalanx.events import AttemptStarted, RunStarted, TaskInfo, TaskSucceeded
 from phalanx.journal import THREAD_ENV, Journal, _ProcessWriter
 
@@ -69,7 +70,7 @@ def test_flush_returns_once_committed_and_close_ends_the_writer(
     journal = (
         _journal(tmp_path / "j.sqlite")
         if writer == "thread"
-        else _started(Journal(tmp_path / "j.sqlite", process_after=0))
+        else writer_process_ready(_started(Journal(tmp_path / "j.sqlite", process_after=0)))
     )
     for i in range(3):
         _success(journal, f"t{i}", i + 1)
@@ -131,3 +132,41 @@ def test_the_writer_thread_is_off_unless_the_environment_asks(
     assert len(_writers()) == before + 1
     threaded.close()
     assert len(_writers()) == before
+
+
+def test_batches_committed_together_then_one_by_one_write_the_same_rows(
+    tmp_path: Path,
+) -> None:
+    """When batches committed together fail, each is committed again on its own, with the
+    rows it had (found by a review: the retry wrote a second success over the first)."""
+    path = tmp_path / "j.sqlite"
+    journal = _journal(path)
+    journal.flush()
+    lock = sqlite3.connect(path, isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")  # the thread waits: both batches go in one commit
+    journal.append(
+        "r", 1, AttemptStarted(ts=2.0, task_id="t0", attempt_id=1, attempt_no=1, agent="a")
+    )
+    journal.append(
+        "r", 1, TaskSucceeded(ts=3.0, task_id="t0", attempt_id=1, agent="a", output="ok")
+    )
+    journal.flush(wait=False)
+    journal.append(
+        "r", 1, AttemptStarted(ts=2.0, task_id="t0", attempt_id=2, attempt_no=2, agent="a")
+    )
+    journal.append(
+        "r", 1, TaskSucceeded(ts=3.0, task_id="t0", attempt_id=2, agent="a", output="dup")
+    )
+    journal.flush(wait=False)
+    time.sleep(0.3)
+    lock.execute("ROLLBACK")
+    lock.close()
+    with pytest.raises(sqlite3.IntegrityError):
+        journal.flush()
+    assert {k: r.output for k, r in journal.results("r").items()} == {"t0": "ok"}
+    other = sqlite3.connect(path)
+    try:
+        assert other.execute("SELECT attempt_id FROM attempts").fetchall() == [(1,)]
+    finally:
+        other.close()
+    journal.close()

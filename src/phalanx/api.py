@@ -14,6 +14,7 @@ import logging
 import os
 import secrets
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -802,6 +803,7 @@ async def _drive_to_end(
 
 _frozen_runs = 0  # runs of this process inside _frozen_heap
 _froze = False  # whether they froze the heap (not when the program had frozen it already)
+_frozen_lock = threading.Lock()
 
 
 @contextlib.contextmanager
@@ -814,17 +816,19 @@ def _frozen_heap() -> Iterator[None]:
     alive by it, a cycle among them that died meanwhile is collected then. A program that
     froze objects itself (a pre-forking server) is left to manage its own."""
     global _frozen_runs, _froze
-    if _frozen_runs == 0:
-        _froze = gc.get_freeze_count() == 0
-        if _froze:
-            gc.freeze()
-    _frozen_runs += 1
+    with _frozen_lock:  # runs in several threads count on one counter
+        if _frozen_runs == 0:
+            _froze = gc.get_freeze_count() == 0
+            if _froze:
+                gc.freeze()
+        _frozen_runs += 1
     try:
         yield
     finally:
-        _frozen_runs -= 1
-        if _frozen_runs == 0 and _froze:
-            gc.unfreeze()
+        with _frozen_lock:
+            _frozen_runs -= 1
+            if _frozen_runs == 0 and _froze:
+                gc.unfreeze()
 
 
 def _namer(orch: Orchestrator) -> Callable[[str, str], str | None]:

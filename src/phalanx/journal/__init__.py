@@ -13,6 +13,7 @@ exactly-once success).
 
 from __future__ import annotations
 
+import builtins
 import collections
 import contextlib
 import fcntl
@@ -357,6 +358,7 @@ class Journal:
         self._ops: list[_Writes | tuple[str, RunStarted | RunFinished]] = []
         self._threaded = writer_thread
         self._writer: _Writer | _ProcessWriter | None = None
+        self._starting: _ProcessWriter | None = None  # started, not yet ready
         # Told the result rows of each batch once it is committed (a run's output files)
         self.on_commit: Callable[[list[tuple[Any, ...]]], None] | None = None
         try:
@@ -396,9 +398,10 @@ class Journal:
         try:
             self.flush()
         finally:
-            if self._writer is not None:
-                self._writer.stop()
-                self._writer = None
+            for writer in (self._writer, self._starting):
+                if writer is not None:
+                    writer.stop()
+            self._writer = self._starting = None
             self._db.close()
 
     def _written(self) -> None:
@@ -803,8 +806,21 @@ class Journal:
         self._expected = rows
 
     def _go_process(self, rows: int, wait: bool) -> bool:
-        """Whether this batch (of ``rows`` event rows) starts the writer process (and it
-        started): once the rows committed here and this batch's reach ``process_after``."""
+        """Whether this batch (of ``rows`` event rows) goes to the writer process: once the
+        rows committed here and this batch's reach ``process_after`` (or :meth:`expect`
+        said they will), the process is started, and this thread goes on committing until
+        it says it is ready."""
+        starting = self._starting
+        if starting is not None:
+            ready = starting.ready()
+            if ready is None:  # it ended before it was ready: nothing was handed to it
+                self._starting = None
+                starting.stop()
+            if not ready or wait:
+                return False
+            self._starting, self._writer = None, starting
+            self._db.execute("PRAGMA wal_autocheckpoint=0")  # the writer checkpoints
+            return True
         after = self._process_after
         if after is None or wait or max(self._inline_rows + rows, self._expected) < after:
             return False
@@ -814,13 +830,15 @@ class Journal:
         if not _ProcessWriter.SCRIPT.is_file():  # installed inside an archive: no script
             return False
         try:
-            writer = _ProcessWriter(self.path, self)
+            self._starting = _ProcessWriter(self.path, self)
         except OSError:
             return False  # no process to be had: the caller's thread goes on committing
-        self._writer = writer
-        self._db.execute("PRAGMA wal_autocheckpoint=0")  # the writer checkpoints
-        weakref.finalize(self, writer.stop)
-        return True
+        weakref.finalize(self, self._starting.stop)
+        return False
+
+    def _commit_statements(self, batches: Sequence[list[tuple[str, list[Any]]]]) -> None:
+        """Batches already turned into statements, committed here in one transaction."""
+        _commit_statements(self._db, batches)
 
 
 _Batch = tuple[
@@ -851,9 +869,24 @@ _commits_lock = threading.Lock()
 def _commit(db: sqlite3.Connection, batches: Sequence[_Batch]) -> None:
     """Write ``batches`` (events rows, then their folded table writes, in order) in one
     transaction: all of it or, on an error, none of it."""
-    global _commits
     with _Transaction(db):
         _write_batches(db, batches)
+    _committed()
+
+
+def _commit_statements(
+    db: sqlite3.Connection, batches: Sequence[list[tuple[str, list[Any]]]]
+) -> None:
+    """Batches already turned into statements (:class:`_Statements`), in one transaction."""
+    with _Transaction(db):
+        for statements in batches:
+            for sql, rows in statements:
+                db.executemany(sql, rows)
+    _committed()
+
+
+def _committed() -> None:
+    global _commits
     with _commits_lock:
         _commits += 1
         if _commits == _KILL_AFTER_COMMITS:  # fault injection for the crash tests
@@ -872,6 +905,13 @@ def _write_batches(db: Any, batches: Sequence[_Batch]) -> None:
                 op.apply(db)
             else:
                 _apply_run_event(db, *op)
+
+
+def _statements_of(batch: _Batch) -> list[tuple[str, list[Any]]]:
+    """A batch's statements, as data (its folded writes are emptied as they are read)."""
+    statements = _Statements()
+    _write_batches(statements, [batch])
+    return statements.out
 
 
 class _Statements:
@@ -1010,17 +1050,29 @@ class _Writer:
         batch that fails takes no other down with it). The first error, for the caller."""
         journal = self._journal()
         hook = journal.on_commit if journal is not None else None
-        results = _results_of(batches) if hook is not None else None
+        done = [(_statements_of(b), _results_of([b]) if hook is not None else None)
+                for b in batches]  # fmt: skip
+        return self._commit_each(done, hook)
+
+    def _commit_each(
+        self,
+        done: list[tuple[list[tuple[str, list[Any]]], list[tuple[Any, ...]] | None]],
+        hook: Callable[[list[tuple[Any, ...]]], None] | None,
+    ) -> BaseException | None:
+        """Commit batches turned into statements (once: a retry writes the same rows) in one
+        transaction; if that fails, each on its own. The first error, for the caller."""
         try:
-            _commit(self._db, batches)
-            if results and hook is not None:
-                hook(results)
-            return None
+            _commit_statements(self._db, [statements for statements, _ in done])
         except BaseException as exc:  # kept for the caller (its thread raises it)
-            if len(batches) == 1:
+            if len(done) == 1:
                 return exc
-        errors = [self._write([batch]) for batch in batches]
-        return next((e for e in errors if e is not None), None)
+            errors = [self._commit_each([one], hook) for one in done]
+            return next((e for e in errors if e is not None), None)
+        if hook is not None:
+            for _, results in done:
+                if results:
+                    hook(results)
+        return None
 
     def _checkpoint(self, idle: bool) -> None:
         limit = self.CHECKPOINT_ROWS if idle else self.FORCE_CHECKPOINT_ROWS
@@ -1036,16 +1088,19 @@ class _ProcessWriter:
     runs on another core and shares no GIL with the event loop (the thread did, and cost
     more than it saved: docs/benchmarks.md).
 
+    The journal starts it and goes on committing in its own thread until the process says
+    it is ready (:meth:`ready`): a process that cannot start costs nothing but the try.
     A batch goes over a pipe as data (its statements and rows, ``marshal``-encoded), never
     waited on: what the pipe does not take now waits in memory and goes at the next call
-    (beyond ``MAX_BACKLOG`` bytes the caller waits). The process answers each batch in
-    order, committed or failed; the journal's ``on_commit`` is told of a batch's results
-    when its answer is read (at the next flush, or a wait). A failed batch is raised,
-    once, by the next :meth:`wait` or :meth:`check`; a process that is gone raises
-    :class:`JournalError` (never silent). It dies with this process
-    (``PR_SET_PDEATHSIG``) and, its input ended without a goodbye, commits nothing more:
-    a run killed mid-way is resumed by another process with nothing still being written
-    for the dead one."""
+    (beyond ``MAX_BACKLOG`` bytes the caller waits). A batch with a value ``marshal`` does
+    not take (what only an sqlite3 adapter knows) is committed in the caller's thread once
+    every batch before it is. The process answers each batch in order, committed or failed;
+    the journal's ``on_commit`` is told of a batch's results when its answer is read (at
+    the next flush, or a wait). A failed batch is raised, once, by the next :meth:`wait` or
+    :meth:`check`; a process that is gone raises :class:`JournalError` (never silent). It
+    dies with this process (``PR_SET_PDEATHSIG``) and, its input ended without a goodbye,
+    commits nothing more: a run killed mid-way is resumed by another process with nothing
+    still being written for the dead one."""
 
     SCRIPT = Path(__file__).with_name("writer.py")
     MAX_BACKLOG = 64 << 20  # bytes handed over and not yet in the pipe: beyond, wait
@@ -1055,8 +1110,8 @@ class _ProcessWriter:
         with _commits_lock:
             commits = _commits
         self._proc = subprocess.Popen(
-            [sys.executable, "-I", "-S", str(self.SCRIPT), str(path), str(os.getpid()),
-             str(commits), str(_KILL_AFTER_COMMITS)],
+            [sys.executable, "-I", "-S", str(self.SCRIPT), str(path.resolve()),
+             str(os.getpid()), str(commits), str(_KILL_AFTER_COMMITS)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             close_fds=True,
@@ -1067,34 +1122,56 @@ class _ProcessWriter:
             fcntl.fcntl(self._to, fcntl.F_SETPIPE_SZ, 1 << 20)
         os.set_blocking(self._from, False)
         os.set_blocking(self._to, False)
+        # poll (not select: any fd number): the answers, room in the pipe, or both
+        self._in_poll, self._out_poll, self._both = select.poll(), select.poll(), select.poll()
+        self._in_poll.register(self._from, select.POLLIN)
+        self._out_poll.register(self._to, select.POLLOUT)
+        self._both.register(self._from, select.POLLIN)
+        self._both.register(self._to, 0)
         self._out = bytearray()  # frames the pipe has not taken yet
         self._buf = bytearray()
         self._inflight: collections.deque[list[tuple[Any, ...]] | None] = collections.deque()
         self._token = 0
+        self._ready = False
         self._error: BaseException | None = None
         self._gone = False
         self._pid = os.getpid()  # a forked copy of this object must not share the pipe
 
+    def ready(self) -> bool | None:
+        """Whether the process has said it is ready (its connection open); None: it ended
+        before (nothing was handed to it)."""
+        if not self._ready and not self._gone:
+            self._read(block=False)
+        return True if self._ready else None if self._gone else False
+
     def submit(self, batch: _Batch) -> None:
         journal = self._journal()
         hook = journal.on_commit if journal is not None else None
-        self._inflight.append(_results_of([batch]) if hook is not None else None)
-        statements = _Statements()
-        _write_batches(statements, [batch])
-        self._send(("B", statements.out))
+        results = _results_of([batch]) if hook is not None else None
+        statements = _statements_of(batch)
+        try:
+            data = _frame(("B", statements))
+        except ValueError:  # a value only an sqlite3 adapter knows: committed here, in turn
+            self.wait()
+            assert journal is not None
+            journal._commit_statements([statements])
+            if results and hook is not None:
+                hook(results)
+            return
+        self._inflight.append(results)
+        self._send(data)
         self._read(block=False)
 
     def wait(self) -> None:
         """Return once every batch handed over so far is committed."""
         self._token += 1
-        self._send(("S", self._token))
+        self._send(_frame(("S", self._token)))
         while not self._read(block=True, token=self._token):
             pass
         self.check()
 
     def check(self) -> None:
-        if os.getpid() != self._pid:
-            raise JournalError("the journal's writer process is its parent's (a forked copy)")
+        self._mine()
         if not self._gone:
             self._drain()
             self._read(block=False)
@@ -1110,18 +1187,16 @@ class _ProcessWriter:
             return  # a forked copy: the process is its parent's to end
         if self._proc.returncode is None and not self._gone:
             with contextlib.suppress(OSError, JournalError):
-                self._send(("C",))
+                self._send(_frame(("C",)))
                 while self._out and not self._gone:
-                    select.select([], [self._to], [])
+                    self._out_poll.poll()
                     self._drain()
         with contextlib.suppress(OSError):
             self._proc.stdin.close()  # type: ignore[union-attr]
         deadline = time.monotonic() + 60.0  # its output ends when it exits (no polling wait)
         with contextlib.suppress(OSError):
             while (left := deadline - time.monotonic()) > 0:
-                if select.select([self._from], [], [], left)[0] and not os.read(
-                    self._from, 1 << 16
-                ):
+                if self._in_poll.poll(left * 1000) and not os.read(self._from, 1 << 16):
                     break
         if self._proc.poll() is None and time.monotonic() >= deadline:
             self._proc.kill()
@@ -1129,20 +1204,18 @@ class _ProcessWriter:
         with contextlib.suppress(OSError):
             self._proc.stdout.close()  # type: ignore[union-attr]
 
-    def _send(self, msg: tuple[Any, ...]) -> None:
-        if self._gone:
-            raise JournalError("the journal's writer process is gone: batches not committed")
+    def _mine(self) -> None:
         if os.getpid() != self._pid:
             raise JournalError("the journal's writer process is its parent's (a forked copy)")
-        try:
-            data = marshal.dumps(msg)
-        except ValueError:  # a str subclass or an enum in a row: as plain values
-            data = marshal.dumps(_plain(msg))
-        self._out += struct.pack("<I", len(data))
-        self._out += data
+
+    def _send(self, frame: bytes) -> None:
+        if self._gone:
+            raise JournalError("the journal's writer process is gone: batches not committed")
+        self._mine()
+        self._out += frame  # one step: an interrupt never leaves half a frame
         self._drain()
         while len(self._out) > self.MAX_BACKLOG and not self._gone:
-            select.select([], [self._to], [])
+            self._out_poll.poll()
             self._drain()
         if self._gone:
             raise JournalError("the journal's writer process is gone: batches not committed")
@@ -1163,11 +1236,13 @@ class _ProcessWriter:
         came."""
         while True:
             if block:
-                writable = [self._to] if self._out else []
-                readable, writable, _ = select.select([self._from], writable, [])
-                if writable:
+                self._both.modify(self._to, select.POLLOUT if self._out else 0)
+                events = dict(self._both.poll())
+                if self._to in events:
                     self._drain()
-                if not readable:
+                if self._from not in events:
+                    if self._gone:
+                        return True
                     continue
             try:
                 chunk = os.read(self._from, 1 << 16)
@@ -1183,30 +1258,53 @@ class _ProcessWriter:
 
     def _answers(self, token: int) -> bool:
         found = False
+        told: list[list[tuple[Any, ...]]] = []
         while len(self._buf) >= 4:
             (n,) = struct.unpack_from("<I", self._buf)
             if len(self._buf) < 4 + n:
                 break
             msg: Any = marshal.loads(bytes(self._buf[4 : 4 + n]))
             del self._buf[: 4 + n]
-            if msg[0] == "K":
+            if msg[0] == "K":  # every entry taken before any hook runs (a hook may raise)
                 for _ in range(msg[1]):
                     results = self._inflight.popleft()
-                    journal = self._journal()
-                    if results and journal is not None and journal.on_commit is not None:
-                        journal.on_commit(results)
+                    if results:
+                        told.append(results)
             elif msg[0] == "E":
                 self._inflight.popleft()
                 if self._error is None:
-                    kind = getattr(sqlite3, msg[1], None)
-                    self._error = (
-                        kind(msg[2])
-                        if isinstance(kind, type) and issubclass(kind, Exception)
-                        else JournalError(msg[2])
-                    )
+                    self._error = _error_named(msg[1], msg[2])
+            elif msg[0] == "R":
+                self._ready = True
             elif msg[0] == "A" and msg[1] == token:
                 found = True
+        journal = self._journal()
+        if told and journal is not None and journal.on_commit is not None:
+            for results in told:
+                journal.on_commit(results)
         return found
+
+
+def _frame(msg: tuple[Any, ...]) -> bytes:
+    """A message for the writer process: its length, then it (``marshal``); ValueError for
+    a value ``marshal`` does not take even as its plain type."""
+    try:
+        data = marshal.dumps(msg)
+    except ValueError:  # a str subclass or an enum in a row: as plain values
+        data = marshal.dumps(_plain(msg))
+    return struct.pack("<I", len(data)) + data
+
+
+def _error_named(name: str, message: str) -> BaseException:
+    """The writer process's error as this process raises it: the same sqlite3 or builtin
+    exception when it takes a message alone, else a JournalError naming it."""
+    kind = getattr(sqlite3, name, None) or getattr(builtins, name, None)
+    if isinstance(kind, type) and issubclass(kind, Exception):
+        try:
+            return kind(message)
+        except TypeError:  # (UnicodeEncodeError and the like take more than a message)
+            pass
+    return JournalError(f"{name}: {message}")
 
 
 def _apply_run_started(db: sqlite3.Connection, run_id: str, e: RunStarted) -> None:

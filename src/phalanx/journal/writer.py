@@ -1,5 +1,6 @@
-"""The journal's writer process (see ``phalanx.journal._ProcessWriter``): it commits the batches of
-statements its parent hands it, in order, on a connection of its own, on another core.
+"""The journal's writer process (see ``phalanx.journal._ProcessWriter``): it commits the
+batches of statements its parent hands it, in order, on a connection of its own, on
+another core.
 
 Run as ``python -I -S writer.py JOURNAL PARENT_PID COMMITS KILL_AFTER``: it imports
 nothing beyond the interpreter's core (no phalanx, no site), so it starts in milliseconds.
@@ -8,7 +9,8 @@ Frames both ways are a 4-byte little-endian length and a ``marshal`` payload.
 In (stdin): ``("B", [(sql, rows), ...])`` a batch (one event group or more, whole);
 ``("S", token)`` answer ``("A", token)`` once every batch before it is committed;
 ``("C",)`` the parent is done: commit what is left and exit.
-Out (stdout), in the order the batches came: ``("K", n)`` the next n batches are committed;
+Out (stdout): ``("R",)`` first, once its connection is open; then, in the order the batches
+came: ``("K", n)`` the next n batches are committed;
 ``("E", class, message)`` the next batch failed (rolled back whole; the batches committed
 with it are then committed each on its own); ``("A", token)``.
 
@@ -71,8 +73,8 @@ class _Committer:
     def __init__(self, path: str, parent: int, commits: int, kill_after: int) -> None:
         self.parent, self.commits, self.kill_after = parent, commits, kill_after
         self.db = sqlite3.connect(path, timeout=30.0, isolation_level=None)
-        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=30000",
-                       "wal_autocheckpoint=0"):  # fmt: skip
+        # (the journal is in WAL mode already: its parent made it so)
+        for pragma in ("synchronous=NORMAL", "busy_timeout=30000", "wal_autocheckpoint=0"):
             self.db.execute(f"PRAGMA {pragma}")
         self.unchecked = 0  # event rows committed since the last checkpoint
 
@@ -100,8 +102,8 @@ class _Committer:
             self.commit(batches)
             _answer(("K", len(batches)))
             return
-        except sqlite3.Error as exc:
-            if len(batches) == 1:
+        except Exception as exc:  # any error fails its batch, never the process
+            if len(batches) == 1:  # (a value SQLite cannot bind: an unpaired surrogate...)
                 _answer(("E", type(exc).__name__, str(exc)))
                 return
         for batch in batches:
@@ -114,37 +116,40 @@ class _Committer:
                 self.db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
 
+_NONE = object()  # no message set aside (None is the end of the input)
+
+
 def main() -> None:
     path, parent, commits, kill_after = sys.argv[1], *map(int, sys.argv[2:5])
     _die_with(parent)
     committer = _Committer(path, parent, commits, kill_after)
     q: queue.Queue[Any] = queue.Queue(MAX_QUEUED)
     threading.Thread(target=_reader, args=(q,), daemon=True).start()
-    pending: Any = None
+    _answer(("R",))  # ready: until now the parent commits in its own thread
+    pending: Any = _NONE
     while True:
-        msg = pending if pending is not None else q.get()
-        pending = None
-        if msg is None:  # the parent died: commit nothing more
+        msg = pending if pending is not _NONE else q.get()
+        pending = _NONE
+        if msg is None:  # the input ended without a goodbye (the parent died): stop here
             os._exit(0)
         if msg[0] == "B":
             batches = [msg[1]]
             while True:  # batches waiting are committed together
                 try:
-                    pending = q.get_nowait()
+                    nxt = q.get_nowait()
                 except queue.Empty:
                     break
-                if pending is None or pending[0] != "B":
+                if nxt is None or nxt[0] != "B":
+                    pending = nxt  # the end of the input too: seen after this commit
                     break
-                batches.append(pending[1])
-                pending = None
+                batches.append(nxt[1])
             committer.write(batches)
-            committer.checkpoint(idle=pending is None and q.empty())
+            committer.checkpoint(idle=pending is _NONE and q.empty())
         elif msg[0] == "S":
             _answer(("A", msg[1]))
         elif msg[0] == "C":
-            committer.unchecked = max(
-                committer.unchecked, CHECKPOINT_ROWS if committer.unchecked else 0
-            )
+            if committer.unchecked:  # the last checkpoint, whatever the count
+                committer.unchecked = CHECKPOINT_ROWS
             committer.checkpoint(idle=True)
             committer.db.close()
             return

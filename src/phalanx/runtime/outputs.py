@@ -106,7 +106,7 @@ def _speak(text: str, wav: Path, notes: list[str]) -> list[str]:
 STREAM_AT = 1000  # files: a run with fewer writes them at its end, in its own process
 
 # The helper process: reads frames (a 4-byte length, then a marshalled list of (name,
-# bytes)) from stdin, writes each file relative to the folder, and at the end of its input
+# text)) from stdin, writes each file relative to the folder, and at the end of its input
 # answers (files written, [(name, errno, message)] of those that failed) on stdout. It
 # imports nothing beyond the interpreter's core (started with -I -S: no site, no
 # environment), so it starts in a few milliseconds. It ignores SIGINT and SIGTERM (a
@@ -127,7 +127,7 @@ while True:
         try:
             fd = os.open(name, flags, 0o644, dir_fd=folder)
             try:
-                view = memoryview(data)
+                view = memoryview(data.encode("utf-8"))
                 while view:
                     view = view[os.write(fd, view):]
             finally:
@@ -164,7 +164,7 @@ class OutputStream:
         how many tasks the run has now (its plan as it grew): with :data:`STREAM_AT` or
         more, the helper starts at the first results, to work beside the whole run."""
         self.run_id, self.folder, self.name_of, self.tasks = run_id, folder, name_of, tasks
-        self._files: list[tuple[str, str, bytes]] = []  # (task, name, data) handed or held
+        self._files: list[tuple[str, str, str]] = []  # (task, name, text) handed or held
         self._sent = 0  # how many of _files went to the helper (the rest wait for it)
         self._backlog = bytearray()
         self._proc: subprocess.Popen[bytes] | None = None
@@ -176,8 +176,8 @@ class OutputStream:
         new = []
         for row in rows:
             name = self.name_of(row[1], row[3]) if row[0] == self.run_id else None
-            if name is not None:
-                new.append((row[1], name, row[4].encode("utf-8")))
+            if name is not None:  # the answer itself (the run's record holds it too)
+                new.append((row[1], name, row[4]))
         if not new:
             return
         with self._lock:
@@ -215,7 +215,7 @@ class OutputStream:
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
             self._proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-c", _HELPER, str(self.folder)],
+                [sys.executable, "-I", "-S", "-c", _HELPER, str(self.folder.resolve())],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
@@ -230,7 +230,7 @@ class OutputStream:
             fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, 1 << 20)
         os.set_blocking(fd, False)
 
-    def _send(self, files: Sequence[tuple[str, str, bytes]]) -> None:
+    def _send(self, files: Sequence[tuple[str, str, str]]) -> None:
         if self._failed or self._proc is None or self._proc.stdin is None:
             return
         self._sent += len(files)
