@@ -644,16 +644,22 @@ class StatusTracker:
         counts keep its waiting work and its bar is not full while that work waits."""
         roles = list(dict.fromkeys(a.role for a in self.agents.values()))
         specific = [r for r in roles if r in ROLES and ROLES[r].categories]
-        anything = [r for r in roles if r in ROLES and not ROLES[r].categories]
-        out: dict[str, Progress] = {}
+        anything = next((r for r in roles if r in ROLES and not ROLES[r].categories), None)
+        role_of: dict[str, str | None] = {}  # category -> its team (found once)
+        counts: dict[str, dict[str, int]] = {}  # team -> its tasks by state
         for t in self.tasks.values():
             if t.agent is not None and t.state in ("running", "succeeded", "failed"):
                 continue  # an agent's (progress_by_agent)
-            role = next((r for r in specific if t.category in ROLES[r].categories), None)
-            role = role or next(iter(anything), None)
+            if t.category in role_of:
+                role = role_of[t.category]
+            else:
+                role = role_of[t.category] = next(
+                    (r for r in specific if t.category in ROLES[r].categories), anything
+                )
             if role is not None:
-                out[role] = out.get(role, Progress()) + Progress.of_states([t.state])
-        return out
+                by_state = counts.setdefault(role, {})
+                by_state[t.state] = by_state.get(t.state, 0) + 1
+        return {role: Progress.of_counts(by_state) for role, by_state in counts.items()}
 
     def _eta(
         self, now: float, remaining: int, held: set[str] | None = None
@@ -712,6 +718,8 @@ class StatusTracker:
             for tid, t in self.tasks.items()
             if t.state in ("queued", "running", "retrying") and tid not in held
         }
+        if not deps:  # no task needs another: each chain is one task
+            return max(weight.values(), default=0.0)
         return max((_chain(tid, deps, weight, memo) for tid in weight), default=0.0)
 
 
