@@ -361,7 +361,7 @@ def breakdown(plan: Plan, what: str, baseline_cpu: float | None = None) -> str:
         (Journal, "flush", "journal flushes (one transaction per batch)"),
         (Journal, "create_run", "the run's journal row (plan JSON, redacted)"),
         (api_module, "write_outputs", "output files written at the end of the run"),
-        (OutputStream, "finish", "waiting at the end for the helper writing output files"),
+        (OutputStream, "finish", "waiting"),
         (executor_module, "redact", "redacting answers"),
         (Orchestrator, "_dispatch", "dispatch (decisions, attempt starts, their events)"),
         (Orchestrator, "_on_outcome", "outcomes (events, bookkeeping)"),
@@ -390,6 +390,7 @@ def breakdown(plan: Plan, what: str, baseline_cpu: float | None = None) -> str:
     finally:
         for owner, name, fn in saved:
             setattr(owner, name, fn)
+    waited = spent.pop("waiting", 0.0)  # for the output files' helper: not this CPU's
     status = spent.pop("status fold", 0.0)
     append = spent.pop("journal append", 0.0)
     sqlite = spent.pop("sqlite", 0.0)
@@ -405,8 +406,10 @@ def breakdown(plan: Plan, what: str, baseline_cpu: float | None = None) -> str:
         f"({append / cpu:.0%}); the status fold {status:.2f} s ({status / cpu:.0%}). The "
         f"rest, {rest:.2f} s ({rest / cpu:.0%}), is the attempts "
         "themselves (executor, sim call, asyncio tasks) and the run's setup. Its helper "
-        f"processes (the journal's writer, past 4,096 rows; the output files' writer, past "
-        f"1,000 files) spent {kids:.2f} s of CPU besides, on the other core."
+        f"processes (the journal's writer, for a run of 4,096 event rows or more; the output "
+        f"files' writer, for one of 1,000 tasks or more) spent {kids:.2f} s of CPU besides, "
+        f"on the other core; at its end the run waited {waited:.2f} s for the output files' "
+        "writer to finish."
     )
 
 
