@@ -26,6 +26,7 @@ from .model import _PARSER, Commands, Limits, Plan, RetryConfig, RouterConfig, T
 from .schema import (
     _SAVED_AGENT_KEYS,
     AgentModel,
+    FastPlanLoader,
     MessagingModel,
     PlanLoader,
     PlanModel,
@@ -282,9 +283,10 @@ def read_yaml(path: str | os.PathLike[str], what: str = "plan file") -> tuple[An
     except (OSError, UnicodeDecodeError) as exc:
         raise PlanError(f"cannot read: {exc.__class__.__name__}: {exc}", file=source) from None
     try:
-        root = yaml.compose(text, Loader=PlanLoader)
-        _check_tree(root, source)
-        data = yaml.load(text, Loader=PlanLoader)
+        try:  # libyaml's parser when there is one (several times faster on a large plan)
+            root, data = _parse(text, FastPlanLoader, source)
+        except yaml.YAMLError:  # said as the Python parser says it (its words, its line)
+            root, data = _parse(text, PlanLoader, source)
     except RecursionError:
         raise PlanError("the YAML is nested too deeply", file=source) from None
     except yaml.YAMLError as exc:
@@ -300,6 +302,18 @@ def read_yaml(path: str | os.PathLike[str], what: str = "plan file") -> tuple[An
         return _key_line(root, loc) if is_key else _node_line(root, loc)
 
     return data, line_of
+
+
+def _parse(text: str, loader: type[Any], source: str) -> tuple[yaml.Node | None, Any]:
+    """The YAML's tree, checked (:func:`_check_tree`), and the data built from that same
+    tree: the text is parsed once."""
+    parser = loader(text)
+    try:
+        root = parser.get_single_node()
+        _check_tree(root, source)
+        return root, (parser.construct_document(root) if root is not None else None)
+    finally:
+        parser.dispose()
 
 
 def load_plan(path: str | os.PathLike[str]) -> Plan:

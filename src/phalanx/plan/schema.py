@@ -45,6 +45,15 @@ PlanLoader.add_implicit_resolver(
     re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
     list("tTfF"),
 )
+# The same loader on libyaml's parser, when PyYAML was built with it (its wheels are)
+FastPlanLoader: type[Any] = PlanLoader
+if hasattr(yaml, "CSafeLoader"):
+
+    class _CPlanLoader(yaml.CSafeLoader):
+        """:class:`PlanLoader`'s reading, parsed by libyaml."""
+
+    _CPlanLoader.yaml_implicit_resolvers = PlanLoader.yaml_implicit_resolvers
+    FastPlanLoader = _CPlanLoader
 
 
 def _str_list(v: Any) -> Any:
