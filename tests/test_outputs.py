@@ -155,3 +155,20 @@ def test_a_file_the_helper_cannot_write_is_raised(
     with pytest.raises(OSError, match="No space left") as caught:
         _big(state, monkeypatch)
     assert caught.value.filename.endswith("t1.txt")
+
+
+@pytest.mark.parametrize("when", ["at the end", "streamed"])
+def test_agents_the_autoscaler_cloned_name_their_files_by_their_style(
+    state: Path, monkeypatch: pytest.MonkeyPatch, when: str
+) -> None:
+    """A clone is not in the plan's agents: its files were named by the task (``.txt``)."""
+    if when == "streamed":
+        monkeypatch.setattr(outputs_module, "STREAM_AT", 20)
+    data = sim_plan(60, agents=1, latency_ms=100)
+    data["agents"][0]["style"] = "json"
+    data["autoscale"] = {"start_agents": 1, "interval": 0.2}
+    data["limits"] = {"max_agents": 6}
+    result = asyncio.run(phalanx.run(Plan.from_dict(data), state=state))
+    assert result.status == "succeeded"
+    assert len({t.agent for t in result.tasks.values()}) > 1  # clones answered some
+    assert sorted(p.suffix for p in result.outputs_dir.iterdir()) == [".json"] * 60

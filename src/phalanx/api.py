@@ -790,7 +790,7 @@ async def _drive_to_end(
         journal.flush()
         journal.on_commit = None
         written = stream.finish()
-        notes = write_outputs(outputs, orch.plan, orch.records, written)
+        notes = write_outputs(outputs, orch.plan, orch.records, written, _specs(orch))
         journal.release(run_id, session)
         journal.close()
         if orch.governor is not None:
@@ -831,6 +831,17 @@ def _frozen_heap() -> Iterator[None]:
                 gc.unfreeze()
 
 
+def _specs(orch: Orchestrator) -> dict[str, AgentSpec]:
+    """The run's agents by name as they run: the plan's and those the autoscaler cloned
+    (which the plan does not list)."""
+    out: dict[str, AgentSpec] = {}
+    for name, runner in orch.runners.items():
+        spec = getattr(runner, "spec", None)
+        if isinstance(spec, AgentSpec):
+            out[name] = spec
+    return out
+
+
 def _namer(orch: Orchestrator) -> Callable[[str, str], str | None]:
     """A succeeded task's output file name, from its id and agent (the plan as it grows);
     ``None`` for a tts answer (its audio is made with the rest at the end)."""
@@ -840,6 +851,8 @@ def _namer(orch: Orchestrator) -> Callable[[str, str], str | None]:
     def name_of(task_id: str, agent: str) -> str | None:
         task = orch.tasks.get(TaskId(task_id))
         spec = agents.get(agent)
+        if spec is None:  # an agent the autoscaler cloned: its runner has its spec
+            spec = _specs(orch).get(agent)
         if task is None or answer_style(task, spec) == "tts":
             return None
         return output_name(task, spec, known)

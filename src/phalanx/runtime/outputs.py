@@ -60,12 +60,15 @@ def write_outputs(
     plan: Plan,
     records: Mapping[str, TaskRecord],
     written: Collection[str] = (),
+    agents: Mapping[str, AgentSpec] | None = None,
 ) -> list[str]:
     """Each succeeded task's answer as ``TASK_ID.<ext>`` (the extension of its style);
     ``tts`` answers also as ``TASK_ID.wav`` when espeak-ng is installed; the tasks in
     ``written`` (their files written already, by an :class:`OutputStream`) are left as they
-    are. Returns notes for the summary; an ``OSError`` (a full disk) is raised."""
-    agents = {a.name or "": a for a in plan.agents}
+    are. ``agents``: the run's agents by name, besides the plan's (those the autoscaler
+    cloned answer in their own style too). Returns notes for the summary; an ``OSError``
+    (a full disk) is raised."""
+    agents = {**{a.name or "": a for a in plan.agents}, **(agents or {})}
     known = Styles(plan.own_styles())
     outputs.mkdir(parents=True, exist_ok=True)
     notes: list[str] = []
