@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import gc
 import logging
 import os
@@ -16,10 +17,10 @@ import secrets
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, ParamSpec, TypedDict, TypeVar
 
 from ._util import blocking, one_line, packed
 from .agents.hooks import from_config
@@ -81,6 +82,9 @@ from .status.snapshot import Snapshot, StatusTracker, fmt_duration
 from .status.text import fmt_cost
 
 __all__ = ["RunResult", "TaskResult", "resume", "run", "run_sync", "state_dir"]
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -342,6 +346,20 @@ def _check_tools(plan: Plan, providers: Mapping[str, Provider]) -> None:
             )
 
 
+def _in_frozen_heap(
+    fn: Callable[_P, Coroutine[Any, Any, _T]],
+) -> Callable[_P, Coroutine[Any, Any, _T]]:
+    """``fn`` (a run, a resume) inside :func:`_frozen_heap`, its setup included."""
+
+    @functools.wraps(fn)
+    async def inside(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        with _frozen_heap():
+            return await fn(*args, **kwargs)
+
+    return inside
+
+
+@_in_frozen_heap
 async def run(
     plan: Plan | str | os.PathLike[str],
     *,
@@ -423,6 +441,7 @@ def _create_run(
     return ws
 
 
+@_in_frozen_heap
 async def resume(
     run_id: str,
     *,
@@ -779,8 +798,7 @@ async def _drive_to_end(
         loop.create_task(_heartbeat_every(journal, run_id, session, HEARTBEAT_EVERY)),
     ]
     try:
-        with _frozen_heap():
-            await orch.run()
+        await orch.run()
     finally:
         for task in background:
             task.cancel()
@@ -803,7 +821,9 @@ async def _drive_to_end(
 
 _frozen_runs = 0  # runs of this process inside _frozen_heap
 _froze = False  # whether they froze the heap (not when the program had frozen it already)
+_thresholds: tuple[int, int, int] | None = None  # the collector's before the runs raised it
 _frozen_lock = threading.Lock()
+RUN_GC_THRESHOLD = 20_000  # allocations between young collections while runs go on
 
 
 @contextlib.contextmanager
@@ -814,21 +834,37 @@ def _frozen_heap() -> Iterator[None]:
     (measured: one full pass of ~60 ms per 500 requests on the openai SDK,
     docs/benchmarks.md). They are handed back when the last run ends; nothing is kept
     alive by it, a cycle among them that died meanwhile is collected then. A program that
-    froze objects itself (a pre-forking server) is left to manage its own."""
-    global _frozen_runs, _froze
+    froze objects itself (a pre-forking server) is left to manage its own.
+
+    The young generation's threshold is raised to :data:`RUN_GC_THRESHOLD` allocations
+    meanwhile (700 by default): a run keeps thousands of coroutines, futures and records
+    alive, which every young pass walks again, so the default spent 10-19% of a
+    10,000-task run's CPU in the collector (measured, docs/benchmarks.md, B2); objects
+    freed by their count (most of a run's) never wait for it. The program's thresholds are
+    put back when the last run ends, unless it set others meanwhile."""
+    global _frozen_runs, _froze, _thresholds
     with _frozen_lock:  # runs in several threads count on one counter
         if _frozen_runs == 0:
             _froze = gc.get_freeze_count() == 0
             if _froze:
                 gc.freeze()
+            young, *older = gc.get_threshold()
+            if 0 < young < RUN_GC_THRESHOLD:  # 0: the program turned collection off
+                _thresholds = (young, *older)  # type: ignore[assignment]
+                gc.set_threshold(RUN_GC_THRESHOLD, *older)
         _frozen_runs += 1
     try:
         yield
     finally:
         with _frozen_lock:
             _frozen_runs -= 1
-            if _frozen_runs == 0 and _froze:
-                gc.unfreeze()
+            if _frozen_runs == 0:
+                if _froze:
+                    gc.unfreeze()
+                if _thresholds is not None:
+                    if gc.get_threshold()[0] == RUN_GC_THRESHOLD:  # not changed meanwhile
+                        gc.set_threshold(*_thresholds)
+                    _thresholds = None
 
 
 def _specs(orch: Orchestrator) -> dict[str, AgentSpec]:
