@@ -20,7 +20,18 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from .common import ROOT, BenchError, Config, Row, file_cost, log, median, spread, state_dir
+from .common import (
+    ROOT,
+    BenchError,
+    Config,
+    Row,
+    file_cost,
+    log,
+    median,
+    spread,
+    state_dir,
+    summarise,
+)
 
 TARGET = 1.15
 _SYSTEM = "You are Cipher, the generalist of a team of agents. Do whatever the task asks."
@@ -48,12 +59,18 @@ def instant_server() -> Iterator[int]:
 
 
 # -- the two sides, each in a process of its own -------------------------------------------
-async def _bare(kind: str, port: int, n: int, k: int) -> None:
+async def _bare(kind: str, port: int, n: int, k: int, light: bool = False) -> None:
+    """The bare SDK; ``light``: its connection pool with phalanx's cheaper idle check
+    (``providers/_pool.py: lighten``), to tell what that saves from what the run adds."""
+    from phalanx.providers._pool import lighten
+
     sem = asyncio.Semaphore(k)
     if kind == "openai":
         import openai
 
         oc = openai.AsyncOpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=_KEY)
+        if light and not lighten(oc):
+            raise BenchError("the openai client's pool is not the one lighten knows")
 
         async def one(i: int) -> None:
             async with sem:
@@ -73,6 +90,8 @@ async def _bare(kind: str, port: int, n: int, k: int) -> None:
         import anthropic
 
         ac = anthropic.AsyncAnthropic(base_url=f"http://127.0.0.1:{port}", api_key=_KEY)
+        if light and not lighten(ac):
+            raise BenchError("the anthropic client's pool is not the one lighten knows")
 
         async def one(i: int) -> None:
             async with sem:
@@ -119,16 +138,26 @@ async def _phalanx(kind: str, port: int, n: int, k: int, state: str) -> None:
 
 
 def client(side: str, kind: str, port: int, n: int, k: int, state: str) -> dict[str, float]:
-    """One measurement in this process: a warm-up of ``k`` requests, then ``n``."""
+    """One measurement in this process: a warm-up of ``k`` requests, then ``n``. Side
+    ``profile``: the phalanx run under cProfile, its stats dumped to ``state/profile``."""
     os.environ.update({"OPENAI_COMPATIBLE_API_KEY": _KEY, "ANTHROPIC_API_KEY": _KEY})
 
     def once(count: int, where: str) -> None:
-        if side == "bare":
-            asyncio.run(_bare(kind, port, count, k))
+        if side in ("bare", "light"):
+            asyncio.run(_bare(kind, port, count, k, light=side == "light"))
         else:
             asyncio.run(_phalanx(kind, port, count, k, where))
 
     once(k, os.path.join(state, "warm"))
+    if side == "profile":
+        import cProfile
+
+        prof = cProfile.Profile()
+        prof.enable()
+        once(n, os.path.join(state, "run"))
+        prof.disable()
+        prof.dump_stats(os.path.join(state, "profile"))
+        return {}
     cpu, t0 = _cpu(), time.perf_counter()
     once(n, os.path.join(state, "run"))
     return {"cpu": _cpu() - cpu, "wall": time.perf_counter() - t0}
@@ -144,17 +173,33 @@ def _cpu() -> float:
 
 def _measure(side: str, kind: str, port: int, n: int, k: int) -> dict[str, float]:
     with state_dir(tempfile.gettempdir()) as d:  # on disk, as users keep it
-        out = subprocess.run(
-            [sys.executable, "-m", "bench.b10_provider", side, kind, str(port), str(n), str(k), d],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=600,
-            check=False,
-        )
+        out = _client(side, kind, port, n, k, d)
+    return dict(json.loads(out.strip().splitlines()[-1]))
+
+
+def _client(side: str, kind: str, port: int, n: int, k: int, state: str) -> str:
+    """:func:`client` in a fresh process; its standard output."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.b10_provider", side, kind, str(port), str(n), str(k), state],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     if out.returncode != 0:
         raise BenchError(f"b10 {side} {kind}: {out.stderr.strip()[-2000:]}")
-    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+    return out.stdout
+
+
+def _profile(kind: str, port: int, n: int, k: int) -> str:
+    import pstats
+
+    with state_dir(tempfile.gettempdir()) as d:
+        _client("profile", kind, port, n, k, d)
+        stats = pstats.Stats(os.path.join(d, "profile"))
+    what = f"one phalanx run on {_MODELS[kind].partition(':')[0]} (N={n}, K={k})"
+    return summarise(stats, what, top=8)
 
 
 def run(cfg: Config) -> list[Row]:
@@ -162,36 +207,60 @@ def run(cfg: Config) -> list[Row]:
     rows = []
     with instant_server() as port:
         for kind in ("openai", "anthropic"):
-            bare, ours, files = [], [], []
+            bare, light, ours, files = [], [], [], []
             for i in range(cfg.repeats):
                 bare.append(_measure("bare", kind, port, n, k)["cpu"] / n)
+                light.append(_measure("light", kind, port, n, k)["cpu"] / n)
                 ours.append(_measure("phalanx", kind, port, n, k)["cpu"] / n)
                 files.append(file_cost(n))
                 log(
                     f"B10 {kind} run {i + 1}/{cfg.repeats}: bare {bare[-1] * 1e3:.2f} ms, "
+                    f"bare with phalanx's pool check {light[-1] * 1e3:.2f} ms, "
                     f"phalanx {ours[-1] * 1e3:.2f} ms CPU per request"
                 )
-            ratio = median(ours) / median(bare)
-            rows.append(
-                Row(
-                    id=f"B10{'a' if kind == 'openai' else 'b'}",
-                    title=f"CPU per request, {_MODELS[kind].partition(':')[0]} "
-                    f"(N={n}, K={k}, instant local server)",
-                    figure=f"{median(ours) * 1e3:.2f} ms",
-                    baseline=f"{median(bare) * 1e3:.2f} ms (bare {kind} SDK + semaphore)",
-                    target=f"<= {TARGET}x",
-                    ratio=ratio,
-                    passed=ratio <= TARGET,
-                    note=f"phalanx {spread([x * 1e3 for x in ours], 'ms')}, bare SDK "
-                    f"{spread([x * 1e3 for x in bare], 'ms')}; each side a fresh process, "
-                    "CPU of every thread and of its helper processes, journal on disk, after a "
-                    f"warm-up of K requests. The phalanx figure includes its {n} output files: "
-                    f"creating {n} files there right after each run cost "
-                    f"{spread([f * 1e6 for f in files], 'µs', '{:.0f}')} each, that is "
-                    f"{median(files) * 1e3:.2f} ms of its CPU per request (the same for every "
-                    "request: the bare SDK writes none).",
-                )
+            b, lt, p = median(bare), median(light), median(ours)
+            ratio = p / b
+            row = Row(
+                id=f"B10{'a' if kind == 'openai' else 'b'}",
+                title=f"CPU per request, {_MODELS[kind].partition(':')[0]} "
+                f"(N={n}, K={k}, instant local server)",
+                figure=f"{p * 1e3:.2f} ms",
+                baseline=f"{b * 1e3:.2f} ms (bare {kind} SDK + semaphore)",
+                target=f"<= {TARGET}x",
+                ratio=ratio,
+                passed=ratio <= TARGET,
+                note=f"phalanx {spread([x * 1e3 for x in ours], 'ms')}, bare SDK "
+                f"{spread([x * 1e3 for x in bare], 'ms')}; each side a fresh process, "
+                "CPU of every thread and of its helper processes, journal on disk, after a "
+                f"warm-up of K requests. The phalanx figure includes its {n} output files: "
+                f"creating {n} files there right after each run cost "
+                f"{spread([f * 1e6 for f in files], 'µs', '{:.0f}')} each, that is "
+                f"{median(files) * 1e3:.2f} ms of its CPU per request (the same for every "
+                "request: the bare SDK writes none). The bare SDK with phalanx's cheaper "
+                "idle-connection check in its pool (`providers/_pool.py`) takes "
+                f"{lt * 1e3:.2f} ms ({spread([x * 1e3 for x in light], 'ms')}): the SDK's "
+                f"own share of a phalanx request; phalanx's run (journal, events, "
+                f"scheduling, governor, the output file) adds {(p - lt) * 1e3:.2f} ms to it.",
+                data={
+                    "phalanx_ms": [x * 1e3 for x in ours],
+                    "bare_ms": [x * 1e3 for x in bare],
+                    "bare_with_pool_check_ms": [x * 1e3 for x in light],
+                    "file_us": [f * 1e6 for f in files],
+                },
             )
+            if not row.passed:
+                room = TARGET * b - lt
+                row.note += (
+                    f" Why it misses: the target allows {TARGET * b * 1e3:.2f} ms a request; "
+                    f"the SDK's own share is {lt * 1e3:.2f} ms, which leaves "
+                    f"{room * 1e3:.2f} ms for everything the run does per request, and it "
+                    f"does {(p - lt) * 1e3:.2f} ms: the per-task work that B1 measures on "
+                    "the sim provider (dispatch, outcomes, events, the journal's rows, the "
+                    "status fold, the output file)."
+                )
+                if cfg.profile:
+                    row.profile = _profile(kind, port, n, k)
+            rows.append(row)
     return rows
 
 

@@ -940,24 +940,24 @@ def _parsed(t: Task, rec: TaskRecord, agent: AgentSpec | None, styles: Styles) -
 def _task_results(plan: Plan, records: Mapping[str, TaskRecord]) -> dict[str, TaskResult]:
     styles = Styles(plan.own_styles())
     agents = {a.name or "": a for a in plan.agents}
-    return {
-        t.id: TaskResult(
-            id=t.id,
-            state=records[t.id].state
-            if records[t.id].state in ("succeeded", "failed", "skipped")
-            else "pending",
-            output=records[t.id].output,
-            agent=records[t.id].agent,
-            # a foreach template succeeds without an attempt (its attempt id is 0)
-            attempts=records[t.id].attempts
-            + (1 if records[t.id].state == "succeeded" and records[t.id].attempt_id else 0),
-            usage=records[t.id].usage,
-            error_class=records[t.id].error_class,
-            error=records[t.id].error,
-            parsed=_parsed(t, records[t.id], agents.get(records[t.id].agent or ""), styles),
-        )
-        for t in plan.tasks
-    }
+    return {t.id: _task_result(t, records[t.id], agents, styles) for t in plan.tasks}
+
+
+def _task_result(
+    t: Task, r: TaskRecord, agents: Mapping[str, AgentSpec], styles: Styles
+) -> TaskResult:
+    return TaskResult(
+        id=t.id,
+        state=r.state if r.state in ("succeeded", "failed", "skipped") else "pending",
+        output=r.output,
+        agent=r.agent,
+        # a foreach template succeeds without an attempt (its attempt id is 0)
+        attempts=r.attempts + (1 if r.state == "succeeded" and r.attempt_id else 0),
+        usage=r.usage,
+        error_class=r.error_class,
+        error=r.error,
+        parsed=_parsed(t, r, agents.get(r.agent or ""), styles),
+    )
 
 
 run_sync = blocking(run, "run_sync", ":func:`run` for code without an event loop.")

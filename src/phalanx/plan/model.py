@@ -372,6 +372,8 @@ class Plan:
 
     def critical_path(self) -> dict[TaskId, int]:
         """Length (in tasks) of the longest chain from each task to the end of the plan."""
+        if not any(t.needs for t in self.tasks):  # independent tasks (a plan cannot cycle)
+            return dict.fromkeys(self.task_map, 1)
         deps = self.dependants()
         length: dict[TaskId, int] = {}
         for tid in reversed(self.topological_order()):

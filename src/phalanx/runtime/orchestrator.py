@@ -123,6 +123,7 @@ class Orchestrator:
         if gate is not None:
             gate.bind(self)
         self.started = self._wall0 = self._mono0 = 0.0
+        self._clock: Callable[[], float] = _loop_time  # the loop's clock, once it runs
         self._inbox: list[Outcome | EngineLost] = []
         self.engine_lost: str | None = None  # why the engine could run nothing more
         self._wake = asyncio.Event()
@@ -180,7 +181,7 @@ class Orchestrator:
     # -- clock, events and timers ----------------------------------------------------------
     def now(self) -> float:
         """Wall-clock seconds, advanced by the event loop's clock (virtual in tests)."""
-        return self._wall0 + (asyncio.get_running_loop().time() - self._mono0)
+        return self._wall0 + (self._clock() - self._mono0)
 
     def emit(self, event: Event) -> None:
         for sink in self.sinks:
@@ -230,6 +231,7 @@ class Orchestrator:
         """Start the clock, say the run started, and queue the tasks ready at the start."""
         loop = asyncio.get_running_loop()
         self._mono0, self._wall0 = loop.time(), time.time()
+        self._clock = loop.time
         self.started = self._wall0
         self.emit(
             run_started(
@@ -541,3 +543,7 @@ class Orchestrator:
                 until=self.now() + seconds,
             )
         )
+
+
+def _loop_time() -> float:
+    return asyncio.get_running_loop().time()
