@@ -1,6 +1,7 @@
 """B2: scaling on the real clock. 50 ms fixed latency; (N, K) = (1000, 10), (1000, 100),
 (10000, 1000), against the same asyncio baseline (``Semaphore(K)`` + ``gather`` over the
-same 50 ms sim call). Target: wall <= 1.05x the baseline at K <= 100, <= 1.5x at K = 1000 (issue 22)."""
+same 50 ms sim call). Target (issue 22): wall <= 1.05x the baseline at K <= 100, <= 1.5x at
+K = 1000."""
 
 from __future__ import annotations
 
