@@ -139,19 +139,20 @@ def build_request(
     tools: tuple[ToolDef, ...] = (),
     inbox: str = "",
     styles: Mapping[str, Style] | None = None,
+    systems: dict[tuple[str, str], str] | None = None,
 ) -> CompletionRequest:
-    """Prompt = role + system prompt + style + context, then the task and upstream results."""
+    """Prompt = role + system prompt + style + context, then the task and upstream results.
+    ``systems``: the system prompts made so far for ``spec`` and ``styles``, by style and
+    context (an agent's runner keeps them: the same for each of its attempts)."""
     task = attempt.task
     style = style_of(task, spec)  # a typed output (output_type, schema:) is a JSON style
     how = get_style(style, styles)
-    system = [f"You are {spec.name}, the {spec.role} of a team of agents."]
-    if spec.description:
-        system.append(f"Your job: {spec.description}.")
-    if spec.system_prompt:
-        system.append(spec.system_prompt)
-    system.append(how.instruction)
-    if context:
-        system.append("Context you work with:\n" + context)
+    key = (style, context)
+    system = systems.get(key) if systems is not None else None
+    if system is None:
+        system = _system_text(spec, how, context)
+        if systems is not None:
+            systems[key] = system
     user = [task.prompt]
     if attempt.upstream:
         user.append("Results from the tasks this one builds on:")
@@ -165,7 +166,7 @@ def build_request(
     return CompletionRequest(
         model=model,
         messages=(
-            Message(role="system", content="\n".join(s for s in system if s)),
+            Message(role="system", content=system),
             Message(role="user", content="\n\n".join(user)),
         ),
         style=style,
@@ -179,6 +180,18 @@ def build_request(
         attempt_no=attempt.attempt_no,
         title=task.label,
     )
+
+
+def _system_text(spec: AgentSpec, how: Style, context: str) -> str:
+    system = [f"You are {spec.name}, the {spec.role} of a team of agents."]
+    if spec.description:
+        system.append(f"Your job: {spec.description}.")
+    if spec.system_prompt:
+        system.append(spec.system_prompt)
+    system.append(how.instruction)
+    if context:
+        system.append("Context you work with:\n" + context)
+    return "\n".join(s for s in system if s)
 
 
 def digest(value: object) -> str:
@@ -275,6 +288,9 @@ class AgentRunner:
         self.recipe = recipe  # how a remote host rebuilds the provider (None: ship it)
         self.tool_defs = tuple(t.to_def() for t in self.tools.values())
         self.denied = denied  # the run's tools this agent may not use (never run for it)
+        # the system prompts made for its attempts, by style and context (build_request)
+        self._systems_of: tuple[AgentSpec, Any] | None = None
+        self._systems: dict[tuple[str, str], str] = {}
 
     def advice(self) -> list[str]:
         """What this agent asks of its model that the model may not manage (the provider's
@@ -295,6 +311,8 @@ class AgentRunner:
     async def run(self, attempt: Attempt, *, inbox: str | None = None) -> Outcome:
         """One attempt to its outcome. ``inbox``: the messages and shared context for the
         prompt when they were gathered elsewhere (a remote host gets them from the driver)."""
+        if self._systems_of != (self.spec, self.styles):  # compared by identity first
+            self._systems_of, self._systems = (self.spec, self.styles), {}
         request = build_request(
             self.spec,
             attempt,
@@ -303,6 +321,7 @@ class AgentRunner:
             tools=self.tool_defs,
             inbox=self.inbox(attempt) if inbox is None else inbox,
             styles=self.styles,
+            systems=self._systems,
         )
         state = _Turns(messages=list(request.messages))
         try:
@@ -478,8 +497,11 @@ class AgentRunner:
         t1 = loop.time()
         state.queued += t1 - t0
         try:
-            async with asyncio.timeout(timeout):
+            if timeout is None:  # no deadline: no timer to arm and cancel per call
                 completion = await self.provider.complete(request)
+            else:
+                async with asyncio.timeout(timeout):
+                    completion = await self.provider.complete(request)
         except ProviderError as exc:
             if exc.rate is not None:
                 self.gate.learn(self.key, exc.rate)

@@ -99,6 +99,8 @@ def upstream_of(
 ) -> tuple[Upstream, ...]:
     """The results of the tasks ``task`` needs, with their provenance; a need that is an
     expanded foreach template hands over its tasks' results (``expanded``), one by one."""
+    if not task.needs:
+        return ()
     expanded = expanded or {}
     needs = [m for n in task.needs for m in expanded.get(n, (n,))]
     return tuple(
