@@ -418,7 +418,7 @@ def test_a_version_1_journal_is_migrated(tmp_path: Path) -> None:
         (version,) = check.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
     finally:
         check.close()
-    assert version == SCHEMA_VERSION == "3"  # 1 -> 2 -> 3
+    assert version == SCHEMA_VERSION == "4"  # 1 -> 2 -> 3 -> 4
     Journal(path).close()  # opening a migrated journal again changes nothing
 
 

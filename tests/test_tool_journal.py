@@ -662,7 +662,7 @@ def test_a_version_2_journal_opens_and_gains_the_tool_tables(tmp_path: Path) -> 
         (version,) = check.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
     finally:
         check.close()
-    assert version == SCHEMA_VERSION == "3"
+    assert version == SCHEMA_VERSION == "4"
 
 
 def test_the_built_in_read_only_tools() -> None:

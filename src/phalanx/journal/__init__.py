@@ -69,7 +69,7 @@ __all__ = [
     "RunRecord",
 ]
 
-SCHEMA_VERSION = "3"
+SCHEMA_VERSION = "4"
 # How a journal of an older schema becomes the current one: its statements, by version.
 _MIGRATIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     # 1 -> 2: a run records the process driving it (its owner) and that process's heartbeat
@@ -88,6 +88,17 @@ _MIGRATIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     # 2 -> 3: the tool journal (tables agent_turns and tool_calls, made by _SCHEMA)
     "2": ("3", ()),
+    # 3 -> 4: a run's plan moves to a row of its own (run_plans, made by _SCHEMA): SQLite
+    # rewrites a whole row on every update, and the runs row is updated by every session,
+    # heartbeat and status (a 10,000-task plan's JSON is ~1.5 MB: 20-30 ms a rewrite)
+    "3": (
+        "4",
+        (
+            "INSERT OR IGNORE INTO run_plans (run_id, plan_json)"
+            " SELECT run_id, plan_json FROM runs WHERE plan_json != ''",
+            "UPDATE runs SET plan_json = '' WHERE plan_json != ''",
+        ),
+    ),
 }
 # Crash tests set this to kill the process right after its Nth commit (a commit boundary).
 _KILL_AFTER_COMMITS = int(os.environ.get("PHALANX_TEST_KILL_AFTER_COMMITS", "0") or 0)
@@ -102,6 +113,7 @@ CREATE TABLE IF NOT EXISTS runs (
     owner_pid INTEGER, owner_host TEXT, owner_start TEXT, owner_session INTEGER,
     heartbeat_at REAL
 );
+CREATE TABLE IF NOT EXISTS run_plans (run_id TEXT PRIMARY KEY, plan_json TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS agents (
     run_id TEXT NOT NULL, name TEXT NOT NULL, role TEXT NOT NULL, provider TEXT NOT NULL,
     style TEXT NOT NULL, skills_json TEXT NOT NULL, PRIMARY KEY (run_id, name)
@@ -186,11 +198,12 @@ class RunRecord:
 
 
 _RUN_COLUMNS = (
-    "run_id, plan_name, plan_source, plan_json, options_json, status, reason, simulated,"
-    " sessions, task_count, created_at, updated_at, finished_at"
+    "run_id, plan_name, plan_source, run_plans.plan_json, options_json, status, reason,"
+    " simulated, sessions, task_count, created_at, updated_at, finished_at"
 )
 _OWNER_COLUMNS = "owner_pid, owner_host, owner_start, owner_session, heartbeat_at"
-_SELECT_RUNS = f"SELECT {_RUN_COLUMNS}, {_OWNER_COLUMNS} FROM runs"
+# the plan from its own row (runs.plan_json is left empty: see the 3 -> 4 migration)
+_SELECT_RUNS = f"SELECT {_RUN_COLUMNS}, {_OWNER_COLUMNS} FROM runs JOIN run_plans USING (run_id)"
 
 
 def _owner(r: Sequence[Any]) -> Owner | None:
@@ -429,18 +442,21 @@ class Journal:
                 self._db.execute(
                     "INSERT INTO runs (run_id, plan_name, plan_source, plan_json, options_json,"
                     " status, simulated, task_count, created_at, updated_at)"
-                    " VALUES (?, ?, ?, ?, ?, 'created', ?, ?, ?, ?)",
+                    " VALUES (?, ?, ?, '', ?, 'created', ?, ?, ?, ?)",
                     (
                         run_id,
                         plan_name,
                         plan_source,
-                        redact(_dumps(plan)),  # a key pasted into a prompt is not kept
                         _dumps(options),
                         int(simulated),
                         task_count,
                         now,
                         now,
                     ),
+                )
+                self._db.execute(  # a key pasted into a prompt is not kept
+                    "INSERT INTO run_plans (run_id, plan_json) VALUES (?, ?)",
+                    (run_id, redact(_dumps(plan))),
                 )
         except sqlite3.IntegrityError:
             raise UsageError(f"run {run_id!r} already exists in {self.path}") from None
