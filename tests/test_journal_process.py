@@ -242,16 +242,39 @@ def test_a_forked_copy_never_writes_into_its_parents_pipe(tmp_path: Path) -> Non
     journal.close()
 
 
-def test_a_journal_told_to_expect_many_rows_starts_the_process_at_its_first_batch(
+def test_a_journal_told_to_expect_many_rows_starts_the_process_at_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Started when the run says how many rows it expects, the process is ready for the
+    run's first batch (its plan's tasks), which no longer commits in the run's thread."""
     monkeypatch.delenv(PROCESS_ENV, raising=False)
     journal = _journal(tmp_path / "j.sqlite")  # the default: after 4,096 rows
     journal.expect(30_000)  # a run of 10,000 tasks
-    writer_process_ready(journal)  # started at the first batch
+    starting = journal._starting
+    assert starting is not None  # before any batch
+    deadline = time.monotonic() + 20
+    while starting.ready() is not True:  # (what a run's setup gives it, before its batches)
+        assert time.monotonic() < deadline, "the writer process never said it was ready"
+        time.sleep(0.005)
     _success(journal, "t0", 1)
     journal.flush(wait=False)
     assert isinstance(journal._writer, _ProcessWriter)
+    assert journal._inline_rows == 0  # nothing committed in this thread
+    journal.flush()
+    assert set(journal.results("r")) == {"t0"}
+    journal.close()
+
+
+def test_a_journal_expecting_few_rows_starts_no_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(PROCESS_ENV, raising=False)
+    journal = _journal(tmp_path / "j.sqlite")
+    journal.expect(300)  # a run of 100 tasks
+    assert journal._starting is None
+    _success(journal, "t0", 1)
+    journal.flush(wait=False)
+    assert journal._writer is None and journal._inline_rows > 0
     journal.close()
 
 

@@ -818,9 +818,13 @@ class Journal:
 
     def expect(self, rows: int) -> None:
         """The caller expects to write about ``rows`` event rows (a run: three per task): as
-        many as ``process_after`` or more, and the writer process takes the first batch
-        handed over without waiting, instead of the batch that reaches that count."""
+        many as ``process_after`` or more, and the writer process is started now, so that
+        it is ready for the first batch handed over without waiting (a run's first holds
+        its plan's tasks), instead of the batch that reaches that count."""
         self._expected = rows
+        after = self._process_after
+        if after is not None and self._writer is None and max(self._inline_rows, rows) >= after:
+            self._start_process()
 
     def _go_process(self, rows: int, wait: bool) -> bool:
         """Whether this batch (of ``rows`` event rows) goes to the writer process: once the
@@ -841,17 +845,21 @@ class Journal:
         after = self._process_after
         if after is None or wait or max(self._inline_rows + rows, self._expected) < after:
             return False
+        self._start_process()
+        return False
+
+    def _start_process(self) -> None:
+        """Start the writer process (one try); this thread commits until it is ready."""
         if threading.current_thread() is not threading.main_thread():
-            return False  # the process dies with the thread that started it
+            return  # the process dies with the thread that started it
         self._process_after = None  # one try
         if not _ProcessWriter.SCRIPT.is_file():  # installed inside an archive: no script
-            return False
+            return
         try:
             self._starting = _ProcessWriter(self.path, self)
         except OSError:
-            return False  # no process to be had: the caller's thread goes on committing
+            return  # no process to be had: the caller's thread goes on committing
         weakref.finalize(self, self._starting.stop)
-        return False
 
     def _commit_statements(self, batches: Sequence[list[tuple[str, list[Any]]]]) -> None:
         """Batches already turned into statements, committed here in one transaction."""
