@@ -281,6 +281,24 @@ def test_event_json_is_json_dumps_of_event_to_dict() -> None:
             agents=(),
             tasks=(),
         ),
+        RunStarted(  # its tasks written by the fast encoder; odd values by the general one
+            ts=2.5,
+            run_id="r",
+            plan="p",
+            session=2,
+            policy="best_fit",
+            simulated=True,
+            agents=(AgentInfo(name="a", role="coder", provider="sim", skills=("x", "é")),),
+            tasks=(
+                TaskInfo(id="t1", title='é "q" \n', category="code", needs=("a", "b")),
+                TaskInfo(id="t2", title="x", category="other", role="coder", grows=True),
+                TaskInfo(id="t3", title=3, category="other"),  # type: ignore[arg-type]
+                TaskInfo(id="t4", title="y", category="other", grows=1),  # type: ignore[arg-type]
+                TaskInfo(id="t5", title="z", category="other", needs=["a"]),  # type: ignore[arg-type]
+            ),
+            done=("t0",),
+            timed=False,
+        ),
     ]
     for e in events:
         assert event_to_json(e) == json.dumps(event_to_dict(e), separators=(",", ":"), default=str)
