@@ -14,7 +14,7 @@ import pytest
 from conftest import sim_plan
 from phalanx import AgentSpec, Limits, Plan, PlanError, Task, decompose_project, load_plan
 from phalanx.ids import TaskId
-from phalanx.plan.file import plan_to_dict
+from phalanx.plan.file import plan_json, plan_to_dict
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "feature-team.yaml"
 
@@ -70,6 +70,40 @@ def test_plan_file_round_trips_through_plan_to_dict() -> None:
     again = Plan.from_dict(plan_to_dict(plan), source=plan.source)
     assert again == plan
     assert [a.name for a in again.agents] == [a.name for a in plan.agents]
+
+
+def test_plan_json_is_json_dumps_of_plan_to_dict() -> None:
+    """The run's journal row holds ``plan_json``: the same text as the general encoder's,
+    for plain tasks (the hand-made encoder) and tasks with a typed output, an approval,
+    a foreach or odd values (``json.dumps``, for that task only)."""
+    import dataclasses
+    import json
+
+    from phalanx.plan.model import Task
+
+    plans = [load_plan(str(p)) for p in sorted(EXAMPLE.parent.glob("*.yaml"))]
+    assert plans
+    odd = Plan.from_dict(
+        {
+            "name": "odd",
+            "provider": "sim",
+            "agents": [{"role": "coder", "name": "coder-1", "skills": ["b", "z"]}],
+            "tasks": [
+                {"id": "a", "prompt": 'é "quoted"\n\u2028', "title": "T", "skills": ["z", "b"]},
+                {"id": "b", "prompt": "p", "needs": ["a"], "role": "coder", "priority": 3,
+                 "timeout": 2.5, "max_turns": 4, "style": "json", "agent": "coder-1"},
+                {"id": "c", "prompt": "p", "approval": "required", "approval_timeout": 60},
+                {"id": "d", "prompt": "p", "schema": {"type": "object"}},
+                {"id": "e", "prompt": "p", "needs": ["d"], "foreach": "d.items"},
+            ],
+        }
+    )  # fmt: skip
+    inf = dataclasses.replace(odd.tasks[1], timeout=float("inf"))  # not JSON: the general one
+    flag = dataclasses.replace(odd.tasks[1], priority=True)  # type: ignore[arg-type]
+    odd = dataclasses.replace(odd, tasks=(*odd.tasks, inf, flag, Task(id="f", prompt="x")))
+    for plan in [*plans, odd]:
+        want = json.dumps(plan_to_dict(plan), separators=(",", ":"), default=str)
+        assert plan_json(plan) == want, plan.name
 
 
 # -- validation --------------------------------------------------------------------------------

@@ -13,6 +13,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
 
+from ._jsontext import jbool as _bool
+from ._jsontext import jnum as _num
+from ._jsontext import jopt_num as _opt_num
+from ._jsontext import jopt_str as _opt_str
+from ._jsontext import jstr as _str
 from .cost import ZERO, Usage
 from .exceptions import ErrorClass
 
@@ -726,36 +731,6 @@ def event_to_json(event: Event) -> str:
     return _encode(dict(zip(_JOURNAL_FIELDS[cls], _JOURNAL_GET[cls](event), strict=True)))
 
 
-_str = json.encoder.encode_basestring_ascii  # a JSON string, quoted; TypeError if not a str
-_INF = float("inf")
-
-
-def _num(value: Any) -> str:
-    """A JSON number (``int``/``float`` exactly, finite); ValueError otherwise."""
-    t = type(value)
-    if t is float and -_INF < value < _INF:
-        return float.__repr__(value)
-    if t is int:
-        return int.__repr__(value)
-    raise ValueError(value)
-
-
-def _opt_num(value: Any) -> str:
-    return "null" if value is None else _num(value)
-
-
-def _opt_str(value: Any) -> str:
-    return "null" if value is None else _str(value)
-
-
-def _bool(value: Any) -> str:
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    raise ValueError(value)
-
-
 def _attempt_started_json(e: AttemptStarted) -> str:
     aid, no, turns = e.attempt_id, e.attempt_no, e.max_turns
     if type(aid) is not int or type(no) is not int or type(turns) is not int:
@@ -854,9 +829,7 @@ def _run_started_json(e: RunStarted) -> str:
     rest by the general encoder."""
     if _JOURNAL_FIELDS[RunStarted][-3:] != ("tasks", "done", "timed"):
         raise TypeError(e)  # pragma: no cover - the fields moved: the general encoder
-    head = _encode(
-        dict(zip(_JOURNAL_FIELDS[RunStarted][:-3], _RUN_STARTED_HEAD(e), strict=True))
-    )
+    head = _encode(dict(zip(_JOURNAL_FIELDS[RunStarted][:-3], _RUN_STARTED_HEAD(e), strict=True)))
     tail = _encode({"done": e.done, "timed": e.timed})
     tasks = ",".join([_task_info_json(t) for t in e.tasks])
     return f'{head[:-1]},"tasks":[{tasks}],{tail[1:]}'

@@ -431,12 +431,15 @@ class Journal:
         run_id: str,
         plan_name: str,
         plan_source: str | None,
-        plan: Mapping[str, Any],
+        plan: Mapping[str, Any] | str,
         options: Mapping[str, Any],
         simulated: bool,
         task_count: int,
     ) -> None:
+        """A new run's row. ``plan``: its data, or that data's JSON text already made
+        (``phalanx.plan.file.plan_json``)."""
         now = time.time()
+        text = plan if isinstance(plan, str) else _dumps(plan)
         try:
             with self._tx():
                 self._db.execute(
@@ -456,7 +459,7 @@ class Journal:
                 )
                 self._db.execute(  # a key pasted into a prompt is not kept
                     "INSERT INTO run_plans (run_id, plan_json) VALUES (?, ?)",
-                    (run_id, redact(_dumps(plan))),
+                    (run_id, redact(text)),
                 )
         except sqlite3.IntegrityError:
             raise UsageError(f"run {run_id!r} already exists in {self.path}") from None

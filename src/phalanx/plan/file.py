@@ -6,6 +6,7 @@ Line numbers come from the YAML node tree, so every message can say ``plan.yaml:
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from .._jsontext import jnum, jopt_num, jopt_str, jstr
 from .._util import describe_error
 from ..agents.mcp import McpServer
 from ..agents.spec import AgentSpec
@@ -324,6 +326,41 @@ def load_plan(path: str | os.PathLike[str]) -> Plan:
 
 def plan_to_dict(plan: Plan) -> dict[str, Any]:
     """The plan as plan-file data, every agent named: what a resumed run is rebuilt from."""
+    return {**_plan_head(plan), "tasks": [_task_to_dict(t) for t in plan.tasks]}
+
+
+def plan_json(plan: Plan) -> str:
+    """:func:`plan_to_dict` as JSON text, exactly ``json.dumps(plan_to_dict(plan),
+    separators=(",", ":"), default=str)``; its tasks (thousands) are written by a
+    hand-made encoder (a 10,000-task plan: ~10 ms, against ~40 ms)."""
+    head = json.dumps(_plan_head(plan), separators=(",", ":"), default=str)
+    tasks = ",".join([_task_json(t) for t in plan.tasks])
+    return f'{head[:-1]},"tasks":[{tasks}]}}'
+
+
+def _task_json(t: Task) -> str:
+    """A task's :func:`_task_to_dict` as JSON text; tasks with anything beyond plain values
+    (a typed output, an approval, a foreach), or an unexpected type, by ``json.dumps``."""
+    plain = t.output_type is None and t.approval is None and t.approval_timeout is None
+    if plain and t.approval_on_timeout == "fail" and not t.foreach:
+        try:
+            skills = ",".join([jstr(k) for k in sorted(t.skills)])
+            needs = ",".join([jstr(n) for n in t.needs])
+            return (
+                f'{{"id":{jstr(t.id)},"prompt":{jstr(t.prompt)},'
+                f'"category":{jstr(t.category)},"title":{jstr(t.title)},'
+                f'"needs":[{needs}],"role":{jopt_str(t.role)},"skills":[{skills}],'
+                f'"priority":{jnum(t.priority)},"max_attempts":{jnum(t.max_attempts)},'
+                f'"style":{jopt_str(t.style)},"timeout":{jopt_num(t.timeout)},'
+                f'"max_turns":{jopt_num(t.max_turns)},"agent":{jopt_str(t.agent)}}}'
+            )
+        except (TypeError, ValueError):
+            pass
+    return json.dumps(_task_to_dict(t), separators=(",", ":"), default=str)
+
+
+def _plan_head(plan: Plan) -> dict[str, Any]:
+    """:func:`plan_to_dict` but its tasks."""
     lim: dict[str, Any] = {
         k: v for k, v in vars_of(plan.limits).items() if v is not None and k != "rate_limits"
     }
@@ -357,7 +394,6 @@ def plan_to_dict(plan: Plan) -> dict[str, Any]:
         "retry": vars_of(plan.retry),
         "mcp": {s.name: _mcp_to_dict(s) for s in plan.mcp},
         "agents": [_agent_to_dict(a) for a in plan.agents],
-        "tasks": [_task_to_dict(t) for t in plan.tasks],
     }
 
 
