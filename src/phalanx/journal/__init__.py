@@ -1,17 +1,18 @@
 """The journal: SQLite (WAL), the single source of truth of every run.
 
-Tables: ``runs`` (and ``run_plans``, each run's plan: the runs row changes often, and SQLite
-writes a changed row whole), ``agents``, ``tasks``, ``attempts`` (one row per attempt id, the fencing
-token), ``results`` (at most one per task: its primary key is the task), ``approvals`` (at
-most one decision per task: whoever decides first, a person or the timeout, wins; written by
-any process, read by the run's owner), and ``events`` (the append-only log that status
-folds). Events are buffered and written in batches, one transaction per batch, in order, by
-the caller's thread; a large run's (past :data:`PROCESS_AFTER` rows) by the journal's
-writer process (``journal/writer.py``, on another core: :class:`_ProcessWriter`; started as
-soon as the run says it expects that many, :meth:`Journal.expect`); with
-``$PHALANX_JOURNAL_THREAD=1`` by a writer thread with its own connection. ``flush()`` waits
-for the commit; the run's periodic flushes do not. A crash loses at most the tail not yet
-committed, which resume then redoes (at-least-once attempts, exactly-once success).
+Tables: ``runs`` (and ``run_plans``, each run's plan: the runs row changes often, and
+SQLite writes a changed row whole), ``agents``, ``tasks``, ``attempts`` (one row per
+attempt id, the fencing token), ``results`` (at most one per task: its primary key is the
+task), ``approvals`` (at most one decision per task: whoever decides first, a person or the
+timeout, wins; written by any process, read by the run's owner), and ``events`` (the
+append-only log that status folds). Events are buffered and written in batches, one
+transaction per batch, in order, by the caller's thread; a large run's (past
+:data:`PROCESS_AFTER` rows) by the journal's writer process (``journal/writer.py``, on
+another core: :class:`_ProcessWriter`; started as soon as the run says it expects that
+many, :meth:`Journal.expect`); with ``$PHALANX_JOURNAL_THREAD=1`` by a writer thread with
+its own connection. ``flush()`` waits for the commit; the run's periodic flushes do not. A
+crash loses at most the tail not yet committed, which resume then redoes (at-least-once
+attempts, exactly-once success).
 """
 
 from __future__ import annotations
