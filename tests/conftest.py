@@ -198,3 +198,25 @@ def events(state: Path, run_id: str, kind: str) -> list[dict[str, Any]]:
         state, "SELECT data FROM events WHERE run_id=? AND type=? ORDER BY seq", run_id, kind
     )
     return [json.loads(r["data"]) for r in found]
+
+
+def rewind_journal(path: Path, version: str, *statements: str) -> None:
+    """Make the journal at ``path`` one of schema ``version`` again: ``statements`` undo
+    what the later schemas added (to test its migration when it is opened)."""
+    db = sqlite3.connect(path)
+    try:
+        for sql in statements:
+            db.execute(sql)
+        db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (version,))
+        db.commit()
+    finally:
+        db.close()
+
+
+def journal_sql(path: Path, sql: str, *args: Any) -> Any:
+    """The first row of ``sql`` on the journal at ``path``, read on a connection of its own."""
+    db = sqlite3.connect(path)
+    try:
+        return db.execute(sql, args).fetchone()
+    finally:
+        db.close()

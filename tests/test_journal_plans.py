@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import sim_plan
+from conftest import journal_sql, rewind_journal, sim_plan
 from phalanx.exceptions import UsageError
 from phalanx.journal import SCHEMA_VERSION, Journal
 from phalanx.status.liveness import this_process
@@ -77,23 +77,19 @@ def test_a_schema_3_journal_keeps_its_plans(tmp_path: Path) -> None:
     journal = Journal(path)
     _new(journal, "old", sim_plan(5, agents=2))
     journal.close()
-    db = sqlite3.connect(path)  # back to schema 3: the plan in the runs row
-    db.execute("UPDATE runs SET plan_json = (SELECT plan_json FROM run_plans WHERE run_id = 'old')")
-    db.execute("DROP TABLE run_plans")
-    db.execute("UPDATE meta SET value = '3' WHERE key = 'schema'")
-    db.commit()
-    db.close()
+    rewind_journal(  # back to schema 3: the plan in the runs row
+        path,
+        "3",
+        "UPDATE runs SET plan_json = (SELECT plan_json FROM run_plans WHERE run_id = 'old')",
+        "DROP TABLE run_plans",
+    )
     journal = Journal(path)
     try:
         assert journal.get_run("old").plan["tasks"] == sim_plan(5, agents=2)["tasks"]
     finally:
         journal.close()
-    check = sqlite3.connect(path)
-    try:
-        (version,) = check.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-        (left,) = check.execute("SELECT plan_json FROM runs WHERE run_id = 'old'").fetchone()
-    finally:
-        check.close()
+    (version,) = journal_sql(path, "SELECT value FROM meta WHERE key = 'schema'")
+    (left,) = journal_sql(path, "SELECT plan_json FROM runs WHERE run_id = 'old'")
     assert version == SCHEMA_VERSION == "4"
     assert left == ""  # moved, not copied
     again = Journal(path)  # opening it again changes nothing

@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 
 import phalanx
-from conftest import events, rows, wait_dead, write_plan
+from conftest import events, journal_sql, rewind_journal, rows, wait_dead, write_plan
 from fakeserver import _o_chunk
 from phalanx import AgentSpec, Plan, Task
 from phalanx._util import kill_group
@@ -645,23 +645,14 @@ def test_on_in_doubt_loads_defaults_to_ask_and_refuses_others(tmp_path: Path) ->
 def test_a_version_2_journal_opens_and_gains_the_tool_tables(tmp_path: Path) -> None:
     path = tmp_path / "journal.sqlite"
     Journal(path).close()
-    db = sqlite3.connect(path)
-    db.execute("DROP TABLE agent_turns")
-    db.execute("DROP TABLE tool_calls")
-    db.execute("UPDATE meta SET value = '2' WHERE key = 'schema'")
-    db.commit()
-    db.close()
+    rewind_journal(path, "2", "DROP TABLE agent_turns", "DROP TABLE tool_calls")
     journal = Journal(path)
     try:
         assert journal.tool_calls("none") == []
         assert journal.interrupted_loops("none") == {}
     finally:
         journal.close()
-    check = sqlite3.connect(path)
-    try:
-        (version,) = check.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-    finally:
-        check.close()
+    (version,) = journal_sql(path, "SELECT value FROM meta WHERE key = 'schema'")
     assert version == SCHEMA_VERSION == "4"
 
 
