@@ -97,3 +97,29 @@ def test_a_schema_3_journal_keeps_its_plans(tmp_path: Path) -> None:
         assert again.get_run("old").plan["tasks"] == sim_plan(5, agents=2)["tasks"]
     finally:
         again.close()
+
+
+def test_a_run_an_older_process_created_after_the_migration_is_read(tmp_path: Path) -> None:
+    """A phalanx of schema 3 that had the file open before another process migrated it
+    still writes its plan into the runs row: that run is listed and read as before."""
+    path = tmp_path / "journal.sqlite"
+    Journal(path).close()
+    plan = sim_plan(2, agents=1)
+    db = sqlite3.connect(path)
+    try:
+        db.execute(
+            "INSERT INTO runs (run_id, plan_name, plan_source, plan_json, options_json, status,"
+            " simulated, task_count, created_at, updated_at)"
+            " VALUES ('old', 'p', NULL, ?, '{}', 'running', 1, 2, 1.0, 1.0)",
+            (json.dumps(plan),),
+        )
+        db.commit()
+    finally:
+        db.close()
+    journal = Journal(path)
+    try:
+        assert [r.run_id for r, _ in journal.list_runs()] == ["old"]
+        assert journal.get_run("old").plan["tasks"] == plan["tasks"]
+        assert journal.latest_run().run_id == "old"
+    finally:
+        journal.close()

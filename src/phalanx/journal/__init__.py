@@ -201,12 +201,17 @@ class RunRecord:
 
 
 _RUN_COLUMNS = (
-    "run_id, plan_name, plan_source, run_plans.plan_json, options_json, status, reason,"
-    " simulated, sessions, task_count, created_at, updated_at, finished_at"
+    "run_id, plan_name, plan_source, COALESCE(run_plans.plan_json, runs.plan_json),"
+    " options_json, status, reason, simulated, sessions, task_count, created_at, updated_at,"
+    " finished_at"
 )
 _OWNER_COLUMNS = "owner_pid, owner_host, owner_start, owner_session, heartbeat_at"
-# the plan from its own row (runs.plan_json is left empty: see the 3 -> 4 migration)
-_SELECT_RUNS = f"SELECT {_RUN_COLUMNS}, {_OWNER_COLUMNS} FROM runs JOIN run_plans USING (run_id)"
+# the plan from its own row (runs.plan_json is left empty: see the 3 -> 4 migration), else
+# from the runs row (a run created by a process of schema 3 that had the file open before
+# another migrated it)
+_SELECT_RUNS = (
+    f"SELECT {_RUN_COLUMNS}, {_OWNER_COLUMNS} FROM runs LEFT JOIN run_plans USING (run_id)"
+)
 
 
 def _owner(r: Sequence[Any]) -> Owner | None:
