@@ -139,20 +139,23 @@ def build_request(
     tools: tuple[ToolDef, ...] = (),
     inbox: str = "",
     styles: Mapping[str, Style] | None = None,
-    systems: dict[tuple[str, str], str] | None = None,
+    systems: dict[tuple[str, str], tuple[Style, str]] | None = None,
 ) -> CompletionRequest:
     """Prompt = role + system prompt + style + context, then the task and upstream results.
-    ``systems``: the system prompts made so far for ``spec`` and ``styles``, by style and
-    context (an agent's runner keeps them: the same for each of its attempts)."""
+    ``systems``: the system prompts made so far for ``spec`` and ``styles``, by style name
+    and context, each with the style it was made from (an agent's runner keeps them: the
+    same for each of its attempts, unless the style was registered again since)."""
     task = attempt.task
     style = style_of(task, spec)  # a typed output (output_type, schema:) is a JSON style
     how = get_style(style, styles)
     key = (style, context)
-    system = systems.get(key) if systems is not None else None
-    if system is None:
+    made = systems.get(key) if systems is not None else None
+    if made is not None and made[0] is how:  # the same style (not one registered since)
+        system = made[1]
+    else:
         system = _system_text(spec, how, context)
         if systems is not None:
-            systems[key] = system
+            systems[key] = (how, system)
     user = [task.prompt]
     if attempt.upstream:
         user.append("Results from the tasks this one builds on:")
@@ -290,7 +293,7 @@ class AgentRunner:
         self.denied = denied  # the run's tools this agent may not use (never run for it)
         # the system prompts made for its attempts, by style and context (build_request)
         self._systems_of: tuple[AgentSpec, Any] | None = None
-        self._systems: dict[tuple[str, str], str] = {}
+        self._systems: dict[tuple[str, str], tuple[Style, str]] = {}
 
     def advice(self) -> list[str]:
         """What this agent asks of its model that the model may not manage (the provider's
@@ -514,10 +517,9 @@ class AgentRunner:
             raise _Failed(
                 exc.error_class, str(exc), exc.status, exc.retry_after, call_retryable=True
             ) from None
-        except TimeoutError:
-            raise _Failed(
-                ErrorClass.TIMEOUT, f"no answer within {timeout:g}s", call_retryable=True
-            ) from None
+        except TimeoutError as exc:  # the task's deadline, or the provider's own
+            why = f"no answer within {timeout:g}s" if timeout is not None else f"timed out: {exc}"
+            raise _Failed(ErrorClass.TIMEOUT, redact(why)[:500], call_retryable=True) from None
         except Exception as exc:  # a bug in a provider: reported, not retried
             raise _Failed(ErrorClass.INTERNAL, f"{type(exc).__name__}: {exc}") from None
         finally:
