@@ -65,3 +65,32 @@ def test_a_providers_own_timeout_without_a_task_deadline_fails_as_a_timeout(
     task = result.tasks["t"]
     assert (task.state, task.error_class) == ("failed", "timeout")
     assert "the SDK's own read timeout" in (task.error or "")
+
+
+class _Broken:
+    """A provider whose answer is not a Completion: the executor trips over it."""
+
+    name, simulated = "broken", True
+
+    async def complete(self, request):  # type: ignore[no-untyped-def]
+        return None
+
+    async def aclose(self) -> None:
+        pass
+
+
+def test_a_bug_under_the_executor_fails_the_attempt_instead_of_hanging_the_run(
+    tmp_path: Path,
+) -> None:
+    plan = Plan.build(
+        agents=[AgentSpec(provider="broken")], tasks=[Task(id="t", prompt="p", max_attempts=1)]
+    )
+
+    async def go() -> phalanx.RunResult:
+        run = phalanx.run(plan, state=tmp_path, custom_providers={"broken": _Broken()})
+        return await asyncio.wait_for(run, 30)  # it hung for ever before
+
+    result = asyncio.run(go())
+    task = result.tasks["t"]
+    assert (task.state, task.error_class) == ("failed", "internal")
+    assert "AttributeError" in (task.error or "")

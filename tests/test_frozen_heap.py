@@ -149,3 +149,21 @@ def test_the_setup_of_a_run_is_inside_the_frozen_heap(tmp_path: Path, monkeypatc
     asyncio.run(phalanx.run(Plan.from_dict(sim_plan(3, agents=1)), state=tmp_path))
     assert counts and counts[0] > 1000
     assert gc.get_freeze_count() == 0
+
+
+def test_older_thresholds_the_program_changes_during_a_run_are_kept(tmp_path: Path) -> None:
+    before = gc.get_threshold()
+
+    class SetsOlder(_Frozen):
+        def emit(self, event: Event) -> None:
+            if event.type == "run_started":
+                young, _, _ = gc.get_threshold()
+                gc.set_threshold(young, 3, 4)  # only the older generations'
+
+    gc.set_threshold(700, 10, 10)
+    try:
+        asyncio.run(phalanx.run(Plan.from_dict(sim_plan(3, agents=1)), state=tmp_path,
+                                sinks=[SetsOlder()]))  # fmt: skip
+        assert gc.get_threshold() == (700, 3, 4)  # the young put back, the older kept
+    finally:
+        gc.set_threshold(*before)

@@ -295,6 +295,8 @@ def test_event_json_is_json_dumps_of_event_to_dict() -> None:
                 TaskInfo(id="t3", title=3, category="other"),  # type: ignore[arg-type]
                 TaskInfo(id="t4", title="y", category="other", grows=1),  # type: ignore[arg-type]
                 TaskInfo(id="t5", title="z", category="other", needs=["a"]),  # type: ignore[arg-type]
+                TaskInfo(id="t6", title="z", category="other", needs={"a"}),  # type: ignore[arg-type]
+                TaskInfo(id="t7", title="z", category="other", needs="ab"),  # type: ignore[arg-type]
             ),
             done=("t0",),
             timed=False,

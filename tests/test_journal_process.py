@@ -281,6 +281,35 @@ def test_a_journal_expecting_few_rows_starts_no_process(
 # -- found by a review: each test failed before its fix -------------------------------------
 
 
+def test_a_forked_copy_does_not_take_the_starting_processes_ready(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A copy forked while the process starts (a tool or hook forking during a run's first
+    moments) must not read its "ready": the run would then commit everything itself."""
+    monkeypatch.delenv(PROCESS_ENV, raising=False)
+    journal = _journal(tmp_path / "j.sqlite")
+    journal.expect(30_000)  # the process starts now, before any batch
+    starting = journal._starting
+    assert starting is not None
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(1.0)  # the process has said it is ready by now
+        try:
+            starting.ready()  # what the copy's flush(wait=False) asks first
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    deadline = time.monotonic() + 10
+    while starting.ready() is not True and time.monotonic() < deadline:
+        time.sleep(0.01)
+    _success(journal, "t0", 1)
+    journal.flush(wait=False)
+    try:
+        assert isinstance(journal._writer, _ProcessWriter)
+    finally:
+        journal.close()
+
+
 def test_a_process_with_over_1024_files_open_still_uses_its_writer(tmp_path: Path) -> None:
     """select() cannot watch a file number of 1024 or more; a fleet's sockets get there."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

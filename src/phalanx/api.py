@@ -804,18 +804,20 @@ async def _drive_to_end(
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        changes = finish_isolation(plan, run_id, journal, orch)
-        journal.flush()
-        journal.on_commit = None
-        written = stream.finish()
-        notes = write_outputs(outputs, orch.plan, orch.records, written, _specs(orch))
-        journal.release(run_id, session)
-        journal.close()
-        if orch.governor is not None:
-            orch.governor.close()
-        for provider in providers.values():
-            with contextlib.suppress(Exception):
-                await provider.aclose()
+        try:
+            changes = finish_isolation(plan, run_id, journal, orch)
+            journal.flush()
+            journal.on_commit = None
+            written = stream.finish()
+            notes = write_outputs(outputs, orch.plan, orch.records, written, _specs(orch))
+            journal.release(run_id, session)
+        finally:  # whatever failed above: the journal's writer process is not left behind
+            journal.close()
+            if orch.governor is not None:
+                orch.governor.close()
+            for provider in providers.values():
+                with contextlib.suppress(Exception):
+                    await provider.aclose()
     return changes, notes
 
 
@@ -862,8 +864,9 @@ def _frozen_heap() -> Iterator[None]:
                 if _froze:
                     gc.unfreeze()
                 if _thresholds is not None:
-                    if gc.get_threshold()[0] == RUN_GC_THRESHOLD:  # not changed meanwhile
-                        gc.set_threshold(*_thresholds)
+                    young, *older = gc.get_threshold()
+                    if young == RUN_GC_THRESHOLD:  # not changed meanwhile (the older may be)
+                        gc.set_threshold(_thresholds[0], *older)
                     _thresholds = None
 
 

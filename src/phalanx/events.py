@@ -815,8 +815,8 @@ def event_from_dict(d: Mapping[str, Any]) -> Event:
 
 
 def _task_info_json(t: TaskInfo) -> str:
-    if type(t) is not TaskInfo:
-        raise TypeError(t)
+    if type(t) is not TaskInfo or type(t.needs) not in (tuple, list):
+        raise TypeError(t)  # (a set of needs, say: the general encoder writes it as text)
     needs = ",".join([_str(n) for n in t.needs])
     return (
         f'{{"id":{_str(t.id)},"title":{_str(t.title)},"category":{_str(t.category)},'

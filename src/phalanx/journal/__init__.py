@@ -1176,6 +1176,8 @@ class _ProcessWriter:
     def ready(self) -> bool | None:
         """Whether the process has said it is ready (its connection open); None: it ended
         before (nothing was handed to it)."""
+        if os.getpid() != self._pid:
+            return False  # a forked copy: the answers are its parent's to read
         if not self._ready and not self._gone:
             self._read(block=False)
         return True if self._ready else None if self._gone else False

@@ -12,6 +12,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from ..exceptions import ErrorClass
+from ..redaction import redact
 from .executor import AgentRunner, Attempt, Outcome
 
 __all__ = ["Engine", "EngineLost", "LocalEngine", "OnOutcome"]
@@ -71,6 +73,16 @@ class LocalEngine:
     async def _run(self, runner: AgentRunner, attempt: Attempt) -> None:
         try:
             outcome = await runner.run(attempt)
+        except Exception as exc:  # a bug under the executor: the attempt fails, never hangs
+            outcome = Outcome(
+                attempt_id=attempt.attempt_id,
+                task_id=attempt.task.id,
+                agent=attempt.agent,
+                ok=False,
+                duration=0.0,
+                error_class=ErrorClass.INTERNAL,
+                error=redact(f"{type(exc).__name__}: {exc}")[:500],
+            )
         finally:
             self._inflight.pop(attempt.attempt_id, None)
         assert self._on_outcome is not None

@@ -139,16 +139,17 @@ def build_request(
     tools: tuple[ToolDef, ...] = (),
     inbox: str = "",
     styles: Mapping[str, Style] | None = None,
-    systems: dict[tuple[str, str], tuple[Style, str]] | None = None,
+    systems: dict[tuple[str, str, str], tuple[Style, str]] | None = None,
 ) -> CompletionRequest:
     """Prompt = role + system prompt + style + context, then the task and upstream results.
-    ``systems``: the system prompts made so far for ``spec`` and ``styles``, by style name
-    and context, each with the style it was made from (an agent's runner keeps them: the
-    same for each of its attempts, unless the style was registered again since)."""
+    ``systems``: the system prompts made so far for ``spec`` and ``styles``, by style name,
+    context and role description, each with the style it was made from (an agent's runner
+    keeps them: the same for each of its attempts, unless the style was registered again
+    since)."""
     task = attempt.task
     style = style_of(task, spec)  # a typed output (output_type, schema:) is a JSON style
     how = get_style(style, styles)
-    key = (style, context)
+    key = (style, context, spec.description)  # (a role registered again: its description)
     made = systems.get(key) if systems is not None else None
     if made is not None and made[0] is how:  # the same style (not one registered since)
         system = made[1]
@@ -293,7 +294,7 @@ class AgentRunner:
         self.denied = denied  # the run's tools this agent may not use (never run for it)
         # the system prompts made for its attempts, by style and context (build_request)
         self._systems_of: tuple[AgentSpec, Any] | None = None
-        self._systems: dict[tuple[str, str], tuple[Style, str]] = {}
+        self._systems: dict[tuple[str, str, str], tuple[Style, str]] = {}
 
     def advice(self) -> list[str]:
         """What this agent asks of its model that the model may not manage (the provider's
