@@ -5,13 +5,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import math
 import os
 import signal
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, Literal, ParamSpec, TypeVar
 
-__all__ = ["blocking", "describe_error", "kill_group", "one_line", "packed", "percentile"]
+__all__ = [
+    "blocking",
+    "describe_error",
+    "jbool",
+    "jnum",
+    "jopt_num",
+    "jopt_str",
+    "jstr",
+    "kill_group",
+    "one_line",
+    "packed",
+    "percentile",
+]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -108,3 +121,38 @@ def blocking(fn: Callable[P, Coroutine[Any, Any, T]], name: str, doc: str) -> Ca
     facade.__name__ = facade.__qualname__ = name
     facade.__doc__ = doc
     return facade
+
+
+# -- JSON text of plain values ------------------------------------------------------------
+# For the hand-made encoders of what a run writes thousands of (its events, its plan's
+# tasks): each piece exactly as ``json.dumps(..., separators=(",", ":"))`` writes it, or a
+# TypeError/ValueError for a value of another type, so that the caller falls back to the
+# general encoder.
+jstr = json.encoder.encode_basestring_ascii  # a JSON string, quoted; TypeError if not a str
+_INF = float("inf")
+
+
+def jnum(value: Any) -> str:
+    """A JSON number (``int``/``float`` exactly, finite); ValueError otherwise."""
+    t = type(value)
+    if t is float and -_INF < value < _INF:
+        return float.__repr__(value)
+    if t is int:
+        return int.__repr__(value)
+    raise ValueError(value)
+
+
+def jopt_num(value: Any) -> str:
+    return "null" if value is None else jnum(value)
+
+
+def jopt_str(value: Any) -> str:
+    return "null" if value is None else jstr(value)
+
+
+def jbool(value: Any) -> str:
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    raise ValueError(value)

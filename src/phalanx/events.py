@@ -13,11 +13,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal, Protocol
 
-from ._jsontext import jbool as _bool
-from ._jsontext import jnum as _num
-from ._jsontext import jopt_num as _opt_num
-from ._jsontext import jopt_str as _opt_str
-from ._jsontext import jstr as _str
+from ._util import jbool as _bool
+from ._util import jnum as _num
+from ._util import jopt_num as _opt_num
+from ._util import jopt_str as _opt_str
+from ._util import jstr as _str
 from .cost import ZERO, Usage
 from .exceptions import ErrorClass
 

@@ -15,8 +15,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from .._jsontext import jnum, jopt_num, jopt_str, jstr
-from .._util import describe_error
+from .._util import describe_error, jnum, jopt_num, jopt_str, jstr
 from ..agents.mcp import McpServer
 from ..agents.spec import AgentSpec
 from ..cost import Price
