@@ -14,7 +14,7 @@ from typing import Protocol
 
 from ..exceptions import ErrorClass
 from ..redaction import redact
-from .executor import AgentRunner, Attempt, Outcome
+from .executor import AgentRunner, Attempt, Outcome, failed
 
 __all__ = ["Engine", "EngineLost", "LocalEngine", "OnOutcome"]
 
@@ -74,15 +74,8 @@ class LocalEngine:
         try:
             outcome = await runner.run(attempt)
         except Exception as exc:  # a bug under the executor: the attempt fails, never hangs
-            outcome = Outcome(
-                attempt_id=attempt.attempt_id,
-                task_id=attempt.task.id,
-                agent=attempt.agent,
-                ok=False,
-                duration=0.0,
-                error_class=ErrorClass.INTERNAL,
-                error=redact(f"{type(exc).__name__}: {exc}")[:500],
-            )
+            why = redact(f"{type(exc).__name__}: {exc}")[:500]
+            outcome = failed(attempt, ErrorClass.INTERNAL, why)
         finally:
             self._inflight.pop(attempt.attempt_id, None)
         assert self._on_outcome is not None

@@ -130,6 +130,20 @@ class Outcome:
     queued: float = 0.0  # seconds its calls waited for capacity (not in ``duration``)
 
 
+def failed(attempt: Attempt, error_class: ErrorClass, error: str) -> Outcome:
+    """An attempt that failed before it ran anything its engine could report (its host died,
+    a bug under the executor): no time, no usage."""
+    return Outcome(
+        attempt_id=attempt.attempt_id,
+        task_id=attempt.task.id,
+        agent=attempt.agent,
+        ok=False,
+        duration=0.0,
+        error_class=error_class,
+        error=error,
+    )
+
+
 def build_request(
     spec: AgentSpec,
     attempt: Attempt,

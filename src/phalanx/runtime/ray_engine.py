@@ -34,7 +34,7 @@ from ..events import AgentPlaced
 from ..exceptions import ErrorClass, UsageError
 from ..plan.model import EngineConfig
 from .engine import EngineLost, OnOutcome
-from .executor import AgentRunner, Attempt, Outcome
+from .executor import AgentRunner, Attempt, Outcome, failed
 from .governor import Gate
 from .remote import AgentBlueprint, HostCore, Message, blueprint_of, custom_styles
 
@@ -293,14 +293,10 @@ class RayEngine:
         except (ray.exceptions.TaskCancelledError, asyncio.CancelledError):
             return
         except ray.exceptions.RayActorError as exc:
-            outcome = Outcome(
-                attempt_id=attempt.attempt_id,
-                task_id=attempt.task.id,
-                agent=attempt.agent,
-                ok=False,
-                duration=0.0,
-                error_class=ErrorClass.LOST,
-                error=f"its agent host {h.id} (node {h.node[:12]}, pid {h.pid}) died: "
+            outcome = failed(
+                attempt,
+                ErrorClass.LOST,
+                f"its agent host {h.id} (node {h.node[:12]}, pid {h.pid}) died: "
                 + _first_line(exc),
             )
             self._recover_soon(h)

@@ -38,7 +38,7 @@ from ..exceptions import ErrorClass
 from ..plan.model import DEFAULT_MAX_PROMPT_TOKENS, RetryConfig
 from ..providers import Provider, ProviderRecipe
 from ..redaction import redact
-from .executor import AgentRunner, Attempt, Outcome
+from .executor import AgentRunner, Attempt, Outcome, failed
 from .governor import Gate
 
 __all__ = [
@@ -303,15 +303,7 @@ class HostCore:
         return True
 
     def _failed(self, attempt: Attempt, cls: ErrorClass, error: str) -> Outcome:
-        return Outcome(
-            attempt_id=attempt.attempt_id,
-            task_id=attempt.task.id,
-            agent=attempt.agent,
-            ok=False,
-            duration=0.0,
-            error_class=cls,
-            error=redact(error)[:500],
-        )
+        return failed(attempt, cls, redact(error)[:500])
 
     # -- the link to the driver ------------------------------------------------------------
     def post(self, message: Message) -> None:

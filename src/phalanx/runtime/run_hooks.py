@@ -17,7 +17,7 @@ from ..agents.spec import AgentSpec
 from ..events import Event, MessageSent
 from ..exceptions import ErrorClass
 from ..plan.model import Plan, Task
-from .executor import Attempt, Outcome
+from .executor import Attempt, Outcome, failed
 
 __all__ = ["RunHooks", "task_info", "vetoed"]
 
@@ -164,12 +164,4 @@ def task_info(t: Task) -> dict[str, Any]:
 
 def vetoed(attempt: Attempt, reason: str) -> Outcome:
     """The outcome of an attempt a ``before_task`` hook vetoed."""
-    return Outcome(
-        attempt_id=attempt.attempt_id,
-        task_id=attempt.task.id,
-        agent=attempt.agent,
-        ok=False,
-        duration=0.0,
-        error_class=ErrorClass.VETOED,
-        error=f"vetoed by a before_task hook: {reason}",
-    )
+    return failed(attempt, ErrorClass.VETOED, f"vetoed by a before_task hook: {reason}")
