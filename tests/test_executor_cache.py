@@ -45,11 +45,18 @@ def test_the_system_prompt_is_made_once_and_follows_the_spec_and_the_style() -> 
     assert "Be brief." in system and "the repo is small" in system
 
 
-class _TimesOut:
-    name, simulated = "slow", True
+class _Fake:
+    """A provider that raises ``error``, or else answers ``None`` (not a Completion)."""
+
+    simulated = True
+
+    def __init__(self, name: str, error: BaseException | None = None) -> None:
+        self.name, self.error = name, error
 
     async def complete(self, request):  # type: ignore[no-untyped-def]
-        raise TimeoutError("the SDK's own read timeout")
+        if self.error is not None:
+            raise self.error
+        return None
 
     async def aclose(self) -> None:
         pass
@@ -61,22 +68,14 @@ def test_a_providers_own_timeout_without_a_task_deadline_fails_as_a_timeout(
     plan = Plan.build(
         agents=[AgentSpec(provider="slow")], tasks=[Task(id="t", prompt="p", max_attempts=1)]
     )
-    result = phalanx.run_sync(plan, state=tmp_path, custom_providers={"slow": _TimesOut()})
+    result = phalanx.run_sync(
+        plan,
+        state=tmp_path,
+        custom_providers={"slow": _Fake("slow", TimeoutError("the SDK's own read timeout"))},
+    )
     task = result.tasks["t"]
     assert (task.state, task.error_class) == ("failed", "timeout")
     assert "the SDK's own read timeout" in (task.error or "")
-
-
-class _Broken:
-    """A provider whose answer is not a Completion: the executor trips over it."""
-
-    name, simulated = "broken", True
-
-    async def complete(self, request):  # type: ignore[no-untyped-def]
-        return None
-
-    async def aclose(self) -> None:
-        pass
 
 
 def test_a_bug_under_the_executor_fails_the_attempt_instead_of_hanging_the_run(
@@ -87,7 +86,7 @@ def test_a_bug_under_the_executor_fails_the_attempt_instead_of_hanging_the_run(
     )
 
     async def go() -> phalanx.RunResult:
-        run = phalanx.run(plan, state=tmp_path, custom_providers={"broken": _Broken()})
+        run = phalanx.run(plan, state=tmp_path, custom_providers={"broken": _Fake("broken")})
         return await asyncio.wait_for(run, 30)  # it hung for ever before
 
     result = asyncio.run(go())

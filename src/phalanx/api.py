@@ -891,7 +891,8 @@ def _namer(orch: Orchestrator) -> Callable[[str, str], str | None]:
         task = orch.tasks.get(TaskId(task_id))
         spec = agents.get(agent)
         if spec is None:  # an agent the autoscaler cloned: its runner has its spec
-            spec = _specs(orch).get(agent)
+            found = getattr(orch.runners.get(agent), "spec", None)
+            spec = found if isinstance(found, AgentSpec) else None
         if task is None or answer_style(task, spec) == "tts":
             return None
         return output_name(task, spec, known)
