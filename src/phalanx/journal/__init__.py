@@ -92,8 +92,9 @@ _MIGRATIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     # 2 -> 3: the tool journal (tables agent_turns and tool_calls, made by _SCHEMA)
     "2": ("3", ()),
     # 3 -> 4: a run's plan moves to a row of its own (run_plans, made by _SCHEMA): SQLite
-    # rewrites a whole row on every update, and the runs row is updated by every session,
-    # heartbeat and status (a 10,000-task plan's JSON is ~1.5 MB: 20-30 ms a rewrite)
+    # writes a row again whole when an update changes its size, as a session's start, the
+    # run's end and the owner's release do (a 10,000-task plan's JSON, ~1.5 MB, went into
+    # the WAL each time: 990 pages for those of one run; tests/test_journal_plans.py)
     "3": (
         "4",
         (
